@@ -1,0 +1,262 @@
+"""The shared authenticator: turns a bearer token into a :class:`Principal`.
+
+- Access JWTs (EdDSA or ES256, with ``kid``) are verified locally against a cached JWKS; an unknown
+  ``kid`` triggers a refetch, at most once per ``jwks_refetch_interval``.
+- API tokens (``tsm_...``) are introspected through auth and cached for a short time; revocation
+  events published on Redis evict them at once, and revoked ids are refused until they expire.
+
+Where the keys and introspection answers come from is a narrow ``Protocol``: other services use the
+gRPC implementations below, the auth service plugs in its own store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+import jwt
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+from tsmesh.v1 import auth_pb2, auth_pb2_grpc
+
+from tsmesh_common.context import Principal
+from tsmesh_common.errors import Unauthenticated, Unavailable
+
+log = logging.getLogger(__name__)
+
+API_TOKEN_PREFIX = "tsm_"  # noqa: S105 - a prefix, not a secret
+ALLOWED_ALGORITHMS = ("EdDSA", "ES256")
+MAX_TOKEN_LENGTH = 8192
+SCOPES = frozenset({"read", "write", "admin"})
+
+
+class JwksSource(Protocol):
+    """Where public signing keys come from (JWK dicts with kty, kid, alg, crv, x[, y])."""
+
+    async def fetch_jwks(self) -> Sequence[dict[str, str]]: ...
+
+
+class IntrospectionSource(Protocol):
+    """Resolves an API token to a principal, or None when it is not active."""
+
+    async def introspect(self, token: str) -> Principal | None: ...
+
+
+@dataclass(frozen=True)
+class AuthenticatorConfig:
+    issuer: str
+    audience: str
+    leeway_seconds: float = 5.0
+    api_token_cache_seconds: float = 10.0
+    api_token_cache_size: int = 100_000
+    jwks_refetch_interval: float = 1.0
+
+
+class Authenticator:
+    """Verifies bearer tokens for every RPC and HTTP call of a service."""
+
+    def __init__(
+        self,
+        config: AuthenticatorConfig,
+        jwks: JwksSource,
+        introspection: IntrospectionSource,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._jwks = jwks
+        self._introspection = introspection
+        self._clock = clock
+        self._keys: dict[str, tuple[str, Any]] = {}
+        self._last_fetch = float("-inf")
+        self._fetch_lock = asyncio.Lock()
+        self._api_cache: dict[bytes, tuple[Principal, float]] = {}
+        self._revoked: dict[str, float] = {}
+        self._revocation_callbacks: list[Callable[[str], None]] = []
+
+    async def authenticate(self, token: str) -> Principal:
+        """The principal behind a bearer token, or :class:`Unauthenticated` with a bland reason."""
+        if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+            raise Unauthenticated("invalid token")
+        if token.startswith(API_TOKEN_PREFIX):
+            principal = await self._api_token(token)
+        else:
+            principal = await self._jwt(token)
+        if principal.token_id in self._revoked:
+            raise Unauthenticated("token revoked")
+        return principal
+
+    async def _jwt(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthenticated("invalid token") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ALLOWED_ALGORITHMS or not isinstance(kid, str):
+            raise Unauthenticated("invalid token")
+        key = await self._key(kid)
+        if key is None or key[0] != alg:
+            raise Unauthenticated("invalid token")
+        try:
+            claims = jwt.decode(
+                token,
+                key[1],
+                algorithms=[alg],
+                audience=self._config.audience,
+                issuer=self._config.issuer,
+                leeway=self._config.leeway_seconds,
+                options={"require": ["exp", "iat", "sub", "tid", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("token expired") from None
+        except jwt.PyJWTError:
+            raise Unauthenticated("invalid token") from None
+        scopes = claims.get("scope", "")
+        if not isinstance(scopes, str) or not isinstance(claims["tid"], str) or not claims["tid"]:
+            raise Unauthenticated("invalid token")
+        return Principal(
+            tenant_id=claims["tid"],
+            subject=str(claims["sub"]),
+            scopes=frozenset(scopes.split()) & SCOPES,
+            expires_at=float(claims["exp"]),
+            token_id=str(claims["jti"]),
+            kind="jwt",
+        )
+
+    async def _key(self, kid: str) -> tuple[str, Any] | None:
+        key = self._keys.get(kid)
+        if key is not None:
+            return key
+        async with self._fetch_lock:
+            key = self._keys.get(kid)
+            if key is not None:
+                return key
+            now = time.monotonic()
+            if now - self._last_fetch < self._config.jwks_refetch_interval:
+                return None
+            self._last_fetch = now
+            try:
+                jwks = await self._jwks.fetch_jwks()
+            except grpc.aio.AioRpcError as exc:
+                log.warning("jwks fetch failed", extra={"code": exc.code().name})
+                raise Unavailable("auth service unreachable") from None
+            self._keys = {k["kid"]: parsed for k in jwks if (parsed := _parse_jwk(k)) is not None}
+            return self._keys.get(kid)
+
+    async def _api_token(self, token: str) -> Principal:
+        digest = hashlib.sha256(token.encode()).digest()
+        now = self._clock()
+        cached = self._api_cache.get(digest)
+        if cached is not None and cached[1] > now:
+            principal = cached[0]
+        else:
+            try:
+                found = await self._introspection.introspect(token)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("introspection failed", extra={"code": exc.code().name})
+                raise Unavailable("auth service unreachable") from None
+            if found is None:
+                raise Unauthenticated("invalid token")
+            principal = found
+            if len(self._api_cache) >= self._config.api_token_cache_size:
+                self._api_cache.clear()
+            self._api_cache[digest] = (principal, now + self._config.api_token_cache_seconds)
+        if principal.expires_at is not None and principal.expires_at <= now:
+            self._api_cache.pop(digest, None)
+            raise Unauthenticated("token expired")
+        return principal
+
+    def revoke(self, token_id: str, until: float | None = None) -> None:
+        """Refuse a token id from now on (a revocation event); evicts cached answers for it."""
+        self._revoked[token_id] = until if until is not None else self._clock() + 86_400.0
+        for digest, (principal, _) in list(self._api_cache.items()):
+            if principal.token_id == token_id:
+                del self._api_cache[digest]
+        now = self._clock()
+        for expired in [k for k, v in self._revoked.items() if v <= now]:
+            del self._revoked[expired]
+        for callback in self._revocation_callbacks:
+            callback(token_id)
+
+    def on_revocation(self, callback: Callable[[str], None]) -> None:
+        """Be told of each revoked token id (the gateway closes that token's sockets)."""
+        self._revocation_callbacks.append(callback)
+
+    async def follow_revocations(self, redis: Any, channel: str) -> None:
+        """Consume revocation events (``<token_id> <until_unix>``) until cancelled; reconnects."""
+        while True:
+            try:
+                pubsub = redis.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(channel)
+                try:
+                    async for message in pubsub.listen():
+                        data = message.get("data")
+                        if isinstance(data, bytes):
+                            data = data.decode()
+                        if isinstance(data, str) and data:
+                            token_id, _, until = data.partition(" ")
+                            self.revoke(token_id, float(until) if until else None)
+                finally:
+                    await pubsub.aclose()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any Redis failure: back off and resubscribe
+                log.warning("revocation feed interrupted, resubscribing", extra={"error": type(exc).__name__})
+                self._api_cache.clear()
+                await asyncio.sleep(1.0)
+
+
+def _parse_jwk(jwk: dict[str, str]) -> tuple[str, Any] | None:
+    try:
+        if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519":
+            return "EdDSA", OKPAlgorithm.from_jwk(jwk)
+        if jwk.get("kty") == "EC" and jwk.get("crv") == "P-256":
+            return "ES256", ECAlgorithm.from_jwk(jwk)
+    except (jwt.PyJWTError, ValueError, KeyError):
+        log.warning("ignoring malformed jwk", extra={"kid": jwk.get("kid")})
+    return None
+
+
+def bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str:
+    """The token of an ``authorization: Bearer <token>`` (or ``Token <token>``) metadata entry."""
+    for key, value in metadata:
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() in ("bearer", "token") and token:
+                return token.strip()
+            raise Unauthenticated("malformed authorization header")
+    raise Unauthenticated("authentication required")
+
+
+class GrpcAuthSource:
+    """JWKS and introspection from the auth service over gRPC."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout: float = 2.0) -> None:
+        self._stub = auth_pb2_grpc.AuthServiceStub(channel)
+        self._timeout = timeout
+
+    async def fetch_jwks(self) -> Sequence[dict[str, str]]:
+        response = await self._stub.GetJwks(auth_pb2.GetJwksRequest(), timeout=self._timeout)
+        return [{k: v for k, v in _jwk_fields(key).items() if v} for key in response.keys]
+
+    async def introspect(self, token: str) -> Principal | None:
+        response = await self._stub.Introspect(auth_pb2.IntrospectRequest(token=token), timeout=self._timeout)
+        if not response.active:
+            return None
+        return Principal(
+            tenant_id=response.tenant_id,
+            subject=response.subject,
+            scopes=frozenset(response.scopes) & SCOPES,
+            expires_at=float(response.expires_at) if response.expires_at else None,
+            token_id=response.token_id,
+            kind="api_token" if response.kind == auth_pb2.TOKEN_KIND_API_TOKEN else "jwt",
+        )
+
+
+def _jwk_fields(key: auth_pb2.Jwk) -> dict[str, str]:
+    return {"kty": key.kty, "kid": key.kid, "alg": key.alg, "use": key.use, "crv": key.crv, "x": key.x, "y": key.y}

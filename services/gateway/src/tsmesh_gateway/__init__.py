@@ -1,0 +1,1 @@
+"""tsmesh gateway service."""

@@ -1,0 +1,1 @@
+"""tsmesh ingest service."""

