@@ -158,3 +158,66 @@ async def eventually(predicate, timeout: float = 10.0, interval: float = 0.05): 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+class StaticJwks:
+    """A JWKS source holding test keys: real signature verification without the auth service."""
+
+    def __init__(self) -> None:
+        self.keys: list[dict[str, str]] = []
+
+    async def fetch_jwks(self) -> list[dict[str, str]]:
+        return list(self.keys)
+
+
+class NoIntrospection:
+    """For tests that only use JWTs: every API token is unknown."""
+
+    async def introspect(self, token: str) -> None:
+        return None
+
+
+class TokenMint:
+    """Signs access JWTs with a fresh Ed25519 key published through a :class:`StaticJwks`."""
+
+    issuer = "tsmesh-auth"
+    audience = "tsmesh"
+
+    def __init__(self) -> None:
+        import json
+
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self._jwt = jwt
+        self.kid = f"test-{uuid.uuid4().hex[:8]}"
+        self.private_key = Ed25519PrivateKey.generate()
+        public = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(self.private_key.public_key()))
+        self.jwks = StaticJwks()
+        self.jwks.keys.append({**public, "kid": self.kid, "alg": "EdDSA", "use": "sig"})
+
+    def token(self, tenant_id: str, scopes: str = "read write", ttl: float = 300.0, **claims: object) -> str:
+        now = int(time.time())
+        payload = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": "user-1",
+            "tid": tenant_id,
+            "scope": scopes,
+            "jti": uuid.uuid4().hex,
+            "iat": now,
+            "exp": now + int(ttl),
+            **claims,
+        }
+        return str(self._jwt.encode(payload, self.private_key, algorithm="EdDSA", headers={"kid": self.kid}))
+
+    def authenticator(self):  # type: ignore[no-untyped-def]
+        from tsmesh_common.authn import Authenticator, AuthenticatorConfig
+
+        return Authenticator(AuthenticatorConfig(issuer=self.issuer, audience=self.audience), self.jwks, NoIntrospection())
+
+
+@pytest.fixture
+def token_mint() -> TokenMint:
+    """Mint access JWTs for any tenant and scopes, verified by ``token_mint.authenticator()``."""
+    return TokenMint()
