@@ -28,24 +28,32 @@ class StreamClientMessage(_message.Message):
     AUTHENTICATE_FIELD_NUMBER: _builtins.int
     SUBSCRIBE_FIELD_NUMBER: _builtins.int
     UNSUBSCRIBE_FIELD_NUMBER: _builtins.int
+    PING_FIELD_NUMBER: _builtins.int
+    PONG_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def authenticate(self) -> Global___StreamAuthenticate: ...
     @_builtins.property
     def subscribe(self) -> Global___StreamSubscribe: ...
     @_builtins.property
     def unsubscribe(self) -> Global___StreamUnsubscribe: ...
+    @_builtins.property
+    def ping(self) -> Global___StreamPing: ...
+    @_builtins.property
+    def pong(self) -> Global___StreamPong: ...
     def __init__(
         self,
         *,
         authenticate: Global___StreamAuthenticate | None = ...,
         subscribe: Global___StreamSubscribe | None = ...,
         unsubscribe: Global___StreamUnsubscribe | None = ...,
+        ping: Global___StreamPing | None = ...,
+        pong: Global___StreamPong | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["authenticate", b"authenticate", "message", b"message", "subscribe", b"subscribe", "unsubscribe", b"unsubscribe"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authenticate", b"authenticate", "message", b"message", "ping", b"ping", "pong", b"pong", "subscribe", b"subscribe", "unsubscribe", b"unsubscribe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authenticate", b"authenticate", "message", b"message", "subscribe", b"subscribe", "unsubscribe", b"unsubscribe"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authenticate", b"authenticate", "message", b"message", "ping", b"ping", "pong", b"pong", "subscribe", b"subscribe", "unsubscribe", b"unsubscribe"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["authenticate", "subscribe", "unsubscribe"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["authenticate", "subscribe", "unsubscribe", "ping", "pong"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
@@ -119,24 +127,32 @@ class StreamServerMessage(_message.Message):
     ACK_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     POINTS_FIELD_NUMBER: _builtins.int
+    PING_FIELD_NUMBER: _builtins.int
+    PONG_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def ack(self) -> Global___StreamAck: ...
     @_builtins.property
     def error(self) -> Global___StreamError: ...
     @_builtins.property
     def points(self) -> Global___StreamPoints: ...
+    @_builtins.property
+    def ping(self) -> Global___StreamPing: ...
+    @_builtins.property
+    def pong(self) -> Global___StreamPong: ...
     def __init__(
         self,
         *,
         ack: Global___StreamAck | None = ...,
         error: Global___StreamError | None = ...,
         points: Global___StreamPoints | None = ...,
+        ping: Global___StreamPing | None = ...,
+        pong: Global___StreamPong | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "error", b"error", "message", b"message", "points", b"points"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "error", b"error", "message", b"message", "ping", b"ping", "points", b"points", "pong", b"pong"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "error", b"error", "message", b"message", "points", b"points"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "error", b"error", "message", b"message", "ping", b"ping", "points", b"points", "pong", b"pong"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["ack", "error", "points"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["ack", "error", "points", "ping", "pong"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
@@ -213,3 +229,45 @@ class StreamPoints(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamPoints: _TypeAlias = StreamPoints  # noqa: Y015
+
+@_typing.final
+class StreamPing(_message.Message):
+    """Application-level heartbeat (ASGI exposes no WebSocket ping): either side may ping, the other
+    answers with a pong carrying the same time.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_NS_FIELD_NUMBER: _builtins.int
+    time_ns: _builtins.int
+    def __init__(
+        self,
+        *,
+        time_ns: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["time_ns", b"time_ns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamPing: _TypeAlias = StreamPing  # noqa: Y015
+
+@_typing.final
+class StreamPong(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_NS_FIELD_NUMBER: _builtins.int
+    time_ns: _builtins.int
+    def __init__(
+        self,
+        *,
+        time_ns: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["time_ns", b"time_ns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamPong: _TypeAlias = StreamPong  # noqa: Y015

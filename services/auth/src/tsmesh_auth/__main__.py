@@ -1,25 +1,74 @@
-"""Composition root of the auth service: config, logging, tracing, server; nothing at import time."""
+"""Composition root of the auth service.
+
+python -m tsmesh_auth               serve AuthService (gRPC 50053, metrics 9103)
+python -m tsmesh_auth migrate       apply the schema ``auth`` migrations
+python -m tsmesh_auth admin ...     administration (see ``tsmesh_auth.admin``)
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 
-from tsmesh_common.config import CommonConfig, load_or_exit
+import redis.asyncio as aioredis
+
+from tsmesh_auth import admin
+from tsmesh_auth.app import build, create_app
+from tsmesh_auth.config import AuthConfig
+from tsmesh_auth.db import create_pool
+from tsmesh_auth.migrate import upgrade
+from tsmesh_common.config import load_or_exit
+from tsmesh_common.errors import TsmeshError, Unavailable
 from tsmesh_common.logs import configure_logging
-from tsmesh_common.server import GrpcApp, run, serve
+from tsmesh_common.server import run, serve
 from tsmesh_common.tracing import setup_tracing
 
 
-async def _main() -> None:
-    cfg = load_or_exit(lambda env: CommonConfig.from_env(env, service="auth", grpc_port=50053, metrics_port=9103), os.environ)
-    configure_logging(cfg.service, cfg.log_level)
-    setup_tracing(cfg.service, cfg.otlp_endpoint)
-    app = GrpcApp(authenticator=None)
-    await serve(app, cfg)
+async def _serve() -> None:
+    cfg = load_or_exit(AuthConfig.from_env, os.environ)
+    configure_logging(cfg.common.service, cfg.common.log_level)
+    setup_tracing(cfg.common.service, cfg.common.otlp_endpoint)
+    pool = await create_pool(cfg.database_url, cfg.db_pool_size)
+    redis = aioredis.Redis.from_url(cfg.common.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    pubsub_redis = aioredis.Redis.from_url(cfg.common.redis_url, socket_connect_timeout=2.0, health_check_interval=30)
+    try:
+        parts = await build(cfg, pool, redis)
+    except TsmeshError as exc:
+        await pool.close()
+        raise Unavailable(exc.message) from None
+    app = create_app(parts, pubsub_redis)
+    app.on_shutdown(pool.close)
+    app.on_shutdown(redis.aclose)
+    app.on_shutdown(pubsub_redis.aclose)
+    await serve(app, cfg.common)
+
+
+def _migrate() -> int:
+    cfg = load_or_exit(AuthConfig.from_env, os.environ)
+    configure_logging(cfg.common.service, cfg.common.log_level)
+    upgrade(cfg.database_url)
+    print("schema auth is up to date", file=sys.stderr)
+    return 0
 
 
 def main() -> None:
-    run(_main)
+    args = sys.argv[1:]
+    if args[:1] == ["migrate"]:
+        sys.exit(_migrate())
+    if args[:1] == ["admin"]:
+        from tsmesh_common.config import ConfigError
+
+        try:
+            code = asyncio.run(admin.run(args[1:], os.environ))
+        except ConfigError as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            code = 2
+        sys.exit(code)
+    if args:
+        print("usage: python -m tsmesh_auth [migrate | admin ...]", file=sys.stderr)
+        sys.exit(2)
+    run(_serve)
 
 
 if __name__ == "__main__":

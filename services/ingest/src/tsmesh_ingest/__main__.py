@@ -1,25 +1,89 @@
-"""Composition root of the ingest service: config, logging, tracing, server; nothing at import time."""
+"""Composition root and CLI of the ingest service.
+
+python -m tsmesh_ingest                 serve (TSMESH_INGEST_MODE=all|api|writer)
+python -m tsmesh_ingest migrate         apply the ts schema migrations, create today's partitions
+python -m tsmesh_ingest create-topics   create the points and dead-letter topics (idempotent)
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 
-from tsmesh_common.config import CommonConfig, load_or_exit
+import asyncpg
+import redis.asyncio as aioredis
+
+from tsmesh_common.authn import Authenticator, AuthenticatorConfig, GrpcAuthSource
+from tsmesh_common.client import create_channel
+from tsmesh_common.config import load_or_exit
 from tsmesh_common.logs import configure_logging
-from tsmesh_common.server import GrpcApp, run, serve
+from tsmesh_common.redis_keys import REVOCATION_CHANNEL
+from tsmesh_common.server import run, serve
 from tsmesh_common.tracing import setup_tracing
+from tsmesh_ingest.config import IngestConfig
+from tsmesh_ingest.migrate import upgrade
+from tsmesh_ingest.partitions import PartitionManager
+from tsmesh_ingest.runtime import build_runtime
+from tsmesh_ingest.topics import create_topics
+
+USAGE = "usage: python -m tsmesh_ingest [migrate | create-topics]"
 
 
-async def _main() -> None:
-    cfg = load_or_exit(lambda env: CommonConfig.from_env(env, service="ingest", grpc_port=50051, metrics_port=9101), os.environ)
-    configure_logging(cfg.service, cfg.log_level)
-    setup_tracing(cfg.service, cfg.otlp_endpoint)
-    app = GrpcApp(authenticator=None)
-    await serve(app, cfg)
+async def _serve(cfg: IngestConfig) -> None:
+    common = cfg.common
+    configure_logging(common.service, common.log_level)
+    setup_tracing(common.service, common.otlp_endpoint)
+    redis = aioredis.Redis.from_url(common.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
+    authenticator = None
+    channel = None
+    if cfg.runs_api:
+        channel = create_channel(common.auth_addr)
+        source = GrpcAuthSource(channel)
+        authenticator = Authenticator(
+            AuthenticatorConfig(issuer=common.jwt_issuer, audience=common.jwt_audience), source, source
+        )
+    runtime = await build_runtime(cfg, authenticator, redis)
+
+    async def close_clients() -> None:
+        await redis.aclose()
+        if channel is not None:
+            await channel.close(None)
+
+    runtime.app.on_shutdown(close_clients)
+    if authenticator is not None:
+        runtime.app.run_in_background(authenticator.follow_revocations(redis, REVOCATION_CHANNEL), "revocations")
+    await runtime.start()
+    await serve(runtime.app, common)
+
+
+async def _migrate(cfg: IngestConfig) -> None:
+    await asyncio.to_thread(upgrade, cfg.database_url)
+    conn = await asyncpg.connect(cfg.database_url)
+    try:
+        created = await PartitionManager().ensure_window(conn, cfg.writer.raw_days, cfg.writer.partitions_ahead_days)
+    finally:
+        await conn.close()
+    print(f"schema ts migrated; {created} partitions created")
+
+
+async def _create_topics(cfg: IngestConfig) -> None:
+    created = await create_topics(cfg.kafka)
+    print(f"topics ready ({', '.join(created) if created else 'already present'})")
 
 
 def main() -> None:
-    run(_main)
+    cfg = load_or_exit(IngestConfig.from_env, os.environ)
+    command = sys.argv[1] if len(sys.argv) > 1 else "serve"
+    if command == "serve":
+        run(lambda: _serve(cfg))
+    elif command == "migrate":
+        asyncio.run(_migrate(cfg))
+    elif command == "create-topics":
+        asyncio.run(_create_topics(cfg))
+    else:
+        print(USAGE, file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

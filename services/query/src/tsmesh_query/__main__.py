@@ -1,24 +1,43 @@
-"""Composition root of the query service: config, logging, tracing, server; nothing at import time."""
+"""Composition root of the query service: config -> clients -> components -> serve."""
 
 from __future__ import annotations
 
 import os
 
-from tsmesh_common.config import CommonConfig, load_or_exit
+from tsmesh_common.authn import Authenticator, AuthenticatorConfig, GrpcAuthSource
+from tsmesh_common.client import create_channel
+from tsmesh_common.config import load_or_exit
 from tsmesh_common.logs import configure_logging
-from tsmesh_common.server import GrpcApp, run, serve
+from tsmesh_common.redis_keys import REVOCATION_CHANNEL
+from tsmesh_common.server import run, serve
 from tsmesh_common.tracing import setup_tracing
+from tsmesh_query.config import QueryConfig
+from tsmesh_query.wiring import build, create_redis
 
 
 async def _main() -> None:
-    cfg = load_or_exit(lambda env: CommonConfig.from_env(env, service="query", grpc_port=50052, metrics_port=9102), os.environ)
-    configure_logging(cfg.service, cfg.log_level)
-    setup_tracing(cfg.service, cfg.otlp_endpoint)
-    app = GrpcApp(authenticator=None)
-    await serve(app, cfg)
+    cfg = load_or_exit(QueryConfig.from_env, os.environ)
+    common = cfg.common
+    configure_logging(common.service, common.log_level)
+    setup_tracing(common.service, common.otlp_endpoint)
+    channel = create_channel(common.auth_addr)
+    source = GrpcAuthSource(channel)
+    authenticator = Authenticator(
+        AuthenticatorConfig(issuer=common.jwt_issuer, audience=common.jwt_audience), source, source
+    )
+    redis = create_redis(common.redis_url)
+    components = build(cfg, authenticator, redis)
+    components.app.run_in_background(authenticator.follow_revocations(redis, REVOCATION_CHANNEL), "revocations")
+
+    async def close_channel() -> None:
+        await channel.close(None)
+
+    components.app.on_shutdown(close_channel)
+    await serve(components.app, common)
 
 
 def main() -> None:
+    """Entry point of ``python -m tsmesh_query`` and ``tsmesh-query``."""
     run(_main)
 
 

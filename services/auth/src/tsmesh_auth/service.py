@@ -1,0 +1,214 @@
+"""The gRPC ``tsmesh.v1.AuthService``: thin handlers over sessions, keys, API tokens and the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter
+from tsmesh.v1 import auth_pb2, auth_pb2_grpc
+
+from tsmesh_auth.api_tokens import Actor, ApiTokenRecord, ApiTokenStore, CachedToken
+from tsmesh_auth.audit import AuditEvent, AuditLog
+from tsmesh_auth.keys import KeyRing
+from tsmesh_auth.sessions import Sessions, Tokens
+from tsmesh_common.authn import API_TOKEN_PREFIX, MAX_TOKEN_LENGTH, Authenticator
+from tsmesh_common.context import Principal, current_principal
+from tsmesh_common.errors import InvalidArgument, PermissionDenied, Unauthenticated
+
+SERVICE_NAME = "tsmesh.v1.AuthService"
+PUBLIC_METHODS = frozenset(
+    f"/{SERVICE_NAME}/{name}" for name in ("Login", "Refresh", "Logout", "GetJwks", "Introspect")
+)
+CLIENT_ADDRESS_HEADER = "x-client-address"
+INACTIVE = auth_pb2.IntrospectResponse(active=False)
+INTROSPECTIONS = Counter("tsmesh_auth_introspections_total", "Introspect answers", ["kind", "active"])
+
+Context = Any
+
+
+def client_address(context: Context, trust_header: bool) -> str:
+    """The caller's IP (from the transport, or from ``x-client-address`` set by a trusted gateway)."""
+    if trust_header:
+        for key, value in context.invocation_metadata() or ():
+            if key == CLIENT_ADDRESS_HEADER and isinstance(value, str) and 0 < len(value) <= 64:
+                return value
+    peer: str = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return peer[:64]
+
+
+def _pair(tokens: Tokens) -> auth_pb2.TokenPair:
+    return auth_pb2.TokenPair(
+        access_token=tokens.access.token,
+        refresh_token=tokens.refresh_token,
+        token_type="Bearer",  # noqa: S106 - the scheme name
+        expires_in=tokens.expires_in,
+    )
+
+
+def _api_token(record: ApiTokenRecord) -> auth_pb2.ApiToken:
+    return auth_pb2.ApiToken(
+        id=record.id,
+        name=record.name,
+        scopes=record.scopes,
+        created_at=int(record.created_at.timestamp()),
+        expires_at=int(record.expires_at.timestamp()) if record.expires_at else 0,
+        last_used_at=int(record.last_used_at.timestamp()) if record.last_used_at else 0,
+        revoked=record.revoked,
+    )
+
+
+def _introspected(entry: CachedToken) -> auth_pb2.IntrospectResponse:
+    return auth_pb2.IntrospectResponse(
+        active=True,
+        tenant_id=entry.tenant_id,
+        subject=entry.subject,
+        scopes=entry.scopes,
+        expires_at=int(entry.expires_at or 0),
+        kind=auth_pb2.TOKEN_KIND_API_TOKEN,
+        token_id=entry.token_id,
+    )
+
+
+class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+    """Every RPC of AuthService; the tenant of admin calls is always the caller's."""
+
+    def __init__(
+        self,
+        sessions: Sessions,
+        keyring: KeyRing,
+        tokens: ApiTokenStore,
+        audit: AuditLog,
+        authenticator: Authenticator,
+        *,
+        trust_client_address_header: bool = False,
+    ) -> None:
+        self._sessions = sessions
+        self._keyring = keyring
+        self._tokens = tokens
+        self._audit = audit
+        self._authenticator = authenticator
+        self._trust_header = trust_client_address_header
+        self._api_active = INTROSPECTIONS.labels("api_token", "true")
+        self._jwt_active = INTROSPECTIONS.labels("jwt", "true")
+        self._inactive = INTROSPECTIONS.labels("any", "false")
+
+    async def Login(self, request: auth_pb2.LoginRequest, context: Context) -> auth_pb2.LoginResponse:
+        tokens = await self._sessions.login(
+            request.tenant, request.email, request.password, client_address(context, self._trust_header)
+        )
+        return auth_pb2.LoginResponse(tokens=_pair(tokens))
+
+    async def Refresh(self, request: auth_pb2.RefreshRequest, context: Context) -> auth_pb2.RefreshResponse:
+        tokens = await self._sessions.refresh(request.refresh_token, client_address(context, self._trust_header))
+        return auth_pb2.RefreshResponse(tokens=_pair(tokens))
+
+    async def Logout(self, request: auth_pb2.LogoutRequest, context: Context) -> auth_pb2.LogoutResponse:
+        await self._sessions.logout(request.refresh_token, client_address(context, self._trust_header))
+        return auth_pb2.LogoutResponse()
+
+    async def GetJwks(self, request: auth_pb2.GetJwksRequest, context: Context) -> auth_pb2.GetJwksResponse:
+        keys = [auth_pb2.Jwk(**{k: v for k, v in jwk.items() if k in _JWK_FIELDS}) for jwk in self._keyring.jwks()]
+        return auth_pb2.GetJwksResponse(keys=keys)
+
+    async def Introspect(self, request: auth_pb2.IntrospectRequest, context: Context) -> auth_pb2.IntrospectResponse:
+        token = request.token
+        if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+            self._inactive.inc()
+            return INACTIVE
+        if token.startswith(API_TOKEN_PREFIX):
+            entry = await self._tokens.lookup(token)
+            if entry is None:
+                self._inactive.inc()
+                return INACTIVE
+            self._api_active.inc()
+            return _introspected(entry)
+        try:
+            principal = await self._authenticator.authenticate(token)
+        except Unauthenticated:
+            self._inactive.inc()
+            return INACTIVE
+        self._jwt_active.inc()
+        return auth_pb2.IntrospectResponse(
+            active=True,
+            tenant_id=principal.tenant_id,
+            subject=principal.subject,
+            scopes=sorted(principal.scopes),
+            expires_at=int(principal.expires_at or 0),
+            kind=auth_pb2.TOKEN_KIND_ACCESS_JWT,
+            token_id=principal.token_id,
+        )
+
+    def _admin(self, context: Context) -> tuple[Principal, Actor]:
+        principal = current_principal("admin")
+        return principal, Actor(principal.subject, client_address(context, self._trust_header))
+
+    async def CreateApiToken(
+        self, request: auth_pb2.CreateApiTokenRequest, context: Context
+    ) -> auth_pb2.CreateApiTokenResponse:
+        principal, actor = self._admin(context)
+        record, secret = await self._tokens.create(
+            principal.tenant_id, request.name, list(request.scopes), request.ttl_seconds, actor
+        )
+        return auth_pb2.CreateApiTokenResponse(token=_api_token(record), secret=secret)
+
+    async def ListApiTokens(
+        self, request: auth_pb2.ListApiTokensRequest, context: Context
+    ) -> auth_pb2.ListApiTokensResponse:
+        principal, _ = self._admin(context)
+        records = await self._tokens.list(principal.tenant_id)
+        return auth_pb2.ListApiTokensResponse(tokens=[_api_token(r) for r in records])
+
+    async def RotateApiToken(
+        self, request: auth_pb2.RotateApiTokenRequest, context: Context
+    ) -> auth_pb2.RotateApiTokenResponse:
+        principal, actor = self._admin(context)
+        token_id = _token_id(request.id)
+        record, secret = await self._tokens.rotate(principal.tenant_id, token_id, request.grace_seconds, actor)
+        return auth_pb2.RotateApiTokenResponse(token=_api_token(record), secret=secret)
+
+    async def RevokeApiToken(
+        self, request: auth_pb2.RevokeApiTokenRequest, context: Context
+    ) -> auth_pb2.RevokeApiTokenResponse:
+        principal, actor = self._admin(context)
+        record = await self._tokens.revoke(principal.tenant_id, _token_id(request.id), actor)
+        return auth_pb2.RevokeApiTokenResponse(token=_api_token(record))
+
+    async def ReportAuditEvent(
+        self, request: auth_pb2.ReportAuditEventRequest, context: Context
+    ) -> auth_pb2.ReportAuditEventResponse:
+        principal = current_principal()
+        if not request.action or len(request.action) > 100:
+            raise InvalidArgument("action", "is required (at most 100 characters)")
+        if len(request.outcome) > 100:
+            raise InvalidArgument("outcome", "must be at most 100 characters")
+        if len(request.detail) > 1000:
+            raise InvalidArgument("detail", "must be at most 1000 characters")
+        address = request.client_address[:64] or client_address(context, self._trust_header)
+        await self._audit.append(
+            AuditEvent(
+                action=request.action,
+                outcome=request.outcome or "reported",
+                tenant_id=principal.tenant_id,
+                actor=principal.subject,
+                client_address=address,
+                detail=request.detail,
+            )
+        )
+        return auth_pb2.ReportAuditEventResponse()
+
+
+_JWK_FIELDS = frozenset({"kty", "kid", "alg", "use", "crv", "x", "y"})
+
+
+def _token_id(value: str) -> str:
+    token_id = value.strip()
+    if not token_id or len(token_id) > 64:
+        raise InvalidArgument("id", "is required")
+    if not token_id.isalnum():
+        raise PermissionDenied("no such token in your tenant")
+    return token_id

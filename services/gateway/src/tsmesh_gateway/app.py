@@ -1,0 +1,152 @@
+"""Building the ASGI application: routes, middleware and the per-worker lifespan.
+
+:func:`build_app` wires collaborators that already exist (tests pass their own); :func:`create_app`
+is the Granian factory run in each worker: config from the environment, then Redis, channels,
+authenticator, limiter, cache and the WebSocket hub, all closed again at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.routing import WebSocketRoute
+
+from tsmesh_common.authn import Authenticator, AuthenticatorConfig, GrpcAuthSource
+from tsmesh_common.config import load_or_exit
+from tsmesh_common.logs import configure_logging
+from tsmesh_common.ratelimit import RateLimiter
+from tsmesh_common.redis_keys import REVOCATION_CHANNEL
+from tsmesh_common.tracing import setup_tracing
+from tsmesh_gateway.config import GatewayConfig
+from tsmesh_gateway.deps import Deps
+from tsmesh_gateway.edge import EdgeMiddleware
+from tsmesh_gateway.guard import Limiter, PrincipalCache, RouteLimits
+from tsmesh_gateway.microcache import GenerationReader, MicroCache
+from tsmesh_gateway.openapi import spec
+from tsmesh_gateway.routes_auth import auth_routes
+from tsmesh_gateway.routes_data import query_routes
+from tsmesh_gateway.routes_influx import influx_routes
+from tsmesh_gateway.routes_ops import ops_routes
+from tsmesh_gateway.stream.endpoint import StreamEndpoint
+from tsmesh_gateway.stream.hub import Hub
+from tsmesh_gateway.upstreams import Upstreams
+
+
+@dataclass
+class Parts:
+    """The collaborators of one worker's application."""
+
+    cfg: GatewayConfig
+    upstreams: Upstreams
+    authenticator: Authenticator
+    limiter: Limiter
+    redis: Any
+
+
+def build_app(parts: Parts) -> Starlette:
+    """The gateway application over existing collaborators; background work starts in its lifespan."""
+    cfg = parts.cfg
+    principals = PrincipalCache(parts.authenticator)
+    cache = MicroCache(GenerationReader(parts.redis), ttl=cfg.cache_ttl_seconds, max_entries=cfg.cache_entries)
+    deps = Deps(cfg, parts.upstreams, principals, RouteLimits(parts.limiter, cfg.limits), cache)
+    hub = Hub(parts.upstreams.query_stub, cfg.stream)
+    parts.authenticator.on_revocation(hub.revoke)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        hub.start()
+        follower = asyncio.get_running_loop().create_task(
+            parts.authenticator.follow_revocations(parts.redis, REVOCATION_CHANNEL), name="revocations"
+        )
+        try:
+            yield
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            await hub.stop()
+
+    routes = [
+        *ops_routes(parts.upstreams, spec, os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
+        *auth_routes(deps),
+        *query_routes(deps),
+        *influx_routes(deps),
+        WebSocketRoute("/v1/stream", StreamEndpoint(hub, principals, cfg.stream)),
+    ]
+    middleware = [Middleware(EdgeMiddleware)]
+    if cfg.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(cfg.cors_origins),
+                allow_credentials=True,
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Request-ID"],
+                expose_headers=[
+                    "X-Request-ID",
+                    "RateLimit-Limit",
+                    "RateLimit-Remaining",
+                    "RateLimit-Reset",
+                    "Retry-After",
+                    "X-Cache",
+                ],
+                max_age=600,
+            )
+        )
+    middleware.append(Middleware(GZipMiddleware, minimum_size=1024))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.hub = hub
+    app.state.deps = deps
+    return app
+
+
+def connect(cfg: GatewayConfig) -> Parts:
+    """Open this worker's pools: Redis, one channel per upstream, the authenticator and limiter."""
+    redis = aioredis.Redis.from_url(
+        cfg.common.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0, health_check_interval=30
+    )
+    upstreams = Upstreams.connect(
+        auth_addr=cfg.common.auth_addr,
+        ingest_addr=cfg.ingest_addr,
+        query_addr=cfg.query_addr,
+        deadline=cfg.deadline_seconds,
+        failures=cfg.breaker_failures,
+        reset=cfg.breaker_reset_seconds,
+    )
+    source = GrpcAuthSource(upstreams.auth.channel)
+    authenticator = Authenticator(
+        AuthenticatorConfig(issuer=cfg.common.jwt_issuer, audience=cfg.common.jwt_audience), source, source
+    )
+    return Parts(cfg, upstreams, authenticator, RateLimiter(redis, prefix="tsmesh:gw:rl"), redis)
+
+
+def create_app() -> Starlette:
+    """Granian factory (one call per worker): the composition root of a worker."""
+    cfg = load_or_exit(GatewayConfig.from_env, os.environ)
+    configure_logging(cfg.common.service, cfg.common.log_level)
+    setup_tracing(cfg.common.service, cfg.common.otlp_endpoint)
+    parts = connect(cfg)
+    app = build_app(parts)
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app_: Starlette) -> AsyncIterator[None]:
+        async with inner(app_):
+            try:
+                yield
+            finally:
+                await parts.upstreams.close()
+                await parts.redis.aclose()
+
+    app.router.lifespan_context = lifespan
+    return app

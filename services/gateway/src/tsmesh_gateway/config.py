@@ -1,0 +1,138 @@
+"""The gateway's frozen configuration, read from the environment and validated at start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tsmesh_common.config import CommonConfig, ConfigError, Env
+
+ROUTE_CLASSES = ("write", "query", "auth")
+_DEFAULT_LIMITS = {
+    # per token/user, per client address: (rate per second, burst)
+    "write": ((200.0, 400), (400.0, 800)),
+    "query": ((500.0, 1000), (1000.0, 2000)),
+    "auth": ((5.0, 20), (10.0, 40)),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A GCRA budget: ``rate`` units per second, ``burst`` at once."""
+
+    rate: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Per route class, one budget per token or user and one per client address."""
+
+    per_principal: Mapping[str, Limit]
+    per_address: Mapping[str, Limit]
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """WebSocket settings of ``/v1/stream``."""
+
+    auth_timeout_seconds: float = 5.0
+    ping_interval_seconds: float = 20.0
+    idle_timeout_seconds: float = 60.0
+    send_queue_points: int = 10_000
+    coalesce_seconds: float = 0.001
+    max_subscriptions: int = 100
+    max_message_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the gateway reads from its environment."""
+
+    common: CommonConfig
+    http_host: str
+    http_port: int
+    workers: int
+    ingest_addr: str
+    query_addr: str
+    deadline_seconds: float
+    breaker_failures: int
+    breaker_reset_seconds: float
+    max_body_bytes: int
+    max_json_depth: int
+    body_timeout_seconds: float
+    cors_origins: tuple[str, ...]
+    tls_cert: str | None
+    tls_key: str | None
+    cache_ttl_seconds: float
+    cache_entries: int
+    limits: RateLimits
+    stream: StreamConfig = field(default_factory=StreamConfig)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> GatewayConfig:
+        """Build and validate; every error names the variable at fault."""
+        env = Env(environ)
+        common = CommonConfig.from_env(environ, service="gateway", grpc_port=0, metrics_port=0)
+        tls_cert, tls_key = env.raw("TSMESH_GATEWAY_TLS_CERT"), env.raw("TSMESH_GATEWAY_TLS_KEY")
+        if (tls_cert is None) != (tls_key is None):
+            raise ConfigError("TSMESH_GATEWAY_TLS_KEY", "TLS needs both TSMESH_GATEWAY_TLS_CERT and _KEY")
+        origins = env.get_list("TSMESH_GATEWAY_CORS_ORIGINS")
+        if "*" in origins:
+            raise ConfigError("TSMESH_GATEWAY_CORS_ORIGINS", "'*' is not allowed (credentials are sent); list origins")
+        stream = StreamConfig(
+            auth_timeout_seconds=env.get_float("TSMESH_GATEWAY_WS_AUTH_TIMEOUT_SECONDS", 5.0, minimum=0.1),
+            ping_interval_seconds=env.get_float("TSMESH_GATEWAY_WS_PING_SECONDS", 20.0, minimum=0.1),
+            idle_timeout_seconds=env.get_float("TSMESH_GATEWAY_WS_IDLE_TIMEOUT_SECONDS", 60.0, minimum=0.2),
+            send_queue_points=env.get_int("TSMESH_GATEWAY_WS_SEND_QUEUE_POINTS", 10_000, minimum=1),
+            coalesce_seconds=min(env.get_float("TSMESH_GATEWAY_WS_COALESCE_SECONDS", 0.001, minimum=0.0), 0.001),
+            max_subscriptions=env.get_int("TSMESH_GATEWAY_WS_MAX_SUBSCRIPTIONS", 100, minimum=1),
+        )
+        return cls(
+            common=common,
+            http_host=env.get_str("TSMESH_HTTP_HOST", "127.0.0.1"),
+            http_port=env.get_port("TSMESH_HTTP_PORT", 8080),
+            workers=env.get_int("TSMESH_GATEWAY_WORKERS", 1, minimum=1, maximum=64),
+            ingest_addr=env.get_str("TSMESH_INGEST_ADDR", "127.0.0.1:50051"),
+            query_addr=env.get_str("TSMESH_QUERY_ADDR", "127.0.0.1:50052"),
+            deadline_seconds=env.get_float("TSMESH_GATEWAY_DEADLINE_SECONDS", 10.0, minimum=0.01),
+            breaker_failures=env.get_int("TSMESH_GATEWAY_BREAKER_FAILURES", 5, minimum=1),
+            breaker_reset_seconds=env.get_float("TSMESH_GATEWAY_BREAKER_RESET_SECONDS", 2.0, minimum=0.01),
+            max_body_bytes=env.get_int("TSMESH_GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024),
+            max_json_depth=env.get_int("TSMESH_GATEWAY_MAX_JSON_DEPTH", 16, minimum=4, maximum=512),
+            body_timeout_seconds=env.get_float("TSMESH_GATEWAY_BODY_TIMEOUT_SECONDS", 10.0, minimum=0.05),
+            cors_origins=origins,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            cache_ttl_seconds=env.get_float("TSMESH_GATEWAY_CACHE_TTL_SECONDS", 2.0, minimum=0.0),
+            cache_entries=env.get_int("TSMESH_GATEWAY_CACHE_ENTRIES", 10_000, minimum=0),
+            limits=_limits(env),
+            stream=stream,
+        )
+
+
+def _limits(env: Env) -> RateLimits:
+    per_principal: dict[str, Limit] = {}
+    per_address: dict[str, Limit] = {}
+    for route_class in ROUTE_CLASSES:
+        (p_rate, p_burst), (a_rate, a_burst) = _DEFAULT_LIMITS[route_class]
+        upper = route_class.upper()
+        per_principal[route_class] = _limit(env, f"TSMESH_GATEWAY_LIMIT_{upper}", p_rate, p_burst)
+        per_address[route_class] = _limit(env, f"TSMESH_GATEWAY_LIMIT_{upper}_PER_ADDRESS", a_rate, a_burst)
+    return RateLimits(per_principal, per_address, enabled=env.get_bool("TSMESH_GATEWAY_RATE_LIMITS", True))
+
+
+def _limit(env: Env, name: str, rate: float, burst: int) -> Limit:
+    """``RATE:BURST`` (units per second, units at once), e.g. ``200:400``."""
+    value = env.raw(name)
+    if value is None:
+        return Limit(rate, burst)
+    text_rate, sep, text_burst = value.partition(":")
+    try:
+        parsed = Limit(float(text_rate), int(text_burst) if sep else max(1, int(float(text_rate))))
+    except ValueError:
+        raise ConfigError(name, f"must look like RATE:BURST (e.g. 200:400), got {value!r}") from None
+    if not parsed.rate > 0 or parsed.burst < 1 or parsed.rate == float("inf"):
+        raise ConfigError(name, "rate must be > 0 and burst >= 1")
+    return parsed

@@ -1,0 +1,199 @@
+"""JSON shapes of the /v1 API to and from the protobuf messages; every refusal names its field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tsmesh.v1 import common_pb2, ingest_pb2, query_pb2
+
+from tsmesh_common.errors import InvalidArgument
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_POINTS_PER_REQUEST = 100_000
+
+MATCH_OPS = {
+    "=": common_pb2.MATCH_OP_EQUAL,
+    "!=": common_pb2.MATCH_OP_NOT_EQUAL,
+    "=~": common_pb2.MATCH_OP_REGEX,
+    "!~": common_pb2.MATCH_OP_NOT_REGEX,
+}
+AGGREGATIONS = {
+    "avg": query_pb2.AGGREGATION_AVG,
+    "min": query_pb2.AGGREGATION_MIN,
+    "max": query_pb2.AGGREGATION_MAX,
+    "sum": query_pb2.AGGREGATION_SUM,
+    "count": query_pb2.AGGREGATION_COUNT,
+    "first": query_pb2.AGGREGATION_FIRST,
+    "last": query_pb2.AGGREGATION_LAST,
+}
+FILLS = {
+    "none": query_pb2.FILL_NONE,
+    "null": query_pb2.FILL_NULL,
+    "previous": query_pb2.FILL_PREVIOUS,
+    "linear": query_pb2.FILL_LINEAR,
+}
+RESOLUTIONS = {
+    query_pb2.RESOLUTION_RAW: "raw",
+    query_pb2.RESOLUTION_1M: "1m",
+    query_pb2.RESOLUTION_1H: "1h",
+}
+
+
+def _str(obj: dict[str, Any], key: str, field: str, *, required: bool = True, max_len: int = 1024) -> str:
+    value = obj.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise InvalidArgument(field, "must be a non-empty string" if required else "must be a string")
+    if len(value) > max_len:
+        raise InvalidArgument(field, f"longer than {max_len} characters")
+    return value
+
+
+def _int(obj: dict[str, Any], key: str, field: str, *, required: bool = True, default: int = 0) -> int:
+    value = obj.get(key)
+    if value is None and not required:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(field, "must be an integer")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidArgument(field, "out of the int64 range")
+    return value
+
+
+def _enum(obj: dict[str, Any], key: str, field: str, table: dict[str, int], default: int) -> int:
+    value = obj.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str) or value.lower() not in table:
+        raise InvalidArgument(field, f"must be one of {', '.join(table)}")
+    return table[value.lower()]
+
+
+def _object(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidArgument(field, "must be an object")
+    return value
+
+
+def labels_from_json(value: Any, field: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    labels = _object(value, field)
+    for name, label_value in labels.items():
+        if not isinstance(label_value, str):
+            raise InvalidArgument(f"{field}.{name}", "must be a string")
+    return labels
+
+
+def selector_from_json(value: Any, field: str = "selector") -> common_pb2.Selector:
+    """``{"metric": "cpu", "matchers": [{"name": "host", "op": "=", "value": "a"}]}``."""
+    obj = _object(value, field)
+    selector = common_pb2.Selector(metric=_str(obj, "metric", f"{field}.metric", required=False))
+    matchers = obj.get("matchers", [])
+    if not isinstance(matchers, list):
+        raise InvalidArgument(f"{field}.matchers", "must be an array")
+    if len(matchers) > 64:
+        raise InvalidArgument(f"{field}.matchers", "at most 64 matchers")
+    for i, item in enumerate(matchers):
+        where = f"{field}.matchers[{i}]"
+        matcher = _object(item, where)
+        op = matcher.get("op", "=")
+        if op not in MATCH_OPS:
+            raise InvalidArgument(f"{where}.op", "must be one of =, !=, =~, !~")
+        selector.matchers.add(
+            name=_str(matcher, "name", f"{where}.name"),
+            op=MATCH_OPS[op],
+            value=_str(matcher, "value", f"{where}.value", required=False),
+        )
+    if not selector.metric and not selector.matchers:
+        raise InvalidArgument(field, "needs a metric or at least one matcher")
+    return selector
+
+
+def selector_to_json(selector: common_pb2.Selector) -> dict[str, Any]:
+    ops = {v: k for k, v in MATCH_OPS.items()}
+    return {
+        "metric": selector.metric,
+        "matchers": [{"name": m.name, "op": ops.get(m.op, "="), "value": m.value} for m in selector.matchers],
+    }
+
+
+def write_from_json(value: Any) -> ingest_pb2.WriteRequest:
+    """``{"points": [{"metric", "labels", "timestamp_ns", "value"}, ...]}``."""
+    obj = _object(value, "body")
+    points = obj.get("points")
+    if not isinstance(points, list) or not points:
+        raise InvalidArgument("points", "must be a non-empty array")
+    if len(points) > MAX_POINTS_PER_REQUEST:
+        raise InvalidArgument("points", f"at most {MAX_POINTS_PER_REQUEST} points per request")
+    request = ingest_pb2.WriteRequest()
+    for i, item in enumerate(points):
+        where = f"points[{i}]"
+        point = _object(item, where)
+        number = point.get("value")
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise InvalidArgument(f"{where}.value", "must be a number")
+        try:
+            as_float = float(number)
+        except OverflowError:
+            raise InvalidArgument(f"{where}.value", "out of the float64 range") from None
+        request.points.add(
+            metric=_str(point, "metric", f"{where}.metric", max_len=256),
+            labels=labels_from_json(point.get("labels"), f"{where}.labels"),
+            timestamp_ns=_int(point, "timestamp_ns", f"{where}.timestamp_ns"),
+            value=as_float,
+        )
+    return request
+
+
+def write_to_json(response: ingest_pb2.WriteResponse) -> dict[str, Any]:
+    return {
+        "accepted": response.accepted,
+        "rejected": response.rejected,
+        "errors": [{"index": e.index, "field": e.field, "reason": e.reason} for e in response.errors],
+    }
+
+
+def range_from_json(value: Any) -> query_pb2.QueryRangeRequest:
+    obj = _object(value, "body")
+    group_by = obj.get("group_by", [])
+    if not isinstance(group_by, list) or not all(isinstance(g, str) for g in group_by):
+        raise InvalidArgument("group_by", "must be an array of label names")
+    return query_pb2.QueryRangeRequest(
+        selector=selector_from_json(obj.get("selector")),
+        start_ns=_int(obj, "start_ns", "start_ns"),
+        end_ns=_int(obj, "end_ns", "end_ns"),
+        step_ns=_int(obj, "step_ns", "step_ns", required=False),
+        aggregation=_enum(obj, "aggregation", "aggregation", AGGREGATIONS, query_pb2.AGGREGATION_AVG),
+        group_by=group_by,
+        fill=_enum(obj, "fill", "fill", FILLS, query_pb2.FILL_NONE),
+    )
+
+
+def range_to_json(response: query_pb2.QueryRangeResponse) -> dict[str, Any]:
+    return {
+        "resolution": RESOLUTIONS.get(response.resolution, "raw"),
+        "series": [
+            {
+                "metric": s.metric,
+                "labels": dict(s.labels),
+                "buckets": [
+                    {"start_ns": b.start_ns, "value": b.value if b.HasField("value") else None, "count": b.count}
+                    for b in s.buckets
+                ],
+            }
+            for s in response.series
+        ],
+    }
+
+
+def point_to_json(point: common_pb2.Point) -> dict[str, Any]:
+    return {"metric": point.metric, "labels": dict(point.labels), "timestamp_ns": point.timestamp_ns, "value": point.value}
+
+
+def limit_from_json(obj: dict[str, Any]) -> int:
+    limit = _int(obj, "limit", "limit", required=False, default=0)
+    if not 0 <= limit <= 100_000:
+        raise InvalidArgument("limit", "must be between 0 and 100000")
+    return limit

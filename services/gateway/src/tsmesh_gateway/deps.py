@@ -1,0 +1,83 @@
+"""What every route needs, built once per worker by the composition root and passed in."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tsmesh_common.context import Principal
+from tsmesh_gateway.bodies import read_body, read_json
+from tsmesh_gateway.config import GatewayConfig
+from tsmesh_gateway.guard import PrincipalCache, RouteLimits, authorization_token, principal_key
+from tsmesh_gateway.http_errors import to_http_error
+from tsmesh_gateway.microcache import MicroCache
+from tsmesh_gateway.upstreams import Upstreams
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated request: principal, the header to forward upstream, rate-limit headers."""
+
+    principal: Principal
+    authorization: str
+    headers: dict[str, str]
+
+
+@dataclass
+class Deps:
+    """The per-worker collaborators of the HTTP routes."""
+
+    cfg: GatewayConfig
+    upstreams: Upstreams
+    principals: PrincipalCache
+    limits: RouteLimits
+    cache: MicroCache
+
+    async def authorize(self, request: Request, route_class: str, scope: str | None) -> Caller:
+        """Authenticate the bearer token, check ``scope``, then spend the route class budgets."""
+        header = request.headers.get("authorization")
+        principal = await self.principals.authenticate(authorization_token(header))
+        if scope is not None:
+            principal.require(scope)
+        headers = await self.limits.check(
+            route_class, address=client_address(request), identity=principal_key(principal)
+        )
+        assert header is not None
+        return Caller(principal, header, headers)
+
+    async def limit_anonymous(self, request: Request, route_class: str, identity: str | None = None) -> dict[str, str]:
+        return await self.limits.check(route_class, address=client_address(request), identity=identity)
+
+    async def json(self, request: Request) -> Any:
+        cfg = self.cfg
+        return await read_json(
+            request, max_bytes=cfg.max_body_bytes, timeout=cfg.body_timeout_seconds, max_depth=cfg.max_json_depth
+        )
+
+    async def body(self, request: Request) -> bytes:
+        return await read_body(request, max_bytes=self.cfg.max_body_bytes, timeout=self.cfg.body_timeout_seconds)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def endpoint(fn: Endpoint) -> Endpoint:
+    """Turn any exception of a route into the JSON error response of :mod:`http_errors`."""
+
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except Exception as exc:  # noqa: BLE001 - mapped to a JSON error body, 500 only for the unknown
+            error = to_http_error(exc)
+            return Response(error.body(), error.status, headers=error.headers, media_type="application/json")
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper

@@ -1,0 +1,116 @@
+"""A short-lived, tenant-scoped cache of rendered query answers, keyed on the tenant's data generation.
+
+An answer is stored with the generation read BEFORE the upstream call, and served only while the
+generation in Redis is unchanged: once the ingest writer has committed and bumped, the next read
+misses (read-your-writes). Generation reads issued in the same event-loop tick are merged into one
+MGET, and each waiter joins only a read sent after it arrived. Without Redis the cache is bypassed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import Counter
+
+from tsmesh_common.redis_keys import data_generation_key
+
+log = logging.getLogger(__name__)
+
+LOOKUPS = Counter("tsmesh_gateway_cache_lookups_total", "Micro-cache lookups", ["outcome"])
+
+
+class GenerationReader:
+    """Reads tenants' data generations, batching concurrent reads into one MGET per loop tick."""
+
+    def __init__(self, redis: Any, timeout: float = 0.25) -> None:
+        self._redis = redis
+        self._timeout = timeout
+        self._pending: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._scheduled = False
+
+    async def read(self, tenant_id: str) -> bytes | None:
+        """The tenant's generation (``b"0"`` when never bumped); raises when Redis is unreachable."""
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(tenant_id, []).append(future)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, {}
+        task = asyncio.ensure_future(self._fetch(batch))
+        task.add_done_callback(_consume)
+
+    async def _fetch(self, batch: dict[str, list[asyncio.Future[bytes | None]]]) -> None:
+        tenants = list(batch)
+        try:
+            async with asyncio.timeout(self._timeout):
+                values = await self._redis.mget([data_generation_key(t) for t in tenants])
+        except Exception as exc:  # noqa: BLE001 - every waiter gets the failure
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        for tenant, value in zip(tenants, values, strict=True):
+            for future in batch[tenant]:
+                if not future.done():
+                    future.set_result(value if value is not None else b"0")
+
+
+def _consume(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("generation fetch failed", extra={"error": type(task.exception()).__name__})
+
+
+class MicroCache:
+    """LRU of ``(tenant, key) -> (generation, expiry, body)``; never shared across tenants."""
+
+    def __init__(
+        self,
+        generations: GenerationReader,
+        *,
+        ttl: float,
+        max_entries: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._generations = generations
+        self._ttl = ttl
+        self._max = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[tuple[str, bytes], tuple[bytes, float, bytes]] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self._ttl > 0 and self._max > 0
+
+    async def generation(self, tenant_id: str) -> bytes | None:
+        """The current generation, or None when it cannot be read (the cache is then bypassed)."""
+        if not self.enabled:
+            return None
+        try:
+            return await self._generations.read(tenant_id)
+        except Exception:  # noqa: BLE001 - Redis trouble means no caching, never a failed query
+            LOOKUPS.labels("bypass").inc()
+            return None
+
+    def get(self, tenant_id: str, key: bytes, generation: bytes) -> bytes | None:
+        entry = self._entries.get((tenant_id, key))
+        if entry is None or entry[0] != generation or entry[1] < self._clock():
+            LOOKUPS.labels("miss").inc()
+            return None
+        LOOKUPS.labels("hit").inc()
+        return entry[2]
+
+    def put(self, tenant_id: str, key: bytes, generation: bytes, body: bytes) -> None:
+        self._entries[(tenant_id, key)] = (generation, self._clock() + self._ttl, body)
+        self._entries.move_to_end((tenant_id, key))
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)

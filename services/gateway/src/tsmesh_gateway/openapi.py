@@ -1,0 +1,263 @@
+"""The hand-written OpenAPI 3.1 description of the gateway's HTTP API (served at ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
+STRING = {"type": "string"}
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties, **extra}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+ERRORS = {
+    "400": {"description": "Invalid argument", **_json(_ref("Error"))},
+    "401": {"description": "Unauthenticated", **_json(_ref("Error"))},
+    "403": {"description": "Permission denied", **_json(_ref("Error"))},
+    "404": {"description": "Not found", **_json(_ref("Error"))},
+    "408": {"description": "Request body too slow", **_json(_ref("Error"))},
+    "409": {"description": "Conflict", **_json(_ref("Error"))},
+    "413": {"description": "Request body too large", **_json(_ref("Error"))},
+    "415": {"description": "Unsupported media type or encoding", **_json(_ref("Error"))},
+    "429": {"description": "Rate limited (see Retry-After)", **_json(_ref("Error"))},
+    "503": {"description": "Upstream unavailable", **_json(_ref("Error"))},
+    "504": {"description": "Upstream deadline exceeded", **_json(_ref("Error"))},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj(
+        {
+            "code": {"type": "string", "description": "gRPC status code name, e.g. INVALID_ARGUMENT"},
+            "message": STRING,
+            "details": {"type": "object", "description": "field, limit, retry_after_seconds, line, ..."},
+            "request_id": {"type": ["string", "null"]},
+        },
+        ["code", "message", "details", "request_id"],
+    ),
+    "Matcher": _obj(
+        {"name": {"type": "string", "minLength": 1}, "op": {"enum": ["=", "!=", "=~", "!~"]}, "value": STRING},
+        ["name"],
+    ),
+    "Selector": _obj(
+        {"metric": STRING, "matchers": {"type": "array", "items": _ref("Matcher"), "maxItems": 64}},
+        description="A metric name and/or label matchers (RE2 regexes, anchored).",
+    ),
+    "Point": _obj(
+        {
+            "metric": {"type": "string", "minLength": 1, "maxLength": 256},
+            "labels": {"type": "object", "additionalProperties": STRING},
+            "timestamp_ns": INT64,
+            "value": {"type": "number"},
+        },
+        ["metric", "timestamp_ns", "value"],
+    ),
+    "WriteRequest": _obj(
+        {"points": {"type": "array", "items": _ref("Point"), "minItems": 1, "maxItems": 100000}}, ["points"]
+    ),
+    "WriteResponse": _obj(
+        {
+            "accepted": {"type": "integer"},
+            "rejected": {"type": "integer"},
+            "errors": {
+                "type": "array",
+                "items": _obj({"index": {"type": "integer"}, "field": STRING, "reason": STRING}),
+            },
+        },
+        ["accepted", "rejected", "errors"],
+    ),
+    "RangeRequest": _obj(
+        {
+            "selector": _ref("Selector"),
+            "start_ns": INT64,
+            "end_ns": INT64,
+            "step_ns": INT64,
+            "aggregation": {"enum": ["avg", "min", "max", "sum", "count", "first", "last"]},
+            "group_by": {"type": "array", "items": STRING},
+            "fill": {"enum": ["none", "null", "previous", "linear"]},
+        },
+        ["selector", "start_ns", "end_ns"],
+    ),
+    "RangeResponse": _obj(
+        {
+            "resolution": {"enum": ["raw", "1m", "1h"]},
+            "series": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "metric": STRING,
+                        "labels": {"type": "object", "additionalProperties": STRING},
+                        "buckets": {
+                            "type": "array",
+                            "items": _obj(
+                                {"start_ns": INT64, "value": {"type": ["number", "null"]}, "count": {"type": "integer"}}
+                            ),
+                        },
+                    }
+                ),
+            },
+        },
+        ["resolution", "series"],
+    ),
+    "SelectorRequest": _obj({"selector": _ref("Selector")}, ["selector"]),
+    "SeriesRequest": _obj(
+        {"selector": _ref("Selector"), "limit": {"type": "integer", "minimum": 0, "maximum": 100000}}, ["selector"]
+    ),
+    "LabelValuesRequest": _obj({"label": {"type": "string", "minLength": 1}, "selector": _ref("Selector")}, ["label"]),
+    "Login": _obj(
+        {"tenant": {"type": "string", "minLength": 1}, "email": {"type": "string", "minLength": 1}, "password": STRING},
+        ["tenant", "email", "password"],
+    ),
+    "RefreshToken": _obj({"refresh_token": {"type": "string", "minLength": 1}}, ["refresh_token"]),
+    "Tokens": _obj(
+        {"access_token": STRING, "refresh_token": STRING, "token_type": STRING, "expires_in": {"type": "integer"}},
+        ["access_token", "refresh_token", "token_type", "expires_in"],
+    ),
+    "ApiToken": _obj(
+        {
+            "id": STRING,
+            "name": STRING,
+            "scopes": {"type": "array", "items": STRING},
+            "created_at": {"type": "integer"},
+            "expires_at": {"type": "integer"},
+            "last_used_at": {"type": "integer"},
+            "revoked": {"type": "boolean"},
+        },
+        ["id", "name", "scopes"],
+    ),
+    "CreateToken": _obj(
+        {
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "scopes": {"type": "array", "items": {"enum": ["read", "write", "admin"]}, "minItems": 1},
+            "ttl_seconds": {"type": "integer", "minimum": 0},
+        },
+        ["name", "scopes"],
+    ),
+    "TokenWithSecret": _obj({"token": {"$ref": "#/components/schemas/ApiToken"}, "secret": STRING}, ["token", "secret"]),
+}
+
+
+def _op(summary: str, request: str | None, response: str | None, *, status: str = "200", secure: bool = True) -> Any:
+    operation: dict[str, Any] = {"summary": summary, "responses": {**ERRORS}}
+    if request is not None:
+        operation["requestBody"] = {"required": True, **_json(_ref(request))}
+    if response is not None:
+        operation["responses"][status] = {"description": "OK", **_json(_ref(response))}
+    else:
+        operation["responses"][status] = {"description": "Done"}
+    if not secure:
+        operation["security"] = []
+    return operation
+
+
+def spec() -> dict[str, Any]:
+    """The OpenAPI document."""
+    token_id = {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+    rotate = _op("Rotate an API token (the old secret keeps working for grace_seconds)", None, "TokenWithSecret")
+    rotate["parameters"] = [token_id]
+    rotate["requestBody"] = {
+        "required": False,
+        **_json(_obj({"grace_seconds": {"type": "integer", "minimum": 0}})),
+    }
+    revoke = _op("Revoke an API token", None, "TokenWithSecret")
+    revoke["parameters"] = [token_id]
+    revoke["responses"]["200"] = {"description": "Revoked", **_json(_obj({"token": _ref("ApiToken")}, ["token"]))}
+    influx = _op("InfluxDB v2 line protocol write (partial writes: 400 names the first bad line)", None, None,
+                 status="204")
+    influx["parameters"] = [
+        {"name": "bucket", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1}},
+        {"name": "org", "in": "query", "required": False, "schema": STRING},
+        {"name": "precision", "in": "query", "required": False, "schema": {"enum": ["ns", "us", "ms", "s"]}},
+    ]
+    influx["requestBody"] = {"required": True, "content": {"text/plain": {"schema": STRING}}}
+    influx["security"] = [{"influxToken": []}]
+    list_tokens = _op("List the tenant's API tokens", None, None)
+    list_tokens["responses"]["200"] = {
+        "description": "OK",
+        **_json(_obj({"tokens": {"type": "array", "items": _ref("ApiToken")}}, ["tokens"])),
+    }
+    jwks = _op("Public signing keys (JWKS)", None, None, secure=False)
+    jwks["responses"]["200"] = {
+        "description": "OK",
+        **_json(_obj({"keys": {"type": "array", "items": {"type": "object"}}}, ["keys"])),
+    }
+    plain = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "tsmesh gateway",
+            "version": "1.0.0",
+            "description": "HTTP/JSON API of tsmesh. WebSocket: /v1/stream (subprotocols tsmesh.json.v1, "
+            "tsmesh.proto.v1). Every response carries X-Request-ID.",
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "Access JWT or API token"},
+                "influxToken": {"type": "apiKey", "in": "header", "name": "Authorization",
+                                "description": "Token <api token>"},
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/auth/login": {"post": _op("Log in with a password", "Login", "Tokens", secure=False)},
+            "/v1/auth/refresh": {"post": _op("Exchange a refresh token", "RefreshToken", "Tokens", secure=False)},
+            "/v1/auth/logout": {"post": _op("Revoke a refresh token", "RefreshToken", None, status="204", secure=False)},
+            "/.well-known/jwks.json": {"get": jwks},
+            "/v1/tokens": {
+                "get": list_tokens,
+                "post": _op("Create an API token (secret shown once)", "CreateToken", "TokenWithSecret", status="201"),
+            },
+            "/v1/tokens/{token_id}/rotate": {"post": rotate},
+            "/v1/tokens/{token_id}": {"delete": revoke},
+            "/v1/write": {"post": _op("Write a JSON batch of points", "WriteRequest", "WriteResponse")},
+            "/v1/query/range": {"post": _op("Aggregate over a time range", "RangeRequest", "RangeResponse")},
+            "/v1/query/latest": {
+                "post": {
+                    **_op("Latest point of each matching series", "SelectorRequest", None),
+                    "responses": {
+                        **ERRORS,
+                        "200": {"description": "OK", **_json(_obj({"points": {"type": "array",
+                                                                          "items": _ref("Point")}}, ["points"]))},
+                    },
+                }
+            },
+            "/v1/series": {
+                "post": {
+                    **_op("List matching series", "SeriesRequest", None),
+                    "responses": {**ERRORS, "200": plain},
+                }
+            },
+            "/v1/labels/values": {
+                "post": {
+                    **_op("Values of a label", "LabelValuesRequest", None),
+                    "responses": {
+                        **ERRORS,
+                        "200": {"description": "OK", **_json(_obj({"values": {"type": "array", "items": STRING}},
+                                                                  ["values"]))},
+                    },
+                }
+            },
+            "/api/v2/write": {"post": influx},
+            "/healthz": {"get": {"summary": "Process liveness", "security": [], "responses": {"200": plain}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Every upstream SERVING",
+                    "security": [],
+                    "responses": {"200": plain, "503": {"description": "Not ready", **_json({"type": "object"})}},
+                }
+            },
+        },
+    }

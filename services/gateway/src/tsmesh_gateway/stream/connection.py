@@ -1,0 +1,162 @@
+"""One WebSocket of ``/v1/stream``: its subscriptions and its bounded, coalescing send queue.
+
+All sends of a socket go through one writer task, created only while there is something to send
+(an idle socket holds no task of its own). Points that arrive while a frame is being written join
+the next frame, so coalescing never delays a point; once more than ``max_points`` wait, the socket
+is a slow consumer and is closed with :data:`CLOSE_SLOW_CONSUMER`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from prometheus_client import Counter
+
+from tsmesh_common.context import Principal
+from tsmesh_gateway.stream.codec import Codec, Fragments, Message
+
+log = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_BAD_MESSAGE = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_IDLE = 4408
+CLOSE_SLOW_CONSUMER = 4008
+CLOSE_GOING_AWAY = 1001
+
+FRAMES = Counter("tsmesh_gateway_ws_frames_total", "WebSocket point frames sent")
+POINTS = Counter("tsmesh_gateway_ws_points_total", "Points delivered over WebSocket")
+CLOSED = Counter("tsmesh_gateway_ws_closed_total", "WebSockets closed by the gateway", ["reason"])
+
+Send = Callable[[Message], Awaitable[None]]
+
+
+class Connection:
+    """A live socket: who it belongs to, what it subscribed to, what it still has to send."""
+
+    __slots__ = (
+        "__weakref__",
+        "_writer",
+        "authorization",
+        "closed",
+        "closing",
+        "codec",
+        "handler",
+        "last_seen",
+        "max_points",
+        "outbox",
+        "pending",
+        "pending_points",
+        "ping_due",
+        "principal",
+        "send",
+        "subscriptions",
+    )
+
+    def __init__(self, send: Send, codec: Codec, max_points: int) -> None:
+        self.send = send
+        self.codec = codec
+        self.max_points = max_points
+        self.principal: Principal | None = None
+        self.authorization = ""
+        self.subscriptions: dict[str, Any] = {}
+        self.outbox: deque[Message] = deque()
+        self.pending: dict[str, list[Fragments]] = {}
+        self.pending_points = 0
+        self.closed = False
+        self.closing: asyncio.Task[None] | None = None
+        self.last_seen = time.monotonic()
+        self.ping_due = False
+        self.handler: asyncio.Task[Any] | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    def push_points(self, sub_id: str, fragments: Fragments) -> None:
+        """Queue a batch for a subscription; overflowing the bound closes the socket."""
+        if self.closed:
+            return
+        self.pending_points += fragments.count
+        if self.pending_points > self.max_points:
+            self.close(CLOSE_SLOW_CONSUMER, "slow consumer: send queue overflow", "slow_consumer")
+            return
+        queued = self.pending.get(sub_id)
+        if queued is None:
+            self.pending[sub_id] = [fragments]
+        else:
+            queued.append(fragments)
+        self._wake()
+
+    def push(self, message: Message) -> None:
+        """Queue a control message (ack, error, ping, pong)."""
+        if self.closed:
+            return
+        if len(self.outbox) > 1000:
+            self.close(CLOSE_SLOW_CONSUMER, "slow consumer: send queue overflow", "slow_consumer")
+            return
+        self.outbox.append(message)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while not self.closed:
+                if self.outbox:
+                    await self.send(self.outbox.popleft())
+                    continue
+                if not self.pending:
+                    return
+                pending, self.pending = self.pending, {}
+                for sub_id, fragments in pending.items():
+                    count = sum(f.count for f in fragments)
+                    await self.send(self.codec.points(sub_id, fragments))
+                    self.pending_points -= count
+                    FRAMES.inc()
+                    POINTS.inc(count)
+                    if self.closed:
+                        return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed send means the peer is gone
+            log.debug("websocket send failed", extra={"error": type(exc).__name__})
+            self.closed = True
+            self.pending.clear()
+        finally:
+            self._writer = None
+
+    def close(self, code: int, reason: str, metric: str) -> None:
+        """Close with ``code``: stop queueing, drop what waits, send the close frame."""
+        if self.closed:
+            return
+        self.closed = True
+        CLOSED.labels(metric).inc()
+        self.pending.clear()
+        self.outbox.clear()
+        self.pending_points = 0
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+        self.closing = asyncio.get_running_loop().create_task(self._send_close(code, reason))
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        try:
+            async with asyncio.timeout(5.0):
+                await self.send({"type": "websocket.close", "code": code, "reason": reason})
+        except Exception as exc:  # noqa: BLE001 - the peer may already be gone
+            import sys; print("CLOSE FAILED", repr(exc), file=sys.stderr)
+        import sys; print("CLOSE SENT", code, file=sys.stderr)
+        if self.handler is not None and not self.handler.done():
+            loop = asyncio.get_running_loop()
+            loop.call_later(5.0, _cancel_if_running, self.handler)
+
+
+def _cancel_if_running(task: asyncio.Task[Any]) -> None:
+    if not task.done():
+        task.cancel()

@@ -1,0 +1,149 @@
+"""The raw ASGI WebSocket endpoint of ``/v1/stream`` (no per-socket framework objects, to keep
+idle connections small).
+
+Authentication: the ``Authorization`` header, or a first ``auth`` message within the configured
+time (else close 4401). A later ``auth`` message replaces the token (same tenant only), so a
+client can refresh before expiry. Messages: subscribe, unsubscribe, ping, pong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from starlette.types import Receive, Scope, Send
+
+from tsmesh_common.context import Principal
+from tsmesh_common.errors import InvalidArgument, PermissionDenied, TsmeshError, Unauthenticated
+from tsmesh_gateway.config import StreamConfig
+from tsmesh_gateway.guard import PrincipalCache, authorization_token
+from tsmesh_gateway.stream.codec import JSON_PROTOCOL, PROTO_PROTOCOL, ClientMessage, codec_for
+from tsmesh_gateway.stream.connection import (
+    CLOSE_BAD_MESSAGE,
+    CLOSE_UNAUTHENTICATED,
+    Connection,
+)
+from tsmesh_gateway.stream.hub import Hub
+
+log = logging.getLogger(__name__)
+
+CLOSE_TOO_BIG = 1009
+
+
+class StreamEndpoint:
+    """ASGI app for ``/v1/stream``."""
+
+    def __init__(self, hub: Hub, principals: PrincipalCache, cfg: StreamConfig) -> None:
+        self._hub = hub
+        self._principals = principals
+        self._cfg = cfg
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        first = await receive()
+        if first["type"] != "websocket.connect":
+            return
+        offered = scope.get("subprotocols") or []
+        protocol = next((p for p in (PROTO_PROTOCOL, JSON_PROTOCOL) if p in offered), None)
+        if offered and protocol is None:
+            await send({"type": "websocket.close", "code": CLOSE_BAD_MESSAGE, "reason": "unsupported subprotocol"})
+            return
+        accept: dict[str, object] = {"type": "websocket.accept"}
+        if protocol is not None:
+            accept["subprotocol"] = protocol
+        await send(accept)
+        conn = Connection(send, codec_for(protocol or JSON_PROTOCOL), self._cfg.send_queue_points)
+        conn.handler = asyncio.current_task()
+        self._hub.register(conn)
+        try:
+            header = None
+            for key, value in scope["headers"]:
+                if key == b"authorization":
+                    header = value.decode("latin-1")
+                    break
+            if header is not None:
+                await self._authenticate(conn, authorization_token(header), header)
+            else:
+                await self._await_auth(conn, receive)
+            while not conn.closed:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                await self._handle(conn, message)
+        except Unauthenticated as exc:
+            conn.close(CLOSE_UNAUTHENTICATED, exc.message, "unauthenticated")
+        finally:
+            conn.closed = True
+            self._hub.unregister(conn)
+            if conn.closing is not None:
+                await asyncio.shield(conn.closing)
+
+    async def _await_auth(self, conn: Connection, receive: Receive) -> None:
+        try:
+            async with asyncio.timeout(self._cfg.auth_timeout_seconds):
+                message = await receive()
+        except TimeoutError:
+            raise Unauthenticated("authentication required within the time limit") from None
+        if message["type"] == "websocket.disconnect":
+            conn.closed = True
+            return
+        try:
+            decoded = conn.codec.decode(message)
+        except InvalidArgument as exc:
+            raise Unauthenticated(f"first message must authenticate ({exc.message})") from None
+        if decoded.kind != "auth":
+            raise Unauthenticated("first message must authenticate")
+        await self._authenticate(conn, decoded.token, f"Bearer {decoded.token}")
+        conn.push(conn.codec.ack("", "auth"))
+
+    async def _authenticate(self, conn: Connection, token: str, authorization: str) -> Principal:
+        principal = await self._principals.authenticate(token)
+        previous = conn.principal
+        if previous is not None and previous.tenant_id != principal.tenant_id:
+            raise Unauthenticated("a socket cannot change tenant")
+        conn.principal = principal
+        conn.authorization = authorization
+        self._hub.identify(conn, previous.token_id if previous is not None else None)
+        return principal
+
+    async def _handle(self, conn: Connection, message: dict[str, object]) -> None:
+        payload = message.get("text") if message.get("text") is not None else message.get("bytes")
+        if payload is not None and len(payload) > self._cfg.max_message_bytes:  # type: ignore[arg-type]
+            conn.close(CLOSE_TOO_BIG, "message too big", "too_big")
+            return
+        conn.last_seen = time.monotonic()
+        conn.ping_due = False
+        decoded: ClientMessage | None = None
+        try:
+            decoded = conn.codec.decode(message)
+            await self._dispatch(conn, decoded)
+        except Unauthenticated:
+            raise
+        except TsmeshError as exc:
+            sub_id = decoded.id if decoded is not None else conn.codec.id_of(message)
+            conn.push(conn.codec.error(sub_id, exc.code.name, exc.message))
+
+    async def _dispatch(self, conn: Connection, decoded: ClientMessage) -> None:
+        codec = conn.codec
+        if decoded.kind == "ping":
+            conn.push(codec.pong(time.time_ns()))
+        elif decoded.kind == "pong":
+            return
+        elif decoded.kind == "auth":
+            await self._authenticate(conn, decoded.token, f"Bearer {decoded.token}")
+            conn.push(codec.ack("", "auth"))
+        elif decoded.kind == "subscribe":
+            assert conn.principal is not None and decoded.selector is not None
+            if "read" not in conn.principal.scopes and "admin" not in conn.principal.scopes:
+                raise PermissionDenied("scope 'read' required")
+            if decoded.id in conn.subscriptions:
+                raise InvalidArgument("id", f"subscription {decoded.id!r} already exists")
+            if len(conn.subscriptions) >= self._cfg.max_subscriptions:
+                raise InvalidArgument("id", f"at most {self._cfg.max_subscriptions} subscriptions per socket")
+            await self._hub.subscribe(conn, decoded.id, decoded.selector)
+            conn.push(codec.ack(decoded.id, "subscribe"))
+        elif decoded.kind == "unsubscribe":
+            if not self._hub.unsubscribe(conn, decoded.id):
+                raise InvalidArgument("id", f"no subscription {decoded.id!r}")
+            conn.push(codec.ack(decoded.id, "unsubscribe"))
+

@@ -1,0 +1,203 @@
+"""The per-process fan-out: ONE upstream ``QueryService.Subscribe`` per (tenant, selector), shared
+by every socket subscribed to it, plus the sweeper that pings idle sockets and closes dead,
+expired or revoked ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Gauge
+from tsmesh.v1 import common_pb2, query_pb2
+
+from tsmesh_common.client import outgoing_metadata
+from tsmesh_gateway.config import StreamConfig
+from tsmesh_gateway.stream.codec import Fragments
+from tsmesh_gateway.stream.connection import (
+    CLOSE_IDLE,
+    CLOSE_UNAUTHENTICATED,
+    Connection,
+)
+
+log = logging.getLogger(__name__)
+
+UPSTREAMS = Gauge("tsmesh_gateway_ws_upstream_subscriptions", "Upstream Subscribe streams open in this process")
+SOCKETS = Gauge("tsmesh_gateway_ws_connections", "WebSockets open in this process")
+
+AUTH_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+FeedKey = tuple[str, bytes]
+
+
+class Feed:
+    """One upstream Subscribe and the (socket, subscription id) pairs it feeds."""
+
+    def __init__(self, hub: Hub, key: FeedKey, selector: common_pb2.Selector) -> None:
+        self.hub = hub
+        self.key = key
+        self.selector = selector
+        self.members: dict[tuple[Connection, str], None] = {}
+        self.ready = asyncio.Event()
+        self._refused: set[str] = set()
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"feed-{key[0]}")
+
+    def _authorization(self) -> str | None:
+        for conn, _ in self.members:
+            if not conn.closed and conn.authorization and conn.authorization not in self._refused:
+                return conn.authorization
+        return None
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while self.members:
+            authorization = self._authorization()
+            if authorization is None:
+                self._fail("UNAUTHENTICATED", "no subscriber's token is accepted upstream")
+                return
+            call = self.hub.stub.Subscribe(
+                query_pb2.SubscribeRequest(selector=self.selector), metadata=outgoing_metadata(authorization)
+            )
+            ready_timer = asyncio.get_running_loop().call_later(1.0, self.ready.set)
+            try:
+                waiter = asyncio.ensure_future(call.initial_metadata())
+                waiter.add_done_callback(lambda _f: self.ready.set())
+                async for response in call:
+                    self.ready.set()
+                    backoff = 0.1
+                    if response.HasField("points") and response.points.points:
+                        self._deliver(Fragments(response.points.points))
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in AUTH_CODES:
+                    self._refused.add(authorization)
+                    continue
+                log.info("upstream subscription interrupted", extra={"code": exc.code().name})
+            finally:
+                ready_timer.cancel()
+                call.cancel()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _deliver(self, fragments: Fragments) -> None:
+        for conn, sub_id in self.members:
+            conn.push_points(sub_id, fragments)
+
+    def _fail(self, code: str, message: str) -> None:
+        for conn, sub_id in list(self.members):
+            conn.push(conn.codec.error(sub_id, code, message))
+            conn.subscriptions.pop(sub_id, None)
+        self.members.clear()
+        self.hub.drop_feed(self)
+
+
+class Hub:
+    """All sockets and upstream feeds of this process."""
+
+    def __init__(self, stub: Any, cfg: StreamConfig, clock: Callable[[], float] = time.time) -> None:
+        self.stub = stub
+        self.cfg = cfg
+        self._clock = clock
+        self.feeds: dict[FeedKey, Feed] = {}
+        self.connections: set[Connection] = set()
+        self.by_token: dict[str, set[Connection]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="ws-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for feed in list(self.feeds.values()):
+            feed.task.cancel()
+        for conn in list(self.connections):
+            conn.close(1001, "server shutting down", "shutdown")
+
+    def register(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        SOCKETS.set(len(self.connections))
+
+    def identify(self, conn: Connection, old_token_id: str | None) -> None:
+        """Index ``conn`` under its (new) principal's token id for revocation."""
+        if old_token_id is not None:
+            self.by_token.get(old_token_id, set()).discard(conn)
+        assert conn.principal is not None
+        self.by_token.setdefault(conn.principal.token_id, set()).add(conn)
+
+    def unregister(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        SOCKETS.set(len(self.connections))
+        if conn.principal is not None:
+            peers = self.by_token.get(conn.principal.token_id)
+            if peers is not None:
+                peers.discard(conn)
+                if not peers:
+                    del self.by_token[conn.principal.token_id]
+        for sub_id in list(conn.subscriptions):
+            self.unsubscribe(conn, sub_id)
+
+    async def subscribe(self, conn: Connection, sub_id: str, selector: common_pb2.Selector) -> None:
+        """Attach a subscription to the shared feed of its (tenant, selector), starting it if new."""
+        assert conn.principal is not None
+        key = (conn.principal.tenant_id, selector.SerializeToString(deterministic=True))
+        feed = self.feeds.get(key)
+        if feed is None:
+            feed = self.feeds[key] = Feed(self, key, selector)
+            UPSTREAMS.set(len(self.feeds))
+        feed.members[(conn, sub_id)] = None
+        conn.subscriptions[sub_id] = feed
+        if not feed.ready.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await feed.ready.wait()
+
+    def unsubscribe(self, conn: Connection, sub_id: str) -> bool:
+        feed = conn.subscriptions.pop(sub_id, None)
+        if feed is None:
+            return False
+        feed.members.pop((conn, sub_id), None)
+        conn.pending.pop(sub_id, None)
+        if not feed.members:
+            self.drop_feed(feed)
+        return True
+
+    def drop_feed(self, feed: Feed) -> None:
+        if self.feeds.get(feed.key) is feed:
+            del self.feeds[feed.key]
+            UPSTREAMS.set(len(self.feeds))
+        if not feed.task.done() and asyncio.current_task() is not feed.task:
+            feed.task.cancel()
+
+    def revoke(self, token_id: str) -> None:
+        """A revocation event: close every socket authenticated by that token (code 4401)."""
+        for conn in list(self.by_token.get(token_id, ())):
+            conn.close(CLOSE_UNAUTHENTICATED, "token revoked", "revoked")
+
+    async def _sweep(self) -> None:
+        interval = min(1.0, self.cfg.ping_interval_seconds / 2)
+        while True:
+            await asyncio.sleep(interval)
+            self.sweep_once()
+
+    def sweep_once(self) -> None:
+        """Ping quiet sockets, close idle ones and those whose token has expired."""
+        now, wall = time.monotonic(), self._clock()
+        ping_after, idle_after = self.cfg.ping_interval_seconds, self.cfg.idle_timeout_seconds
+        for conn in list(self.connections):
+            if conn.closed:
+                continue
+            quiet = now - conn.last_seen
+            principal = conn.principal
+            if principal is not None and principal.expires_at is not None and principal.expires_at <= wall:
+                conn.close(CLOSE_UNAUTHENTICATED, "token expired", "expired")
+            elif quiet > idle_after:
+                conn.close(CLOSE_IDLE, "idle timeout", "idle")
+            elif quiet > ping_after and not conn.ping_due and principal is not None:
+                conn.ping_due = True
+                conn.push(conn.codec.ping(time.time_ns()))

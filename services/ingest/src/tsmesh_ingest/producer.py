@@ -1,0 +1,159 @@
+"""The Kafka side of a write: one PointBatch record per (tenant, partition), answered after acks=all.
+
+Failure is always fast and explicit: the broker unreachable, the producer's in-flight budget full,
+or no acknowledgement within the call's deadline (and ``request_timeout_ms``) all raise
+:class:`Unavailable`. A circuit breaker turns a dead broker into an immediate refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from tsmesh.v1 import common_pb2
+
+from tsmesh_common.breaker import CircuitBreaker
+from tsmesh_common.errors import Unavailable
+from tsmesh_common.tracing import inject_headers
+from tsmesh_ingest.config import KafkaConfig
+from tsmesh_ingest.metrics import PRODUCE_FAILURES, PRODUCE_SECONDS
+
+log = logging.getLogger(__name__)
+
+MAX_RECORD_BYTES = 768 * 1024
+DEADLINE_MARGIN_S = 0.05
+
+
+class _Timeout(Exception):
+    pass
+
+
+class PointProducer:
+    """Turns accepted points into PointBatch records and waits for the broker's acknowledgement."""
+
+    def __init__(self, config: KafkaConfig, producer: Any | None = None) -> None:
+        self._config = config
+        self._producer = producer or AIOKafkaProducer(
+            bootstrap_servers=config.bootstrap,
+            client_id="tsmesh-ingest",
+            acks="all",
+            compression_type="lz4",
+            enable_idempotence=config.idempotence,
+            request_timeout_ms=config.request_timeout_ms,
+            linger_ms=config.linger_ms,
+            max_batch_size=1024 * 1024,
+            max_request_size=4 * 1024 * 1024,
+        )
+        self._started = False
+        self._inflight_bytes = 0
+        self._breaker = CircuitBreaker(
+            "kafka-producer", failures=(KafkaError, _Timeout, OSError), failure_threshold=3, reset_seconds=1.0
+        )
+
+    @property
+    def partitions(self) -> int:
+        return self._config.partitions
+
+    async def start(self) -> None:
+        """Connect, retrying in the background caller's loop; writes fail UNAVAILABLE until then."""
+        await self._producer.start()
+        self._started = True
+
+    async def start_with_retry(self) -> None:
+        """Keep trying to connect (a broker that is down at boot must not stop the API from serving)."""
+        delay = 0.5
+        while not self._started:
+            try:
+                await self.start()
+                log.info("kafka producer connected", extra={"bootstrap": self._config.bootstrap})
+            except (KafkaError, OSError) as exc:
+                log.warning("kafka producer cannot connect yet", extra={"error": type(exc).__name__})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def stop(self) -> None:
+        if self._started:
+            await self._producer.stop()
+            self._started = False
+
+    def records(
+        self, tenant_id: str, points: Sequence[common_pb2.Point], series_ids: Sequence[int], request_bytes: int
+    ) -> list[tuple[int, common_pb2.PointBatch]]:
+        """Group points by partition (series id modulo partitions), one or more batches each."""
+        n = self._config.partitions
+        groups: dict[int, tuple[list[common_pb2.Point], list[int]]] = {}
+        for point, sid in zip(points, series_ids, strict=True):
+            group = groups.get(sid % n)
+            if group is None:
+                group = groups[sid % n] = ([], [])
+            group[0].append(point)
+            group[1].append(sid)
+        accepted_at = time.time_ns()
+        avg = max(1.0, request_bytes / max(1, len(points)))
+        out: list[tuple[int, common_pb2.PointBatch]] = []
+        for partition, (pts, ids) in groups.items():
+            chunks = max(1, math.ceil(len(pts) * avg / MAX_RECORD_BYTES))
+            step = math.ceil(len(pts) / chunks)
+            for i in range(0, len(pts), step):
+                batch = common_pb2.PointBatch(
+                    tenant_id=tenant_id,
+                    points=pts[i : i + step],
+                    series_ids=ids[i : i + step],
+                    accepted_at_ns=accepted_at,
+                )
+                out.append((partition, batch))
+        return out
+
+    async def send(self, records: Sequence[tuple[int, bytes]], timeout: float | None) -> None:
+        """Send serialized records and return once every one is acknowledged, or raise Unavailable."""
+        if not self._started:
+            PRODUCE_FAILURES.labels("not_connected").inc()
+            raise Unavailable("kafka unavailable (producer not connected)")
+        size = sum(len(value) for _, value in records)
+        if self._inflight_bytes + size > self._config.max_inflight_bytes:
+            PRODUCE_FAILURES.labels("buffer_full").inc()
+            raise Unavailable("kafka producer buffer full, retry later")
+        budget = self._config.request_timeout_ms / 1000
+        if timeout is not None:
+            budget = min(budget, timeout - DEADLINE_MARGIN_S)
+        if budget <= 0:
+            PRODUCE_FAILURES.labels("deadline").inc()
+            raise Unavailable("not enough time left in the deadline to reach kafka")
+        self._inflight_bytes += size
+        start = time.perf_counter()
+        try:
+            await self._breaker.call(lambda: self._send_all(records, budget))
+        except Unavailable:
+            PRODUCE_FAILURES.labels("circuit_open").inc()
+            raise
+        except _Timeout:
+            PRODUCE_FAILURES.labels("timeout").inc()
+            raise Unavailable(f"kafka did not acknowledge within {budget:.2f}s") from None
+        except (KafkaError, OSError) as exc:
+            PRODUCE_FAILURES.labels("broker_error").inc()
+            raise Unavailable(f"kafka unavailable ({type(exc).__name__})") from None
+        finally:
+            self._inflight_bytes -= size
+        PRODUCE_SECONDS.observe(time.perf_counter() - start)
+
+    async def _send_all(self, records: Sequence[tuple[int, bytes]], budget: float) -> None:
+        headers = [(k, v.encode()) for k, v in inject_headers()]
+        topic = self._config.topic
+
+        async def produce() -> None:
+            futures = [
+                await self._producer.send(topic, value, key=b"%d" % partition, partition=partition, headers=headers)
+                for partition, value in records
+            ]
+            await asyncio.gather(*futures)
+
+        try:
+            await asyncio.wait_for(produce(), budget)
+        except TimeoutError:
+            raise _Timeout from None

@@ -1,0 +1,126 @@
+"""Continuous aggregates: ``ts.rollup_1m`` and ``ts.rollup_1h`` refreshed from ``ts.rollup_pending``.
+
+One refresh is one transaction: claim (delete) up to ``batch`` pending ranges, recompute every 1m
+bucket they cover from raw points, then every covering 1h bucket from those exact 1m buckets, and
+commit. Because buckets are recomputed from what is stored (never incremented), late, out-of-order
+and redelivered points all converge to the exact answer. A transaction-level advisory lock keeps
+refreshers of several writer replicas from recomputing the same buckets at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from tsmesh_ingest.metrics import ROLLUP_LAG, ROLLUP_PENDING, ROLLUP_SECONDS
+
+log = logging.getLogger(__name__)
+
+MINUTE_NS = 60 * 1_000_000_000
+HOUR_NS = 60 * MINUTE_NS
+ADVISORY_KEY = 0x7473_6D65_7368_0001  # "tsmesh" + 1
+
+# Bucket widths are literals: 1m = 60000000000 ns, 1h = 3600000000000 ns.
+REFRESH_SQL = (
+    "CREATE TEMP TABLE IF NOT EXISTS rollup_claim (series_id bigint, lo bigint, hi bigint, created_at timestamptz) "
+    "ON COMMIT DELETE ROWS",
+    """
+    WITH claimed AS (
+        DELETE FROM ts.rollup_pending WHERE id IN (
+            SELECT id FROM ts.rollup_pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+        ) RETURNING series_id, lo, hi, created_at
+    )
+    INSERT INTO rollup_claim SELECT * FROM claimed
+    """,
+    """
+    CREATE TEMP TABLE IF NOT EXISTS rollup_b1m (series_id bigint, bucket bigint) ON COMMIT DELETE ROWS
+    """,
+    """
+    INSERT INTO rollup_b1m
+    SELECT DISTINCT c.series_id, b
+    FROM rollup_claim c,
+         generate_series(c.lo - ((c.lo % 60000000000) + 60000000000) % 60000000000,
+                         c.hi - ((c.hi % 60000000000) + 60000000000) % 60000000000,
+                         60000000000::bigint) AS b
+    """,
+    "ANALYZE rollup_b1m",
+    "DELETE FROM ts.rollup_1m r USING rollup_b1m b WHERE r.series_id = b.series_id AND r.bucket = b.bucket",
+    """
+    INSERT INTO ts.rollup_1m (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last)
+    SELECT b.series_id, b.bucket, count(*), sum(p.value), min(p.value), max(p.value),
+           min(p.ts), (array_agg(p.value ORDER BY p.ts))[1],
+           max(p.ts), (array_agg(p.value ORDER BY p.ts DESC))[1]
+    FROM rollup_b1m b
+    JOIN ts.points p ON p.series_id = b.series_id AND p.ts >= b.bucket AND p.ts < b.bucket + 60000000000
+    GROUP BY b.series_id, b.bucket
+    """,
+    """
+    CREATE TEMP TABLE IF NOT EXISTS rollup_b1h (series_id bigint, bucket bigint) ON COMMIT DELETE ROWS
+    """,
+    """
+    INSERT INTO rollup_b1h
+    SELECT DISTINCT series_id, bucket - ((bucket % 3600000000000) + 3600000000000) % 3600000000000 FROM rollup_b1m
+    """,
+    "DELETE FROM ts.rollup_1h r USING rollup_b1h b WHERE r.series_id = b.series_id AND r.bucket = b.bucket",
+    """
+    INSERT INTO ts.rollup_1h (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last)
+    SELECT b.series_id, b.bucket, sum(r.count), sum(r.sum), min(r.min), max(r.max),
+           min(r.first_ts), (array_agg(r.first ORDER BY r.first_ts))[1],
+           max(r.last_ts), (array_agg(r.last ORDER BY r.last_ts DESC))[1]
+    FROM rollup_b1h b
+    JOIN ts.rollup_1m r ON r.series_id = b.series_id AND r.bucket >= b.bucket AND r.bucket < b.bucket + 3600000000000
+    GROUP BY b.series_id, b.bucket
+    """,
+)
+
+
+class RollupRefresher:
+    """Keeps the rollups current; ``refresh_once`` is the unit, ``run`` the periodic loop."""
+
+    def __init__(self, pool: Any, *, batch: int = 20_000, interval_seconds: float = 0.25) -> None:
+        self._pool = pool
+        self._batch = batch
+        self._interval = interval_seconds
+
+    async def refresh_once(self) -> int:
+        """Consume up to ``batch`` pending ranges; returns how many were consumed (0 when idle or locked)."""
+        start = time.perf_counter()
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", ADVISORY_KEY):
+                return 0
+            await conn.execute(REFRESH_SQL[0])
+            status = await conn.execute(REFRESH_SQL[1], self._batch)
+            consumed = int(status.split()[-1])
+            if consumed == 0:
+                ROLLUP_LAG.set(0)
+                return 0
+            oldest = await conn.fetchval(
+                "SELECT extract(epoch FROM clock_timestamp() - min(created_at)) FROM rollup_claim"
+            )
+            for statement in REFRESH_SQL[2:]:
+                await conn.execute(statement)
+        ROLLUP_LAG.set(float(oldest or 0.0))
+        ROLLUP_SECONDS.observe(time.perf_counter() - start)
+        return consumed
+
+    async def pending(self) -> int:
+        async with self._pool.acquire() as conn:
+            return int(await conn.fetchval("SELECT count(*) FROM ts.rollup_pending"))
+
+    async def run(self) -> None:
+        """Refresh until cancelled: back-to-back while there is a backlog, every interval otherwise."""
+        while True:
+            try:
+                consumed = await self.refresh_once()
+                if consumed >= self._batch:
+                    continue
+                if consumed:
+                    ROLLUP_PENDING.set(await self.pending())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the database may be down; the pending log waits
+                log.warning("rollup refresh failed, will retry", extra={"error": type(exc).__name__})
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(self._interval)

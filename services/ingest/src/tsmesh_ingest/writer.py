@@ -1,0 +1,206 @@
+"""The writer: a Kafka consumer-group member that stores batches in PostgreSQL.
+
+Per batch, in this order: poison records to the dead-letter topic (acknowledged), one database
+transaction for the rest, the tenants' data generations bumped in Redis, then the consumer offsets
+committed. A crash anywhere before the offset commit redelivers the batch, which storage absorbs
+(unique (series_id, ts), last write wins). While PostgreSQL is unreachable the writer retries the
+same batch with capped exponential backoff and fetches nothing new: nothing is skipped or lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+from redis.exceptions import RedisError
+
+from tsmesh_common.redis_keys import data_generation_key
+from tsmesh_ingest.batching import AdaptiveBatcher
+from tsmesh_ingest.metrics import CONSUMER_LAG, DB_RETRIES, DLQ_TOTAL
+from tsmesh_ingest.records import Poison, RecordDecoder
+from tsmesh_ingest.store import Item, PointStore, SeriesClash, WriterHooks
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40", "58")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Database failures worth retrying as they are (connection, shutdown, resources, conflicts)."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state[:2] in TRANSIENT_SQLSTATE_CLASSES
+    return isinstance(exc, OSError | asyncpg.InterfaceError | TimeoutError | ConnectionError)
+
+
+class Writer:
+    """Consumes ``tsmesh.points.v1`` and writes it; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        consumer: Any,
+        dlq_producer: Any,
+        dlq_topic: str,
+        store: PointStore,
+        redis: Any,
+        batcher: AdaptiveBatcher,
+        *,
+        retry_max_seconds: float = 5.0,
+        hooks: WriterHooks | None = None,
+    ) -> None:
+        self._consumer = consumer
+        self._dlq = dlq_producer
+        self._dlq_topic = dlq_topic
+        self._store = store
+        self._redis = redis
+        self._batcher = batcher
+        self._retry_max = retry_max_seconds
+        self._hooks = hooks or WriterHooks()
+        self._decoder = RecordDecoder()
+        self.committed_batches = 0
+
+    async def run(self) -> None:
+        """Start the consumer and DLQ producer (retrying while the broker is down), then loop."""
+        try:
+            await _start_retrying(self._dlq, "dlq producer")
+            await _start_retrying(self._consumer, "consumer")
+            while True:
+                await self.step()
+        finally:
+            for client in (self._consumer, self._dlq):
+                try:
+                    await client.stop()
+                except Exception as exc:  # noqa: BLE001 - shutting down: report and go on
+                    log.warning("kafka client stop failed", extra={"error": type(exc).__name__})
+
+    async def step(self) -> int:
+        """Collect one adaptive batch and write it; returns the rows stored."""
+        items, poison, offsets = await self._collect()
+        if not offsets:
+            return 0
+        if poison:
+            await self._dead_letter(poison)
+        rows = await self._store_retrying(items) if items else 0
+        await self._bump_generations({item.tenant_id for item in items})
+        if self._hooks.after_commit is not None:
+            await self._hooks.after_commit()
+        try:
+            await self._consumer.commit(offsets)
+        except Exception as exc:  # noqa: BLE001 - a rebalance: the batch is redelivered, storage absorbs it
+            log.warning("offset commit failed, batch will be redelivered", extra={"error": type(exc).__name__})
+        self.committed_batches += 1
+        return rows
+
+    async def _collect(self) -> tuple[list[Item], list[Poison], dict[Any, int]]:
+        batcher = self._batcher
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + batcher.max_wait_seconds
+        items: list[Item] = []
+        poison: list[Poison] = []
+        offsets: dict[Any, int] = {}
+        rows = 0
+        lagging = False
+        while True:
+            remaining = max(0.0, deadline - loop.time())
+            timeout_ms = int(batcher.max_wait_seconds * 1000) if not offsets else int(remaining * 1000)
+            fetched = await self._consumer.getmany(timeout_ms=timeout_ms)
+            for tp, records in fetched.items():
+                for record in records:
+                    decoded = self._decoder.decode(record.value, list(record.headers or ()))
+                    if isinstance(decoded, Poison):
+                        poison.append(decoded)
+                    else:
+                        items.append(decoded)
+                        rows += len(decoded.batch.points)
+                if records:
+                    offsets[tp] = records[-1].offset + 1
+            if not offsets:
+                return items, poison, offsets
+            lagging = self._lagging(offsets)
+            if batcher.full(rows) or not lagging or loop.time() >= deadline:
+                break
+        batcher.observe(rows, lagging)
+        return items, poison, offsets
+
+    def _lagging(self, offsets: dict[Any, int]) -> bool:
+        behind = 0
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            position = offsets.get(tp)
+            if end is None or position is None:
+                continue
+            lag = max(0, end - position)
+            CONSUMER_LAG.labels(str(tp.partition)).set(lag)
+            behind += lag
+        return behind > 0
+
+    async def _store_retrying(self, items: Sequence[Item]) -> int:
+        delay = 0.05
+        while True:
+            try:
+                return await self._store.write(items)
+            except Exception as exc:
+                if is_transient(exc):
+                    DB_RETRIES.inc()
+                    log.warning(
+                        "database unavailable, retrying batch", extra={"error": type(exc).__name__, "delay": delay}
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._retry_max)
+                    continue
+                if not isinstance(exc, SeriesClash | asyncpg.PostgresError):
+                    raise
+                return await self._isolate(items, exc)
+
+    async def _isolate(self, items: Sequence[Item], exc: BaseException) -> int:
+        """A batch refused for its content: store records one by one, dead-letter the refused ones."""
+        if len(items) == 1:
+            item = items[0]
+            code = "series_clash" if isinstance(exc, SeriesClash) else "constraint"
+            await self._dead_letter([Poison(item.raw, item.headers, code, str(exc)[:500])])
+            return 0
+        return sum([await self._store_retrying([item]) for item in items])
+
+    async def _dead_letter(self, poison: Sequence[Poison]) -> None:
+        delay = 0.1
+        for entry in poison:
+            headers = [*[(k, v) for k, v in entry.headers if k != "reason"], ("reason", entry.reason.encode())]
+            while True:
+                try:
+                    await self._dlq.send_and_wait(self._dlq_topic, entry.value, headers=headers)
+                    break
+                except Exception as exc:  # noqa: BLE001 - keep the poison until the DLQ has it
+                    log.warning("dead-letter send failed, retrying", extra={"error": type(exc).__name__})
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._retry_max)
+            DLQ_TOTAL.labels(entry.code).inc()
+            log.warning("record dead-lettered", extra={"code": entry.code, "reason": entry.reason})
+
+    async def _bump_generations(self, tenants: set[str]) -> None:
+        if not tenants:
+            return
+        for attempt in range(3):
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for tenant in sorted(tenants):
+                        pipe.incr(data_generation_key(tenant))
+                    await pipe.execute()
+                return
+            except (RedisError, OSError) as exc:
+                log.warning("data generation bump failed", extra={"error": type(exc).__name__, "attempt": attempt})
+                await asyncio.sleep(0.05 * (attempt + 1))
+
+
+async def _start_retrying(client: Any, what: str) -> None:
+    delay = 0.5
+    while True:
+        try:
+            await client.start()
+            return
+        except Exception as exc:  # noqa: BLE001 - the broker may come up later
+            log.warning("%s cannot connect yet", what, extra={"error": type(exc).__name__})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,165 @@
+"""Live subscriptions: ONE Redis PSUBSCRIBE per process, fanned out by tenant, then selector.
+
+Each message is parsed once, filtered once per distinct selector, and put straight into each
+matching subscriber's bounded queue. A subscriber whose queue is full is dropped (its stream
+ends with RESOURCE_EXHAUSTED): memory stays bounded and fast subscribers are never held back.
+A ticker puts a heartbeat into every queue every few seconds. The feed reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+from tsmesh.v1 import common_pb2, query_pb2
+
+from tsmesh_common.errors import ResourceExhausted
+from tsmesh_common.redis_keys import LIVE_PATTERN, tenant_of_live_channel
+from tsmesh_query.config import SubscribeConfig
+from tsmesh_query.metrics import LIVE_BATCHES, LIVE_DELAY, SUBSCRIBERS, SUBSCRIBERS_DROPPED
+from tsmesh_query.selectors import Selector
+
+log = logging.getLogger(__name__)
+
+_DROPPED = query_pb2.SubscribeResponse()
+
+
+class Subscription:
+    """One Subscribe stream: its selector and bounded queue of responses."""
+
+    __slots__ = ("dropped", "queue", "selector", "tenant")
+
+    def __init__(self, tenant: str, selector: Selector, size: int) -> None:
+        self.tenant = tenant
+        self.selector = selector
+        self.queue: asyncio.Queue[query_pb2.SubscribeResponse] = asyncio.Queue(size)
+        self.dropped = False
+
+    def offer(self, response: query_pb2.SubscribeResponse) -> None:
+        if self.dropped:
+            return
+        try:
+            self.queue.put_nowait(response)
+        except asyncio.QueueFull:
+            self.dropped = True
+            SUBSCRIBERS_DROPPED.inc()
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(_DROPPED)
+
+
+def filter_batch(batch: common_pb2.PointBatch, selector: Selector) -> common_pb2.PointBatch | None:
+    """The points of ``batch`` matching ``selector`` (with their series ids), or None."""
+    keep = [
+        i for i, point in enumerate(batch.points) if point.metric == selector.metric and selector.matches(point.labels)
+    ]
+    if not keep:
+        return None
+    if len(keep) == len(batch.points):
+        return batch
+    out = common_pb2.PointBatch(tenant_id=batch.tenant_id, accepted_at_ns=batch.accepted_at_ns)
+    out.points.extend(batch.points[i] for i in keep)
+    if len(batch.series_ids) == len(batch.points):
+        out.series_ids.extend(batch.series_ids[i] for i in keep)
+    return out
+
+
+class LiveHub:
+    """The process-wide live feed and its subscribers."""
+
+    def __init__(self, redis: Redis, cfg: SubscribeConfig) -> None:
+        self._redis = redis
+        self._cfg = cfg
+        self._by_tenant: dict[str, set[Subscription]] = {}
+        self._count = 0
+        self.connected = asyncio.Event()
+
+    def open(self, tenant: str, selector: Selector) -> Subscription:
+        if self._count >= self._cfg.max_subscribers:
+            raise ResourceExhausted(
+                "max_subscribers", "too many live subscriptions on this server", retry_after_seconds=5
+            )
+        sub = Subscription(tenant, selector, self._cfg.queue_size)
+        self._by_tenant.setdefault(tenant, set()).add(sub)
+        self._count += 1
+        SUBSCRIBERS.set(self._count)
+        return sub
+
+    def close(self, sub: Subscription) -> None:
+        subs = self._by_tenant.get(sub.tenant)
+        if subs is not None and sub in subs:
+            subs.discard(sub)
+            self._count -= 1
+            if not subs:
+                del self._by_tenant[sub.tenant]
+            SUBSCRIBERS.set(self._count)
+
+    async def stream(self, tenant: str, selector: Selector) -> AsyncIterator[query_pb2.SubscribeResponse]:
+        """Responses for one Subscribe call until the client goes away or falls behind."""
+        sub = self.open(tenant, selector)
+        try:
+            yield query_pb2.SubscribeResponse(heartbeat=query_pb2.Heartbeat(server_time_ns=time.time_ns()))
+            while True:
+                response = await sub.queue.get()
+                if response is _DROPPED:
+                    raise ResourceExhausted("subscriber_queue", "subscriber too slow; reconnect and catch up")
+                yield response
+        finally:
+            self.close(sub)
+
+    def dispatch(self, channel: str, data: bytes) -> None:
+        """Fan one published PointBatch out to the channel tenant's matching subscribers."""
+        subs = self._by_tenant.get(tenant_of_live_channel(channel))
+        if not subs:
+            return
+        batch = common_pb2.PointBatch.FromString(data)
+        LIVE_BATCHES.inc()
+        if batch.accepted_at_ns:
+            LIVE_DELAY.observe(max(0.0, (time.time_ns() - batch.accepted_at_ns) / 1e9))
+        per_selector: dict[str, query_pb2.SubscribeResponse | None] = {}
+        for sub in tuple(subs):
+            fingerprint = sub.selector.fingerprint
+            if fingerprint not in per_selector:
+                filtered = filter_batch(batch, sub.selector)
+                per_selector[fingerprint] = None if filtered is None else query_pb2.SubscribeResponse(points=filtered)
+            response = per_selector[fingerprint]
+            if response is not None:
+                sub.offer(response)
+
+    async def follow(self) -> None:
+        """Consume the shared feed until cancelled; resubscribes after any Redis failure."""
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(LIVE_PATTERN)
+                self.connected.set()
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is None or message.get("type") != "pmessage":
+                        continue
+                    channel = message["channel"]
+                    self.dispatch(channel.decode() if isinstance(channel, bytes) else channel, message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any feed failure: back off and resubscribe
+                log.warning("live feed interrupted, resubscribing", extra={"error": type(exc).__name__})
+                self.connected.clear()
+                await asyncio.sleep(0.5)
+            finally:
+                try:
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                except Exception:  # noqa: BLE001 - the connection may already be gone
+                    log.debug("pubsub close failed")
+
+    async def heartbeats(self) -> None:
+        """Put a heartbeat into every subscriber's queue every ``heartbeat_s`` seconds."""
+        while True:
+            await asyncio.sleep(self._cfg.heartbeat_s)
+            beat = query_pb2.SubscribeResponse(heartbeat=query_pb2.Heartbeat(server_time_ns=time.time_ns()))
+            for subs in tuple(self._by_tenant.values()):
+                for sub in tuple(subs):
+                    if not sub.queue.full():
+                        sub.offer(beat)

@@ -1,0 +1,66 @@
+"""Assemble the query service from its config and clients (used by ``__main__`` and the tests)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from tsmesh.v1 import query_pb2, query_pb2_grpc
+
+from tsmesh_common.authn import Authenticator
+from tsmesh_common.breaker import CircuitBreaker
+from tsmesh_common.server import GrpcApp
+from tsmesh_query.cache import LruCache, RedisCache
+from tsmesh_query.config import QueryConfig
+from tsmesh_query.engine import RangeEngine
+from tsmesh_query.generation import GenerationReader
+from tsmesh_query.live import LiveHub
+from tsmesh_query.lookups import Lookups
+from tsmesh_query.service import SERVICE_NAME, QueryService
+from tsmesh_query.store import Database
+
+
+@dataclass
+class QueryComponents:
+    """The built service and the parts tests and benchmarks look at."""
+
+    app: GrpcApp
+    engine: RangeEngine
+    hub: LiveHub
+    db: Database
+    redis: Redis
+
+
+def create_redis(url: str) -> Redis:
+    """A Redis client that fails fast (short timeouts) so a dead Redis never stalls a query."""
+    return Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5, retry_on_timeout=False)
+
+
+def build(
+    cfg: QueryConfig,
+    authenticator: Authenticator | None,
+    redis: Redis,
+    clock: Callable[[], int] = time.time_ns,
+) -> QueryComponents:
+    """Wire database, caches, engine, live hub and servicer into a GrpcApp (not started).
+
+    ``clock`` (ns) decides which chunks are past the late-arrival window; benchmarks compress time.
+    """
+    db = Database(cfg.database)
+    redis_breaker = CircuitBreaker("redis", failures=(RedisError, OSError), failure_threshold=3, reset_seconds=2.0)
+    l1: LruCache[bytes] = LruCache("l1", cfg.cache.l1_max_bytes // 2)
+    results: LruCache[query_pb2.QueryRangeResponse] = LruCache("l1_results", cfg.cache.l1_max_bytes // 2)
+    l2 = RedisCache(redis, redis_breaker, cfg.cache.l2_max_entry_bytes) if cfg.cache.l2_enabled else None
+    engine = RangeEngine(db, cfg.limits, cfg.cache, l1, results, l2, GenerationReader(redis, redis_breaker), clock)
+    hub = LiveHub(redis, cfg.subscribe)
+    app = GrpcApp(authenticator)
+    servicer = QueryService(engine, Lookups(db, cfg.limits), hub, cfg.limits)
+    app.add_service(SERVICE_NAME, lambda server: query_pb2_grpc.add_QueryServiceServicer_to_server(servicer, server))
+    app.run_in_background(hub.follow(), "live-feed")
+    app.run_in_background(hub.heartbeats(), "live-heartbeats")
+    app.on_shutdown(db.close)
+    app.on_shutdown(redis.aclose)
+    return QueryComponents(app, engine, hub, db, redis)

@@ -1,0 +1,168 @@
+"""Gateway test fixtures: fake upstreams on a real gRPC server, the app in process (httpx ASGI
+transport, real Redis) and, for WebSocket tests, a real Granian gateway process.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from gw_fakes import (
+    REDIS_URL,
+    ApiTokens,
+    FakeAuth,
+    FakeIngest,
+    FakeQuery,
+    TokenMint,
+    free_port,
+    gateway_environ,
+    start_gateway,
+    start_upstreams,
+    stop_gateway,
+    wait_for_port,
+)
+from starlette.applications import Starlette
+
+from tsmesh_common.authn import Authenticator, AuthenticatorConfig
+from tsmesh_common.ratelimit import RateLimiter
+from tsmesh_common.server import GrpcApp
+from tsmesh_gateway.app import Parts, build_app
+from tsmesh_gateway.config import GatewayConfig
+from tsmesh_gateway.upstreams import Upstreams
+
+
+@dataclass
+class Mesh:
+    """The fake upstreams shared by the session."""
+
+    app: GrpcApp
+    port: int
+    mint: TokenMint
+    api: ApiTokens
+    auth: FakeAuth
+    ingest: FakeIngest
+    query: FakeQuery
+
+
+@pytest_asyncio.fixture(scope="session")
+async def mesh() -> AsyncIterator[Mesh]:
+    mint = TokenMint()
+    api = ApiTokens()
+    app, port, auth, ingest, query = await start_upstreams(mint, api)
+    yield Mesh(app, port, mint, api, auth, ingest, query)
+    await app.stop(0.1)
+
+
+@dataclass
+class Gateway:
+    """An in-process gateway app and a client for it."""
+
+    app: Starlette
+    client: httpx.AsyncClient
+    cfg: GatewayConfig
+    mesh: Mesh
+    tenant: str
+
+    def bearer(self, scopes: str = "read write admin", tenant: str | None = None, **claims: Any) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.mesh.mint.token(tenant or self.tenant, scopes, **claims)}"}
+
+
+GatewayFactory = Callable[..., Any]
+
+
+@pytest_asyncio.fixture
+async def gateway_factory(
+    mesh: Mesh, redis_client: aioredis.Redis
+) -> AsyncIterator[Callable[..., Any]]:
+    """Build in-process gateways with extra environment settings; all closed afterwards."""
+    opened: list[tuple[Any, httpx.AsyncClient, Upstreams]] = []
+
+    async def make(**env: str) -> Gateway:
+        environ = {
+            "TSMESH_AUTH_ADDR": f"127.0.0.1:{mesh.port}",
+            "TSMESH_INGEST_ADDR": f"127.0.0.1:{mesh.port}",
+            "TSMESH_QUERY_ADDR": f"127.0.0.1:{mesh.port}",
+            "TSMESH_REDIS_URL": REDIS_URL,
+            **env,
+        }
+        cfg = GatewayConfig.from_env(environ)
+        upstreams = Upstreams.connect(
+            auth_addr=cfg.common.auth_addr,
+            ingest_addr=cfg.ingest_addr,
+            query_addr=cfg.query_addr,
+            deadline=cfg.deadline_seconds,
+            failures=cfg.breaker_failures,
+            reset=cfg.breaker_reset_seconds,
+        )
+        authenticator = Authenticator(
+            AuthenticatorConfig(issuer=mesh.mint.issuer, audience=mesh.mint.audience), mesh.mint.jwks, mesh.api
+        )
+        limiter = RateLimiter(redis_client, prefix=f"test:gw:{uuid.uuid4().hex[:8]}")
+        app = build_app(Parts(cfg, upstreams, authenticator, limiter, redis_client))
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        transport = httpx.ASGITransport(app=app, client=(f"10.0.{len(opened)}.{uuid.uuid4().int % 250}", 1234))
+        client = httpx.AsyncClient(transport=transport, base_url="http://gateway")
+        opened.append((lifespan, client, upstreams))
+        return Gateway(app, client, cfg, mesh, f"t-{uuid.uuid4().hex[:10]}")
+
+    yield make
+    for lifespan, client, upstreams in opened:
+        await client.aclose()
+        await lifespan.__aexit__(None, None, None)
+        await upstreams.close()
+
+
+@pytest_asyncio.fixture
+async def gateway(gateway_factory: Callable[..., Any]) -> Gateway:
+    gw: Gateway = await gateway_factory()
+    return gw
+
+
+@dataclass
+class Served:
+    """A real Granian gateway process in front of the fake upstreams."""
+
+    port: int
+    mesh: Mesh
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/stream"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def served_factory(mesh: Mesh) -> Iterator[Callable[..., Served]]:
+    """Start gateway processes (with extra env); each is stopped at the end of the session."""
+    procs = []
+
+    def make(**env: str) -> Served:
+        port = free_port()
+        proc = start_gateway(gateway_environ(mesh.port, port, REDIS_URL, **env))
+        procs.append(proc)
+        wait_for_port(port, 20)
+        return Served(port, mesh)
+
+    yield make
+    for proc in procs:
+        stop_gateway(proc)
+
+
+@pytest.fixture(scope="session")
+def served(served_factory: Callable[..., Served]) -> Served:
+    return served_factory(
+        TSMESH_GATEWAY_WS_PING_SECONDS="0.5",
+        TSMESH_GATEWAY_WS_IDLE_TIMEOUT_SECONDS="30",
+        TSMESH_GATEWAY_WS_AUTH_TIMEOUT_SECONDS="1",
+        TSMESH_GATEWAY_WS_SEND_QUEUE_POINTS="2000",
+    )

@@ -1,0 +1,289 @@
+"""In-test gRPC upstreams for the gateway's HTTP-layer tests: real gRPC servers (the shared
+GrpcApp with its authenticating interceptor) whose answers the tests control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from tsmesh.v1 import auth_pb2, auth_pb2_grpc, common_pb2, ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
+
+from tsmesh_common.config import CommonConfig
+from tsmesh_common.context import Principal, current_principal
+from tsmesh_common.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from tsmesh_common.server import GrpcApp, create_server
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _root_conftest() -> Any:
+    """tests/conftest.py under its own name (the module name ``conftest`` is this folder's)."""
+    import importlib.util
+
+    name = "tsmesh_tests_root_conftest"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_root = _root_conftest()
+TokenMint = _root.TokenMint
+free_port = _root.free_port
+wait_for_port = _root.wait_for_port
+eventually = _root.eventually
+REDIS_URL = _root.REDIS_URL
+
+
+class ApiTokens:
+    """Introspection of fake API tokens (``tsm_<id>_<secret>``) for both the fakes and the gateway."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, Principal] = {}
+
+    def mint(self, tenant: str, scopes: str = "read write", expires_at: float | None = None) -> tuple[str, str]:
+        token_id = uuid.uuid4().hex[:12]
+        token = f"tsm_{token_id}_{uuid.uuid4().hex}"
+        self.tokens[token] = Principal(tenant, "user-api", frozenset(scopes.split()), expires_at, token_id, "api_token")
+        return token, token_id
+
+    async def introspect(self, token: str) -> Principal | None:
+        return self.tokens.get(token)
+
+
+class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
+    """Login answers for ``tenant``/``email``/``password`` = ``t``/``ok@x``/``pw``; special emails fail."""
+
+    def __init__(self, mint: Any, api: ApiTokens) -> None:
+        self.mint = mint
+        self.api = api
+        self.created: list[auth_pb2.CreateApiTokenRequest] = []
+
+    async def Login(self, request: auth_pb2.LoginRequest, context: Any) -> auth_pb2.LoginResponse:
+        failures = {
+            "unavailable@x": Unavailable("store down"),
+            "denied@x": PermissionDenied("account disabled"),
+            "missing@x": NotFound("no such tenant"),
+            "limited@x": ResourceExhausted("login_attempts", "too many attempts", retry_after_seconds=7.2),
+            "invalid@x": InvalidArgument("email", "not an email"),
+        }
+        if request.email in failures:
+            raise failures[request.email]
+        if request.email == "slow@x":
+            await asyncio.sleep(5)
+        if request.email == "deadline@x":
+            raise DeadlineExceeded("store too slow")
+        if request.password != "pw":
+            raise Unauthenticated("invalid credentials")
+        return auth_pb2.LoginResponse(tokens=self._pair(request.tenant))
+
+    def _pair(self, tenant: str) -> auth_pb2.TokenPair:
+        return auth_pb2.TokenPair(
+            access_token=self.mint.token(tenant), refresh_token=f"r-{tenant}", token_type="Bearer", expires_in=300
+        )
+
+    async def Refresh(self, request: auth_pb2.RefreshRequest, context: Any) -> auth_pb2.RefreshResponse:
+        if not request.refresh_token.startswith("r-"):
+            raise Unauthenticated("invalid refresh token")
+        return auth_pb2.RefreshResponse(tokens=self._pair(request.refresh_token[2:]))
+
+    async def Logout(self, request: auth_pb2.LogoutRequest, context: Any) -> auth_pb2.LogoutResponse:
+        return auth_pb2.LogoutResponse()
+
+    async def GetJwks(self, request: auth_pb2.GetJwksRequest, context: Any) -> auth_pb2.GetJwksResponse:
+        return auth_pb2.GetJwksResponse(keys=[auth_pb2.Jwk(**k) for k in self.mint.jwks.keys])
+
+    async def Introspect(self, request: auth_pb2.IntrospectRequest, context: Any) -> auth_pb2.IntrospectResponse:
+        principal = self.api.tokens.get(request.token)
+        if principal is None:
+            return auth_pb2.IntrospectResponse(active=False)
+        return auth_pb2.IntrospectResponse(
+            active=True,
+            tenant_id=principal.tenant_id,
+            subject=principal.subject,
+            scopes=sorted(principal.scopes),
+            expires_at=int(principal.expires_at or 0),
+            kind=auth_pb2.TOKEN_KIND_API_TOKEN,
+            token_id=principal.token_id,
+        )
+
+    async def CreateApiToken(self, request: auth_pb2.CreateApiTokenRequest, context: Any) -> Any:
+        principal = current_principal("admin")
+        self.created.append(request)
+        secret, token_id = self.api.mint(principal.tenant_id, " ".join(request.scopes))
+        token = auth_pb2.ApiToken(id=token_id, name=request.name, scopes=request.scopes, created_at=1)
+        return auth_pb2.CreateApiTokenResponse(token=token, secret=secret)
+
+    async def ListApiTokens(self, request: auth_pb2.ListApiTokensRequest, context: Any) -> Any:
+        tenant = current_principal("admin").tenant_id
+        tokens = [
+            auth_pb2.ApiToken(id=p.token_id, name="t", scopes=sorted(p.scopes))
+            for p in self.api.tokens.values()
+            if p.tenant_id == tenant
+        ]
+        return auth_pb2.ListApiTokensResponse(tokens=tokens)
+
+    async def RotateApiToken(self, request: auth_pb2.RotateApiTokenRequest, context: Any) -> Any:
+        principal = current_principal("admin")
+        if not any(p.token_id == request.id for p in self.api.tokens.values()):
+            raise NotFound("no such token")
+        secret, token_id = self.api.mint(principal.tenant_id)
+        return auth_pb2.RotateApiTokenResponse(token=auth_pb2.ApiToken(id=token_id, name="t"), secret=secret)
+
+    async def RevokeApiToken(self, request: auth_pb2.RevokeApiTokenRequest, context: Any) -> Any:
+        current_principal("admin")
+        if not any(p.token_id == request.id for p in self.api.tokens.values()):
+            raise NotFound("no such token")
+        return auth_pb2.RevokeApiTokenResponse(token=auth_pb2.ApiToken(id=request.id, revoked=True))
+
+
+class FakeIngest(ingest_pb2_grpc.IngestServiceServicer):
+    """Stores points per tenant; a point named ``reject_me`` is refused."""
+
+    def __init__(self) -> None:
+        self.points: dict[str, list[common_pb2.Point]] = {}
+        self.metadata: list[dict[str, str]] = []
+
+    async def WriteBatch(self, request: ingest_pb2.WriteRequest, context: Any) -> ingest_pb2.WriteResponse:
+        tenant = current_principal("write").tenant_id
+        self.metadata.append({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
+        errors = [
+            ingest_pb2.PointError(index=i, field="metric", reason="refused by test")
+            for i, p in enumerate(request.points)
+            if p.metric.startswith("reject_me")
+        ]
+        kept = [p for p in request.points if not p.metric.startswith("reject_me")]
+        self.points.setdefault(tenant, []).extend(kept)
+        return ingest_pb2.WriteResponse(accepted=len(kept), rejected=len(errors), errors=errors)
+
+
+class FakeQuery(query_pb2_grpc.QueryServiceServicer):
+    """Answers from a fixed table, counts calls, and feeds Subscribe streams from ``publish``."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.subscribers: list[tuple[str, common_pb2.Selector, asyncio.Queue[common_pb2.PointBatch]]] = []
+
+    def _count(self, name: str) -> str:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        return current_principal("read").tenant_id
+
+    async def QueryRange(self, request: query_pb2.QueryRangeRequest, context: Any) -> query_pb2.QueryRangeResponse:
+        tenant = self._count("QueryRange")
+        if request.selector.metric == "missing":
+            raise NotFound("no such metric")
+        bucket = query_pb2.Bucket(start_ns=request.start_ns, value=float(len(tenant)), count=self.calls["QueryRange"])
+        series = query_pb2.SeriesResult(metric=request.selector.metric, labels={"tenant": tenant}, buckets=[bucket])
+        return query_pb2.QueryRangeResponse(series=[series], resolution=query_pb2.RESOLUTION_RAW)
+
+    async def Latest(self, request: query_pb2.LatestRequest, context: Any) -> query_pb2.LatestResponse:
+        self._count("Latest")
+        return query_pb2.LatestResponse(points=[common_pb2.Point(metric=request.selector.metric, timestamp_ns=5, value=1)])
+
+    async def ListSeries(self, request: query_pb2.ListSeriesRequest, context: Any) -> query_pb2.ListSeriesResponse:
+        self._count("ListSeries")
+        return query_pb2.ListSeriesResponse(series=[query_pb2.SeriesInfo(metric="cpu", labels={"host": "a"})])
+
+    async def LabelValues(self, request: query_pb2.LabelValuesRequest, context: Any) -> query_pb2.LabelValuesResponse:
+        self._count("LabelValues")
+        return query_pb2.LabelValuesResponse(values=["a", "b"])
+
+    async def Subscribe(self, request: query_pb2.SubscribeRequest, context: Any) -> AsyncIterator[Any]:
+        tenant = self._count("Subscribe")
+        queue: asyncio.Queue[common_pb2.PointBatch] = asyncio.Queue()
+        entry = (tenant, request.selector, queue)
+        self.subscribers.append(entry)
+        await context.send_initial_metadata(())
+        try:
+            while True:
+                batch = await queue.get()
+                yield query_pb2.SubscribeResponse(points=batch)
+        finally:
+            self.subscribers.remove(entry)
+
+    def publish(self, tenant: str, points: list[common_pb2.Point]) -> int:
+        """Send points to every open Subscribe of ``tenant`` whose selector metric matches."""
+        sent = 0
+        for sub_tenant, selector, queue in self.subscribers:
+            matching = [p for p in points if sub_tenant == tenant and p.metric == selector.metric]
+            if matching:
+                queue.put_nowait(common_pb2.PointBatch(tenant_id=tenant, points=matching))
+                sent += 1
+        return sent
+
+
+async def start_upstreams(mint: Any, api: ApiTokens) -> tuple[GrpcApp, int, FakeAuth, FakeIngest, FakeQuery]:
+    """One gRPC server hosting the three fake services, authenticating like the real ones."""
+    from tsmesh_common.authn import Authenticator, AuthenticatorConfig
+
+    authenticator = Authenticator(AuthenticatorConfig(issuer=mint.issuer, audience=mint.audience), mint.jwks, api)
+    public = frozenset(
+        f"/tsmesh.v1.AuthService/{m}" for m in ("Login", "Refresh", "Logout", "GetJwks", "Introspect")
+    )
+    app = GrpcApp(authenticator, public_methods=public)
+    auth, ingest, query = FakeAuth(mint, api), FakeIngest(), FakeQuery()
+    app.add_service("tsmesh.v1.AuthService", lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(auth, s))
+    app.add_service("tsmesh.v1.IngestService", lambda s: ingest_pb2_grpc.add_IngestServiceServicer_to_server(ingest, s))
+    app.add_service("tsmesh.v1.QueryService", lambda s: query_pb2_grpc.add_QueryServiceServicer_to_server(query, s))
+    cfg = CommonConfig.from_env({}, service="fake", grpc_port=0, metrics_port=0)
+    port = await create_server(app, cfg)
+    return app, port, auth, ingest, query
+
+
+def gateway_environ(upstream_port: int, http_port: int, redis_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TSMESH_")}
+    env.update(
+        {
+            "TSMESH_HTTP_PORT": str(http_port),
+            "TSMESH_AUTH_ADDR": f"127.0.0.1:{upstream_port}",
+            "TSMESH_INGEST_ADDR": f"127.0.0.1:{upstream_port}",
+            "TSMESH_QUERY_ADDR": f"127.0.0.1:{upstream_port}",
+            "TSMESH_REDIS_URL": redis_url,
+            "TSMESH_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+    )
+    return env
+
+
+def start_gateway(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A gateway process; its stderr goes to a temporary log file (path in ``proc.args`` log)."""
+    import tempfile
+
+    log = tempfile.NamedTemporaryFile(prefix="tsmesh-gateway-test-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "tsmesh_gateway"], env=env, stdout=log, stderr=log)
+    log.close()
+    return proc
+
+
+def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def grpc_code_of(exc: BaseException) -> grpc.StatusCode | None:
+    return exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None

@@ -1,0 +1,105 @@
+"""Helpers of the ingest tests: the environment of a test ingest process, a handle on it, points."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import grpc
+from aiokafka import AIOKafkaProducer
+from tsmesh.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
+
+from tsmesh_ingest.config import IngestConfig
+from tsmesh_ingest.runtime import IngestRuntime
+
+REDIS_URL = os.environ.get("TSMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll an async or sync predicate until truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def ingest_env(db_dsn: str, bootstrap: str, **extra: str) -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        "TSMESH_GRPC_PORT": "0",
+        "TSMESH_METRICS_PORT": "0",
+        "TSMESH_DATABASE_URL": db_dsn,
+        "TSMESH_REDIS_URL": REDIS_URL,
+        "TSMESH_KAFKA_BOOTSTRAP": bootstrap,
+        "TSMESH_KAFKA_TOPIC": f"tsmesh.points.test-{suffix}",
+        "TSMESH_KAFKA_DLQ_TOPIC": f"tsmesh.points.dlq.test-{suffix}",
+        "TSMESH_KAFKA_GROUP": f"writer-test-{suffix}",
+        "TSMESH_KAFKA_REQUEST_TIMEOUT_MS": "3000",
+        "TSMESH_WRITER_MAX_WAIT_MS": "20",
+        "TSMESH_ROLLUP_INTERVAL_MS": "50",
+        "TSMESH_WRITER_RETRY_MAX_SECONDS": "0.5",
+    }
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Ingest:
+    """A running ingest process: its runtime, a channel to it and helpers."""
+
+    runtime: IngestRuntime
+    channel: grpc.aio.Channel
+    cfg: IngestConfig
+    mint: Any
+    db: Any
+
+    @property
+    def stub(self) -> ingest_pb2_grpc.IngestServiceStub:
+        return ingest_pb2_grpc.IngestServiceStub(self.channel)
+
+    def auth(self, tenant_id: str, scopes: str = "write") -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.mint.token(tenant_id, scopes)}"),)
+
+    async def write(self, tenant_id: str, points: list[common_pb2.Point], timeout: float = 10.0) -> Any:
+        return await self.stub.WriteBatch(
+            ingest_pb2.WriteRequest(points=points), metadata=self.auth(tenant_id), timeout=timeout
+        )
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        assert self.db is not None
+        conn = await asyncpg.connect(self.db.admin_dsn)
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+    async def produce_raw(self, value: bytes, partition: int = 0) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.cfg.kafka.bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(self.cfg.kafka.topic, value, partition=partition)
+        finally:
+            await producer.stop()
+
+
+def point(metric: str, ts_ns: int, value: float, **labels: str) -> common_pb2.Point:
+    return common_pb2.Point(metric=metric, labels=labels, timestamp_ns=ts_ns, value=value)

@@ -1,0 +1,189 @@
+"""Dependencies down: Redis (serve without L2), PostgreSQL (fast UNAVAILABLE, then recovery),
+a dead replica (fail over to the primary), and the caller's deadline cancelling the SQL."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+from test_query_range import BASE, request
+from tsq_support import HOUR_NS, MINUTE_NS, ROOT, Loader, query_config, start_service, stop_service
+
+from tsmesh_query.config import DatabaseConfig
+from tsmesh_query.store import Database
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_redis_down_and_dead_replica_still_answer(ts_db, token_mint, loader: Loader, tenant_id: str) -> None:
+    sid = await loader.series(tenant_id, "cpu", {"host": "a"})
+    await loader.points([(sid, BASE + i * MINUTE_NS, 2.0) for i in range(60)], pending=True)
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    dead_replica = f"postgresql://tsmesh_query@127.0.0.1:{free_port()}/nope"
+    running = await start_service(query_config(ts_db, redis_url=dead_redis, replicas=(dead_replica,)), token_mint)
+    try:
+        now = time.time_ns()
+        recent = await loader.series(tenant_id, "cpu", {"host": "b"})
+        await loader.points([(recent, now - MINUTE_NS, 7.0)], pending=True)
+        for _ in range(3):
+            old = await running.stub.QueryRange(
+                request("cpu", BASE, BASE + HOUR_NS, HOUR_NS, "sum", None, "none"), metadata=running.md(tenant_id)
+            )
+            assert old.series[0].buckets[0].value == 120.0
+            fresh = await running.stub.QueryRange(
+                request("cpu", now - HOUR_NS, now + MINUTE_NS, HOUR_NS, "sum", None, "none"),
+                metadata=running.md(tenant_id),
+            )
+            assert [b.value for s in fresh.series for b in s.buckets] == [7.0]
+    finally:
+        await stop_service(running)
+
+
+class ThrowawayPostgres:
+    """A private PostgreSQL server on a free port (initdb + pg_ctl), for outage tests."""
+
+    def __init__(self) -> None:
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        if not bins:
+            pytest.skip("no PostgreSQL binaries")
+        self.bin = Path(bins[-1])
+        self.dir = Path(tempfile.mkdtemp(prefix="tsq-pg-"))
+        self.port = free_port()
+        # PostgreSQL refuses to run as root: use the system's postgres account then
+        self.prefix: list[str] = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.prefix:
+            shutil.chown(self.dir, "postgres")
+        subprocess.run(
+            [
+                *self.prefix,
+                self.bin / "initdb",
+                "-D",
+                self.dir / "data",
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self) -> None:
+        subprocess.run(
+            [
+                *self.prefix,
+                self.bin / "pg_ctl",
+                "-D",
+                self.dir / "data",
+                "-l",
+                self.dir / "log",
+                "-w",
+                "-t",
+                "30",
+                "start",
+                "-o",
+                f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*self.prefix, self.bin / "pg_ctl", "-D", self.dir / "data", "-m", "immediate", "-w", "stop"],
+            check=False,
+            capture_output=True,
+        )
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def test_postgres_down_fails_fast_then_recovers(token_mint, tenant_id: str) -> None:
+    pg = ThrowawayPostgres()
+    try:
+        pg.start()
+        admin = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/postgres")
+        await admin.execute((ROOT / "deploy" / "postgres" / "bootstrap.sql").read_text())
+        await admin.execute("SET ROLE tsmesh_ingest")
+        await admin.execute((Path(__file__).parent / "ts_schema.sql").read_text())
+        await admin.close()
+        loader_conn = await asyncpg.connect(f"postgresql://tsmesh_ingest@127.0.0.1:{pg.port}/postgres")
+        loader = Loader(loader_conn)
+        sid = await loader.series(tenant_id, "cpu", {})
+        await loader.points([(sid, BASE, 1.0)], pending=True)
+        await loader_conn.close()
+
+        cfg = query_config(None, primary_url=f"postgresql://tsmesh_query@127.0.0.1:{pg.port}/postgres")
+        running = await start_service(cfg, token_mint)
+        md = running.md(tenant_id)
+        try:
+            ok = await running.stub.QueryRange(
+                request("cpu", BASE, BASE + HOUR_NS, HOUR_NS, "sum", None, "none"), metadata=md
+            )
+            assert ok.series[0].buckets[0].value == 1.0
+            pg.stop()
+            codes = []
+            for i in range(6):
+                # a new range each time, so no cache can answer
+                req = request("cpu", BASE, BASE + HOUR_NS + (i + 1) * MINUTE_NS, HOUR_NS, "sum", None, "none")
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await running.stub.QueryRange(req, metadata=md, timeout=10)
+                codes.append(err.value.code())
+            assert set(codes) == {grpc.StatusCode.UNAVAILABLE}
+            pg.start()
+
+            async def answers() -> bool:
+                try:
+                    got = await running.stub.QueryRange(
+                        request("cpu", BASE, BASE + 2 * HOUR_NS, HOUR_NS, "sum", None, "none"), metadata=md, timeout=5
+                    )
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.2)
+                    return False
+                return got.series[0].buckets[0].value == 1.0
+
+            deadline = time.monotonic() + 20
+            while not await answers():
+                assert time.monotonic() < deadline, "query service did not recover"
+        finally:
+            await stop_service(running)
+    finally:
+        pg.cleanup()
+
+
+async def test_cancelled_call_cancels_the_postgres_query(ts_db) -> None:
+    db = Database(DatabaseConfig(primary_url=ts_db.dsn("tsmesh_query")))
+    marker = f"tsq_cancel_{time.time_ns()}"
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await db.fetch(f"SELECT pg_sleep(30) AS {marker}")
+        admin = await asyncpg.connect(ts_db.admin_dsn)
+        try:
+            deadline = time.monotonic() + 5
+            while await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND state = 'active'", f"%{marker}%"
+            ):
+                assert time.monotonic() < deadline, "the query kept running after the caller gave up"
+                await asyncio.sleep(0.05)
+        finally:
+            await admin.close()
+    finally:
+        await db.close()

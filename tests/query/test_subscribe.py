@@ -1,0 +1,88 @@
+"""Subscribe: one shared feed, tenant then selector filtering, heartbeats, slow subscribers dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from test_selectors import RE, sel
+from tsmesh.v1 import common_pb2, query_pb2
+from tsq_support import Running
+
+from tsmesh_common.errors import ResourceExhausted
+from tsmesh_common.redis_keys import live_channel
+from tsmesh_query.config import QueryLimits, SubscribeConfig
+from tsmesh_query.live import LiveHub
+from tsmesh_query.selectors import parse_selector
+
+
+def batch(tenant: str, *hosts: str) -> common_pb2.PointBatch:
+    return common_pb2.PointBatch(
+        tenant_id=tenant,
+        points=[
+            common_pb2.Point(metric="cpu", labels={"host": h}, timestamp_ns=i, value=i) for i, h in enumerate(hosts)
+        ],
+        series_ids=list(range(100, 100 + len(hosts))),
+        accepted_at_ns=time.time_ns(),
+    )
+
+
+async def next_points(stream) -> common_pb2.PointBatch:
+    while True:
+        response = await asyncio.wait_for(stream.read(), 5)
+        if response.HasField("points"):
+            return response.points
+
+
+async def test_subscribers_get_their_tenants_matching_points_only(
+    service: Running, redis_client: aioredis.Redis, tenant_id: str
+) -> None:
+    other = f"{tenant_id}-other"
+    hub = service.components.hub
+    await asyncio.wait_for(hub.connected.wait(), 5)
+    web = service.stub.Subscribe(
+        query_pb2.SubscribeRequest(selector=sel("cpu", ("host", RE, "web-.*"))), metadata=service.md(tenant_id)
+    )
+    everything = service.stub.Subscribe(query_pb2.SubscribeRequest(selector=sel("cpu")), metadata=service.md(tenant_id))
+    first = await asyncio.wait_for(web.read(), 5)
+    assert first.HasField("heartbeat")
+    await asyncio.wait_for(everything.read(), 5)
+
+    await redis_client.publish(live_channel(other), batch(other, "web-1", "web-2").SerializeToString())
+    await redis_client.publish(live_channel(tenant_id), batch(tenant_id, "db-1", "web-7").SerializeToString())
+
+    got = await next_points(web)
+    assert [p.labels["host"] for p in got.points] == ["web-7"]
+    assert list(got.series_ids) == [101] and got.tenant_id == tenant_id
+    got_all = await next_points(everything)
+    assert [p.labels["host"] for p in got_all.points] == ["db-1", "web-7"]
+
+    heartbeat = await asyncio.wait_for(web.read(), 5)  # nothing else for us: a heartbeat comes
+    assert heartbeat.HasField("heartbeat")
+    web.cancel()
+    everything.cancel()
+
+
+async def test_slow_subscriber_is_dropped_with_resource_exhausted() -> None:
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=4))
+    selector = parse_selector(sel("cpu"), QueryLimits())
+    stream = hub.stream("t1", selector)
+    assert (await anext(stream)).HasField("heartbeat")
+    pending = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0)
+    for _ in range(20):  # the consumer never gets a turn: the queue overflows
+        hub.dispatch(live_channel("t1"), batch("t1", "a").SerializeToString())
+    with pytest.raises(ResourceExhausted, match="subscriber_queue"):
+        await pending
+    await stream.aclose()
+    assert not hub._by_tenant
+
+
+async def test_subscribe_needs_a_valid_selector(service: Running) -> None:
+    stream = service.stub.Subscribe(query_pb2.SubscribeRequest(selector=sel("")), metadata=service.md("t-x"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stream.read()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
