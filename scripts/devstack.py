@@ -193,27 +193,43 @@ def has_entry_point(package: str) -> bool:
     return importlib.util.find_spec(package) is not None and importlib.util.find_spec(f"{package}.__main__") is not None
 
 
-def run_command(args: list[str], env: Mapping[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a short command in its own process group; killed (with its group) on timeout or interrupt."""
-    proc = subprocess.Popen(
-        args,
-        env=dict(env),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        cwd=ROOT,
-    )
+def run_commands(
+    commands: list[tuple[list[str], Mapping[str, str]]], stdin: str | None = None
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run short commands side by side, each in its own process group; all are killed on timeout or interrupt."""
+    procs = [
+        subprocess.Popen(
+            args,
+            env=dict(env),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            cwd=ROOT,
+        )
+        for args, env in commands
+    ]
+    results = []
+    deadline = time.monotonic() + COMMAND_TIMEOUT_S
     try:
-        out, err = proc.communicate(stdin, timeout=COMMAND_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise StackError(f"`{' '.join(args[1:])}` did not finish within {COMMAND_TIMEOUT_S:.0f}s") from None
+        for (args, _), proc in zip(commands, procs, strict=True):
+            try:
+                out, err = proc.communicate(stdin, timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise StackError(f"`{' '.join(args[1:])}` did not finish within {COMMAND_TIMEOUT_S:.0f}s") from None
+            results.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
     finally:
-        if proc.poll() is None:
-            _kill_group(proc, signal.SIGKILL)
-            proc.communicate()
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+        for proc in procs:
+            if proc.poll() is None:
+                _kill_group(proc, signal.SIGKILL)
+                proc.communicate()
+    return results
+
+
+def run_command(args: list[str], env: Mapping[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run one short command in its own process group (see :func:`run_commands`)."""
+    return run_commands([(args, env)], stdin)[0]
 
 
 def _not_implemented(result: subprocess.CompletedProcess[str]) -> bool:
@@ -321,11 +337,9 @@ class Stack:
             if self.cfg.kafka_bootstrap is not None:
                 self._check_kafka()
             self._prepare_database()
-            for svc in ("auth", "ingest"):
-                self._migrate(svc)
             if self.cfg.kafka_bootstrap is None:
                 self._start_broker()
-            self._create_topics()
+            self._run_setup_commands()
             for svc in SERVICES:
                 self._start_service(svc)
             self._wait_healthy()
@@ -444,18 +458,30 @@ class Stack:
                     raise
                 time.sleep(0.2)
 
-    def _migrate(self, svc: str) -> None:
-        package = f"tsmesh_{svc}"
-        if not (has_entry_point(package) and offers(package, "migrate")):
-            self.notes.append(f"{svc}: no migrations yet (python -m {package} migrate not offered)")
-            return
-        result = run_command([sys.executable, "-m", package, "migrate"], self._tool_env(svc))
-        if _not_implemented(result):
-            self.notes.append(f"{svc}: no migrations yet (python -m {package} migrate answers usage)")
-            return
-        if result.returncode != 0:
-            raise _failed(f"python -m {package} migrate", result)
-        self._say(f"migrated schema of {svc} in database {self.cfg.database}")
+    def _run_setup_commands(self) -> None:
+        """Each service's migrations (as its own role) and topic creation, side by side, when offered."""
+        wanted = [
+            ("auth", "migrate", f"migrated schema auth in database {self.cfg.database}"),
+            ("ingest", "migrate", f"migrated schema ts in database {self.cfg.database}"),
+            ("ingest", "create-topics", "created the Kafka topics"),
+        ]
+        steps = []
+        for svc, command, done in wanted:
+            package = f"tsmesh_{svc}"
+            if has_entry_point(package) and offers(package, command):
+                steps.append((svc, command, done))
+            else:
+                self.notes.append(f"{svc}: skipped `python -m {package} {command}` (not offered yet)")
+        results = run_commands(
+            [([sys.executable, "-m", f"tsmesh_{svc}", cmd], self._tool_env(svc)) for svc, cmd, _ in steps]
+        )
+        for (svc, command, done), result in zip(steps, results, strict=True):
+            if _not_implemented(result):
+                self.notes.append(f"{svc}: skipped `python -m tsmesh_{svc} {command}` (answers usage)")
+            elif result.returncode != 0:
+                raise _failed(f"python -m tsmesh_{svc} {command}", result)
+            else:
+                self._say(done)
 
     def _spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         logs = self.cfg.state_dir / "logs"
@@ -503,17 +529,6 @@ class Stack:
             except OSError:
                 time.sleep(0.05)
         raise StackError(f"the bundled broker does not listen on 127.0.0.1:{self.cfg.kafka_port} after 15s")
-
-    def _create_topics(self) -> None:
-        if not (has_entry_point("tsmesh_ingest") and offers("tsmesh_ingest", "create-topics")):
-            self.notes.append("ingest: topics not created (python -m tsmesh_ingest create-topics not offered yet)")
-            return
-        result = run_command([sys.executable, "-m", "tsmesh_ingest", "create-topics"], self._tool_env("ingest"))
-        if _not_implemented(result):
-            self.notes.append("ingest: topics not created (create-topics answers usage)")
-            return
-        if result.returncode != 0:
-            raise _failed("python -m tsmesh_ingest create-topics", result)
 
     def _start_service(self, svc: str) -> None:
         package = f"tsmesh_{svc}"

@@ -20,7 +20,6 @@ from tsmesh_auth.db import create_pool
 from tsmesh_auth.migrate import upgrade_async
 from tsmesh_common.server import GrpcApp
 
-
 PASSWORD = "correct-horse-battery-staple"
 REDIS_URL = os.environ.get("TSMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 Database = Any  # tests/conftest.py Database: .dsn(role)
@@ -109,16 +108,9 @@ async def auth_server(auth_env: dict[str, str], redis_client: aioredis.Redis) ->
     parts, app, port = await start_server(cfg, pool, redis_client, pubsub)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield AuthServer(
-            parts, app, channel, auth_pb2_grpc.AuthServiceStub(channel), port, f"10.{uuid.uuid4().int % 250}.0.1"
-        )
+        yield AuthServer(parts, app, channel, auth_pb2_grpc.AuthServiceStub(channel), port, f"test-{uuid.uuid4().hex}")
     finally:
-        import asyncio, sys
-        for step in (channel.close(), app.stop(0.5), pool.close(), pubsub.aclose()):
-            try:
-                await asyncio.wait_for(step, 5)
-            except TimeoutError:
-                print("HUNG", step, file=sys.stderr)
-                for t in asyncio.all_tasks():
-                    t.print_stack(file=sys.stderr)
-                raise
+        await channel.close()
+        await app.stop(0.5)
+        await pool.close()
+        await pubsub.aclose()

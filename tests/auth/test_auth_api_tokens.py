@@ -87,7 +87,9 @@ async def test_revoked_api_token_is_refused_everywhere_within_a_second(auth_serv
     # another service's authenticator, caching the token and following revocations
     source = GrpcAuthSource(auth_server.channel)
     mesh = Authenticator(AuthenticatorConfig(issuer="tsmesh-auth", audience="tsmesh"), source, source)
-    follower = asyncio.create_task(mesh.follow_revocations(aioredis.Redis.from_url("redis://127.0.0.1:6379/0"), REVOCATION_CHANNEL))
+    follower = asyncio.create_task(
+        mesh.follow_revocations(aioredis.Redis.from_url("redis://127.0.0.1:6379/0"), REVOCATION_CHANNEL)
+    )
     try:
         await mesh.authenticate(created.secret)
         await asyncio.sleep(0.2)  # subscribed
@@ -116,7 +118,9 @@ async def test_revoked_api_token_is_refused_everywhere_within_a_second(auth_serv
         answer = await auth_server.stub.Introspect(auth_pb2.IntrospectRequest(token=created.secret))
         assert not answer.active
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await auth_server.stub.ListApiTokens(auth_pb2.ListApiTokensRequest(), metadata=auth_server.md(created.secret))
+            await auth_server.stub.ListApiTokens(
+                auth_pb2.ListApiTokensRequest(), metadata=auth_server.md(created.secret)
+            )
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         follower.cancel()

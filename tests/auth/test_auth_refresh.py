@@ -113,5 +113,3 @@ async def test_refresh_token_is_stored_only_as_a_hash(auth_server) -> None:
     async with auth_server.parts.pool.acquire() as conn:
         dump = await conn.fetchval("SELECT string_agg(t::text, '|') FROM auth.refresh_tokens t")
     assert pair.refresh_token not in dump and pair.refresh_token[3:] not in dump
-
-

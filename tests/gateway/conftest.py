@@ -77,9 +77,7 @@ GatewayFactory = Callable[..., Any]
 
 
 @pytest_asyncio.fixture
-async def gateway_factory(
-    mesh: Mesh, redis_client: aioredis.Redis
-) -> AsyncIterator[Callable[..., Any]]:
+async def gateway_factory(mesh: Mesh, redis_client: aioredis.Redis) -> AsyncIterator[Callable[..., Any]]:
     """Build in-process gateways with extra environment settings; all closed afterwards."""
     opened: list[tuple[Any, httpx.AsyncClient, Upstreams]] = []
 

@@ -198,7 +198,9 @@ class FakeQuery(query_pb2_grpc.QueryServiceServicer):
 
     async def Latest(self, request: query_pb2.LatestRequest, context: Any) -> query_pb2.LatestResponse:
         self._count("Latest")
-        return query_pb2.LatestResponse(points=[common_pb2.Point(metric=request.selector.metric, timestamp_ns=5, value=1)])
+        return query_pb2.LatestResponse(
+            points=[common_pb2.Point(metric=request.selector.metric, timestamp_ns=5, value=1)]
+        )
 
     async def ListSeries(self, request: query_pb2.ListSeriesRequest, context: Any) -> query_pb2.ListSeriesResponse:
         self._count("ListSeries")
@@ -237,9 +239,7 @@ async def start_upstreams(mint: Any, api: ApiTokens) -> tuple[GrpcApp, int, Fake
     from tsmesh_common.authn import Authenticator, AuthenticatorConfig
 
     authenticator = Authenticator(AuthenticatorConfig(issuer=mint.issuer, audience=mint.audience), mint.jwks, api)
-    public = frozenset(
-        f"/tsmesh.v1.AuthService/{m}" for m in ("Login", "Refresh", "Logout", "GetJwks", "Introspect")
-    )
+    public = frozenset(f"/tsmesh.v1.AuthService/{m}" for m in ("Login", "Refresh", "Logout", "GetJwks", "Introspect"))
     app = GrpcApp(authenticator, public_methods=public)
     auth, ingest, query = FakeAuth(mint, api), FakeIngest(), FakeQuery()
     app.add_service("tsmesh.v1.AuthService", lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(auth, s))

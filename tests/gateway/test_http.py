@@ -13,8 +13,13 @@ from gw_fakes import free_port
 from tsmesh_common.redis_keys import data_generation_key
 from tsmesh_gateway.http_errors import http_status
 
-RANGE = {"selector": {"metric": "cpu", "matchers": [{"name": "host", "op": "=", "value": "a"}]}, "start_ns": 0,
-         "end_ns": 10**12, "step_ns": 10**9, "aggregation": "avg"}
+RANGE = {
+    "selector": {"metric": "cpu", "matchers": [{"name": "host", "op": "=", "value": "a"}]},
+    "start_ns": 0,
+    "end_ns": 10**12,
+    "step_ns": 10**9,
+    "aggregation": "avg",
+}
 
 
 async def test_every_response_has_request_id_and_security_headers(gateway) -> None:
@@ -84,8 +89,9 @@ async def test_upstream_down_is_503_then_the_breaker_opens(gateway_factory) -> N
     gw = await gateway_factory(TSMESH_INGEST_ADDR=f"127.0.0.1:{dead}", TSMESH_GATEWAY_BREAKER_FAILURES="2")
     messages = []
     for _ in range(3):
-        answer = await gw.client.post("/v1/write", json={"points": [{"metric": "m", "timestamp_ns": 1, "value": 1}]},
-                                      headers=gw.bearer())
+        answer = await gw.client.post(
+            "/v1/write", json={"points": [{"metric": "m", "timestamp_ns": 1, "value": 1}]}, headers=gw.bearer()
+        )
         assert answer.status_code == 503
         messages.append(answer.json()["message"])
     assert "circuit open" in messages[-1]
@@ -101,15 +107,25 @@ async def test_readyz_when_every_upstream_serves(gateway) -> None:
 
 
 async def test_json_write_reaches_ingest_as_the_token_tenant_with_request_id(gateway, mesh) -> None:
-    points = [{"metric": "cpu", "labels": {"host": "a"}, "timestamp_ns": 10**18, "value": 1.5},
-              {"metric": "reject_me", "timestamp_ns": 1, "value": 2}]
-    answer = await gateway.client.post("/v1/write", json={"points": points, "tenant": "someone-else"},
-                                       headers={**gateway.bearer(), "x-request-id": "req-write"})
+    points = [
+        {"metric": "cpu", "labels": {"host": "a"}, "timestamp_ns": 10**18, "value": 1.5},
+        {"metric": "reject_me", "timestamp_ns": 1, "value": 2},
+    ]
+    answer = await gateway.client.post(
+        "/v1/write",
+        json={"points": points, "tenant": "someone-else"},
+        headers={**gateway.bearer(), "x-request-id": "req-write"},
+    )
     assert answer.status_code == 200
-    assert answer.json() == {"accepted": 1, "rejected": 1,
-                             "errors": [{"index": 1, "field": "metric", "reason": "refused by test"}]}
+    assert answer.json() == {
+        "accepted": 1,
+        "rejected": 1,
+        "errors": [{"index": 1, "field": "metric", "reason": "refused by test"}],
+    }
     stored = mesh.ingest.points[gateway.tenant]
-    assert [(p.metric, dict(p.labels), p.timestamp_ns, p.value) for p in stored] == [("cpu", {"host": "a"}, 10**18, 1.5)]
+    assert [(p.metric, dict(p.labels), p.timestamp_ns, p.value) for p in stored] == [
+        ("cpu", {"host": "a"}, 10**18, 1.5)
+    ]
     assert mesh.ingest.metadata[-1]["x-request-id"] == "req-write"
     assert mesh.ingest.metadata[-1]["authorization"].startswith("Bearer ")
 
@@ -190,11 +206,13 @@ async def test_query_routes_translate(gateway) -> None:
     assert series.json() == {"series": [{"metric": "cpu", "labels": {"host": "a"}}]}
     values = await gateway.client.post("/v1/labels/values", json={"label": "host"}, headers=auth)
     assert values.json() == {"values": ["a", "b"]}
-    missing = await gateway.client.post("/v1/query/range", json={**RANGE, "selector": {"metric": "missing"}},
-                                        headers=auth)
+    missing = await gateway.client.post(
+        "/v1/query/range", json={**RANGE, "selector": {"metric": "missing"}}, headers=auth
+    )
     assert missing.status_code == 404
-    bad = await gateway.client.post("/v1/query/range", json={**RANGE, "selector": {"matchers": [{"op": "~"}]}},
-                                    headers=auth)
+    bad = await gateway.client.post(
+        "/v1/query/range", json={**RANGE, "selector": {"matchers": [{"op": "~"}]}}, headers=auth
+    )
     assert bad.status_code == 400 and bad.json()["details"]["field"] == "selector.matchers[0].op"
 
 

@@ -10,7 +10,7 @@ from tsmesh_gateway.lineprotocol import LineError, parse_body, parse_line
 
 
 def test_escapes_types_and_timestamp() -> None:
-    line = r'we\ ath\,er,lo\ c=o\,s\=lo,type=x\=y temp=1.5,cnt=3i,big=18446744073709551615u,on=t,off=FALSE 1700'
+    line = r"we\ ath\,er,lo\ c=o\,s\=lo,type=x\=y temp=1.5,cnt=3i,big=18446744073709551615u,on=t,off=FALSE 1700"
     parsed = parse_line(line)
     assert parsed.measurement == "we ath,er"
     assert parsed.tags == {"lo_c": "o,s=lo", "type": "x=y"}

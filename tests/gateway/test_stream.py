@@ -21,7 +21,9 @@ PROTO = "tsmesh.proto.v1"
 
 
 def _points(metric: str, n: int, label: str = "a") -> list[common_pb2.Point]:
-    return [common_pb2.Point(metric=metric, labels={"host": label}, timestamp_ns=i + 1, value=float(i)) for i in range(n)]
+    return [
+        common_pb2.Point(metric=metric, labels={"host": label}, timestamp_ns=i + 1, value=float(i)) for i in range(n)
+    ]
 
 
 async def _recv_json(ws: websockets.ClientConnection, kind: str) -> dict:
@@ -42,9 +44,7 @@ async def test_json_subscribe_receives_points_and_one_upstream_is_shared(served)
     tenant, metric = f"t-{uuid.uuid4().hex[:8]}", f"cpu_{uuid.uuid4().hex[:6]}"
     auth = {"Authorization": f"Bearer {served.mesh.mint.token(tenant, 'read')}"}
     before = served.mesh.query.calls.get("Subscribe", 0)
-    sockets = [
-        await websockets.connect(served.ws_url, subprotocols=[JSON], additional_headers=auth) for _ in range(3)
-    ]
+    sockets = [await websockets.connect(served.ws_url, subprotocols=[JSON], additional_headers=auth) for _ in range(3)]
     try:
         for i, ws in enumerate(sockets):
             assert ws.subprotocol == JSON
@@ -60,8 +60,9 @@ async def test_json_subscribe_receives_points_and_one_upstream_is_shared(served)
                 frame = await _recv_json(ws, "points")
                 assert frame["id"] == f"s{i}"
                 got.extend(frame["points"])
-            assert got == [{"metric": metric, "labels": {"host": "a"}, "timestamp_ns": n + 1, "value": float(n)}
-                           for n in range(3)]
+            assert got == [
+                {"metric": metric, "labels": {"host": "a"}, "timestamp_ns": n + 1, "value": float(n)} for n in range(3)
+            ]
     finally:
         for ws in sockets:
             await ws.close()
@@ -148,14 +149,17 @@ async def test_unknown_subprotocol_is_refused(served) -> None:
 async def test_slow_consumer_is_disconnected_with_4008(served) -> None:
     tenant, metric = f"t-{uuid.uuid4().hex[:8]}", f"slow_{uuid.uuid4().hex[:6]}"
     auth = {"Authorization": f"Bearer {served.mesh.mint.token(tenant, 'read')}"}
-    ws = await websockets.connect(served.ws_url, subprotocols=[JSON], additional_headers=auth, max_queue=1)
+    ws = await websockets.connect(
+        served.ws_url, subprotocols=[JSON], additional_headers=auth, max_queue=4, max_size=None
+    )
     await ws.send(orjson.dumps({"type": "subscribe", "id": "s", "selector": {"metric": metric}}).decode())
     await _recv_json(ws, "ack")
     await _subscribers(served, tenant, metric, 1)
     big = "x" * 2000
     for _ in range(60):
-        served.mesh.query.publish(tenant, [common_pb2.Point(metric=metric, labels={"pad": big}, timestamp_ns=i + 1)
-                                           for i in range(200)])
+        served.mesh.query.publish(
+            tenant, [common_pb2.Point(metric=metric, labels={"pad": big}, timestamp_ns=i + 1) for i in range(200)]
+        )
         await asyncio.sleep(0.02)
     deadline = time.monotonic() + 30
     with pytest.raises(websockets.ConnectionClosed):
@@ -169,10 +173,12 @@ async def test_revoked_token_closes_its_live_socket(served, redis_client) -> Non
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     token, token_id = served.mesh.api.mint(tenant, "read")
     other = served.mesh.mint.token(tenant, "read")
-    revoked_ws = await websockets.connect(served.ws_url, subprotocols=[JSON],
-                                          additional_headers={"Authorization": f"Bearer {token}"})
-    kept_ws = await websockets.connect(served.ws_url, subprotocols=[JSON],
-                                       additional_headers={"Authorization": f"Bearer {other}"})
+    revoked_ws = await websockets.connect(
+        served.ws_url, subprotocols=[JSON], additional_headers={"Authorization": f"Bearer {token}"}
+    )
+    kept_ws = await websockets.connect(
+        served.ws_url, subprotocols=[JSON], additional_headers={"Authorization": f"Bearer {other}"}
+    )
     for ws in (revoked_ws, kept_ws):
         await ws.send(orjson.dumps({"type": "subscribe", "id": "s", "selector": {"metric": "rv"}}).decode())
         await _recv_json(ws, "ack")

@@ -54,6 +54,7 @@ def ingest_env(db_dsn: str, bootstrap: str, **extra: str) -> dict[str, str]:
         "TSMESH_KAFKA_DLQ_TOPIC": f"tsmesh.points.dlq.test-{suffix}",
         "TSMESH_KAFKA_GROUP": f"writer-test-{suffix}",
         "TSMESH_KAFKA_REQUEST_TIMEOUT_MS": "3000",
+        "TSMESH_KAFKA_SESSION_TIMEOUT_MS": "2000",
         "TSMESH_WRITER_MAX_WAIT_MS": "20",
         "TSMESH_ROLLUP_INTERVAL_MS": "50",
         "TSMESH_WRITER_RETRY_MAX_SECONDS": "0.5",

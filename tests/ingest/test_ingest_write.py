@@ -17,8 +17,9 @@ from tsmesh_ingest.series_id import series_id, to_signed
 pytestmark = pytest.mark.integration
 
 
-async def test_mixed_batch_reports_each_bad_point_and_stores_the_good_ones(ts_db: Any, start_ingest: Any,
-                                                                          tenant_id: str) -> None:
+async def test_mixed_batch_reports_each_bad_point_and_stores_the_good_ones(
+    ts_db: Any, start_ingest: Any, tenant_id: str
+) -> None:
     ingest = await start_ingest(ts_db)
     now = time.time_ns()
     points = [

@@ -12,6 +12,7 @@ gRPC implementations below, the auth service plugs in its own store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -186,28 +187,48 @@ class Authenticator:
         """Be told of each revoked token id (the gateway closes that token's sockets)."""
         self._revocation_callbacks.append(callback)
 
-    async def follow_revocations(self, redis: Any, channel: str) -> None:
-        """Consume revocation events (``<token_id> <until_unix>``) until cancelled; reconnects."""
+    async def follow_revocations(self, redis: Any, channel: str, poll_seconds: float = 1.0) -> None:
+        """Consume revocation events (``<token_id> <until_unix>``) until cancelled; reconnects.
+
+        Polls with a timeout and checks for cancellation itself: redis-py can swallow a cancellation
+        that lands while it (re)connects, which would otherwise hang a graceful shutdown.
+        """
+        task = asyncio.current_task()
         while True:
+            pubsub = redis.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub = redis.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(channel)
-                try:
-                    async for message in pubsub.listen():
-                        data = message.get("data")
-                        if isinstance(data, bytes):
-                            data = data.decode()
-                        if isinstance(data, str) and data:
-                            token_id, _, until = data.partition(" ")
-                            self.revoke(token_id, float(until) if until else None)
-                finally:
-                    await pubsub.aclose()
+                while True:
+                    if task is not None and task.cancelling():
+                        raise asyncio.CancelledError
+                    message = await pubsub.get_message(timeout=poll_seconds)
+                    if message is not None:
+                        self._revocation_event(message.get("data"))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any Redis failure: back off and resubscribe
                 log.warning("revocation feed interrupted, resubscribing", extra={"error": type(exc).__name__})
                 self._api_cache.clear()
                 await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pubsub.aclose(), poll_seconds)
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
+
+    def _revocation_event(self, data: Any) -> None:
+        if isinstance(data, bytes):
+            data = data.decode(errors="replace")
+        if not isinstance(data, str) or not data:
+            return
+        token_id, _, until = data.partition(" ")
+        try:
+            when = float(until) if until else None
+        except ValueError:
+            log.warning("ignoring malformed revocation event")
+            return
+        if token_id and len(token_id) <= 256:
+            self.revoke(token_id, when)
 
 
 def _parse_jwk(jwk: dict[str, str]) -> tuple[str, Any] | None:

@@ -22,7 +22,7 @@ def main() -> None:
     if cfg.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tsmesh-gateway-metrics-")
     from granian import Granian
-    from granian.constants import Interfaces, Loops
+    from granian.constants import Interfaces, Loops, SSLProtocols
 
     server = Granian(
         "tsmesh_gateway.app:create_app",
@@ -37,16 +37,10 @@ def main() -> None:
         log_access=False,
         ssl_cert=Path(cfg.tls_cert) if cfg.tls_cert else None,
         ssl_key=Path(cfg.tls_key) if cfg.tls_key else None,
-        ssl_protocol_min=_tls_min(),
+        ssl_protocol_min=SSLProtocols.tls12,
     )
     server.serve()
     sys.exit(0)
-
-
-def _tls_min() -> object:
-    from granian.constants import SSLProtocols
-
-    return SSLProtocols.tls12
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ async def read_body(request: Request, *, max_bytes: int, timeout: float) -> byte
         return body
     if encoding in ("gzip", "x-gzip"):
         return gunzip(body, max_bytes)
-    raise HttpError(415, "INVALID_ARGUMENT", f"unsupported Content-Encoding {encoding!r}", {"field": "content-encoding"})
+    raise HttpError(
+        415, "INVALID_ARGUMENT", f"unsupported Content-Encoding {encoding!r}", {"field": "content-encoding"}
+    )
 
 
 def gunzip(data: bytes, max_bytes: int) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from tsmesh.v1 import common_pb2, ingest_pb2, query_pb2
@@ -51,9 +52,11 @@ def _str(obj: dict[str, Any], key: str, field: str, *, required: bool = True, ma
 
 
 def _int(obj: dict[str, Any], key: str, field: str, *, required: bool = True, default: int = 0) -> int:
-    value = obj.get(key)
-    if value is None and not required:
+    if key not in obj and not required:
         return default
+    value = obj.get(key)
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgument(field, "must be an integer")
     if not INT64_MIN <= value <= INT64_MAX:
@@ -61,10 +64,10 @@ def _int(obj: dict[str, Any], key: str, field: str, *, required: bool = True, de
     return value
 
 
-def _enum(obj: dict[str, Any], key: str, field: str, table: dict[str, int], default: int) -> int:
-    value = obj.get(key)
-    if value is None:
+def _enum(obj: dict[str, Any], key: str, field: str, table: Mapping[str, Any], default: Any) -> Any:
+    if key not in obj:
         return default
+    value = obj[key]
     if not isinstance(value, str) or value.lower() not in table:
         raise InvalidArgument(field, f"must be one of {', '.join(table)}")
     return table[value.lower()]
@@ -89,8 +92,13 @@ def labels_from_json(value: Any, field: str) -> dict[str, str]:
 def selector_from_json(value: Any, field: str = "selector") -> common_pb2.Selector:
     """``{"metric": "cpu", "matchers": [{"name": "host", "op": "=", "value": "a"}]}``."""
     obj = _object(value, field)
-    selector = common_pb2.Selector(metric=_str(obj, "metric", f"{field}.metric", required=False))
+    metric = obj.get("metric")
+    selector = common_pb2.Selector(
+        metric=_str(obj, "metric", f"{field}.metric", max_len=256) if metric is not None else ""
+    )
     matchers = obj.get("matchers", [])
+    if matchers is None:
+        matchers = []
     if not isinstance(matchers, list):
         raise InvalidArgument(f"{field}.matchers", "must be an array")
     if len(matchers) > 64:
@@ -99,7 +107,7 @@ def selector_from_json(value: Any, field: str = "selector") -> common_pb2.Select
         where = f"{field}.matchers[{i}]"
         matcher = _object(item, where)
         op = matcher.get("op", "=")
-        if op not in MATCH_OPS:
+        if not isinstance(op, str) or op not in MATCH_OPS:
             raise InvalidArgument(f"{where}.op", "must be one of =, !=, =~, !~")
         selector.matchers.add(
             name=_str(matcher, "name", f"{where}.name"),
@@ -157,7 +165,7 @@ def write_to_json(response: ingest_pb2.WriteResponse) -> dict[str, Any]:
 
 def range_from_json(value: Any) -> query_pb2.QueryRangeRequest:
     obj = _object(value, "body")
-    group_by = obj.get("group_by", [])
+    group_by = obj.get("group_by") if "group_by" in obj else []
     if not isinstance(group_by, list) or not all(isinstance(g, str) for g in group_by):
         raise InvalidArgument("group_by", "must be an array of label names")
     return query_pb2.QueryRangeRequest(
@@ -189,7 +197,12 @@ def range_to_json(response: query_pb2.QueryRangeResponse) -> dict[str, Any]:
 
 
 def point_to_json(point: common_pb2.Point) -> dict[str, Any]:
-    return {"metric": point.metric, "labels": dict(point.labels), "timestamp_ns": point.timestamp_ns, "value": point.value}
+    return {
+        "metric": point.metric,
+        "labels": dict(point.labels),
+        "timestamp_ns": point.timestamp_ns,
+        "value": point.value,
+    }
 
 
 def limit_from_json(obj: dict[str, Any]) -> int:

@@ -57,7 +57,7 @@ def route_class(path: str) -> str:
 def request_id_from(scope: Scope) -> str:
     for key, value in scope["headers"]:
         if key == b"x-request-id":
-            text = value.decode("latin-1")
+            text: str = value.decode("latin-1")
             if _VALID_ID.fullmatch(text):
                 return text
             break
@@ -99,7 +99,7 @@ class EdgeMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
-        except Exception as exc:  # noqa: BLE001 - the last line of defence answers JSON, never a trace
+        except Exception as exc:  # the last line of defence answers JSON, never a trace
             if response_started:
                 raise
             error = to_http_error(exc)

@@ -63,7 +63,7 @@ def to_http_error(exc: BaseException) -> HttpError:
     if isinstance(exc, TsmeshError):
         return _from_status(exc.code, exc.message, exc.trailing_metadata(), exc)
     if isinstance(exc, grpc.aio.AioRpcError):
-        trailing = tuple((k, v if isinstance(v, str) else v.decode()) for k, v in (exc.trailing_metadata() or ()))
+        trailing = _metadata_pairs(exc.trailing_metadata())
         message = exc.details() or exc.code().name.lower()
         if exc.code() == grpc.StatusCode.UNAVAILABLE and message.startswith("failed to connect"):
             message = "upstream unavailable"
@@ -98,3 +98,11 @@ def _from_status(
     elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         headers["Retry-After"] = "1"
     return HttpError(http_status(code), code.name, message, details, headers)
+
+
+def _metadata_pairs(metadata: Any) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for item in tuple(metadata or ()):
+        key, value = item[0], item[1]
+        pairs.append((str(key), value if isinstance(value, str) else bytes(value).decode(errors="replace")))
+    return tuple(pairs)

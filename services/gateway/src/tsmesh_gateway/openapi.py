@@ -6,6 +6,7 @@ from typing import Any
 
 INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
 STRING = {"type": "string"}
+MAX_SECONDS = 10 * 366 * 86_400
 
 
 def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
@@ -48,21 +49,41 @@ SCHEMAS: dict[str, Any] = {
         ["code", "message", "details", "request_id"],
     ),
     "Matcher": _obj(
-        {"name": {"type": "string", "minLength": 1}, "op": {"enum": ["=", "!=", "=~", "!~"]}, "value": STRING},
+        {
+            "name": {"type": "string", "minLength": 1, "maxLength": 1024},
+            "op": {"enum": ["=", "!=", "=~", "!~"]},
+            "value": {"type": ["string", "null"], "maxLength": 1024},
+        },
         ["name"],
     ),
     "Selector": _obj(
-        {"metric": STRING, "matchers": {"type": "array", "items": _ref("Matcher"), "maxItems": 64}},
-        description="A metric name and/or label matchers (RE2 regexes, anchored).",
+        {
+            "metric": {"type": ["string", "null"], "minLength": 1, "maxLength": 256},
+            "matchers": {"type": ["array", "null"], "items": _ref("Matcher"), "maxItems": 64},
+        },
+        description="A metric name and/or label matchers (RE2 regexes, anchored); at least one of them.",
+        anyOf=[
+            {"required": ["metric"], "properties": {"metric": {"type": "string"}}},
+            {"required": ["matchers"], "properties": {"matchers": {"type": "array", "minItems": 1}}},
+        ],
     ),
     "Point": _obj(
         {
             "metric": {"type": "string", "minLength": 1, "maxLength": 256},
-            "labels": {"type": "object", "additionalProperties": STRING},
+            "labels": {"type": ["object", "null"], "additionalProperties": STRING},
             "timestamp_ns": INT64,
             "value": {"type": "number"},
         },
         ["metric", "timestamp_ns", "value"],
+    ),
+    "PointOut": _obj(
+        {
+            "metric": STRING,
+            "labels": {"type": "object", "additionalProperties": STRING},
+            "timestamp_ns": INT64,
+            "value": {"type": "number"},
+        },
+        ["metric", "labels", "timestamp_ns", "value"],
     ),
     "WriteRequest": _obj(
         {"points": {"type": "array", "items": _ref("Point"), "minItems": 1, "maxItems": 100000}}, ["points"]
@@ -115,12 +136,18 @@ SCHEMAS: dict[str, Any] = {
     "SeriesRequest": _obj(
         {"selector": _ref("Selector"), "limit": {"type": "integer", "minimum": 0, "maximum": 100000}}, ["selector"]
     ),
-    "LabelValuesRequest": _obj({"label": {"type": "string", "minLength": 1}, "selector": _ref("Selector")}, ["label"]),
+    "LabelValuesRequest": _obj(
+        {"label": {"type": "string", "minLength": 1, "maxLength": 256}, "selector": _ref("Selector")}, ["label"]
+    ),
     "Login": _obj(
-        {"tenant": {"type": "string", "minLength": 1}, "email": {"type": "string", "minLength": 1}, "password": STRING},
+        {
+            "tenant": {"type": "string", "minLength": 1, "maxLength": 256},
+            "email": {"type": "string", "minLength": 1, "maxLength": 320},
+            "password": {"type": "string", "minLength": 1, "maxLength": 1024},
+        },
         ["tenant", "email", "password"],
     ),
-    "RefreshToken": _obj({"refresh_token": {"type": "string", "minLength": 1}}, ["refresh_token"]),
+    "RefreshToken": _obj({"refresh_token": {"type": "string", "minLength": 1, "maxLength": 8192}}, ["refresh_token"]),
     "Tokens": _obj(
         {"access_token": STRING, "refresh_token": STRING, "token_type": STRING, "expires_in": {"type": "integer"}},
         ["access_token", "refresh_token", "token_type", "expires_in"],
@@ -141,11 +168,13 @@ SCHEMAS: dict[str, Any] = {
         {
             "name": {"type": "string", "minLength": 1, "maxLength": 200},
             "scopes": {"type": "array", "items": {"enum": ["read", "write", "admin"]}, "minItems": 1},
-            "ttl_seconds": {"type": "integer", "minimum": 0},
+            "ttl_seconds": {"type": "integer", "minimum": 0, "maximum": MAX_SECONDS},
         },
         ["name", "scopes"],
     ),
-    "TokenWithSecret": _obj({"token": {"$ref": "#/components/schemas/ApiToken"}, "secret": STRING}, ["token", "secret"]),
+    "TokenWithSecret": _obj(
+        {"token": {"$ref": "#/components/schemas/ApiToken"}, "secret": STRING}, ["token", "secret"]
+    ),
 }
 
 
@@ -169,13 +198,14 @@ def spec() -> dict[str, Any]:
     rotate["parameters"] = [token_id]
     rotate["requestBody"] = {
         "required": False,
-        **_json(_obj({"grace_seconds": {"type": "integer", "minimum": 0}})),
+        **_json(_obj({"grace_seconds": {"type": "integer", "minimum": 0, "maximum": MAX_SECONDS}})),
     }
     revoke = _op("Revoke an API token", None, "TokenWithSecret")
     revoke["parameters"] = [token_id]
     revoke["responses"]["200"] = {"description": "Revoked", **_json(_obj({"token": _ref("ApiToken")}, ["token"]))}
-    influx = _op("InfluxDB v2 line protocol write (partial writes: 400 names the first bad line)", None, None,
-                 status="204")
+    influx = _op(
+        "InfluxDB v2 line protocol write (partial writes: 400 names the first bad line)", None, None, status="204"
+    )
     influx["parameters"] = [
         {"name": "bucket", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1}},
         {"name": "org", "in": "query", "required": False, "schema": STRING},
@@ -206,15 +236,21 @@ def spec() -> dict[str, Any]:
             "schemas": SCHEMAS,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "Access JWT or API token"},
-                "influxToken": {"type": "apiKey", "in": "header", "name": "Authorization",
-                                "description": "Token <api token>"},
+                "influxToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "Token <api token>",
+                },
             },
         },
         "security": [{"bearer": []}],
         "paths": {
             "/v1/auth/login": {"post": _op("Log in with a password", "Login", "Tokens", secure=False)},
             "/v1/auth/refresh": {"post": _op("Exchange a refresh token", "RefreshToken", "Tokens", secure=False)},
-            "/v1/auth/logout": {"post": _op("Revoke a refresh token", "RefreshToken", None, status="204", secure=False)},
+            "/v1/auth/logout": {
+                "post": _op("Revoke a refresh token", "RefreshToken", None, status="204", secure=False)
+            },
             "/.well-known/jwks.json": {"get": jwks},
             "/v1/tokens": {
                 "get": list_tokens,
@@ -229,8 +265,10 @@ def spec() -> dict[str, Any]:
                     **_op("Latest point of each matching series", "SelectorRequest", None),
                     "responses": {
                         **ERRORS,
-                        "200": {"description": "OK", **_json(_obj({"points": {"type": "array",
-                                                                          "items": _ref("Point")}}, ["points"]))},
+                        "200": {
+                            "description": "OK",
+                            **_json(_obj({"points": {"type": "array", "items": _ref("PointOut")}}, ["points"])),
+                        },
                     },
                 }
             },
@@ -245,8 +283,10 @@ def spec() -> dict[str, Any]:
                     **_op("Values of a label", "LabelValuesRequest", None),
                     "responses": {
                         **ERRORS,
-                        "200": {"description": "OK", **_json(_obj({"values": {"type": "array", "items": STRING}},
-                                                                  ["values"]))},
+                        "200": {
+                            "description": "OK",
+                            **_json(_obj({"values": {"type": "array", "items": STRING}}, ["values"])),
+                        },
                     },
                 }
             },

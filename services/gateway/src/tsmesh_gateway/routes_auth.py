@@ -15,6 +15,7 @@ from tsmesh_gateway.convert import _int, _str
 from tsmesh_gateway.deps import Deps, endpoint
 
 SCOPES = ("read", "write", "admin")
+MAX_SECONDS = 10 * 366 * 86_400
 
 
 def tokens_to_json(pair: auth_pb2.TokenPair) -> dict[str, Any]:
@@ -96,8 +97,8 @@ def auth_routes(deps: Deps) -> list[Route]:
         if not isinstance(scopes, list) or not scopes or not all(s in SCOPES for s in scopes):
             raise InvalidArgument("scopes", "must be a non-empty array of read, write, admin")
         ttl = _int(body, "ttl_seconds", "ttl_seconds", required=False)
-        if ttl < 0:
-            raise InvalidArgument("ttl_seconds", "must be >= 0")
+        if not 0 <= ttl <= MAX_SECONDS:
+            raise InvalidArgument("ttl_seconds", f"must be between 0 and {MAX_SECONDS}")
         request_pb = auth_pb2.CreateApiTokenRequest(
             name=_str(body, "name", "name", max_len=200), scopes=scopes, ttl_seconds=ttl
         )
@@ -121,9 +122,11 @@ def auth_routes(deps: Deps) -> list[Route]:
         raw = await deps.body(request)
         grace = 0
         if raw.strip():
-            grace = _int(json_object(parse_json(raw, deps.cfg.max_json_depth)), "grace_seconds", "grace_seconds", required=False)
-            if grace < 0:
-                raise InvalidArgument("grace_seconds", "must be >= 0")
+            grace = _int(
+                json_object(parse_json(raw, deps.cfg.max_json_depth)), "grace_seconds", "grace_seconds", required=False
+            )
+            if not 0 <= grace <= MAX_SECONDS:
+                raise InvalidArgument("grace_seconds", f"must be between 0 and {MAX_SECONDS}")
         answer = await auth.unary(
             stub.RotateApiToken,
             auth_pb2.RotateApiTokenRequest(id=token_id, grace_seconds=grace),
@@ -135,17 +138,21 @@ def auth_routes(deps: Deps) -> list[Route]:
     async def revoke_token(request: Request) -> Response:
         caller = await deps.authorize(request, "auth", None)
         answer = await auth.unary(
-            stub.RevokeApiToken, auth_pb2.RevokeApiTokenRequest(id=_token_id(request)), authorization=caller.authorization
+            stub.RevokeApiToken,
+            auth_pb2.RevokeApiTokenRequest(id=_token_id(request)),
+            authorization=caller.authorization,
         )
         return JSONResponse({"token": api_token_to_json(answer.token)}, headers=caller.headers)
+
+    async def tokens(request: Request) -> Response:
+        return await (list_tokens(request) if request.method == "GET" else create_token(request))
 
     return [
         Route("/v1/auth/login", login, methods=["POST"]),
         Route("/v1/auth/refresh", refresh, methods=["POST"]),
         Route("/v1/auth/logout", logout, methods=["POST"]),
         Route("/.well-known/jwks.json", jwks, methods=["GET"]),
-        Route("/v1/tokens", create_token, methods=["POST"]),
-        Route("/v1/tokens", list_tokens, methods=["GET"]),
+        Route("/v1/tokens", tokens, methods=["GET", "POST"]),
         Route("/v1/tokens/{token_id}/rotate", rotate_token, methods=["POST"]),
         Route("/v1/tokens/{token_id}", revoke_token, methods=["DELETE"]),
     ]

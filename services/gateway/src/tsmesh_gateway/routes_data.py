@@ -84,19 +84,19 @@ def query_routes(deps: Deps) -> list[Route]:
 
     @endpoint
     async def query_range(request: Request) -> Response:
-        return await cached(request, "range", convert.range_from_json, call_range)  # type: ignore[arg-type]
+        return await cached(request, "range", convert.range_from_json, call_range)
 
     @endpoint
     async def latest(request: Request) -> Response:
-        return await cached(request, "latest", build_latest, call_latest)  # type: ignore[arg-type]
+        return await cached(request, "latest", build_latest, call_latest)
 
     @endpoint
     async def series(request: Request) -> Response:
-        return await cached(request, "series", build_series, call_series)  # type: ignore[arg-type]
+        return await cached(request, "series", build_series, call_series)
 
     @endpoint
     async def label_values(request: Request) -> Response:
-        return await cached(request, "labels", build_label_values, call_label_values)  # type: ignore[arg-type]
+        return await cached(request, "labels", build_label_values, call_label_values)
 
     @endpoint
     async def write(request: Request) -> Response:

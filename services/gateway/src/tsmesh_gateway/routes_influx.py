@@ -52,6 +52,8 @@ def influx_routes(deps: Deps) -> list[Route]:
                 index = start + int(rejected.index)
                 if 0 <= index < len(parsed.line_of_point):
                     errors.append((parsed.line_of_point[index], f"{rejected.field}: {rejected.reason}"))
+        if not errors and not parsed.points:
+            raise HttpError(400, "INVALID_ARGUMENT", "writing requires points", {"field": "body"}, caller.headers)
         if not errors:
             return Response(status_code=204, headers=caller.headers)
         errors.sort()
@@ -60,8 +62,13 @@ def influx_routes(deps: Deps) -> list[Route]:
             400,
             "INVALID_ARGUMENT",
             f"partial write: line {line}: {reason}",
-            {"field": "body", "line": line, "reason": reason, "bad_lines": len({n for n, _ in errors}),
-             "accepted_points": accepted},
+            {
+                "field": "body",
+                "line": line,
+                "reason": reason,
+                "bad_lines": len({n for n, _ in errors}),
+                "accepted_points": accepted,
+            },
             caller.headers,
         )
 

@@ -33,7 +33,7 @@ def metrics_bytes(multiprocess_dir: str | None) -> bytes:
     """The exposition of this worker, or of every worker in Prometheus multiprocess mode."""
     if multiprocess_dir:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
+        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest(REGISTRY)
 

@@ -107,4 +107,4 @@ class Upstreams:
 
     async def close(self) -> None:
         for upstream in self.all():
-            await upstream.channel.close()
+            await upstream.channel.close(None)

@@ -27,6 +27,7 @@ class KafkaConfig:
     linger_ms: int
     max_inflight_bytes: int
     group: str
+    session_timeout_ms: int
 
     @classmethod
     def from_env(cls, env: Env) -> KafkaConfig:
@@ -41,6 +42,7 @@ class KafkaConfig:
             linger_ms=env.get_int("TSMESH_KAFKA_LINGER_MS", 1, minimum=0, maximum=1000),
             max_inflight_bytes=env.get_int("TSMESH_KAFKA_MAX_INFLIGHT_BYTES", 64 * 1024 * 1024, minimum=1024),
             group=env.get_str("TSMESH_KAFKA_GROUP", "tsmesh-ingest-writer"),
+            session_timeout_ms=env.get_int("TSMESH_KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=1000),
         )
 
 

@@ -39,7 +39,16 @@ class PointProducer:
 
     def __init__(self, config: KafkaConfig, producer: Any | None = None) -> None:
         self._config = config
-        self._producer = producer or AIOKafkaProducer(
+        self._producer = producer or self._new_producer()
+        self._started = False
+        self._inflight_bytes = 0
+        self._breaker = CircuitBreaker(
+            "kafka-producer", failures=(KafkaError, _Timeout, OSError), failure_threshold=3, reset_seconds=1.0
+        )
+
+    def _new_producer(self) -> Any:
+        config = self._config
+        return AIOKafkaProducer(
             bootstrap_servers=config.bootstrap,
             client_id="tsmesh-ingest",
             acks="all",
@@ -50,19 +59,19 @@ class PointProducer:
             max_batch_size=1024 * 1024,
             max_request_size=4 * 1024 * 1024,
         )
-        self._started = False
-        self._inflight_bytes = 0
-        self._breaker = CircuitBreaker(
-            "kafka-producer", failures=(KafkaError, _Timeout, OSError), failure_threshold=3, reset_seconds=1.0
-        )
 
     @property
     def partitions(self) -> int:
         return self._config.partitions
 
     async def start(self) -> None:
-        """Connect, retrying in the background caller's loop; writes fail UNAVAILABLE until then."""
-        await self._producer.start()
+        """Connect once; on failure the half-started client is closed and replaced by a fresh one."""
+        try:
+            await self._producer.start()
+        except BaseException:
+            await self._producer.stop()
+            self._producer = self._new_producer()
+            raise
         self._started = True
 
     async def start_with_retry(self) -> None:
@@ -78,9 +87,8 @@ class PointProducer:
                 delay = min(delay * 2, 5.0)
 
     async def stop(self) -> None:
-        if self._started:
-            await self._producer.stop()
-            self._started = False
+        self._started = False
+        await self._producer.stop()
 
     def records(
         self, tenant_id: str, points: Sequence[common_pb2.Point], series_ids: Sequence[int], request_bytes: int

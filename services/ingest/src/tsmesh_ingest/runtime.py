@@ -126,6 +126,9 @@ async def build_runtime(
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
             max_poll_interval_ms=30 * 60 * 1000,
+            session_timeout_ms=cfg.kafka.session_timeout_ms,
+            heartbeat_interval_ms=max(100, cfg.kafka.session_timeout_ms // 5),
+            rebalance_timeout_ms=cfg.kafka.session_timeout_ms,
         )
         dlq = AIOKafkaProducer(
             bootstrap_servers=cfg.kafka.bootstrap,

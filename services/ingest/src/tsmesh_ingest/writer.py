@@ -201,6 +201,7 @@ async def _start_retrying(client: Any, what: str) -> None:
             await client.start()
             return
         except Exception as exc:  # noqa: BLE001 - the broker may come up later
+            await client.stop()
             log.warning("%s cannot connect yet", what, extra={"error": type(exc).__name__})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

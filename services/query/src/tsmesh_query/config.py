@@ -70,6 +70,7 @@ class DatabaseConfig:
     pool_max: int = 10
     statement_timeout_s: float = 10.0
     connect_timeout_s: float = 2.0
+    acquire_timeout_s: float = 5.0
     breaker_threshold: int = 3
     breaker_reset_s: float = 2.0
 

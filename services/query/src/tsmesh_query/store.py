@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from tsmesh_common.breaker import CircuitBreaker
-from tsmesh_common.errors import DeadlineExceeded, Unavailable
+from tsmesh_common.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 from tsmesh_query.config import DatabaseConfig
 from tsmesh_query.metrics import DB_FAILOVERS
 
@@ -101,11 +101,23 @@ class Database:
             async def attempt(target: _Target = target) -> T:
                 pool = await target.pool()
                 timeout = self._cfg.statement_timeout_s + 1.0
-                async with pool.acquire(timeout=self._cfg.connect_timeout_s) as conn:
+                waiting = asyncio.timeout(self._cfg.acquire_timeout_s)
+                try:
+                    async with waiting:
+                        conn = await pool.acquire()
+                except TimeoutError:
+                    if waiting.expired():
+                        raise ResourceExhausted(
+                            "db_pool", "no database connection free; retry", retry_after_seconds=0.5
+                        ) from None
+                    raise
+                try:
                     if not snapshot:
                         return await fn(conn, timeout)
                     async with conn.transaction(isolation="repeatable_read", readonly=True):
                         return await fn(conn, timeout)
+                finally:
+                    await pool.release(conn)
 
             try:
                 return await target.breaker.call(attempt)

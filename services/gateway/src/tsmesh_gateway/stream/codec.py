@@ -7,6 +7,7 @@ socket and subscription it goes to: a JSON array body, or the bytes of ``StreamP
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,7 +20,7 @@ from tsmesh_gateway.convert import point_to_json, selector_from_json, selector_t
 
 JSON_PROTOCOL = "tsmesh.json.v1"
 PROTO_PROTOCOL = "tsmesh.proto.v1"
-Message = dict[str, Any]
+Message = MutableMapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,9 @@ class JsonCodec:
                 raise InvalidArgument("token", "must be a non-empty string")
             return ClientMessage("auth", token=token)
         if kind == "subscribe":
-            return ClientMessage("subscribe", id=_sub_id(obj.get("id")), selector=selector_from_json(obj.get("selector")))
+            return ClientMessage(
+                "subscribe", id=_sub_id(obj.get("id")), selector=selector_from_json(obj.get("selector"))
+            )
         if kind == "unsubscribe":
             return ClientMessage("unsubscribe", id=_sub_id(obj.get("id")))
         if kind in ("ping", "pong"):

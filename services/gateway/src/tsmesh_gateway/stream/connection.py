@@ -29,6 +29,8 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_IDLE = 4408
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_GOING_AWAY = 1001
+CLOSE_TIMEOUT_SECONDS = 10.0
+MAX_POINTS_PER_FRAME = 500
 
 FRAMES = Counter("tsmesh_gateway_ws_frames_total", "WebSocket point frames sent")
 POINTS = Counter("tsmesh_gateway_ws_points_total", "Points delivered over WebSocket")
@@ -44,8 +46,8 @@ class Connection:
         "__weakref__",
         "_writer",
         "authorization",
+        "close_code",
         "closed",
-        "closing",
         "codec",
         "handler",
         "last_seen",
@@ -70,11 +72,14 @@ class Connection:
         self.pending: dict[str, list[Fragments]] = {}
         self.pending_points = 0
         self.closed = False
-        self.closing: asyncio.Task[None] | None = None
+        self.close_code: tuple[int, str] | None = None
         self.last_seen = time.monotonic()
         self.ping_due = False
         self.handler: asyncio.Task[Any] | None = None
         self._writer: asyncio.Task[None] | None = None
+
+    def stopped(self) -> bool:
+        return self.closed
 
     def push_points(self, sub_id: str, fragments: Fragments) -> None:
         """Queue a batch for a subscription; overflowing the bound closes the socket."""
@@ -115,15 +120,13 @@ class Connection:
                     return
                 pending, self.pending = self.pending, {}
                 for sub_id, fragments in pending.items():
-                    count = sum(f.count for f in fragments)
-                    await self.send(self.codec.points(sub_id, fragments))
-                    self.pending_points -= count
-                    FRAMES.inc()
-                    POINTS.inc(count)
-                    if self.closed:
-                        return
-        except asyncio.CancelledError:
-            raise
+                    for frame, count in _frames(fragments):
+                        await self.send(self.codec.points(sub_id, frame))
+                        self.pending_points -= count
+                        FRAMES.inc()
+                        POINTS.inc(count)
+                        if self.stopped():
+                            return
         except Exception as exc:  # noqa: BLE001 - a failed send means the peer is gone
             log.debug("websocket send failed", extra={"error": type(exc).__name__})
             self.closed = True
@@ -132,31 +135,56 @@ class Connection:
             self._writer = None
 
     def close(self, code: int, reason: str, metric: str) -> None:
-        """Close with ``code``: stop queueing, drop what waits, send the close frame."""
-        if self.closed:
+        """Close with ``code`` from outside the socket's own task: stop queueing, drop what waits, and
+        interrupt the socket's task, which then sends the close frame (:meth:`finish_close`).
+
+        Granian does not deliver a close frame sent while another task is waiting in ``receive``
+        after a blocked send, so the task that owns ``receive`` is the one that closes.
+        """
+        if not self.mark_closed(code, reason, metric):
             return
+        handler = self.handler
+        if handler is not None and handler is not asyncio.current_task() and not handler.done():
+            handler.cancel()
+
+    def mark_closed(self, code: int, reason: str, metric: str) -> bool:
+        if self.closed:
+            return False
         self.closed = True
+        self.close_code = (code, reason)
         CLOSED.labels(metric).inc()
         self.pending.clear()
         self.outbox.clear()
         self.pending_points = 0
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.cancel()
-        self.closing = asyncio.get_running_loop().create_task(self._send_close(code, reason))
+        return True
 
-    async def _send_close(self, code: int, reason: str) -> None:
+    async def finish_close(self) -> None:
+        """Let the frame being written finish (bounded), then send the close frame."""
+        assert self.close_code is not None
+        code, reason = self.close_code
+        writer = self._writer
         try:
-            async with asyncio.timeout(5.0):
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                if writer is not None:
+                    await asyncio.wait([writer])
                 await self.send({"type": "websocket.close", "code": code, "reason": reason})
         except Exception as exc:  # noqa: BLE001 - the peer may already be gone
-            import sys; print("CLOSE FAILED", repr(exc), file=sys.stderr)
-        import sys; print("CLOSE SENT", code, file=sys.stderr)
-        if self.handler is not None and not self.handler.done():
-            loop = asyncio.get_running_loop()
-            loop.call_later(5.0, _cancel_if_running, self.handler)
+            log.debug("websocket close failed", extra={"error": type(exc).__name__})
+        finally:
+            if writer is not None and not writer.done():
+                writer.cancel()
 
 
-def _cancel_if_running(task: asyncio.Task[Any]) -> None:
-    if not task.done():
-        task.cancel()
+def _frames(fragments: list[Fragments]) -> list[tuple[list[Fragments], int]]:
+    """Group queued batches into frames of about :data:`MAX_POINTS_PER_FRAME` points."""
+    frames: list[tuple[list[Fragments], int]] = []
+    current: list[Fragments] = []
+    count = 0
+    for fragment in fragments:
+        if current and count + fragment.count > MAX_POINTS_PER_FRAME:
+            frames.append((current, count))
+            current, count = [], 0
+        current.append(fragment)
+        count += fragment.count
+    frames.append((current, count))
+    return frames

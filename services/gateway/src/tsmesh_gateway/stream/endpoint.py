@@ -18,7 +18,7 @@ from tsmesh_common.context import Principal
 from tsmesh_common.errors import InvalidArgument, PermissionDenied, TsmeshError, Unauthenticated
 from tsmesh_gateway.config import StreamConfig
 from tsmesh_gateway.guard import PrincipalCache, authorization_token
-from tsmesh_gateway.stream.codec import JSON_PROTOCOL, PROTO_PROTOCOL, ClientMessage, codec_for
+from tsmesh_gateway.stream.codec import JSON_PROTOCOL, PROTO_PROTOCOL, ClientMessage, Message, codec_for
 from tsmesh_gateway.stream.connection import (
     CLOSE_BAD_MESSAGE,
     CLOSE_UNAUTHENTICATED,
@@ -71,12 +71,17 @@ class StreamEndpoint:
                     break
                 await self._handle(conn, message)
         except Unauthenticated as exc:
-            conn.close(CLOSE_UNAUTHENTICATED, exc.message, "unauthenticated")
+            conn.mark_closed(CLOSE_UNAUTHENTICATED, exc.message, "unauthenticated")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if conn.close_code is None or task is None:
+                raise
+            task.uncancel()
         finally:
             conn.closed = True
             self._hub.unregister(conn)
-            if conn.closing is not None:
-                await asyncio.shield(conn.closing)
+        if conn.close_code is not None:
+            await conn.finish_close()
 
     async def _await_auth(self, conn: Connection, receive: Receive) -> None:
         try:
@@ -106,10 +111,10 @@ class StreamEndpoint:
         self._hub.identify(conn, previous.token_id if previous is not None else None)
         return principal
 
-    async def _handle(self, conn: Connection, message: dict[str, object]) -> None:
+    async def _handle(self, conn: Connection, message: Message) -> None:
         payload = message.get("text") if message.get("text") is not None else message.get("bytes")
-        if payload is not None and len(payload) > self._cfg.max_message_bytes:  # type: ignore[arg-type]
-            conn.close(CLOSE_TOO_BIG, "message too big", "too_big")
+        if payload is not None and len(payload) > self._cfg.max_message_bytes:
+            conn.mark_closed(CLOSE_TOO_BIG, "message too big", "too_big")
             return
         conn.last_seen = time.monotonic()
         conn.ping_due = False
@@ -146,4 +151,3 @@ class StreamEndpoint:
             if not self._hub.unsubscribe(conn, decoded.id):
                 raise InvalidArgument("id", f"no subscription {decoded.id!r}")
             conn.push(codec.ack(decoded.id, "unsubscribe"))
-

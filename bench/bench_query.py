@@ -1,0 +1,428 @@
+"""Query service benchmark (``make bench-query``): in-process service, real PostgreSQL and Redis.
+
+Figures, each beside a baseline measured in the same run:
+1. cached QueryRange calls/s vs a bare grpc.aio echo (same process, same concurrency);
+2. uncached p99: 1 series x 24 h of 10 s data at step 1 min; 100 series x 30 days at step 1 h (rollups);
+3. a time-compressed dashboard (100 panels, 1 h / 24 h / 7 d windows, refresh 10 s, data written and
+   generations bumped meanwhile): chunk cache hit ratio;
+4. Subscribe delivery latency from PUBLISH to receipt at 1,000 points/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import grpc
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from harness import LatencyRecorder, Report, drive, echo_baseline
+from redis.asyncio import Redis
+from tsmesh.v1 import common_pb2, query_pb2, query_pb2_grpc
+
+from tsmesh_common.authn import Authenticator, AuthenticatorConfig
+from tsmesh_common.config import CommonConfig
+from tsmesh_common.redis_keys import data_generation_key, live_channel
+from tsmesh_query.config import CacheConfig, DatabaseConfig, QueryConfig
+from tsmesh_query.wiring import QueryComponents, build, create_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = os.environ.get("TSMESH_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("TSMESH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+S = 1_000_000_000
+MIN = 60 * S
+HOUR = 60 * MIN
+DAY = 24 * HOUR
+DURATION = float(os.environ.get("TSMESH_BENCH_SECONDS", "5"))
+CONCURRENCY = 32
+
+
+class Keys:
+    """Ed25519 JWTs verified by a real Authenticator (no auth service needed)."""
+
+    def __init__(self) -> None:
+        self.key = Ed25519PrivateKey.generate()
+        public = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(self.key.public_key()))
+        self.jwks = [{**public, "kid": "bench", "alg": "EdDSA", "use": "sig"}]
+
+    async def fetch_jwks(self) -> list[dict[str, str]]:
+        return self.jwks
+
+    async def introspect(self, token: str) -> None:
+        return None
+
+    def token(self, tenant: str) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": "tsmesh-auth",
+            "aud": "tsmesh",
+            "sub": "bench",
+            "tid": tenant,
+            "scope": "read",
+            "jti": uuid.uuid4().hex,
+            "iat": now,
+            "exp": now + 3600,
+        }
+        return str(jwt.encode(claims, self.key, algorithm="EdDSA", headers={"kid": "bench"}))
+
+
+async def create_db() -> str:
+    name = f"tsmesh_bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(f"{PG}/postgres")
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    conn = await asyncpg.connect(f"{PG}/{name}")
+    await conn.execute((ROOT / "deploy" / "postgres" / "bootstrap.sql").read_text())
+    await conn.close()
+    code = "import sys; from tsmesh_ingest.migrate import upgrade; upgrade(sys.argv[1])"
+    dsn = PG.replace("postgres@", "tsmesh_ingest@") + f"/{name}"
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code, dsn], capture_output=True, check=False)
+    if done.returncode != 0:
+        conn = await asyncpg.connect(f"{PG}/{name}")
+        await conn.execute("SET ROLE tsmesh_ingest")
+        await conn.execute((ROOT / "tests" / "query" / "ts_schema.sql").read_text())
+        await conn.close()
+    return name
+
+
+async def drop_db(name: str) -> None:
+    conn = await asyncpg.connect(f"{PG}/postgres")
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+class Writer:
+    """Writes like ingest's writer (points + pending ranges, then a generation bump) and refresher."""
+
+    def __init__(self, conn: asyncpg.Connection, redis: Redis) -> None:
+        self.conn = conn
+        self.redis = redis
+        self.lock = asyncio.Lock()
+
+    async def partitions(self, lo: int, hi: int) -> None:
+        for day in range(lo // DAY, hi // DAY + 1):
+            stamp = time.strftime("%Y%m%d", time.gmtime(day * 86_400))
+            await self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS ts.points_p{stamp} PARTITION OF ts.points "
+                f"FOR VALUES FROM ({day * DAY}) TO ({(day + 1) * DAY})"
+            )
+
+    async def series(self, tenant: str, metric: str, labels: dict[str, str]) -> int:
+        sid = random.getrandbits(62)
+        await self.conn.execute(
+            "INSERT INTO ts.series (series_id, tenant_id, metric, labels) VALUES ($1,$2,$3,$4::jsonb)",
+            sid,
+            tenant,
+            metric,
+            json.dumps(labels),
+        )
+        return sid
+
+    async def write(self, tenant: str, rows: list[tuple[int, int, float]]) -> None:
+        async with self.lock, self.conn.transaction():
+            await self.conn.copy_records_to_table("points", schema_name="ts", records=rows)
+            spans: dict[int, tuple[int, int]] = {}
+            for sid, ts, _ in rows:
+                lo, hi = spans.get(sid, (ts, ts))
+                spans[sid] = (min(lo, ts), max(hi, ts))
+            await self.conn.copy_records_to_table(
+                "rollup_pending",
+                schema_name="ts",
+                columns=["series_id", "lo", "hi"],
+                records=[(s, lo, hi) for s, (lo, hi) in spans.items()],
+            )
+        await self.redis.incr(data_generation_key(tenant))
+
+    async def refresh(self, lo: int, hi: int) -> None:
+        async with self.lock, self.conn.transaction():
+            for table, width in (("rollup_1m", MIN), ("rollup_1h", HOUR)):
+                a, b = lo - lo % width, hi - hi % width + width
+                await self.conn.execute(f"DELETE FROM ts.{table} WHERE bucket >= $1 AND bucket < $2", a, b)
+                await self.conn.execute(
+                    f"""INSERT INTO ts.{table}
+                    SELECT series_id, ts - ts % {width}, count(*), sum(value), min(value), max(value), min(ts),
+                      (array_agg(value ORDER BY ts))[1], max(ts), (array_agg(value ORDER BY ts DESC))[1]
+                    FROM ts.points WHERE ts >= $1 AND ts < $2 GROUP BY 1, 2""",
+                    a,
+                    b,
+                )
+            await self.conn.execute("DELETE FROM ts.rollup_pending WHERE hi < $1", hi)
+
+
+def query(metric: str, start: int, end: int, step: int, agg=query_pb2.AGGREGATION_AVG, group_by=(), matchers=()):
+    return query_pb2.QueryRangeRequest(
+        selector=common_pb2.Selector(metric=metric, matchers=list(matchers)),
+        start_ns=start,
+        end_ns=end,
+        step_ns=step,
+        aggregation=agg,
+        group_by=list(group_by),
+        fill=query_pb2.FILL_NONE,
+    )
+
+
+def config(db: str, cache: CacheConfig) -> QueryConfig:
+    common = CommonConfig.from_env({"TSMESH_REDIS_URL": REDIS_URL}, service="query", grpc_port=0, metrics_port=0)
+    dsn = PG.replace("postgres@", "tsmesh_query@") + f"/{db}"
+    return QueryConfig(common=common, database=DatabaseConfig(primary_url=dsn, pool_max=8), cache=cache)
+
+
+async def start(cfg: QueryConfig, keys: Keys, clock=time.time_ns) -> tuple[QueryComponents, grpc.aio.Channel]:
+    auth = Authenticator(AuthenticatorConfig(issuer="tsmesh-auth", audience="tsmesh"), keys, keys)
+    comps = build(cfg, auth, create_redis(REDIS_URL), clock)
+    port = await comps.app.start("127.0.0.1", 0)
+    return comps, grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+
+
+async def timed(stub, req, md, n: int) -> LatencyRecorder:
+    rec = LatencyRecorder()
+    for _ in range(n):
+        t = time.perf_counter()
+        await stub.QueryRange(req, metadata=md, timeout=10)
+        rec.record(time.perf_counter() - t)
+    return rec
+
+
+async def main() -> None:
+    report = Report("query")
+    keys = Keys()
+    redis = Redis.from_url(REDIS_URL)
+    db = await create_db()
+    admin = await asyncpg.connect(f"{PG}/{db}")
+    await admin.execute("SET ROLE tsmesh_ingest")
+    writer = Writer(admin, redis)
+    tenant = f"bench-{uuid.uuid4().hex[:8]}"
+    md = (("authorization", f"Bearer {keys.token(tenant)}"),)
+    try:
+        # --- data: 1 series x 24 h of 10 s points (rollups refreshed), 100 series x 30 d of 1 h rollups
+        day0 = (time.time_ns() // DAY - 40) * DAY
+        await writer.partitions(day0, day0 + DAY)
+        one = await writer.series(tenant, "latency", {"svc": "api"})
+        await writer.write(tenant, [(one, day0 + i * 10 * S, random.random()) for i in range(8640)])
+        await writer.refresh(day0, day0 + DAY)
+        hundred = [await writer.series(tenant, "temp", {"dc": f"dc{i % 4}", "rack": f"r{i}"}) for i in range(100)]
+        rows = [
+            (sid, day0 + h * HOUR, 360, 36.0, 0.0, 1.0, day0 + h * HOUR, 0.5, day0 + h * HOUR + 3590 * S, 0.5)
+            for sid in hundred
+            for h in range(720)
+        ]
+        await admin.copy_records_to_table("rollup_1h", schema_name="ts", records=rows)
+        await admin.execute("ANALYZE")
+        print(f"loaded {8640} raw points and {len(rows)} hourly rollups", flush=True)
+
+        # --- uncached (no L1, no L2) latencies
+        comps, channel = await start(config(db, CacheConfig(l1_max_bytes=0, l2_enabled=False)), keys)
+        stub = query_pb2_grpc.QueryServiceStub(channel)
+        q24 = query("latency", day0, day0 + DAY, MIN)
+        q30 = query("temp", day0, day0 + 30 * DAY, HOUR)
+        q30g = query("temp", day0, day0 + 30 * DAY, HOUR, group_by=["dc"])
+        await timed(stub, q24, md, 20)
+        r24 = await timed(stub, q24, md, 200)
+        await timed(stub, q30, md, 5)
+        r30 = await timed(stub, q30, md, 60)
+        r30g = await timed(stub, q30g, md, 60)
+        base_lat = await echo_baseline(1.0, 1)
+        report.add(
+            "uncached 1 series x 24 h @1m p99",
+            r24.summary()["p99"],
+            "ms",
+            "echo p99",
+            base_lat.latency["p99"],
+            "<= 10 ms",
+        )
+        report.add(
+            "uncached 100 series x 30 d @1h p99 (72k buckets)",
+            r30.summary()["p99"],
+            "ms",
+            "echo p99",
+            base_lat.latency["p99"],
+            "<= 50 ms",
+        )
+        report.add(
+            "uncached 100 series x 30 d @1h by dc p99",
+            r30g.summary()["p99"],
+            "ms",
+            "echo p99",
+            base_lat.latency["p99"],
+            "<= 50 ms",
+        )
+        await channel.close()
+        await comps.app.stop(0.1)
+
+        # --- cached QueryRange throughput vs bare echo
+        comps, channel = await start(config(db, CacheConfig()), keys)
+        stub = query_pb2_grpc.QueryServiceStub(channel)
+        qh = query("latency", day0 + 3 * HOUR, day0 + 4 * HOUR, MIN)
+        await stub.QueryRange(qh, metadata=md)
+
+        async def cached() -> object:
+            return await stub.QueryRange(qh, metadata=md, timeout=10)
+
+        echo = await echo_baseline(DURATION, CONCURRENCY)
+        rate, lat = await drive(cached, DURATION, CONCURRENCY)
+        report.add("cached QueryRange calls/s (c=32)", rate, "calls/s", "bare echo", echo.calls_per_s, ">= 80% of echo")
+        report.add("cached QueryRange p99 (c=32)", lat.summary()["p99"], "ms", "echo p99", echo.latency["p99"])
+        await channel.close()
+        await comps.app.stop(0.1)
+
+        # --- dashboard
+        hit, queries, p99, by_window = await dashboard(db, keys, writer, redis)
+        report.add("dashboard chunk cache hit ratio", hit * 100, "%", None, None, ">= 90%")
+        for name, ratio in by_window.items():
+            report.add(f"  hit ratio, {name} panels", ratio * 100, "%")
+        report.add("dashboard QueryRange p99", p99, "ms", "echo p99", base_lat.latency["p99"])
+        report.add("dashboard queries", queries, "calls")
+
+        # --- subscribe latency
+        sub = await subscribe_latency(db, keys, redis)
+        report.add(
+            "Subscribe PUBLISH->receipt p99 @1000 points/s",
+            sub["p99"],
+            "ms",
+            "echo p99",
+            base_lat.latency["p99"],
+            "<= 5 ms",
+        )
+        report.add("Subscribe PUBLISH->receipt p50", sub["p50"], "ms")
+    finally:
+        await admin.close()
+        await redis.aclose()
+        await drop_db(db)
+    report.print()
+    print(report.markdown())
+
+
+async def dashboard(db: str, keys: Keys, writer: Writer, redis: Redis):
+    """100 panels refreshing every 10 virtual seconds; time runs 10x faster than real time."""
+    speed, real_seconds = 10.0, float(os.environ.get("TSMESH_BENCH_DASHBOARD_SECONDS", "60"))
+    tenant = f"dash-{uuid.uuid4().hex[:8]}"
+    md = (("authorization", f"Bearer {keys.token(tenant)}"),)
+    t0_real = time.time_ns()
+    virtual_start = t0_real
+
+    def clock() -> int:
+        return virtual_start + int((time.time_ns() - t0_real) * speed)
+
+    series = []
+    for m in range(5):
+        for h in range(4):
+            series.append(await writer.series(tenant, f"m{m}", {"host": f"h{h}", "dc": f"dc{h % 2}"}))
+    history0 = virtual_start - 8 * DAY
+    await writer.partitions(history0, virtual_start + DAY)
+    rows = [(sid, t, random.random()) for sid in series for t in range(history0 - history0 % MIN, virtual_start, MIN)]
+    for i in range(0, len(rows), 100_000):
+        await writer.write(tenant, rows[i : i + 100_000])
+    await writer.refresh(history0, virtual_start)
+    await writer.conn.execute("ANALYZE")
+    print(f"dashboard: {len(rows)} history points", flush=True)
+
+    comps, channel = await start(config(db, CacheConfig()), keys, clock)
+    stub = query_pb2_grpc.QueryServiceStub(channel)
+    windows = {"1h": (HOUR, 10 * S), "24h": (DAY, 5 * MIN), "7d": (7 * DAY, HOUR)}
+    panels = []
+    for p in range(100):
+        name = list(windows)[p % 3]
+        matchers = [] if p % 2 else [common_pb2.LabelMatcher(name="host", op=common_pb2.MATCH_OP_REGEX, value="h[01]")]
+        panels.append((name, f"m{p % 5}", matchers, ["dc"] if p % 4 == 0 else []))
+    stats = comps.engine.stats
+    per_window = {n: [0, 0] for n in windows}
+    lat = LatencyRecorder()
+    stop = time.monotonic() + real_seconds
+
+    async def ingest() -> None:
+        while time.monotonic() < stop:
+            now = clock()
+            await writer.write(tenant, [(sid, now, random.random()) for sid in series])
+            await asyncio.sleep(0.2)  # 2 virtual seconds
+
+    async def refresher() -> None:
+        while time.monotonic() < stop:
+            await asyncio.sleep(6.0)  # a virtual minute
+            now = clock()
+            await writer.refresh(now - 10 * MIN, now - MIN)
+
+    async def panel(i: int) -> None:
+        name, metric, matchers, group_by = panels[i]
+        width, step = windows[name]
+        await asyncio.sleep(i * 0.01)
+        while time.monotonic() < stop:
+            now = clock()
+            end = now - now % step + step
+            before = (stats.chunk_hits, stats.chunk_misses)
+            t = time.perf_counter()
+            await stub.QueryRange(
+                query(metric, end - width, end, step, group_by=group_by, matchers=matchers), metadata=md, timeout=10
+            )
+            lat.record(time.perf_counter() - t)
+            per_window[name][0] += stats.chunk_hits - before[0]
+            per_window[name][1] += stats.chunk_misses - before[1]
+            await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - t)))  # 10 virtual seconds
+
+    warm_stats = None
+    tasks = [asyncio.create_task(ingest()), asyncio.create_task(refresher())]
+    tasks += [asyncio.create_task(panel(i)) for i in range(100)]
+    await asyncio.sleep(min(10.0, real_seconds / 4))  # the first refresh of each panel fills the cache
+    warm_stats = (stats.chunk_hits, stats.chunk_misses, stats.queries, stats.result_hits)
+    for w in per_window.values():
+        w[0] = w[1] = 0
+    await asyncio.gather(*tasks)
+    hits = stats.chunk_hits - warm_stats[0]
+    misses = stats.chunk_misses - warm_stats[1]
+    await channel.close()
+    await comps.app.stop(0.1)
+    ratio = hits / max(1, hits + misses)
+    by_window = {k: v[0] / max(1, v[0] + v[1]) for k, v in per_window.items()}
+    return ratio, stats.queries - warm_stats[2], lat.summary()["p99"], by_window
+
+
+async def subscribe_latency(db: str, keys: Keys, redis: Redis) -> dict[str, float]:
+    comps, channel = await start(config(db, CacheConfig()), keys)
+    tenant = f"live-{uuid.uuid4().hex[:8]}"
+    md = (("authorization", f"Bearer {keys.token(tenant)}"),)
+    stub = query_pb2_grpc.QueryServiceStub(channel)
+    await comps.hub.connected.wait()
+    stream = stub.Subscribe(query_pb2.SubscribeRequest(selector=common_pb2.Selector(metric="cpu")), metadata=md)
+    await stream.read()
+    rec = LatencyRecorder()
+    seconds, per_batch, rate = DURATION * 2, 5, 1000
+
+    async def receive() -> None:
+        while True:
+            r = await stream.read()
+            if r is grpc.aio.EOF:
+                return
+            if r.HasField("points"):
+                rec.record((time.time_ns() - r.points.accepted_at_ns) / 1e9)
+
+    receiver = asyncio.create_task(receive())
+    interval = per_batch / rate
+    nxt = time.perf_counter()
+    end = nxt + seconds
+    while nxt < end:
+        pts = [common_pb2.Point(metric="cpu", labels={"host": "a"}, timestamp_ns=time.time_ns(), value=1.0)] * per_batch
+        b = common_pb2.PointBatch(
+            tenant_id=tenant, points=pts, series_ids=[1] * per_batch, accepted_at_ns=time.time_ns()
+        )
+        await redis.publish(live_channel(tenant), b.SerializeToString())
+        nxt += interval
+        await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+    await asyncio.sleep(0.2)
+    receiver.cancel()
+    stream.cancel()
+    await channel.close()
+    await comps.app.stop(0.1)
+    return rec.summary()
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.run(main())

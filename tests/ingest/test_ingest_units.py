@@ -1,0 +1,161 @@
+"""Pure logic of ingest: series ids, validation, adaptive batching, COPY encoding, config."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from ingest_harness import point
+from tsmesh.v1 import common_pb2, ingest_pb2
+
+from tsmesh_common.config import ConfigError
+from tsmesh_common.errors import InvalidArgument
+from tsmesh_ingest.batching import AdaptiveBatcher
+from tsmesh_ingest.config import IngestConfig
+from tsmesh_ingest.limits import ValidationLimits
+from tsmesh_ingest.records import Poison, RecordDecoder
+from tsmesh_ingest.series_id import SeriesIdCache, series_id, signed_array, to_signed, to_unsigned
+from tsmesh_ingest.store import Item, KnownSeries, columns_of, copy_payload
+from tsmesh_ingest.validation import Validator
+
+NOW = 1_700_000_000.0
+NOW_NS = int(NOW * 1e9)
+
+
+def test_series_id_is_stable_documented_and_order_independent() -> None:
+    # Test vectors of docs/series-id.md: changing them breaks every stored series.
+    assert series_id("acme", "cpu_usage", [("host", "a"), ("dc", "eu")]) == 2918142529141592577
+    assert series_id("acme", "cpu_usage", [("dc", "eu"), ("host", "a")]) == 2918142529141592577
+    assert series_id("acme", "cpu_usage", []) == 17392142558254288291
+    assert series_id("other", "cpu_usage", []) != series_id("acme", "cpu_usage", [])
+    # Length prefixes keep field boundaries unambiguous.
+    assert series_id("t", "m", [("ab", "c")]) != series_id("t", "m", [("a", "bc")])
+
+
+def test_signed_and_unsigned_forms_round_trip() -> None:
+    for value in (0, 1, 2**63 - 1, 2**63, 2**64 - 1, 17392142558254288291):
+        assert to_unsigned(to_signed(value)) == value
+        assert -(2**63) <= to_signed(value) < 2**63
+    assert list(signed_array([2**64 - 1, 5])) == [-1, 5]
+
+
+def test_series_cache_is_bounded_and_counts_misses() -> None:
+    cache = SeriesIdCache(max_entries=2)
+    for i in range(5):
+        cache.get("t", f"m{i}", ())
+    cache.get("t", "m4", ())
+    assert len(cache) == 2 and cache.misses == 5
+
+
+def _validator(**limits: object) -> Validator:
+    return Validator(ValidationLimits(**limits), SeriesIdCache(), clock=lambda: NOW)  # type: ignore[arg-type]
+
+
+def test_validator_accepts_non_finite_values_only_when_configured() -> None:
+    nan = [point("m", NOW_NS, float("nan"))]
+    assert len(_validator().validate("t", nan).errors) == 1
+    assert len(_validator(allow_non_finite=True).validate("t", nan).points) == 1
+
+
+def test_validator_time_window_and_label_checks() -> None:
+    v = _validator(max_past_seconds=60, max_future_seconds=10, max_labels=2)
+    result = v.validate(
+        "t",
+        [
+            point("m", NOW_NS - 61 * 10**9, 1),
+            point("m", NOW_NS + 11 * 10**9, 1),
+            point("m", NOW_NS - 59 * 10**9, 1, a="1", b="2"),
+            point("m", NOW_NS, 1, a="1", b="2", c="3"),
+            point("m", NOW_NS, 1, a="é" * 512),
+            point("m", NOW_NS, 1, a="é" * 513),
+        ],
+        base_index=100,
+    )
+    assert [(e.index, e.field) for e in result.errors] == [
+        (100, "timestamp_ns"),
+        (101, "timestamp_ns"),
+        (103, "labels"),
+        (105, "labels"),
+    ]
+    assert result.series_ids == [series_id("t", "m", [("a", "1"), ("b", "2")]), series_id("t", "m", [("a", "é" * 512)])]
+
+
+def test_request_limits_name_the_field() -> None:
+    v = _validator(max_points_per_request=2, max_request_bytes=1024)
+    with pytest.raises(InvalidArgument) as many:
+        v.check_request(ingest_pb2.WriteRequest(points=[point("m", 1, 1)] * 3))
+    assert many.value.field == "points"
+    with pytest.raises(InvalidArgument, match="bytes"):
+        v.check_request(ingest_pb2.WriteRequest(points=[point("m" * 2000, 1, 1)]))
+
+
+def test_adaptive_batcher_grows_under_lag_and_shrinks_when_idle() -> None:
+    b = AdaptiveBatcher(1000, 8000, 0.1)
+    for _ in range(5):
+        b.observe(b.target, lagging=True)
+    assert b.target == 8000
+    b.observe(100, lagging=False)
+    b.observe(100, lagging=False)
+    assert b.target == 2000
+    for _ in range(5):
+        b.observe(10, lagging=False)
+    assert b.target == 1000
+    b.observe(500, lagging=True)
+    assert b.target == 1000
+    with pytest.raises(ValueError):
+        AdaptiveBatcher(10, 5, 1.0)
+
+
+def test_copy_payload_is_postgres_binary_copy() -> None:
+    data = copy_payload([-1, 2], [10, 20], [1.5, -2.0])
+    assert data.startswith(b"PGCOPY\n\xff\r\n\x00") and data.endswith(b"\xff\xff")
+    body = data[19:-2]
+    row = struct.Struct(">hiqiqid")
+    assert [row.unpack_from(body, i * row.size) for i in range(2)] == [
+        (3, 8, -1, 8, 10, 8, 1.5),
+        (3, 8, 2, 8, 20, 8, -2.0),
+    ]
+
+
+def test_columns_group_pending_ranges_by_series_and_hour_and_find_new_series() -> None:
+    hour = 3600 * 10**9
+    pts = [point("m", hour * 10 + 5, 1, a="x"), point("m", hour * 10 + 1, 2, a="x"), point("m", hour * 11, 3, a="x")]
+    ids = [series_id("t", "m", [("a", "x")])] * 3
+    batch = common_pb2.PointBatch(tenant_id="t", points=pts, series_ids=ids)
+    known = KnownSeries()
+    cols = columns_of([Item("t", batch, signed_array(ids))], known)
+    sid = to_signed(ids[0])
+    assert cols.pending == {(sid, 10): [hour * 10 + 1, hour * 10 + 5], (sid, 11): [hour * 11, hour * 11]}
+    assert cols.new_series == {sid: ("t", "m", '{"a":"x"}')}
+    known.add({sid: "t"})
+    assert columns_of([Item("t", batch, signed_array(ids))], known).new_series == {}
+
+
+def test_decoder_refuses_garbage_and_forged_series_ids() -> None:
+    decoder = RecordDecoder()
+    assert isinstance(decoder.decode(b"\xff\xff"), Poison)
+    good = common_pb2.PointBatch(tenant_id="a", points=[point("m", 1, 1)], series_ids=[series_id("a", "m", [])])
+    assert isinstance(decoder.decode(good.SerializeToString()), Item)
+    forged = common_pb2.PointBatch(tenant_id="b", points=[point("m", 1, 1)], series_ids=[series_id("a", "m", [])])
+    poison = decoder.decode(forged.SerializeToString())
+    assert isinstance(poison, Poison) and poison.code == "series_id_mismatch"
+    short = common_pb2.PointBatch(tenant_id="a", points=[point("m", 1, 1)])
+    assert isinstance(decoder.decode(short.SerializeToString()), Poison)
+
+
+def test_config_errors_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match="TSMESH_INGEST_MODE"):
+        IngestConfig.from_env({"TSMESH_INGEST_MODE": "both"})
+    with pytest.raises(ConfigError, match="TSMESH_INGEST_TENANT_LIMITS"):
+        IngestConfig.from_env({"TSMESH_INGEST_TENANT_LIMITS": "[1]"})
+    cfg = IngestConfig.from_env({"TSMESH_INGEST_TENANT_LIMITS": '{"acme": {"points_per_second": 5}}'})
+    assert cfg.limit_overrides["acme"].points_per_second == 5
+    assert not cfg.kafka.idempotence
+    prod = IngestConfig.from_env(
+        {
+            "TSMESH_ENV": "production",
+            "TSMESH_DATABASE_URL": "postgresql://x@db/tsmesh",
+            "TSMESH_REDIS_URL": "redis://r:6379/0",
+        }
+    )
+    assert prod.kafka.idempotence
