@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+import ingest_harness
 import pytest
 from ingest_harness import eventually, free_port, point
 from ingest_stack import TansuBroker, ThrowawayPostgres
@@ -16,6 +17,10 @@ from ingest_stack import TansuBroker, ThrowawayPostgres
 from tsmesh_ingest.migrate import upgrade
 
 pytestmark = pytest.mark.integration
+
+# Fixtures shared by the ingest tests (no conftest.py here: it would shadow the root one).
+ts_db = ingest_harness.ts_db
+start_ingest = ingest_harness.start_ingest
 
 
 async def test_write_fails_unavailable_when_the_broker_is_unreachable(

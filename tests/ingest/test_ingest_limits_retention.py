@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+import ingest_harness
 import orjson
 import pytest
 from ingest_harness import point
@@ -15,6 +16,10 @@ from tsmesh_ingest.partitions import DAY_NS, PartitionManager, partition_name, t
 from tsmesh_ingest.retention import Retention, RetentionDays
 
 pytestmark = pytest.mark.integration
+
+# Fixtures shared by the ingest tests (no conftest.py here: it would shadow the root one).
+ts_db = ingest_harness.ts_db
+start_ingest = ingest_harness.start_ingest
 
 
 async def test_points_per_second_limit_refuses_with_its_name_and_a_retry_hint(

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import grpc
+import ingest_harness
 import pytest
 from ingest_harness import eventually, point
 from tsmesh.v1 import common_pb2, ingest_pb2
@@ -15,6 +16,10 @@ from tsmesh_common.redis_keys import data_generation_key, live_channel
 from tsmesh_ingest.series_id import series_id, to_signed
 
 pytestmark = pytest.mark.integration
+
+# Fixtures shared by the ingest tests (no conftest.py here: it would shadow the root one).
+ts_db = ingest_harness.ts_db
+start_ingest = ingest_harness.start_ingest
 
 
 async def test_mixed_batch_reports_each_bad_point_and_stores_the_good_ones(

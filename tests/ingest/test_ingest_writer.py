@@ -6,6 +6,7 @@ import time
 import uuid
 from typing import Any
 
+import ingest_harness
 import pytest
 from aiokafka import AIOKafkaConsumer
 from ingest_harness import Ingest, eventually, point
@@ -15,6 +16,10 @@ from tsmesh_ingest.series_id import series_id
 from tsmesh_ingest.store import WriterHooks
 
 pytestmark = pytest.mark.integration
+
+# Fixtures shared by the ingest tests (no conftest.py here: it would shadow the root one).
+ts_db = ingest_harness.ts_db
+start_ingest = ingest_harness.start_ingest
 
 MINUTE = 60 * 10**9
 

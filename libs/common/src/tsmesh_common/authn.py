@@ -1,7 +1,9 @@
 """The shared authenticator: turns a bearer token into a :class:`Principal`.
 
 - Access JWTs (EdDSA or ES256, with ``kid``) are verified locally against a cached JWKS; an unknown
-  ``kid`` triggers a refetch, at most once per ``jwks_refetch_interval``.
+  ``kid`` triggers a refetch, at most once per ``jwks_refetch_interval``. A token whose signature was
+  verified is remembered until it expires (a signature check costs ~0.5 ms here, a hit ~1 µs);
+  revocations still apply to remembered tokens, and withdrawing a key from the JWKS forgets them.
 - API tokens (``tsm_...``) are introspected through auth and cached for a short time; revocation
   events published on Redis evict them at once, and revoked ids are refused until they expire.
 
@@ -56,6 +58,7 @@ class AuthenticatorConfig:
     api_token_cache_seconds: float = 10.0
     api_token_cache_size: int = 100_000
     jwks_refetch_interval: float = 1.0
+    jwt_cache_size: int = 10_000
 
 
 class Authenticator:
@@ -76,6 +79,7 @@ class Authenticator:
         self._last_fetch = float("-inf")
         self._fetch_lock = asyncio.Lock()
         self._api_cache: dict[bytes, tuple[Principal, float]] = {}
+        self._jwt_cache: dict[str, Principal] = {}
         self._revoked: dict[str, float] = {}
         self._revocation_callbacks: list[Callable[[str], None]] = []
 
@@ -92,6 +96,18 @@ class Authenticator:
         return principal
 
     async def _jwt(self, token: str) -> Principal:
+        cached = self._jwt_cache.get(token)
+        if cached is not None:
+            if cached.expires_at is not None and self._clock() < cached.expires_at + self._config.leeway_seconds:
+                return cached
+            del self._jwt_cache[token]
+        principal = await self._verify_jwt(token)
+        if len(self._jwt_cache) >= self._config.jwt_cache_size:
+            self._jwt_cache.clear()
+        self._jwt_cache[token] = principal
+        return principal
+
+    async def _verify_jwt(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -145,7 +161,10 @@ class Authenticator:
             except grpc.aio.AioRpcError as exc:
                 log.warning("jwks fetch failed", extra={"code": exc.code().name})
                 raise Unavailable("auth service unreachable") from None
-            self._keys = {k["kid"]: parsed for k in jwks if (parsed := _parse_jwk(k)) is not None}
+            keys = {k["kid"]: parsed for k in jwks if (parsed := _parse_jwk(k)) is not None}
+            if not set(self._keys) <= set(keys):
+                self._jwt_cache.clear()  # a key was withdrawn: forget what it verified
+            self._keys = keys
             return self._keys.get(kid)
 
     async def _api_token(self, token: str) -> Principal:

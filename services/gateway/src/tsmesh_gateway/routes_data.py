@@ -76,10 +76,9 @@ def query_routes(deps: Deps) -> list[Route]:
         label = obj.get("label")
         if not isinstance(label, str) or not label or len(label) > 256:
             raise InvalidArgument("label", "must be a non-empty string")
-        selector = obj.get("selector")
         request = query_pb2.LabelValuesRequest(label=label)
-        if selector is not None:
-            request.selector.CopyFrom(convert.selector_from_json(selector))
+        if "selector" in obj:
+            request.selector.CopyFrom(convert.selector_from_json(obj["selector"]))
         return request
 
     @endpoint
