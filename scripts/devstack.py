@@ -28,7 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -690,6 +690,30 @@ class _Interrupted(Exception):
     pass
 
 
+def _take_terminal() -> Callable[[], None]:
+    """Become the terminal's foreground process group, so Ctrl-C reaches only this process.
+
+    Under ``make run`` the interrupt would otherwise also hit make, which then exits 130 even
+    though the stack stopped cleanly. Returns a function that hands the terminal back.
+    """
+    try:
+        fd = sys.stdin.fileno()
+        if not os.isatty(fd) or os.getpgrp() == os.getpid():
+            return lambda: None
+        previous = os.tcgetpgrp(fd)
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        os.setpgid(0, 0)
+        os.tcsetpgrp(fd, os.getpgrp())
+    except (OSError, ValueError):
+        return lambda: None
+
+    def give_back() -> None:
+        with contextlib.suppress(OSError):
+            os.tcsetpgrp(fd, previous)
+
+    return give_back
+
+
 def main() -> int:
     """``make run``: start, print where everything is, run until Ctrl-C/SIGTERM, then stop everything."""
     from tsmesh_common.config import ConfigError
@@ -700,6 +724,7 @@ def main() -> int:
         print(f"make run: configuration error: {exc}", file=sys.stderr)
         return 2
     stack = Stack(cfg)
+    give_back_terminal = _take_terminal()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if not stack.stopping:
@@ -726,6 +751,7 @@ def main() -> int:
         code = 1
     finally:
         stack.stop()
+        give_back_terminal()
     return code
 
 

@@ -33,7 +33,7 @@ async def test_schemathesis_finds_no_failure(fuzz_target, tmp_path: Path) -> Non
         "run",
         f"{fuzz_target.http}/openapi.json",
         "--max-examples",
-        "15",
+        "10",
         "--header",
         f"Authorization: Bearer {token}",
         "--request-timeout",

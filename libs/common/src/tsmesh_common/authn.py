@@ -101,6 +101,7 @@ class Authenticator:
             if cached.expires_at is not None and self._clock() < cached.expires_at + self._config.leeway_seconds:
                 return cached
             del self._jwt_cache[token]
+            raise Unauthenticated("token expired")
         principal = await self._verify_jwt(token)
         if len(self._jwt_cache) >= self._config.jwt_cache_size:
             self._jwt_cache.clear()

@@ -2,6 +2,10 @@
 
 - the data generation of a tenant: bumped by the ingest writer after each commit, read by the
   query caches and the gateway micro-cache;
+- the late generation of a tenant: bumped by the ingest writer, after the commit, for each
+  tenant whose committed batch held a point older than ``LATE_WRITE_SECONDS`` measured on the
+  writer's clock when the commit returned; the query service keys its immutable (older than its
+  late-arrival window) cache entries on it, so a late point is seen by the next query;
 - the live feed: ingest publishes accepted batches (tsmesh.v1.PointBatch) per tenant, query
   subscribes to the pattern once per process;
 - token revocations: auth publishes revoked token ids, every authenticator evicts them.
@@ -11,10 +15,18 @@ from __future__ import annotations
 
 LIVE_PATTERN = "tsmesh:live:*"
 REVOCATION_CHANNEL = "tsmesh:auth:revocations"
+# A point older than this when its commit returns bumps the tenant's late generation. Readers treat
+# data as immutable only past a window of at least this plus the worst clock skew between hosts.
+LATE_WRITE_SECONDS = 300
 
 
 def data_generation_key(tenant_id: str) -> str:
     return f"tsmesh:gen:{{{tenant_id}}}"
+
+
+def late_generation_key(tenant_id: str) -> str:
+    """Same hash tag as the data generation, so one MGET reads both (also on Redis Cluster)."""
+    return f"tsmesh:lategen:{{{tenant_id}}}"
 
 
 def live_channel(tenant_id: str) -> str:

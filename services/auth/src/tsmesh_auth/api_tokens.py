@@ -9,6 +9,7 @@ feed). ``last_used_at`` is written at most once a minute per token, off the requ
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -35,7 +36,10 @@ REVOKED_ANNOUNCE_SECONDS = 86_400.0
 
 @dataclass(frozen=True, slots=True)
 class CachedToken:
-    """What Introspect answers for one secret, and until when that answer may be reused."""
+    """What Introspect answers for one secret, and until when that answer may be reused.
+
+    ``view`` is the answer pre-rendered once by the transport (the Introspect response message).
+    """
 
     token_id: str
     tenant_id: str
@@ -44,6 +48,7 @@ class CachedToken:
     expires_at: float | None
     valid_until: float | None
     cached_until: float
+    view: Any = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,7 @@ class ApiTokenStore:
         default_grace_seconds: int = 3600,
         cache_size: int = 100_000,
         clock: Callable[[], float] = time.time,
+        render: Callable[[CachedToken], Any] | None = None,
     ) -> None:
         self._pool = pool
         self._audit = audit
@@ -130,6 +136,7 @@ class ApiTokenStore:
         self._default_grace = default_grace_seconds
         self._cache_size = cache_size
         self._clock = clock
+        self._render = render
         self._cache: dict[bytes, CachedToken] = {}
         self._by_id: dict[str, set[bytes]] = {}
         self._last_used: dict[str, float] = {}
@@ -261,6 +268,8 @@ class ApiTokenStore:
             valid_until=valid_until,
             cached_until=now + self._cache_seconds,
         )
+        if self._render is not None:
+            entry = dataclasses.replace(entry, view=self._render(entry))
         if len(self._cache) >= self._cache_size:
             self._cache.clear()
             self._by_id.clear()

@@ -16,7 +16,7 @@ from tsmesh_auth.kek import resolve_kek
 from tsmesh_auth.keys import KeyRing
 from tsmesh_auth.passwords import PasswordHasher
 from tsmesh_auth.revocations import RedisRevocationPublisher, RevocationPublisher
-from tsmesh_auth.service import PUBLIC_METHODS, SERVICE_NAME, AuthServicer
+from tsmesh_auth.service import PUBLIC_METHODS, SERVICE_NAME, AuthServicer, introspected
 from tsmesh_auth.sessions import Sessions
 from tsmesh_auth.throttle import LoginThrottle, ThrottlePolicy
 from tsmesh_auth.tokens import AccessTokenIssuer
@@ -101,6 +101,7 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
         remote,
         cache_seconds=cfg.introspect_cache_seconds,
         default_grace_seconds=cfg.api_token_grace_seconds,
+        render=introspected,
     )
     authenticator = Authenticator(
         AuthenticatorConfig(issuer=cfg.common.jwt_issuer, audience=cfg.common.jwt_audience, api_token_cache_seconds=0),

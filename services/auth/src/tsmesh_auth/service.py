@@ -62,7 +62,7 @@ def _api_token(record: ApiTokenRecord) -> auth_pb2.ApiToken:
     )
 
 
-def _introspected(entry: CachedToken) -> auth_pb2.IntrospectResponse:
+def introspected(entry: CachedToken) -> auth_pb2.IntrospectResponse:
     return auth_pb2.IntrospectResponse(
         active=True,
         tenant_id=entry.tenant_id,
@@ -126,7 +126,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 self._inactive.inc()
                 return INACTIVE
             self._api_active.inc()
-            return _introspected(entry)
+            return entry.view if entry.view is not None else introspected(entry)
         try:
             principal = await self._authenticator.authenticate(token)
         except Unauthenticated:

@@ -1,41 +1,56 @@
-"""Reads tenants' data generations from Redis, batching concurrent readers without going stale.
+"""Reads tenants' data and late generations from Redis, batching concurrent readers without going stale.
 
 A caller only joins a read that has not been sent yet, so every answer was read from Redis after
 the caller asked: a generation bump that finished before a query started is always seen
-(read-your-writes). At most one MGET is in flight; callers arriving meanwhile share the next one.
-When Redis is unreachable the generation is unknown (``None``) and callers bypass recent caches.
+(read-your-writes). At most one MGET is in flight; callers arriving meanwhile share the next one,
+which reads both generations of every waiting tenant. When Redis is unreachable the generations are
+unknown (``None``) and callers bypass the caches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import NamedTuple
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tsmesh_common.breaker import CircuitBreaker
 from tsmesh_common.errors import Unavailable
-from tsmesh_common.redis_keys import data_generation_key
+from tsmesh_common.redis_keys import data_generation_key, late_generation_key
 
 log = logging.getLogger(__name__)
 
 
+class Generations(NamedTuple):
+    """A tenant's generations: ``data`` moves on every commit, ``late`` on commits of late points."""
+
+    data: int
+    late: int
+
+
 class GenerationReader:
-    """``await get(tenant)`` -> the tenant's current data generation, or None if Redis is down."""
+    """``await get(tenant)`` -> the tenant's current generations, or None if Redis is down."""
 
     def __init__(self, redis: Redis, breaker: CircuitBreaker) -> None:
         self._redis = redis
         self._breaker = breaker
-        self._waiting: dict[str, list[asyncio.Future[int | None]]] = {}
+        self._waiting: dict[str, list[asyncio.Future[Generations | None]]] = {}
         self._in_flight = False
+        self.reads = 0
 
-    async def get(self, tenant: str) -> int | None:
-        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(tenant, []).append(future)
+    async def get(self, tenant: str) -> Generations | None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Generations | None] = loop.create_future()
+        waiting = self._waiting.get(tenant)
+        if waiting is None:
+            self._waiting[tenant] = [future]
+        else:
+            waiting.append(future)
         if not self._in_flight:
             self._in_flight = True
-            asyncio.get_running_loop().create_task(self._drain())
+            loop.create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
@@ -51,11 +66,14 @@ class GenerationReader:
         finally:
             self._in_flight = False
 
-    async def _read(self, tenants: list[str]) -> list[int | None]:
-        keys = [data_generation_key(t) for t in tenants]
+    async def _read(self, tenants: list[str]) -> list[Generations | None]:
+        keys: list[str] = []
+        for tenant in tenants:
+            keys += (data_generation_key(tenant), late_generation_key(tenant))
+        self.reads += 1
         try:
             raw = await self._breaker.call(lambda: self._redis.mget(keys))
         except (RedisError, OSError, Unavailable) as exc:
             log.debug("generation read failed", extra={"error": type(exc).__name__})
             return [None] * len(tenants)
-        return [int(v) if v is not None else 0 for v in raw]
+        return [Generations(int(raw[i] or 0), int(raw[i + 1] or 0)) for i in range(0, len(raw), 2)]
