@@ -166,6 +166,9 @@ async def test_token_of_tenant_a_cannot_touch_tenant_b(auth_server) -> None:
     listed_a = await auth_server.stub.ListApiTokens(auth_pb2.ListApiTokensRequest(), metadata=auth_server.md(admin_a))
     assert token_b.token.id not in [t.id for t in listed_a.tokens]
     assert (await auth_server.stub.Introspect(auth_pb2.IntrospectRequest(token=token_b.secret))).active
+    async with auth_server.parts.pool.acquire() as conn:
+        denied_rows = await conn.fetchval("SELECT count(*) FROM auth.audit_log WHERE action = 'permission_denied'")
+    assert denied_rows == 2
 
 
 async def test_admin_scope_required_and_bad_scopes_named(auth_server) -> None:

@@ -107,5 +107,5 @@ async def test_every_acknowledged_point_is_stored_after_postgres_was_down_for_te
             await conn.close()
         return rows if len(rows) >= len(acked) else []
 
-    rows = await eventually(stored, timeout=30)
+    rows = await eventually(stored, timeout=60)
     assert sorted((r["ts"], r["value"]) for r in rows) == sorted(acked)

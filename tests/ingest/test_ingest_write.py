@@ -70,7 +70,7 @@ async def test_mixed_batch_reports_each_bad_point_and_stores_the_good_ones(
 
 
 async def test_request_limits_refuse_the_whole_request(ts_db: Any, start_ingest: Any, tenant_id: str) -> None:
-    ingest = await start_ingest(ts_db, env={"TSMESH_INGEST_MAX_POINTS_PER_REQUEST": "3"})
+    ingest = await start_ingest(ts_db, env={"TSMESH_INGEST_MAX_POINTS_PER_REQUEST": "3", "TSMESH_INGEST_MODE": "api"})
     now = time.time_ns()
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await ingest.write(tenant_id, [point("m", now + i, 1.0) for i in range(4)])
@@ -124,7 +124,7 @@ async def test_acknowledged_batches_reach_the_tenant_live_channel(
 
 
 async def test_write_needs_a_token_with_write_scope(ts_db: Any, start_ingest: Any, tenant_id: str) -> None:
-    ingest = await start_ingest(ts_db)
+    ingest = await start_ingest(ts_db, env={"TSMESH_INGEST_MODE": "api"})
     request = ingest_pb2.WriteRequest(points=[point("m", time.time_ns(), 1.0)])
     with pytest.raises(grpc.aio.AioRpcError) as anonymous:
         await ingest.stub.WriteBatch(request, timeout=5)

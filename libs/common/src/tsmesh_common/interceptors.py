@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -71,6 +71,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._tracer = trace.get_tracer("tsmesh")
         self._metric_children: dict[tuple[str, grpc.StatusCode], Any] = {}
         self._latency_children: dict[str, Any] = {}
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -81,6 +82,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         method: str = details.method
         if handler is None or method.startswith(ALWAYS_PUBLIC_PREFIXES):
             return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]  # the wrapped handler of a method is built once, not per call
+        wrapped = self._wrap_handler(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap_handler(self, method: str, handler: Handler) -> Handler:
         needs_auth = self._authenticator is not None and method not in self._public
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
@@ -112,7 +121,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if key == REQUEST_ID_HEADER:
                 request_id = value if isinstance(value, str) and 0 < len(value) <= 128 else None
                 break
-        call = _Call(method, request_id or uuid.uuid4().hex)
+        call = _Call(method, request_id or os.urandom(16).hex())
         request_id_var.set(call.request_id)
         return call
 
@@ -131,6 +140,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 budget = self._max_deadline if remaining is None else min(remaining, self._max_deadline)
                 if budget <= 0:
                     raise DeadlineExceeded("deadline exceeded before the call started")
+                if remaining is not None and remaining <= self._max_deadline and not tracing_enabled():
+                    return await behavior(request, context)  # gRPC itself enforces the caller's deadline
                 try:
                     async with asyncio.timeout(budget):
                         if tracing_enabled():

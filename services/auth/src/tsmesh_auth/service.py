@@ -143,14 +143,25 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             token_id=principal.token_id,
         )
 
-    def _admin(self, context: Context) -> tuple[Principal, Actor]:
-        principal = current_principal("admin")
-        return principal, Actor(principal.subject, client_address(context, self._trust_header))
+    async def _admin(self, context: Context, action: str) -> tuple[Principal, Actor]:
+        principal = current_principal()
+        actor = Actor(principal.subject, client_address(context, self._trust_header))
+        try:
+            principal.require("admin")
+        except PermissionDenied:
+            await self._denied(principal, actor, action, "scope admin required")
+            raise
+        return principal, actor
+
+    async def _denied(self, principal: Principal, actor: Actor, action: str, detail: str) -> None:
+        await self._audit.append(
+            AuditEvent("permission_denied", action, principal.tenant_id, actor.subject, actor.client_address, detail)
+        )
 
     async def CreateApiToken(
         self, request: auth_pb2.CreateApiTokenRequest, context: Context
     ) -> auth_pb2.CreateApiTokenResponse:
-        principal, actor = self._admin(context)
+        principal, actor = await self._admin(context, "CreateApiToken")
         record, secret = await self._tokens.create(
             principal.tenant_id, request.name, list(request.scopes), request.ttl_seconds, actor
         )
@@ -159,23 +170,32 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def ListApiTokens(
         self, request: auth_pb2.ListApiTokensRequest, context: Context
     ) -> auth_pb2.ListApiTokensResponse:
-        principal, _ = self._admin(context)
+        principal, _ = await self._admin(context, "ListApiTokens")
         records = await self._tokens.list(principal.tenant_id)
         return auth_pb2.ListApiTokensResponse(tokens=[_api_token(r) for r in records])
 
     async def RotateApiToken(
         self, request: auth_pb2.RotateApiTokenRequest, context: Context
     ) -> auth_pb2.RotateApiTokenResponse:
-        principal, actor = self._admin(context)
+        principal, actor = await self._admin(context, "RotateApiToken")
         token_id = _token_id(request.id)
-        record, secret = await self._tokens.rotate(principal.tenant_id, token_id, request.grace_seconds, actor)
+        try:
+            record, secret = await self._tokens.rotate(principal.tenant_id, token_id, request.grace_seconds, actor)
+        except PermissionDenied:
+            await self._denied(principal, actor, "RotateApiToken", f"token_id={token_id}")
+            raise
         return auth_pb2.RotateApiTokenResponse(token=_api_token(record), secret=secret)
 
     async def RevokeApiToken(
         self, request: auth_pb2.RevokeApiTokenRequest, context: Context
     ) -> auth_pb2.RevokeApiTokenResponse:
-        principal, actor = self._admin(context)
-        record = await self._tokens.revoke(principal.tenant_id, _token_id(request.id), actor)
+        principal, actor = await self._admin(context, "RevokeApiToken")
+        token_id = _token_id(request.id)
+        try:
+            record = await self._tokens.revoke(principal.tenant_id, token_id, actor)
+        except PermissionDenied:
+            await self._denied(principal, actor, "RevokeApiToken", f"token_id={token_id}")
+            raise
         return auth_pb2.RevokeApiTokenResponse(token=_api_token(record))
 
     async def ReportAuditEvent(

@@ -18,7 +18,6 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import WebSocketRoute
 
 from tsmesh_common.authn import Authenticator, AuthenticatorConfig, GrpcAuthSource
@@ -27,10 +26,11 @@ from tsmesh_common.logs import configure_logging
 from tsmesh_common.ratelimit import RateLimiter
 from tsmesh_common.redis_keys import REVOCATION_CHANNEL
 from tsmesh_common.tracing import setup_tracing
+from tsmesh_gateway.compression import GzipWhenAccepted
 from tsmesh_gateway.config import GatewayConfig
 from tsmesh_gateway.deps import Deps
 from tsmesh_gateway.edge import EdgeMiddleware
-from tsmesh_gateway.guard import Limiter, PrincipalCache, RouteLimits
+from tsmesh_gateway.guard import BatchingLimiter, Limiter, PrincipalCache, RouteLimits
 from tsmesh_gateway.microcache import GenerationReader, MicroCache
 from tsmesh_gateway.openapi import spec
 from tsmesh_gateway.routes_auth import auth_routes
@@ -58,7 +58,7 @@ def build_app(parts: Parts) -> Starlette:
     cfg = parts.cfg
     principals = PrincipalCache(parts.authenticator)
     cache = MicroCache(GenerationReader(parts.redis), ttl=cfg.cache_ttl_seconds, max_entries=cfg.cache_entries)
-    deps = Deps(cfg, parts.upstreams, principals, RouteLimits(parts.limiter, cfg.limits), cache)
+    deps = Deps(cfg, parts.upstreams, principals, RouteLimits(BatchingLimiter(parts.limiter), cfg.limits), cache)
     hub = Hub(parts.upstreams.query_stub, cfg.stream)
     parts.authenticator.on_revocation(hub.revoke)
 
@@ -103,7 +103,7 @@ def build_app(parts: Parts) -> Starlette:
                 max_age=600,
             )
         )
-    middleware.append(Middleware(GZipMiddleware, minimum_size=1024))
+    middleware.append(Middleware(GzipWhenAccepted))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.hub = hub
     app.state.deps = deps

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from prometheus_client import Counter
@@ -13,16 +14,55 @@ from tsmesh_common.authn import Authenticator
 from tsmesh_common.context import Principal
 from tsmesh_common.errors import Unauthenticated
 from tsmesh_common.ratelimit import RateDecision
-from tsmesh_gateway.config import Limit, RateLimits
+from tsmesh_gateway.config import RateLimits
 from tsmesh_gateway.http_errors import HttpError
 
 RATE_LIMITED = Counter("tsmesh_gateway_rate_limited_total", "Requests refused by a rate limit", ["route_class", "by"])
 
 
+Decision = tuple[str, float, int, int]  # key, rate, burst, cost
+
+
 class Limiter(Protocol):
     """A shared rate limiter (``tsmesh_common.ratelimit.RateLimiter``)."""
 
-    async def acquire(self, key: str, *, rate: float, burst: int, cost: int = 1) -> RateDecision: ...
+    async def acquire_many(self, requests: Sequence[Decision]) -> list[RateDecision]: ...
+
+
+class BatchingLimiter:
+    """Merges the rate-limit decisions of every request of one event-loop tick into ONE Redis round
+    trip (``acquire_many``): under load the Redis cost per request falls with the concurrency."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self._limiter = limiter
+        self._pending: list[tuple[Sequence[Decision], asyncio.Future[list[RateDecision]]]] = []
+
+    async def decide(self, requests: Sequence[Decision]) -> list[RateDecision]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[RateDecision]] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((requests, future))
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        asyncio.ensure_future(self._run(batch))
+
+    async def _run(self, batch: list[tuple[Sequence[Decision], asyncio.Future[list[RateDecision]]]]) -> None:
+        flat = [request for requests, _ in batch for request in requests]
+        try:
+            decisions = await self._limiter.acquire_many(flat)
+        except Exception as exc:  # noqa: BLE001 - every waiter gets the failure
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for requests, future in batch:
+            if not future.done():
+                future.set_result(decisions[start : start + len(requests)])
+            start += len(requests)
 
 
 def authorization_token(header: str | None) -> str:
@@ -79,28 +119,30 @@ def principal_key(principal: Principal) -> str:
 class RouteLimits:
     """Applies the per-principal and per-address budgets of a route class."""
 
-    def __init__(self, limiter: Limiter, limits: RateLimits) -> None:
+    def __init__(self, limiter: BatchingLimiter, limits: RateLimits) -> None:
         self._limiter = limiter
         self._limits = limits
 
     async def check(self, route_class: str, *, address: str, identity: str | None) -> dict[str, str]:
-        """The ``RateLimit-*`` headers for this request, or a 429 :class:`HttpError`."""
+        """The ``RateLimit-*`` headers for this request, or a 429 :class:`HttpError`.
+
+        Both budgets (per token or user, per client address) are decided in the same round trip."""
         if not self._limits.enabled:
             return {}
-        decisions: list[tuple[str, RateDecision]] = []
+        names: list[str] = []
+        requests: list[Decision] = []
         if identity is not None:
             limit = self._limits.per_principal[route_class]
-            decisions.append(("principal", await self._acquire(f"{route_class}:{identity}", limit)))
-        if decisions and not decisions[0][1].allowed:
-            return self._refuse(route_class, *decisions[0])
+            names.append("principal")
+            requests.append((f"{route_class}:{identity}", limit.rate, limit.burst, 1))
         limit = self._limits.per_address[route_class]
-        decisions.append(("address", await self._acquire(f"{route_class}:addr:{address}", limit)))
-        if not decisions[-1][1].allowed:
-            return self._refuse(route_class, *decisions[-1])
-        return rate_headers(min((d for _, d in decisions), key=lambda d: d.remaining))
-
-    async def _acquire(self, key: str, limit: Limit) -> RateDecision:
-        return await self._limiter.acquire(key, rate=limit.rate, burst=limit.burst)
+        names.append("address")
+        requests.append((f"{route_class}:addr:{address}", limit.rate, limit.burst, 1))
+        decisions = await self._limiter.decide(requests)
+        for name, decision in zip(names, decisions, strict=True):
+            if not decision.allowed:
+                return self._refuse(route_class, name, decision)
+        return rate_headers(min(decisions, key=lambda d: d.remaining))
 
     def _refuse(self, route_class: str, by: str, decision: RateDecision) -> dict[str, str]:
         RATE_LIMITED.labels(route_class, by).inc()

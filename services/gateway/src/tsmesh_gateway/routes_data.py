@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,6 +29,8 @@ def query_routes(deps: Deps) -> list[Route]:
     ingest = deps.upstreams.ingest
     ingest_stub = deps.upstreams.ingest_stub
 
+    in_flight: dict[tuple[str, bytes, bytes | None], asyncio.Future[bytes]] = {}
+
     async def cached(request: Request, kind: str, build: Callable[[Any], Message], call: Render) -> Response:
         caller = await deps.authorize(request, "query", "read")
         raw = await deps.body(request)
@@ -39,7 +42,15 @@ def query_routes(deps: Deps) -> list[Route]:
             if hit is not None:
                 return _json_bytes(hit, caller, "hit")
         message = build(json_object(parse_json(raw, deps.cfg.max_json_depth)))
-        body = await call((message, caller))
+        flight_key = (tenant, key, generation)
+        flight = in_flight.get(flight_key)
+        if flight is not None:
+            return _json_bytes(await asyncio.shield(flight), caller, "shared")
+        flight = in_flight[flight_key] = asyncio.ensure_future(call((message, caller)))
+        try:
+            body = await asyncio.shield(flight)
+        finally:
+            in_flight.pop(flight_key, None)
         if generation is not None:
             deps.cache.put(tenant, key, generation, body)
         return _json_bytes(body, caller, "miss" if generation is not None else "bypass")

@@ -1,9 +1,11 @@
 """Continuous aggregates: ``ts.rollup_1m`` and ``ts.rollup_1h`` refreshed from ``ts.rollup_pending``.
 
-One refresh is one transaction: claim (delete) up to ``batch`` pending ranges, recompute every 1m
-bucket they cover from raw points, then every covering 1h bucket from those exact 1m buckets, and
-commit. Because buckets are recomputed from what is stored (never incremented), late, out-of-order
-and redelivered points all converge to the exact answer. A transaction-level advisory lock keeps
+One refresh is one transaction: claim (delete) up to ``batch`` pending ranges, bring every 1m
+bucket they cover up to date, then recompute every covering 1h bucket from those exact 1m buckets,
+and commit. A 1m bucket whose pending points all lie after the last point it aggregates (the
+in-order append case) merges just the raw points after its ``last_ts``; any other bucket (new,
+late or rewritten points, redeliveries) is recomputed from raw. So late, out-of-order and
+redelivered points all converge to the exact answer, and steady appends cost only their own rows. A transaction-level advisory lock keeps
 refreshers of several writer replicas from recomputing the same buckets at once.
 """
 
@@ -35,18 +37,44 @@ REFRESH_SQL = (
     INSERT INTO rollup_claim SELECT * FROM claimed
     """,
     """
-    CREATE TEMP TABLE IF NOT EXISTS rollup_b1m (series_id bigint, bucket bigint) ON COMMIT DELETE ROWS
+    CREATE TEMP TABLE IF NOT EXISTS rollup_b1m (series_id bigint, bucket bigint, lo bigint, last_ts bigint)
+    ON COMMIT DELETE ROWS
     """,
     """
-    INSERT INTO rollup_b1m
-    SELECT DISTINCT c.series_id, b
+    INSERT INTO rollup_b1m (series_id, bucket, lo)
+    SELECT c.series_id, b, min(greatest(c.lo, b))
     FROM rollup_claim c,
          generate_series(c.lo - ((c.lo % 60000000000) + 60000000000) % 60000000000,
                          c.hi - ((c.hi % 60000000000) + 60000000000) % 60000000000,
                          60000000000::bigint) AS b
+    GROUP BY c.series_id, b
+    """,
+    """
+    UPDATE rollup_b1m b SET last_ts = r.last_ts
+    FROM ts.rollup_1m r WHERE r.series_id = b.series_id AND r.bucket = b.bucket
     """,
     "ANALYZE rollup_b1m",
-    "DELETE FROM ts.rollup_1m r USING rollup_b1m b WHERE r.series_id = b.series_id AND r.bucket = b.bucket",
+    # Appends: every pending point of the bucket is after what the bucket already aggregates, so
+    # only the points after its last_ts are read and merged in.
+    """
+    UPDATE ts.rollup_1m r
+    SET count = r.count + n.count, sum = r.sum + n.sum, min = least(r.min, n.min), max = greatest(r.max, n.max),
+        last_ts = n.last_ts, last = n.last
+    FROM (
+        SELECT b.series_id, b.bucket, count(*) AS count, sum(p.value) AS sum, min(p.value) AS min,
+               max(p.value) AS max, max(p.ts) AS last_ts, (array_agg(p.value ORDER BY p.ts DESC))[1] AS last
+        FROM rollup_b1m b
+        JOIN ts.points p ON p.series_id = b.series_id AND p.ts > b.last_ts AND p.ts < b.bucket + 60000000000
+        WHERE b.lo > b.last_ts
+        GROUP BY b.series_id, b.bucket
+    ) n
+    WHERE r.series_id = n.series_id AND r.bucket = n.bucket
+    """,
+    # Everything else (new buckets, late points, rewrites) is recomputed from raw.
+    """
+    DELETE FROM ts.rollup_1m r USING rollup_b1m b
+    WHERE r.series_id = b.series_id AND r.bucket = b.bucket AND NOT coalesce(b.lo > b.last_ts, false)
+    """,
     """
     INSERT INTO ts.rollup_1m (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last)
     SELECT b.series_id, b.bucket, count(*), sum(p.value), min(p.value), max(p.value),
@@ -54,6 +82,7 @@ REFRESH_SQL = (
            max(p.ts), (array_agg(p.value ORDER BY p.ts DESC))[1]
     FROM rollup_b1m b
     JOIN ts.points p ON p.series_id = b.series_id AND p.ts >= b.bucket AND p.ts < b.bucket + 60000000000
+    WHERE NOT coalesce(b.lo > b.last_ts, false)
     GROUP BY b.series_id, b.bucket
     """,
     """
@@ -79,7 +108,7 @@ REFRESH_SQL = (
 class RollupRefresher:
     """Keeps the rollups current; ``refresh_once`` is the unit, ``run`` the periodic loop."""
 
-    def __init__(self, pool: Any, *, batch: int = 20_000, interval_seconds: float = 0.25) -> None:
+    def __init__(self, pool: Any, *, batch: int = 500_000, interval_seconds: float = 0.25) -> None:
         self._pool = pool
         self._batch = batch
         self._interval = interval_seconds

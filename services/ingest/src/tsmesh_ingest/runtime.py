@@ -113,7 +113,9 @@ async def build_runtime(
         )
     if cfg.runs_writer:
         w = cfg.writer
-        runtime.pool = await asyncpg.create_pool(cfg.database_url, min_size=0, max_size=w.pool_size)
+        runtime.pool = await asyncpg.create_pool(
+            cfg.database_url, min_size=0, max_size=w.pool_size, timeout=5.0, command_timeout=60.0
+        )
         store = PointStore(runtime.pool, runtime.partitions, KnownSeries(), hooks)
         consumer = AIOKafkaConsumer(
             cfg.kafka.topic,

@@ -47,7 +47,7 @@ def signed_array(unsigned: Iterable[int]) -> array[int]:
 
 
 class SeriesIdCache:
-    """Bounded LRU-ish map (metric, sorted labels) -> id for one process; misses hash and insert."""
+    """Bounded map (tenant, metric, labels as given) -> id for one process; misses hash and insert."""
 
     def __init__(self, max_entries: int = 1_000_000) -> None:
         self._max = max_entries

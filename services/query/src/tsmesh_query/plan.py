@@ -130,11 +130,18 @@ def resolution_for(lo: int, hi: int, step: int, cap: int | None = None) -> int:
 
 
 def split(query: RangeQuery, width: int, max_resolution: int | None = None) -> list[Chunk]:
-    """The aligned chunks covering the query, each with its resolution."""
+    """The aligned chunks covering the query, each with its resolution.
+
+    When both ends of the query are step-aligned, every chunk is a whole cell of the chunk grid
+    (the edge chunks overhang the query and are trimmed after lookup): a sliding window then
+    reuses its edge chunks too. Otherwise the edge chunks are clipped to the query, because a
+    bucket cut by an unaligned end has a value of its own.
+    """
     chunks: list[Chunk] = []
     edge = query.start - query.start % width
+    whole = query.start % query.step == 0 and query.end % query.step == 0
     while edge < query.end:
-        lo, hi = max(edge, query.start), min(edge + width, query.end)
+        lo, hi = (edge, edge + width) if whole else (max(edge, query.start), min(edge + width, query.end))
         chunks.append(Chunk(lo, hi, resolution_for(lo, hi, query.step, max_resolution)))
         edge += width
     return chunks

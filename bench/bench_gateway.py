@@ -1,0 +1,429 @@
+"""Gateway benchmark (``make bench-gateway``), against a private mesh started by scripts/devstack.py.
+
+Figures, each beside a baseline or target measured in the same run:
+1. the cached ``POST /v1/query/range`` (auth, two rate-limit decisions in Redis, the data-generation
+   read, micro-cache hit) in req/s, against a bare ASGI hello-JSON route on the SAME Granian server,
+   and its p99 at half that load (wrk, paced with its ``delay()`` hook);
+2. memory per idle WebSocket connection (RSS of the gateway worker before/after 10,000 sockets);
+3. 10,000 subscribers (1,000 selectors x 10 sockets), 1,000 points/s written through ingest
+   (10,000 deliveries/s): delivery latency from write acknowledged to frame received, then
+   increasing rates to find the highest delivery rate with p99 < 50 ms.
+``--idle-100k`` instead holds 100,000 idle sockets across 5 workers and 10 client processes.
+
+Needs ``wrk`` (Debian: ``apt-get install -y wrk``) for part 1; without it part 1 is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from array import array
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+from harness import LatencyRecorder, Report
+from tsmesh.v1 import ingest_pb2, ingest_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+HELLO = b'{"hello":"world"}'
+_HOUR = 3_600_000_000_000
+_NOW = time.time_ns() // _HOUR * _HOUR
+RANGE_BODY = (
+    '{"selector":{"metric":"bench_cached","matchers":[{"name":"host","op":"=","value":"a"}]},'
+    f'"start_ns":{_NOW - _HOUR},"end_ns":{_NOW + _HOUR},"step_ns":60000000000,"aggregation":"avg"}}'
+)
+
+
+def create_bench_app() -> Any:
+    """Granian factory: the real gateway plus a bare hello-JSON route in front of it (same server)."""
+    from tsmesh_gateway.app import create_app
+
+    gateway = create_app()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/hello":
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            )
+            await send({"type": "http.response.body", "body": HELLO})
+            return
+        await gateway(scope, receive, send)
+
+    return app
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.extend(int(c) for c in text)
+    return found
+
+
+class BenchGateway:
+    """A Granian process serving :func:`create_bench_app` in front of the stack's services."""
+
+    def __init__(self, stack: Any, workers: int, log: Path) -> None:
+        self.port = free_port()
+        env = stack.service_env("gateway")
+        env.update(
+            TSMESH_HTTP_PORT=str(self.port),
+            TSMESH_LOG_LEVEL="WARNING",
+            TSMESH_GATEWAY_LIMIT_QUERY="10000000:10000000",
+            TSMESH_GATEWAY_LIMIT_QUERY_PER_ADDRESS="10000000:10000000",
+            TSMESH_GATEWAY_LIMIT_AUTH_PER_ADDRESS="10000000:10000000",
+            TSMESH_GATEWAY_WS_SEND_QUEUE_POINTS="100000",
+            TSMESH_GATEWAY_CACHE_TTL_SECONDS="3600",
+            PYTHONPATH=str(ROOT / "bench"),
+        )
+        if workers > 1:
+            env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tsmesh-bench-metrics-")
+        code = (
+            "from granian import Granian\n"
+            "from granian.constants import Interfaces, Loops\n"
+            f"Granian('bench_gateway:create_bench_app', factory=True, address='127.0.0.1', port={self.port},"
+            f" interface=Interfaces.ASGI, workers={workers}, loop=Loops.uvloop, backlog=16384,"
+            " log_access=False).serve()\n"
+        )
+        self._log = log.open("wb")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=self._log, stderr=self._log)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"bench gateway did not start (log: {log})")
+            time.sleep(0.2)
+        self.workers = children(self.proc.pid)
+
+    def rss_kib(self) -> int:
+        return sum(rss_kib(pid) for pid in self.workers)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+def wrk(url: str, *, seconds: int, connections: int, script: Path | None = None) -> dict[str, float]:
+    """Run wrk and parse requests/s and latency percentiles (ms)."""
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    if script is not None:
+        args += ["-s", str(script)]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    result: dict[str, float] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            result["rps"] = float(parts[1])
+        elif len(parts) == 2 and parts[0] in ("50%", "75%", "90%", "99%"):
+            result[f"p{parts[0][:-1]}"] = _ms(parts[1])
+        elif "Non-2xx" in line:
+            result["non2xx"] = float(parts[-1])
+    return result
+
+
+def _ms(text: str) -> float:
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text)
+
+
+def wrk_script(path: Path, token: str, delay_ms: float | None) -> Path:
+    lines = [
+        'wrk.method = "POST"',
+        f"wrk.body = '{RANGE_BODY}'",
+        'wrk.headers["Content-Type"] = "application/json"',
+        f'wrk.headers["Authorization"] = "Bearer {token}"',
+    ]
+    if delay_ms is not None:
+        lines.append(f"function delay() return {delay_ms:.3f} end")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def prepare(gateway_url: str, stack: Any) -> tuple[str, str]:
+    """Log in, create a read/write API token, write the data the cached query reads."""
+    from devstack import DEMO_EMAIL, DEMO_TENANT
+
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as http:
+        login = await http.post(
+            "/v1/auth/login", json={"tenant": DEMO_TENANT, "email": DEMO_EMAIL, "password": stack.admin_password}
+        )
+        login.raise_for_status()
+        session = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        created = await http.post(
+            "/v1/tokens", json={"name": f"bench-{uuid.uuid4().hex[:6]}", "scopes": ["read", "write"]}, headers=session
+        )
+        created.raise_for_status()
+        token = created.json()["secret"]
+        now = time.time_ns()
+        points = [{"metric": "bench_cached", "labels": {"host": "a"}, "timestamp_ns": now - i * 10**9, "value": i}
+                  for i in range(100)]
+        (await http.post("/v1/write", json={"points": points}, headers={"Authorization": f"Bearer {token}"})).raise_for_status()
+        for _ in range(100):
+            answer = await http.post("/v1/query/range", content=RANGE_BODY, headers={
+                "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            if answer.status_code != 200:
+                raise RuntimeError(f"range query refused: {answer.text}")
+            if answer.json()["series"]:
+                break
+            await asyncio.sleep(0.2)
+        check = await http.post("/v1/query/range", content=RANGE_BODY, headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        assert check.headers.get("x-cache") == "hit", check.headers
+        return token, login.json()["access_token"]
+
+
+def http_part(report: Report, gw: BenchGateway, token: str, tmp: Path, seconds: int) -> None:
+    if shutil.which("wrk") is None:
+        print("NOTE: wrk not found (apt-get install -y wrk): HTTP req/s figures skipped", flush=True)
+        return
+    wrk(gw.url + "/hello", seconds=2, connections=32)
+    hello = wrk(gw.url + "/hello", seconds=seconds, connections=64)
+    script = wrk_script(tmp / "cached.lua", token, None)
+    wrk(gw.url + "/v1/query/range", seconds=2, connections=32, script=script)
+    cached = wrk(gw.url + "/v1/query/range", seconds=seconds, connections=64, script=script)
+    if cached.get("non2xx"):
+        print(f"WARNING: {cached['non2xx']:.0f} non-2xx answers on the cached query", flush=True)
+    connections = 32
+    half = cached["rps"] / 2
+    paced = wrk_script(tmp / "paced.lua", token, delay_ms=connections / half * 1000.0)
+    at_half = wrk(gw.url + "/v1/query/range", seconds=seconds, connections=connections, script=paced)
+    report.add("cached query (1 worker)", cached["rps"], "req/s", "bare hello-JSON, same server", hello["rps"],
+               ">= 60% and >= 10,000 req/s")
+    report.add("cached query p99 at ~half load", at_half["p99"], "ms", "hello p99 at full load", hello.get("p99"),
+               "<= 10 ms")
+    report.add("  (offered load at half)", at_half["rps"], "req/s")
+
+
+def start_clients(url: str, token: str, total: int, processes: int, ip_base: int = 1) -> list[Any]:
+    ctx = mp.get_context("spawn")
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gateway_ws_load import client_process
+
+    share = math.ceil(total / processes)
+    clients = []
+    for i in range(processes):
+        first = i * share
+        count = min(share, total - first)
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=client_process, args=(child, url, token, first, count, f"127.0.0.{ip_base + i}"),
+                           daemon=True)
+        proc.start()
+        clients.append((proc, parent))
+    return clients
+
+
+def ask(clients: list[Any], command: str, arg: Any = None, timeout: float = 300) -> list[Any]:
+    for _, pipe in clients:
+        pipe.send((command, arg))
+    answers = []
+    for _, pipe in clients:
+        if not pipe.poll(timeout):
+            raise TimeoutError(f"client did not answer {command!r}")
+        answers.append(pipe.recv()[1])
+    return answers
+
+
+async def write_load(ingest_addr: str, token: str, rate: int, seconds: float, selectors: int) -> dict[int, int]:
+    """Write ``rate`` points/s (one metric per selector, round robin) in 10 ms batches; ts -> ack time."""
+    acks: dict[int, int] = {}
+    async with grpc.aio.insecure_channel(ingest_addr) as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        metadata = (("authorization", f"Bearer {token}"),)
+        per_tick = max(1, rate // 100)
+        interval = per_tick / rate
+        counter = 0
+        started = time.monotonic()
+        tick = 0
+        pending: set[asyncio.Task[None]] = set()
+
+        async def send(batch: ingest_pb2.WriteRequest, stamps: list[int]) -> None:
+            answer = await stub.WriteBatch(batch, metadata=metadata, timeout=10)
+            now = time.time_ns()
+            if answer.rejected:
+                print(f"WARNING: {answer.rejected} points rejected: {answer.errors[0].reason}", flush=True)
+            for ts in stamps:
+                acks[ts] = now
+
+        while time.monotonic() - started < seconds:
+            batch = ingest_pb2.WriteRequest()
+            stamps = []
+            base = time.time_ns()
+            for j in range(per_tick):
+                ts = base + j
+                batch.points.add(metric=f"bench_ws_{counter % selectors}", labels={"src": "bench"}, timestamp_ns=ts,
+                                 value=1.0)
+                stamps.append(ts)
+                counter += 1
+            task = asyncio.create_task(send(batch, stamps))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            tick += 1
+            delay = started + tick * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await asyncio.gather(*pending, return_exceptions=True)
+    return acks
+
+
+def latencies(samples: list[bytes], acks: dict[int, int]) -> tuple[LatencyRecorder, int]:
+    recorder = LatencyRecorder()
+    delivered = 0
+    for raw in samples:
+        values = array("q")
+        values.frombytes(raw)
+        for i in range(0, len(values), 2):
+            ack = acks.get(values[i])
+            if ack is None:
+                continue
+            delivered += 1
+            recorder.record(max(0, values[i + 1] - ack) / 1e9)
+    return recorder, delivered
+
+
+async def ws_part(report: Report, stack: Any, gw: BenchGateway, token: str, seconds: float, quick: bool) -> None:
+    total, group, processes = (2_000, 10, 2) if quick else (10_000, 10, 4)
+    ws_url = gw.url.replace("http", "ws") + "/v1/stream"
+    clients = start_clients(ws_url, token, total, processes)
+    try:
+        before = gw.rss_kib()
+        took = max(ask(clients, "connect"))
+        await asyncio.sleep(2)
+        after = gw.rss_kib()
+        per_conn = (after - before) * 1024 / total
+        report.add(f"memory per idle connection ({total:,} sockets)", per_conn / 1024, "KiB", "Centrifugo (Go)", 30,
+                   "<= 30 KB")
+        report.add(f"time to connect {total:,} sockets", took, "s")
+        acks = sum(ask(clients, "subscribe", group))
+        assert acks == total, acks
+        selectors = total // group
+        best = 0.0
+        for rate in (1_000, 2_000, 4_000, 8_000, 16_000):
+            ask(clients, "record", True)
+            written = await write_load(stack.grpc_addr("ingest"), token, rate, seconds, selectors)
+            await asyncio.sleep(1.0)
+            ask(clients, "record", False)
+            samples = ask(clients, "collect")
+            recorder, delivered = latencies(samples, written)
+            summary = recorder.summary()
+            expected = len(written) * group
+            print(f"rate {rate} points/s: delivered {delivered}/{expected}, p50 {summary['p50']:.2f} ms, "
+                  f"p99 {summary['p99']:.2f} ms", flush=True)
+            if rate == 1_000:
+                report.add("delivery p99, 1,000 points/s x 10 (write ack -> frame)", summary["p99"], "ms",
+                           target="<= 5 ms")
+                report.add("  delivery p50 at the same load", summary["p50"], "ms")
+                report.add("  deliveries/s measured", delivered / seconds, "msg/s", "expected", expected / seconds)
+            if summary["p99"] < 50 and delivered >= 0.99 * expected:
+                best = delivered / seconds
+            else:
+                break
+        report.add("highest delivery rate with p99 < 50 ms", best, "msg/s", "Centrifugo per CPU (Go)", 12_500)
+    finally:
+        try:
+            ask(clients, "close", timeout=60)
+        finally:
+            for proc, _ in clients:
+                proc.join(10)
+                if proc.is_alive():
+                    proc.kill()
+
+
+async def idle_100k(report: Report, stack: Any, tmp: Path, token: str) -> None:
+    gw = BenchGateway(stack, workers=5, log=tmp / "gateway-100k.log")
+    try:
+        clients = start_clients(gw.url.replace("http", "ws") + "/v1/stream", token, 100_000, 10)
+        try:
+            before = gw.rss_kib()
+            took = max(ask(clients, "connect", timeout=600))
+            await asyncio.sleep(3)
+            after = gw.rss_kib()
+            report.add("100,000 idle sockets: time to connect", took, "s")
+            report.add("100,000 idle sockets: gateway RSS added", (after - before) / 1024, "MiB")
+            report.add("  per connection", (after - before) / 100_000, "KiB", target="<= 30 KB")
+        finally:
+            ask(clients, "close", timeout=120)
+            for proc, _ in clients:
+                proc.join(10)
+    finally:
+        gw.stop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--idle-100k", action="store_true", help="hold 100,000 idle sockets (opt-in)")
+    parser.add_argument("--seconds", type=int, default=int(os.environ.get("TSMESH_BENCH_SECONDS", "8")))
+    parser.add_argument("--quick", action="store_true", help="2,000 sockets instead of 10,000")
+    args = parser.parse_args()
+    from conftest import drop_database, private_config
+    from devstack import Stack
+
+    tmp = Path(tempfile.mkdtemp(prefix="tsmesh-bench-gateway-"))
+    cfg = private_config(tmp / "stack", log_level="WARNING")
+    stack = Stack(cfg, environ={**os.environ, "TSMESH_QUERY_MAX_SUBSCRIBERS": "100000",
+                               "TSMESH_QUERY_SUBSCRIBER_QUEUE": "100000"}, out=sys.stderr)
+    report = Report("gateway")
+    try:
+        stack.start()
+        gw = BenchGateway(stack, workers=1, log=tmp / "gateway.log")
+        try:
+            token, _ = await prepare(gw.url, stack)
+            if args.idle_100k:
+                gw.stop()
+                await idle_100k(report, stack, tmp, token)
+            else:
+                http_part(report, gw, token, tmp, args.seconds)
+                await ws_part(report, stack, gw, token, float(args.seconds), args.quick)
+        finally:
+            if gw.proc.poll() is None:
+                gw.stop()
+    finally:
+        stack.stop()
+        drop_database(cfg.database)
+    report.print()
+    print()
+    print(report.markdown())
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

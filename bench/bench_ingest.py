@@ -1,0 +1,329 @@
+"""Ingest benchmark (``make bench-ingest``): end-to-end points/s vs raw binary COPY, ack latency, rollup lag.
+
+Starts its own broker (tansu), its own PostgreSQL cluster, and two ingest processes (one API, one
+writer), then measures in one run:
+
+1. baseline: asyncpg binary COPY (``copy_records_to_table``) of N rows into ``ts.points``;
+2. end to end: the same number of points sent as 1,000-point messages on gRPC client streams
+   (10,000 series), timed until the writer has committed them all in PostgreSQL;
+3. at half the end-to-end rate: p99 latency of a 1,000-point ``WriteBatch`` until Kafka acked, and
+   the rollup refresh lag (ack of a probe point -> its 1m rollup bucket is visible).
+
+``python bench/bench_ingest.py --serve`` is the child-process entry point (an ingest process whose
+authenticator trusts the key the benchmark generated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SERIES = 10_000
+BATCH = 1_000
+
+
+class _StaticJwks:
+    def __init__(self, keys: list[dict[str, str]]) -> None:
+        self.keys = keys
+
+    async def fetch_jwks(self) -> list[dict[str, str]]:
+        return self.keys
+
+
+class _NoIntrospection:
+    async def introspect(self, token: str) -> None:
+        return None
+
+
+async def _serve_child() -> None:
+    import redis.asyncio as aioredis
+
+    from tsmesh_common.authn import Authenticator, AuthenticatorConfig
+    from tsmesh_common.logs import configure_logging
+    from tsmesh_common.server import serve
+    from tsmesh_ingest.config import IngestConfig
+    from tsmesh_ingest.runtime import build_runtime
+
+    cfg = IngestConfig.from_env(os.environ)
+    configure_logging(cfg.common.service, "WARNING")
+    jwk = json.loads(os.environ["TSMESH_BENCH_JWK"])
+    authenticator = Authenticator(
+        AuthenticatorConfig(issuer="tsmesh-auth", audience="tsmesh"), _StaticJwks([jwk]), _NoIntrospection()
+    )
+    redis = aioredis.Redis.from_url(cfg.common.redis_url)
+    runtime = await build_runtime(cfg, authenticator, redis)
+    await runtime.start()
+    await serve(runtime.app, cfg.common)
+
+
+def _mint() -> tuple[str, dict[str, str], str]:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    kid = "bench"
+    jwk = {**json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key())), "kid": kid, "alg": "EdDSA"}
+    tenant = f"bench-{uuid.uuid4().hex[:8]}"
+    now = int(time.time())
+    claims = {"iss": "tsmesh-auth", "aud": "tsmesh", "sub": "bench", "tid": tenant, "scope": "write",
+              "jti": uuid.uuid4().hex, "iat": now, "exp": now + 3600}  # fmt: skip
+    return str(jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})), jwk, tenant
+
+
+def _requests(rounds: int, base_ns: int, first_round: int = 0) -> list[bytes]:
+    """Serialized WriteRequests of BATCH points each: every round gives each of SERIES series one point."""
+    from tsmesh.v1 import common_pb2, ingest_pb2
+
+    labels = [{"host": f"h{s % 500}", "series": str(s)} for s in range(SERIES)]
+    out = []
+    for r in range(first_round, first_round + rounds):
+        ts = base_ns + r * 1_000_000
+        for start in range(0, SERIES, BATCH):
+            points = [
+                common_pb2.Point(metric="bench_metric", labels=labels[s], timestamp_ns=ts, value=float(s + r))
+                for s in range(start, start + BATCH)
+            ]
+            out.append(ingest_pb2.WriteRequest(points=points).SerializeToString())
+    return out
+
+
+def _rows(rounds: int, base_ns: int) -> list[tuple[int, int, float]]:
+    from tsmesh_ingest.series_id import series_id, to_signed
+
+    ids = [to_signed(series_id("baseline", "bench_metric", [("host", f"h{s % 500}"), ("series", str(s))])) for s in
+           range(SERIES)]  # fmt: skip
+    return [(ids[s], base_ns + r * 1_000_000, float(s + r)) for r in range(rounds) for s in range(SERIES)]
+
+
+def _committed_rows(metrics_port: int) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode()
+    match = re.search(r"^tsmesh_ingest_writer_batch_rows_sum ([0-9.e+]+)$", body, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+async def _wait_committed(metrics_port: int, target: float, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(_committed_rows, metrics_port) >= target:
+            return time.monotonic()
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"the writer did not commit {target:.0f} rows within {timeout}s")
+
+
+async def _stream_all(channel: Any, token: str, requests: list[bytes], streams: int) -> int:
+    method = channel.stream_unary(
+        "/tsmesh.v1.IngestService/Write", request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+    from tsmesh.v1 import ingest_pb2
+
+    async def one(chunk: list[bytes]) -> int:
+        async def gen() -> Any:
+            for r in chunk:
+                yield r
+
+        raw = await method(gen(), metadata=(("authorization", f"Bearer {token}"),), timeout=120)
+        return int(ingest_pb2.WriteResponse.FromString(raw).accepted)
+
+    chunks = [requests[i::streams] for i in range(streams)]
+    return sum(await asyncio.gather(*(one(c) for c in chunks)))
+
+
+async def _paced_latency(
+    channel: Any, token: str, requests: list[bytes], rate_calls: float, duration: float
+) -> tuple[Any, int]:
+    from harness import LatencyRecorder
+
+    method = channel.unary_unary(
+        "/tsmesh.v1.IngestService/WriteBatch", request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+    recorder = LatencyRecorder()
+    metadata = (("authorization", f"Bearer {token}"),)
+    tasks = []
+
+    async def call(body: bytes) -> None:
+        start = time.perf_counter()
+        await method(body, metadata=metadata, timeout=10)
+        recorder.record(time.perf_counter() - start)
+
+    interval = 1.0 / rate_calls
+    begin = time.perf_counter()
+    n = 0
+    while time.perf_counter() - begin < duration and n < len(requests):
+        tasks.append(asyncio.create_task(call(requests[n])))
+        n += 1
+        await asyncio.sleep(max(0.0, begin + n * interval - time.perf_counter()))
+    await asyncio.gather(*tasks)
+    return recorder, n
+
+
+async def _rollup_probes(channel: Any, token: str, tenant: str, dsn: str, duration: float) -> Any:
+    import asyncpg
+    from harness import LatencyRecorder
+    from tsmesh.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
+
+    from tsmesh_ingest.series_id import series_id, to_signed
+
+    stub = ingest_pb2_grpc.IngestServiceStub(channel)
+    recorder = LatencyRecorder()
+    conn = await asyncpg.connect(dsn)
+    try:
+        begin = time.monotonic()
+        i = 0
+        while time.monotonic() - begin < duration:
+            labels = {"probe": str(i)}
+            sid = to_signed(series_id(tenant, "bench_probe", labels.items()))
+            request = ingest_pb2.WriteRequest(
+                points=[common_pb2.Point(metric="bench_probe", labels=labels, timestamp_ns=time.time_ns(), value=1.0)]
+            )
+            await stub.WriteBatch(request, metadata=(("authorization", f"Bearer {token}"),), timeout=10)
+            acked = time.perf_counter()
+            while not await conn.fetchval("SELECT count FROM ts.rollup_1m WHERE series_id = $1", sid):
+                await asyncio.sleep(0.01)
+            recorder.record(time.perf_counter() - acked)
+            i += 1
+            await asyncio.sleep(0.25)
+    finally:
+        await conn.close()
+    return recorder
+
+
+def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--serve"], env=env, stdout=handle, stderr=handle
+    )
+
+
+async def main(rounds: int, streams: int, latency_seconds: float) -> None:
+    import asyncpg
+    import grpc
+    from harness import Report
+    from ingest_stack import TansuBroker, ThrowawayPostgres, free_port, wait_for_port
+
+    from tsmesh_ingest.config import IngestConfig
+    from tsmesh_ingest.migrate import upgrade
+    from tsmesh_ingest.partitions import PartitionManager
+    from tsmesh_ingest.topics import create_topics
+
+    total = rounds * SERIES
+    print(f"starting broker and PostgreSQL; {total:,} points per phase", flush=True)
+    broker = TansuBroker()
+    pg = ThrowawayPostgres()
+    children: list[subprocess.Popen[bytes]] = []
+    report = Report(f"ingest: {total:,} points, {SERIES:,} series, {BATCH:,}-point messages, {streams} streams")
+    try:
+        await asyncio.to_thread(upgrade, pg.dsn("tsmesh_ingest"))
+        conn = await asyncpg.connect(pg.dsn("tsmesh_ingest"))
+        await PartitionManager().ensure_window(conn, 1, 1)
+        base_ns = time.time_ns() - 3_600_000_000_000
+
+        rows = _rows(rounds, base_ns)
+        start = time.perf_counter()
+        await conn.copy_records_to_table("points", schema_name="ts", records=rows, columns=("series_id", "ts", "value"))
+        copy_rate = total / (time.perf_counter() - start)
+        await conn.execute("TRUNCATE ts.points")
+        await conn.execute("VACUUM ANALYZE ts.points")
+        del rows
+        print(f"baseline COPY: {copy_rate:,.0f} rows/s", flush=True)
+
+        token, jwk, tenant = _mint()
+        api_port, api_metrics, writer_metrics = free_port(), free_port(), free_port()
+        common = {
+            **os.environ,
+            "TSMESH_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "TSMESH_DATABASE_URL": pg.dsn("tsmesh_ingest"),
+            "TSMESH_BENCH_JWK": json.dumps(jwk),
+            "TSMESH_INGEST_POINTS_PER_SECOND": "100000000",
+            "TSMESH_INGEST_BURST_POINTS": "100000000",
+            "TSMESH_WRITER_MIN_ROWS": "5000",
+            "TSMESH_WRITER_MAX_ROWS": "100000",
+            "TSMESH_WRITER_MAX_WAIT_MS": "100",
+            "TSMESH_KAFKA_SESSION_TIMEOUT_MS": "2000",
+            "TSMESH_GRPC_PORT": "0",
+        }
+        await create_topics(IngestConfig.from_env(common).kafka)
+        children.append(_spawn({**common, "TSMESH_INGEST_MODE": "writer", "TSMESH_METRICS_PORT": str(writer_metrics),
+                                "TSMESH_GRPC_PORT": str(free_port())}, pg.dir / "writer.log"))  # fmt: skip
+        children.append(_spawn({**common, "TSMESH_INGEST_MODE": "api", "TSMESH_METRICS_PORT": str(api_metrics),
+                                "TSMESH_GRPC_PORT": str(api_port)}, pg.dir / "api.log"))  # fmt: skip
+        await asyncio.to_thread(wait_for_port, api_port, 30)
+        await asyncio.to_thread(wait_for_port, writer_metrics, 30)
+        channel = grpc.aio.insecure_channel(
+            f"127.0.0.1:{api_port}", options=[("grpc.max_send_message_length", 8 * 1024 * 1024)]
+        )
+
+        warm = _requests(1, base_ns - 10_000_000)
+        await _stream_all(channel, token, warm, streams)
+        await _wait_committed(writer_metrics, SERIES, 60)
+        committed_before = await asyncio.to_thread(_committed_rows, writer_metrics)
+
+        requests = _requests(rounds, base_ns)
+        start_mono = time.monotonic()
+        start = time.perf_counter()
+        accepted = await _stream_all(channel, token, requests, streams)
+        acked = time.perf_counter()
+        done = await _wait_committed(writer_metrics, committed_before + total, 300)
+        e2e_rate = total / (done - start_mono)
+        ack_rate = accepted / (acked - start)
+        del requests
+        stored = await conn.fetchval("SELECT count(*) FROM ts.points")
+        print(f"end to end: {e2e_rate:,.0f} points/s (acked at {ack_rate:,.0f}/s); {stored:,} rows", flush=True)
+
+        half_calls = max(1.0, e2e_rate / 2 / BATCH)
+        latency_requests = _requests(int(half_calls * latency_seconds / (SERIES / BATCH)) + 1, base_ns, rounds)
+        probes = asyncio.create_task(_rollup_probes(channel, token, tenant, pg.dsn(), latency_seconds))
+        recorder, calls = await _paced_latency(channel, token, latency_requests, half_calls, latency_seconds)
+        lag = (await probes).summary()
+        lat = recorder.summary()
+        await channel.close()
+        await conn.close()
+
+        report.add("raw asyncpg binary COPY into ts.points", copy_rate, "rows/s")
+        report.add("end-to-end (gRPC streams -> Kafka -> writer -> committed)", e2e_rate, "points/s",
+                   "raw COPY", copy_rate, ">= 60% and >= 100,000/s")  # fmt: skip
+        report.add("acknowledged by ingest (Kafka acks)", ack_rate, "points/s", "raw COPY", copy_rate)
+        report.add(f"WriteBatch 1,000 points p50 at {half_calls * BATCH:,.0f} pts/s", lat["p50"], "ms")
+        report.add(f"WriteBatch 1,000 points p99 at {half_calls * BATCH:,.0f} pts/s", lat["p99"], "ms",
+                   target="<= 50 ms")  # fmt: skip
+        report.add("rollup refresh lag p50 (ack -> 1m bucket visible)", lag["p50"] / 1000, "s")
+        report.add("rollup refresh lag max (ack -> 1m bucket visible)", lag["max"] / 1000, "s", target="< 2 s")
+        print(f"latency phase: {calls} calls, {lag['count']:.0f} rollup probes", flush=True)
+        report.print()
+        print()
+        print(report.markdown())
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        broker.stop()
+        pg.destroy()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", action="store_true", help="run as an ingest child process")
+    parser.add_argument("--rounds", type=int, default=100, help="points per series in the throughput phase")
+    parser.add_argument("--streams", type=int, default=4, help="concurrent client streams")
+    parser.add_argument("--latency-seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    if args.serve:
+        from tsmesh_common.server import run
+
+        run(_serve_child)
+    else:
+        asyncio.run(main(args.rounds, args.streams, args.latency_seconds))

@@ -1,0 +1,159 @@
+"""The gateway in front of the real mesh (scripts/devstack.py Stack): log in, create a token, write
+JSON and line protocol (official influxdb-client), query it back, receive the same points live over
+WebSocket in both subprotocols, and close a live socket by revoking its token."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+from devstack import DEMO_EMAIL, DEMO_TENANT, Stack
+from influxdb_client import InfluxDBClient, Point, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS
+from tsmesh.v1 import stream_pb2
+
+pytestmark = pytest.mark.e2e
+
+
+def _e2e_conftest() -> Any:
+    name = "tsmesh_tests_e2e_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    helpers = _e2e_conftest()
+    cfg = helpers.private_config(tmp_path_factory.mktemp("gateway-stack"))
+    with open(os.devnull, "w") as quiet:
+        running = Stack(cfg, out=quiet)
+        try:
+            running.start()
+            yield running
+        finally:
+            running.stop()
+            helpers.drop_database(cfg.database)
+
+
+async def _json_frames(ws: websockets.ClientConnection, want: int) -> list[dict[str, Any]]:
+    points: list[dict[str, Any]] = []
+    while len(points) < want:
+        frame = orjson.loads(await asyncio.wait_for(ws.recv(), 20))
+        if frame["type"] == "points":
+            points.extend(frame["points"])
+    return points
+
+
+async def _proto_points(ws: websockets.ClientConnection, want: int) -> list[Any]:
+    points: list[Any] = []
+    while len(points) < want:
+        message = stream_pb2.StreamServerMessage.FromString(await asyncio.wait_for(ws.recv(), 20))
+        if message.WhichOneof("message") == "points":
+            points.extend(message.points.points)
+    return points
+
+
+async def test_login_token_write_query_and_live_stream(stack: Stack) -> None:
+    base = stack.gateway_url
+    ws_url = base.replace("http", "ws") + "/v1/stream"
+    metric = f"e2e_json_{uuid.uuid4().hex[:8]}"
+    measurement = f"e2e_lp_{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+        login = await http.post(
+            "/v1/auth/login", json={"tenant": DEMO_TENANT, "email": DEMO_EMAIL, "password": stack.admin_password}
+        )
+        assert login.status_code == 200, login.text
+        session = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        created = await http.post("/v1/tokens", json={"name": "e2e", "scopes": ["read", "write"]}, headers=session)
+        assert created.status_code == 201, created.text
+        api_token, token_id = created.json()["secret"], created.json()["token"]["id"]
+        api = {"Authorization": f"Bearer {api_token}"}
+
+        ws_json = await websockets.connect(ws_url, subprotocols=["tsmesh.json.v1"], additional_headers=api)
+        ws_proto = await websockets.connect(ws_url, subprotocols=["tsmesh.proto.v1"])
+        await ws_proto.send(
+            stream_pb2.StreamClientMessage(authenticate={"token": login.json()["access_token"]}).SerializeToString()
+        )
+        for i, name in enumerate((metric, f"{measurement}_v")):
+            await ws_json.send(orjson.dumps({"type": "subscribe", "id": f"j{i}", "selector": {"metric": name}}).decode())
+            assert orjson.loads(await asyncio.wait_for(ws_json.recv(), 20))["type"] == "ack"
+            sub = stream_pb2.StreamClientMessage(subscribe={"id": f"p{i}", "selector": {"metric": name}})
+            await ws_proto.send(sub.SerializeToString())
+        acks = 0
+        while acks < 3:
+            message = stream_pb2.StreamServerMessage.FromString(await asyncio.wait_for(ws_proto.recv(), 20))
+            acks += message.WhichOneof("message") == "ack"
+
+        now = time.time_ns()
+        points = [{"metric": metric, "labels": {"host": f"h{i}"}, "timestamp_ns": now + i, "value": float(i)}
+                  for i in range(3)]
+        written = await http.post("/v1/write", json={"points": points}, headers=api)
+        assert written.status_code == 200 and written.json()["accepted"] == 3, written.text
+
+        with InfluxDBClient(url=base, token=api_token, org="any") as influx:
+            write_api = influx.write_api(write_options=SYNCHRONOUS)
+            write_api.write(
+                bucket="telegraf",
+                record=[Point(measurement).tag("host", "lp").field("v", 42.5).time(now, WritePrecision.NS),
+                        Point(measurement).tag("host", "lp2").field("v", 7).time(now, WritePrecision.NS)],
+            )
+
+        live_json = await _json_frames(ws_json, 5)
+        assert sorted((p["metric"], p["labels"].get("host"), p["value"]) for p in live_json) == sorted(
+            [(metric, f"h{i}", float(i)) for i in range(3)]
+            + [(f"{measurement}_v", "lp", 42.5), (f"{measurement}_v", "lp2", 7.0)]
+        )
+        assert {p["labels"].get("bucket") for p in live_json if p["metric"] != metric} == {"telegraf"}
+        live_proto = await _proto_points(ws_proto, 5)
+        assert sorted((p.metric, p.timestamp_ns) for p in live_proto) == sorted(
+            [(metric, now + i) for i in range(3)] + [(f"{measurement}_v", now)] * 2
+        )
+
+        async def latest() -> list[dict[str, Any]] | None:
+            answer = await http.post("/v1/query/latest", json={"selector": {"metric": metric}}, headers=api)
+            assert answer.status_code == 200, answer.text
+            found = answer.json()["points"]
+            return found if len(found) == 3 else None
+
+        deadline = time.monotonic() + 30
+        found = None
+        while found is None and time.monotonic() < deadline:
+            found = await latest()
+            if found is None:
+                await asyncio.sleep(0.2)
+        assert found is not None
+        assert sorted(p["value"] for p in found) == [0.0, 1.0, 2.0]
+        ranged = await http.post(
+            "/v1/query/range",
+            json={"selector": {"metric": f"{measurement}_v"}, "start_ns": now - 10**9, "end_ns": now + 10**9,
+                  "step_ns": 2 * 10**9, "aggregation": "sum"},
+            headers=api,
+        )
+        assert ranged.status_code == 200, ranged.text
+        assert sum(b["value"] or 0 for s in ranged.json()["series"] for b in s["buckets"]) == 49.5
+
+        revoked = await http.delete(f"/v1/tokens/{token_id}", headers=session)
+        assert revoked.status_code == 200, revoked.text
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws_json.recv(), 20)
+        assert ws_json.close_code == 4401
+        refused = await http.post("/v1/query/latest", json={"selector": {"metric": metric}}, headers=api)
+        assert refused.status_code == 401
+        await ws_proto.close()
