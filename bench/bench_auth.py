@@ -2,7 +2,7 @@
 local JWT verification in the shared Authenticator vs raw PyJWT, and Login at the configured bcrypt
 cost vs raw bcrypt. Everything runs on 127.0.0.1 against a throwaway database that is dropped after.
 
-    .venv/bin/python bench/bench_auth.py [--duration 5] [--concurrency 32]
+    .venv/bin/python bench/bench_auth.py [--duration 6] [--concurrency 32]
 
 Env: TSMESH_AUTH_BCRYPT_COST (default 12), TSMESH_TEST_PG_* / TSMESH_TEST_REDIS_URL as in the tests.
 """
@@ -202,7 +202,7 @@ async def main(duration: float, concurrency: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
     uvloop.run(main(args.duration, args.concurrency))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import grpc
 import pytest
@@ -113,3 +114,17 @@ async def test_refresh_token_is_stored_only_as_a_hash(auth_server) -> None:
     async with auth_server.parts.pool.acquire() as conn:
         dump = await conn.fetchval("SELECT string_agg(t::text, '|') FROM auth.refresh_tokens t")
     assert pair.refresh_token not in dump and pair.refresh_token[3:] not in dump
+
+
+async def test_long_expired_refresh_tokens_are_purged(auth_server) -> None:
+    name, _ = await auth_server.tenant()
+    pair = await auth_server.login(name, await auth_server.user(name))
+    await auth_server.login(name, (await auth_server.user(name)))
+    async with auth_server.parts.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE auth.refresh_tokens SET expires_at = now() - interval '2 days' WHERE token_hash = $1",
+            hashlib.sha256(pair.refresh_token.encode()).digest(),
+        )
+    assert await auth_server.parts.sessions.purge_expired() == 1
+    async with auth_server.parts.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM auth.refresh_tokens") == 1

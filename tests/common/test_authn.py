@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jwt
 import pytest
 
 from tsmesh_common.errors import Unauthenticated
@@ -66,9 +67,7 @@ async def test_withdrawn_key_forgets_tokens_it_verified(token_mint) -> None:
     await auth.authenticate(token)
     token_mint.jwks.keys.clear()
     await asyncio.sleep(1.05)
-    foreign = __import__("jwt").encode(
-        {"sub": "s"}, token_mint.private_key, algorithm="EdDSA", headers={"kid": "rotated-away"}
-    )
+    foreign = jwt.encode({"sub": "s"}, token_mint.private_key, algorithm="EdDSA", headers={"kid": "rotated-away"})
     with pytest.raises(Unauthenticated):  # an unknown kid refetches the JWKS, which drops the old key
         await auth.authenticate(foreign)
     with pytest.raises(Unauthenticated):

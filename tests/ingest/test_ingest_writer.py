@@ -205,3 +205,24 @@ async def test_poison_records_go_to_the_dlq_without_blocking_the_partition(
     assert reasons[0].startswith("not a tsmesh.v1.PointBatch")
     assert "is not the id of its metric and labels" in reasons[1]
     assert b"\xff\x00not protobuf" in {r.value for r in dead}
+
+
+async def test_in_order_appends_merge_into_the_rollup_exactly(ts_db: Any, start_ingest: Any, tenant_id: str) -> None:
+    ingest = await start_ingest(ts_db)
+    t0 = aligned_now()
+    s = 10**9
+    await ingest.write(tenant_id, [point("append", t0 + 10 * s, 3.0), point("append", t0 + 20 * s, -1.0)])
+    await settled(ingest, 1)
+    await ingest.write(tenant_id, [point("append", t0 + 30 * s, 8.0), point("append", t0 + 40 * s, 2.0)])
+    await settled(ingest, 2)
+
+    async def rollup() -> tuple[Any, ...]:
+        rows = await ingest.fetch("SELECT count, sum, min, max, first_ts, first, last_ts, last FROM ts.rollup_1m")
+        return tuple(rows[0].values())
+
+    assert await rollup() == (4, 12.0, -1.0, 8.0, t0 + 10 * s, 3.0, t0 + 40 * s, 2.0)
+    await ingest.write(tenant_id, [point("append", t0 + 40 * s, 20.0)])  # a rewrite of the last point
+    await settled(ingest, 3)
+    assert await rollup() == (4, 30.0, -1.0, 20.0, t0 + 10 * s, 3.0, t0 + 40 * s, 20.0)
+    hour = await ingest.fetch("SELECT count, sum, min, max, first, last FROM ts.rollup_1h")
+    assert tuple(hour[0].values()) == (4, 30.0, -1.0, 20.0, 3.0, 20.0)

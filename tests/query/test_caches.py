@@ -6,7 +6,7 @@ import time
 
 import redis.asyncio as aioredis
 from test_query_range import request
-from tsq_support import MINUTE_NS, Loader, Running, bump, query_config, start_service, stop_service
+from tsq_support import MINUTE_NS, Loader, Running, bump, bump_late, query_config, start_service, stop_service
 
 from tsmesh_query.cache import LruCache
 
@@ -64,6 +64,33 @@ async def test_old_chunks_are_reused_by_a_sliding_window(service: Running, loade
     assert len(slid.series[0].buckets) == 240
     assert stats.chunk_misses - misses <= 3  # the two partial edges and the newly covered chunk
     assert stats.chunk_hits >= 12
+
+
+async def test_late_point_under_a_cached_immutable_chunk_is_seen_after_the_late_bump(
+    ts_db, token_mint, loader: Loader, redis_client: aioredis.Redis, tenant_id: str
+) -> None:
+    a = await start_service(query_config(ts_db), token_mint)
+    b = await start_service(query_config(ts_db), token_mint)
+    try:
+        now = time.time_ns()
+        start = now - now % MINUTE_NS - 3 * 24 * 60 * MINUTE_NS  # days old: immutable chunks
+        sid = await loader.series(tenant_id, "old", {"k": "v"})
+        await loader.points([(sid, start + i * MINUTE_NS, 1.0) for i in range(60)], pending=True)
+        req = request("old", start, start + 60 * MINUTE_NS, MINUTE_NS, "sum", None, "none")
+        assert total(await a.stub.QueryRange(req, metadata=a.md(tenant_id), timeout=5)) == 60.0
+        assert total(await b.stub.QueryRange(req, metadata=b.md(tenant_id), timeout=5)) == 60.0  # L2 filled
+        assert a.components.engine.stats.chunk_misses > 0
+
+        # a late point committed directly in the database, then the writer's late bump
+        await loader.points([(sid, start + 30 * MINUTE_NS + 1, 5.0)], pending=True)
+        await bump(redis_client, tenant_id)
+        await bump_late(redis_client, tenant_id)
+        for svc in (a, b):
+            fresh = await svc.stub.QueryRange(req, metadata=svc.md(tenant_id), timeout=5)
+            assert total(fresh) == 65.0
+    finally:
+        await stop_service(a)
+        await stop_service(b)
 
 
 def test_l1_is_bounded_in_bytes_and_expires() -> None:

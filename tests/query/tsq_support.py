@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from tsmesh.v1 import query_pb2_grpc
 
 from tsmesh_common.config import CommonConfig
-from tsmesh_common.redis_keys import data_generation_key
+from tsmesh_common.redis_keys import data_generation_key, late_generation_key
 from tsmesh_query.config import CacheConfig, DatabaseConfig, QueryConfig, QueryLimits, SubscribeConfig
 from tsmesh_query.wiring import QueryComponents, build, create_redis
 
@@ -168,3 +168,8 @@ async def stop_service(running: Running) -> None:
 async def bump(redis: aioredis.Redis, tenant: str) -> None:
     """What the writer does after each commit."""
     await redis.incr(data_generation_key(tenant))
+
+
+async def bump_late(redis: aioredis.Redis, tenant: str) -> None:
+    """What the writer does after a commit holding a point older than ``LATE_WRITE_SECONDS``."""
+    await redis.incr(late_generation_key(tenant))

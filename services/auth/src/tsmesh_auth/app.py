@@ -145,6 +145,7 @@ def create_app(parts: AuthParts, pubsub_redis: Any | None) -> GrpcApp:
     )
     app.add_service(SERVICE_NAME, lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server))
     app.run_in_background(parts.keyring.refresh_forever(parts.config.key_refresh_seconds), "signing-key-reload")
+    app.run_in_background(parts.sessions.purge_forever(3600.0), "refresh-token-purge")
     if pubsub_redis is not None:
         app.run_in_background(
             parts.authenticator.follow_revocations(pubsub_redis, REVOCATION_CHANNEL), "revocation-feed"

@@ -8,7 +8,9 @@ genuine race (reuse within ``reuse_grace_seconds`` of the win) is refused withou
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import secrets
 import time
 import uuid
@@ -25,6 +27,8 @@ from tsmesh_auth.revocations import RevocationPublisher
 from tsmesh_auth.throttle import LoginThrottle, account_key
 from tsmesh_auth.tokens import AccessTokenIssuer, IssuedToken
 from tsmesh_common.errors import InvalidArgument, Unauthenticated
+
+log = logging.getLogger(__name__)
 
 LOGINS = Counter("tsmesh_auth_logins_total", "Login attempts", ["outcome"])
 REFRESHES = Counter("tsmesh_auth_refreshes_total", "Refresh attempts", ["outcome"])
@@ -178,6 +182,21 @@ class Sessions:
             until = float(row["issued"]) + self._issuer.ttl_seconds + 60
             if row["access_jti"] and until > now:
                 await self._publisher.publish(row["access_jti"], until)
+
+    async def purge_expired(self) -> int:
+        """Delete refresh tokens expired for more than a day (their families can no longer be used)."""
+        async with self._pool.acquire() as conn:
+            status = await conn.execute("DELETE FROM auth.refresh_tokens WHERE expires_at < now() - interval '1 day'")
+        return int(status.split()[-1])
+
+    async def purge_forever(self, interval: float) -> None:
+        """Run :meth:`purge_expired` every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.purge_expired()
+            except Exception as exc:  # noqa: BLE001 - housekeeping retries next period
+                log.warning("refresh token purge failed", extra={"error": type(exc).__name__})
 
     async def logout(self, refresh_token: str, client_address: str) -> None:
         """End the session of this refresh token (its family); unknown tokens are accepted silently."""

@@ -5,8 +5,9 @@ bucket they cover up to date, then recompute every covering 1h bucket from those
 and commit. A 1m bucket whose pending points all lie after the last point it aggregates (the
 in-order append case) merges just the raw points after its ``last_ts``; any other bucket (new,
 late or rewritten points, redeliveries) is recomputed from raw. So late, out-of-order and
-redelivered points all converge to the exact answer, and steady appends cost only their own rows. A transaction-level advisory lock keeps
-refreshers of several writer replicas from recomputing the same buckets at once.
+redelivered points all converge to the exact answer, and steady appends cost only their own rows.
+A transaction-level advisory lock keeps refreshers of several writer replicas from updating the same
+buckets at once.
 """
 
 from __future__ import annotations
@@ -59,15 +60,16 @@ REFRESH_SQL = (
     """
     UPDATE ts.rollup_1m r
     SET count = r.count + n.count, sum = r.sum + n.sum, min = least(r.min, n.min), max = greatest(r.max, n.max),
-        last_ts = n.last_ts, last = n.last
+        last_ts = n.last_ts, last = l.value
     FROM (
         SELECT b.series_id, b.bucket, count(*) AS count, sum(p.value) AS sum, min(p.value) AS min,
-               max(p.value) AS max, max(p.ts) AS last_ts, (array_agg(p.value ORDER BY p.ts DESC))[1] AS last
+               max(p.value) AS max, max(p.ts) AS last_ts
         FROM rollup_b1m b
         JOIN ts.points p ON p.series_id = b.series_id AND p.ts > b.last_ts AND p.ts < b.bucket + 60000000000
         WHERE b.lo > b.last_ts
         GROUP BY b.series_id, b.bucket
     ) n
+    JOIN ts.points l ON l.series_id = n.series_id AND l.ts = n.last_ts
     WHERE r.series_id = n.series_id AND r.bucket = n.bucket
     """,
     # Everything else (new buckets, late points, rewrites) is recomputed from raw.
@@ -77,13 +79,17 @@ REFRESH_SQL = (
     """,
     """
     INSERT INTO ts.rollup_1m (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last)
-    SELECT b.series_id, b.bucket, count(*), sum(p.value), min(p.value), max(p.value),
-           min(p.ts), (array_agg(p.value ORDER BY p.ts))[1],
-           max(p.ts), (array_agg(p.value ORDER BY p.ts DESC))[1]
-    FROM rollup_b1m b
-    JOIN ts.points p ON p.series_id = b.series_id AND p.ts >= b.bucket AND p.ts < b.bucket + 60000000000
-    WHERE NOT coalesce(b.lo > b.last_ts, false)
-    GROUP BY b.series_id, b.bucket
+    SELECT a.series_id, a.bucket, a.count, a.sum, a.min, a.max, a.first_ts, f.value, a.last_ts, l.value
+    FROM (
+        SELECT b.series_id, b.bucket, count(*) AS count, sum(p.value) AS sum, min(p.value) AS min,
+               max(p.value) AS max, min(p.ts) AS first_ts, max(p.ts) AS last_ts
+        FROM rollup_b1m b
+        JOIN ts.points p ON p.series_id = b.series_id AND p.ts >= b.bucket AND p.ts < b.bucket + 60000000000
+        WHERE NOT coalesce(b.lo > b.last_ts, false)
+        GROUP BY b.series_id, b.bucket
+    ) a
+    JOIN ts.points f ON f.series_id = a.series_id AND f.ts = a.first_ts
+    JOIN ts.points l ON l.series_id = a.series_id AND l.ts = a.last_ts
     """,
     """
     CREATE TEMP TABLE IF NOT EXISTS rollup_b1h (series_id bigint, bucket bigint) ON COMMIT DELETE ROWS
@@ -119,6 +125,9 @@ class RollupRefresher:
         async with self._pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", ADVISORY_KEY):
                 return 0
+            # Each bucket reads a narrow (series_id, ts) range: index nested loops, never a scan of
+            # every stored point (which a hash join over thousands of buckets would choose).
+            await conn.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
             await conn.execute(REFRESH_SQL[0])
             status = await conn.execute(REFRESH_SQL[1], self._batch)
             consumed = int(status.split()[-1])

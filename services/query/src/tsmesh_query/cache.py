@@ -44,6 +44,10 @@ class LruCache(Generic[V]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def enabled(self) -> bool:
+        return self._max_bytes > 0
+
     def get(self, key: str) -> V | None:
         entry = self._entries.get(key)
         if entry is None:

@@ -8,10 +8,12 @@ Python work.
 from __future__ import annotations
 
 import bisect
+import itertools
 import struct
 from array import array
 from dataclasses import dataclass, field
 
+import numpy as np
 import orjson
 
 _LEN = struct.Struct("<I")
@@ -62,16 +64,40 @@ class ChunkData:
 def split_range(groups: dict[str, GroupSeries], bounds: list[tuple[int, int]], resolution: int) -> list[ChunkData]:
     """Cut one computed range into the chunks ``bounds`` (contiguous, ascending)."""
     chunks = [ChunkData(resolution, {}) for _ in bounds]
-    lows = [lo for lo, _ in bounds]
+    inner_edges = np.array([hi for _, hi in bounds[:-1]], dtype=np.int64)
     for key, series in groups.items():
-        start = 0
-        n = len(series.buckets)
-        while start < n:
-            index = max(0, bisect.bisect_right(lows, series.buckets[start]) - 1)
-            hi = bounds[index][1]
-            stop = bisect.bisect_left(series.buckets, hi, start)
-            chunks[index].groups[key] = GroupSeries(
-                series.buckets[start:stop], series.values[start:stop], series.counts[start:stop]
-            )
-            start = stop
+        starts = np.frombuffer(series.buckets, dtype=np.int64)
+        cuts = [0, *np.searchsorted(starts, inner_edges).tolist(), len(starts)]
+        for index, (a, b) in enumerate(itertools.pairwise(cuts)):
+            if b > a:
+                chunks[index].groups[key] = GroupSeries(series.buckets[a:b], series.values[a:b], series.counts[a:b])
     return chunks
+
+
+def trim(data: ChunkData, lo: int, hi: int) -> ChunkData:
+    """The buckets of ``data`` starting in ``[lo, hi)`` (a chunk overhanging the query's ends)."""
+    groups: dict[str, GroupSeries] = {}
+    for key, series in data.groups.items():
+        a = bisect.bisect_left(series.buckets, lo)
+        b = bisect.bisect_left(series.buckets, hi, a)
+        if a == 0 and b == len(series.buckets):
+            groups[key] = series
+        elif b > a:
+            groups[key] = GroupSeries(series.buckets[a:b], series.values[a:b], series.counts[a:b])
+    return ChunkData(data.resolution, groups)
+
+
+def from_arrays(buckets: bytes, values: bytes, counts: bytes) -> GroupSeries:
+    """A group's series from the SQL's packed big-endian arrays, sorted by bucket start (they come
+    sorted from a sorted subquery; checked, and sorted here if a plan ever fed them otherwise)."""
+    starts = np.frombuffer(buckets, dtype=">i8").astype(np.int64)
+    vals = np.frombuffer(values, dtype=">f8").astype(np.float64)
+    ns = np.frombuffer(counts, dtype=">i8").astype(np.int64)
+    if len(starts) > 1 and not bool((starts[1:] > starts[:-1]).all()):
+        order = np.argsort(starts, kind="stable")
+        starts, vals, ns = starts[order], vals[order], ns[order]
+    series = GroupSeries()
+    series.buckets.frombytes(starts.tobytes())
+    series.values.frombytes(vals.tobytes())
+    series.counts.frombytes(ns.tobytes())
+    return series

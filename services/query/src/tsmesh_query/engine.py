@@ -1,10 +1,11 @@
 """The QueryRange engine: chunked, cached, single-flight evaluation over rollups and raw data.
 
-Per query: split into aligned chunks; read the tenant's data generation if any chunk is younger
-than the late-arrival window; look chunks up in L1, then L2; compute the missing ones in ONE
-REPEATABLE READ snapshot (series resolution, limits, then one statement per contiguous run of
-missing chunks at the same resolution); store them; assemble and fill. Chunks older than the
-late-arrival window are keyed without the generation (immutable), the others with it.
+Per query: split into aligned chunks; read the tenant's data and late generations (one batched
+MGET); look chunks up in L1, then L2; compute the missing ones in ONE REPEATABLE READ snapshot
+(series resolution, limits, then one statement per contiguous run of missing chunks at the same
+resolution); store them; assemble and fill. Chunks older than the late-arrival window are keyed
+on the late generation (moved only by commits of points older than ``LATE_WRITE_SECONDS``), the
+others on the data generation (moved by every commit). See ADRs 0301 and 0303.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from tsmesh.v1 import query_pb2
 
 from tsmesh_common.errors import ResourceExhausted
 from tsmesh_query.cache import LruCache, RedisCache
-from tsmesh_query.chunk import ChunkData, GroupSeries, split_range
+from tsmesh_query.chunk import ChunkData, GroupSeries, from_arrays, split_range, trim
 from tsmesh_query.config import CacheConfig, QueryLimits
 from tsmesh_query.fill import build_response
-from tsmesh_query.generation import GenerationReader
+from tsmesh_query.generation import GenerationReader, Generations
 from tsmesh_query.metrics import RESOLUTIONS
-from tsmesh_query.plan import Chunk, RangeQuery, chunk_ns, split
+from tsmesh_query.plan import Chunk, RangeQuery, chunk_ns, last_chunk_end, split
 from tsmesh_query.series import SeriesRow, resolve_series
 from tsmesh_query.singleflight import SingleFlight
 from tsmesh_query.sql import range_sql
@@ -82,15 +83,13 @@ class RangeEngine:
     async def query_range(self, tenant: str, query: RangeQuery, max_resolution: int | None = None) -> Response:
         """The answer to ``query`` for ``tenant``; ``max_resolution`` caps rollup use (tests, tools)."""
         self.stats.queries += 1
-        chunks = split(query, chunk_ns(query, self._cfg.chunks_per_query), max_resolution)
+        width = chunk_ns(query, self._cfg.chunks_per_query)
         cutoff = self._clock() - self._cfg.late_window_ns
-        recent = chunks[-1].hi > cutoff
-        generation = None
-        if recent and self._generations is not None:
-            generation = await self._generations.get(tenant)
-        if recent and generation is None:
-            return await self._compute(tenant, query, chunks, cutoff, None, None)
-        suffix = f"g{generation}" if recent else "i"
+        recent = last_chunk_end(query, width) > cutoff
+        generations = await self._generations.get(tenant) if self._generations is not None else None
+        if generations is None:  # unknown: no cache entry can be proved current
+            return await self._compute(tenant, query, width, max_resolution, cutoff, None, None)
+        suffix = f"g{generations.data}.{generations.late}" if recent else f"i{generations.late}"
         base = f"{tenant}|{query.fingerprint}|{max_resolution}"
         result_key = f"{base}|{query.start}|{query.end}|{query.fill}|{suffix}"
         cached = self._results.get(result_key)
@@ -98,25 +97,28 @@ class RangeEngine:
             self.stats.result_hits += 1
             return cached
         return await self._flight.do(
-            result_key, lambda: self._compute(tenant, query, chunks, cutoff, generation, (base, result_key))
+            result_key,
+            lambda: self._compute(tenant, query, width, max_resolution, cutoff, generations, (base, result_key)),
         )
 
     async def _compute(
         self,
         tenant: str,
         query: RangeQuery,
-        chunks: list[Chunk],
+        width: int,
+        max_resolution: int | None,
         cutoff: int,
-        generation: int | None,
+        generations: Generations | None,
         keys: tuple[str, str] | None,
     ) -> Response:
+        chunks = split(query, width, max_resolution)
         chunk_keys: list[str | None] = []
         for c in chunks:
-            immutable = c.hi <= cutoff
-            if keys is None or (not immutable and generation is None):
+            if keys is None or generations is None:
                 chunk_keys.append(None)
             else:
-                chunk_keys.append(f"{keys[0]}|{c.lo}|{c.hi}|{'i' if immutable else f'g{generation}'}")
+                version = f"i{generations.late}" if c.hi <= cutoff else f"g{generations.data}"
+                chunk_keys.append(f"{keys[0]}|{c.lo}|{c.hi}|{version}")
         found = await self._lookup(tenant, chunk_keys)
         missing = [i for i, data in enumerate(found) if data is None]
         self.stats.chunk_hits += len(chunks) - len(missing)
@@ -129,12 +131,17 @@ class RangeEngine:
             for i, data in zip(missing, computed, strict=True):
                 found[i] = data
             await self._store(tenant, chunks, chunk_keys, missing, computed, cutoff)
-        complete = [data for data in found if data is not None]
+        complete = [
+            trim(data, query.start, query.end) if c.lo < query.start or c.hi > query.end else data
+            for c, data in zip(chunks, found, strict=True)
+            if data is not None
+        ]
         resolution = max((data.resolution for data in complete), default=query_pb2.RESOLUTION_RAW)
         response = build_response(query, complete, resolution)
         if keys is not None:
             ttl = self._cfg.l1_immutable_ttl_s if chunks[-1].hi <= cutoff else self._cfg.l1_recent_ttl_s
-            self._results.put(keys[1], response, response.ByteSize() + 256, ttl)
+            if self._results.enabled:
+                self._results.put(keys[1], response, response.ByteSize() + 256, ttl)
         return response
 
     async def _lookup(self, tenant: str, keys: list[str | None]) -> list[ChunkData | None]:
@@ -163,6 +170,8 @@ class RangeEngine:
         cutoff: int,
     ) -> None:
         remote: list[tuple[str, bytes, int]] = []
+        if not self._l1.enabled and self._l2 is None:
+            return
         for i, data in zip(missing, computed, strict=True):
             key = keys[i]
             if key is None:
@@ -184,6 +193,7 @@ class RangeEngine:
             raise ResourceExhausted(
                 "max_points", f"{len(names)} series x {query.bucket_count} buckets exceed {self._limits.max_points}"
             )
+        one_per_group = len(names) == len(ids)
         out: list[ChunkData] = []
         for run in _runs(chunks):
             resolution = run[0].resolution
@@ -191,7 +201,7 @@ class RangeEngine:
             merged: dict[str, GroupSeries] = {}
             if ids:
                 rows = await conn.fetch(
-                    range_sql(resolution, query.aggregation, query.step),
+                    range_sql(resolution, query.aggregation, query.step, one_per_group),
                     ids,
                     groups,
                     run[0].lo,
@@ -199,11 +209,7 @@ class RangeEngine:
                     timeout=timeout,
                 )
                 for row in rows:
-                    target = GroupSeries()
-                    target.buckets.extend(row["buckets"])
-                    target.values.extend(row["vals"])
-                    target.counts.extend(row["counts"])
-                    merged[names[row["g"]]] = target
+                    merged[names[row["g"]]] = from_arrays(row["buckets"], row["vals"], row["counts"])
             out.extend(split_range(merged, [(c.lo, c.hi) for c in run], resolution))
         return out
 

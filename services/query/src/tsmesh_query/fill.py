@@ -10,12 +10,13 @@ Filled buckets have ``count = 0``.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable
 
+import numpy as np
 import orjson
 from tsmesh.v1 import query_pb2
 
+from tsmesh_query import wire
 from tsmesh_query.chunk import ChunkData, GroupSeries
 from tsmesh_query.plan import RangeQuery
 
@@ -35,44 +36,58 @@ def merge_chunks(chunks: Iterable[ChunkData]) -> dict[str, GroupSeries]:
     return merged
 
 
-def _dense(query: RangeQuery, series: GroupSeries) -> list[tuple[int, float | None, int]]:
-    step, first = query.step, query.first_bucket
-    slots: list[tuple[int, float | None, int]] = [(first + i * step, None, 0) for i in range(query.bucket_count)]
-    for b, v, c in zip(series.buckets, series.values, series.counts, strict=True):
-        slots[(b - first) // step] = (b, v, c)
-    if query.fill == "previous":
-        last: float | None = None
-        for i, slot in enumerate(slots):
-            if slot[1] is None:
-                slots[i] = (slot[0], last, 0)
-            else:
-                last = slot[1]
-    elif query.fill == "linear":
-        known = [i for i, (_, v, _) in enumerate(slots) if v is not None]
-        for left, right in itertools.pairwise(known):
-            v0, v1 = slots[left][1], slots[right][1]
-            assert v0 is not None and v1 is not None
-            for i in range(left + 1, right):
-                slots[i] = (slots[i][0], v0 + (v1 - v0) * (i - left) / (right - left), 0)
-    return slots
+Columns = tuple[wire.I64, wire.F64, wire.Bools, wire.I64]
+
+
+def _columns(query: RangeQuery, series: GroupSeries) -> Columns:
+    """Bucket starts, values, value presence and counts of one group after the fill mode."""
+    starts = np.frombuffer(series.buckets, dtype=np.int64)
+    values = np.frombuffer(series.values, dtype=np.float64)
+    counts = np.frombuffer(series.counts, dtype=np.int64)
+    if query.fill == "none":
+        return starts, values, np.ones(len(starts), dtype=np.bool_), counts
+    n, step, first = query.bucket_count, query.step, query.first_bucket
+    index = np.arange(n)
+    slot = (starts - first) // step
+    dense_values = np.zeros(n, dtype=np.float64)
+    dense_counts = np.zeros(n, dtype=np.int64)
+    has = np.zeros(n, dtype=np.bool_)
+    dense_values[slot] = values
+    dense_counts[slot] = counts
+    has[slot] = True
+    if query.fill in ("previous", "linear"):
+        left = np.maximum.accumulate(np.where(has, index, -1))
+        if query.fill == "previous":
+            filled = ~has & (left >= 0)
+            dense_values[filled] = dense_values[left[filled]]
+        else:
+            right = np.minimum.accumulate(np.where(has, index, n)[::-1])[::-1]
+            filled = ~has & (left >= 0) & (right < n)
+            lo, hi, at = left[filled], right[filled], index[filled]
+            v0, v1 = dense_values[lo], dense_values[hi]
+            dense_values[filled] = v0 + (v1 - v0) * (at - lo).astype(np.float64) / (hi - lo).astype(np.float64)
+        has |= filled
+    return first + index.astype(np.int64) * step, dense_values, has, dense_counts
 
 
 def build_response(query: RangeQuery, chunks: list[ChunkData], resolution: int) -> query_pb2.QueryRangeResponse:
-    """The response for ``query`` from its chunks, series ordered by their labels."""
-    response = query_pb2.QueryRangeResponse(resolution=resolution)  # type: ignore[arg-type]
+    """The response for ``query`` from its chunks, series ordered by their labels.
+
+    Every bucket of every series is encoded in one numpy pass (``wire``) and parsed once by upb.
+    """
     merged = merge_chunks(chunks)
+    keys = sorted(merged)
+    if not keys:
+        return query_pb2.QueryRangeResponse(resolution=resolution)  # type: ignore[arg-type]
+    columns = [_columns(query, merged[key]) for key in keys]
+    blob, ends = wire.encode_buckets(*(np.concatenate([c[i] for c in columns]) for i in range(4)))
+    bodies: list[bytes] = []
+    offset, last = 0, 0
+    for c in columns:
+        offset += len(c[0])
+        stop = int(ends[offset - 1]) if offset else 0
+        bodies.append(blob[last:stop])
+        last = stop
     metric = query.selector.metric
-    for key in sorted(merged):
-        series = merged[key]
-        result = response.series.add(metric=metric, labels=orjson.loads(key))
-        buckets = result.buckets
-        if query.fill == "none":
-            for b, v, c in zip(series.buckets, series.values, series.counts, strict=True):
-                buckets.add(start_ns=b, value=v, count=c)
-            continue
-        for b, maybe, c in _dense(query, series):
-            if maybe is None:
-                buckets.add(start_ns=b, count=c)
-            else:
-                buckets.add(start_ns=b, value=maybe, count=c)
-    return response
+    heads = [wire.series_head(metric, orjson.loads(key)) for key in keys]
+    return query_pb2.QueryRangeResponse.FromString(wire.encode_response(heads, bodies, resolution))

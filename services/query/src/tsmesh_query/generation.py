@@ -3,15 +3,17 @@
 A caller only joins a read that has not been sent yet, so every answer was read from Redis after
 the caller asked: a generation bump that finished before a query started is always seen
 (read-your-writes). At most one MGET is in flight; callers arriving meanwhile share the next one,
-which reads both generations of every waiting tenant. When Redis is unreachable the generations are
-unknown (``None``) and callers bypass the caches.
+which reads both generations of every waiting tenant. It runs on one dedicated connection made by
+the client's pool (same address, credentials, database and timeouts), without the client's
+per-command pool and retry machinery: this read happens on every QueryRange call. When Redis is
+unreachable the generations are unknown (``None``) and callers bypass the caches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -38,6 +40,8 @@ class GenerationReader:
         self._breaker = breaker
         self._waiting: dict[str, list[asyncio.Future[Generations | None]]] = {}
         self._in_flight = False
+        self._drainer: asyncio.Task[None] | None = None
+        self._conn: Any = None
         self.reads = 0
 
     async def get(self, tenant: str) -> Generations | None:
@@ -50,12 +54,13 @@ class GenerationReader:
             waiting.append(future)
         if not self._in_flight:
             self._in_flight = True
-            loop.create_task(self._drain())
+            self._drainer = loop.create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
         try:
             while self._waiting:
+                await asyncio.sleep(0)  # let calls already scheduled in this loop tick join the batch
                 batch, self._waiting = self._waiting, {}
                 tenants = list(batch)
                 values = await self._read(tenants)
@@ -72,8 +77,28 @@ class GenerationReader:
             keys += (data_generation_key(tenant), late_generation_key(tenant))
         self.reads += 1
         try:
-            raw = await self._breaker.call(lambda: self._redis.mget(keys))
+            raw = await self._breaker.call(lambda: self._mget(keys))
         except (RedisError, OSError, Unavailable) as exc:
             log.debug("generation read failed", extra={"error": type(exc).__name__})
             return [None] * len(tenants)
         return [Generations(int(raw[i] or 0), int(raw[i + 1] or 0)) for i in range(0, len(raw), 2)]
+
+    async def _mget(self, keys: list[str]) -> list[Any]:
+        conn = self._conn
+        if conn is None:
+            conn = self._redis.connection_pool.make_connection()
+            self._conn = conn
+        try:
+            await conn.send_command("MGET", *keys)
+            values: list[Any] = await conn.read_response()
+        except BaseException:
+            self._conn = None
+            await asyncio.shield(conn.disconnect())
+            raise
+        return values
+
+    async def close(self) -> None:
+        """Close the dedicated connection (at shutdown)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.disconnect()

@@ -129,6 +129,13 @@ def resolution_for(lo: int, hi: int, step: int, cap: int | None = None) -> int:
     return query_pb2.RESOLUTION_RAW
 
 
+def last_chunk_end(query: RangeQuery, width: int) -> int:
+    """Where the last chunk of ``split(query, width)`` ends, without building the chunks."""
+    if query.start % query.step == 0 and query.end % query.step == 0:
+        return -(-query.end // width) * width
+    return query.end
+
+
 def split(query: RangeQuery, width: int, max_resolution: int | None = None) -> list[Chunk]:
     """The aligned chunks covering the query, each with its resolution.
 

@@ -12,10 +12,11 @@ from tsmesh_query.config import QueryLimits
 from tsmesh_query.engine import RangeEngine
 from tsmesh_query.live import LiveHub
 from tsmesh_query.lookups import Lookups
-from tsmesh_query.plan import parse_range
+from tsmesh_query.plan import RangeQuery, parse_range
 from tsmesh_query.selectors import parse_selector
 
 SERVICE_NAME = "tsmesh.v1.QueryService"
+PARSED_CACHE_SIZE = 4096
 
 
 class QueryService(query_pb2_grpc.QueryServiceServicer):
@@ -26,10 +27,22 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         self._lookups = lookups
         self._hub = hub
         self._limits = limits
+        self._parsed: dict[bytes, RangeQuery] = {}
 
     async def QueryRange(self, request: query_pb2.QueryRangeRequest, context: Any) -> query_pb2.QueryRangeResponse:
         tenant = current_principal("read").tenant_id
-        return await self._engine.query_range(tenant, parse_range(request, self._limits))
+        return await self._engine.query_range(tenant, self._parse(request))
+
+    def _parse(self, request: query_pb2.QueryRangeRequest) -> RangeQuery:
+        """``parse_range`` memoized on the request bytes (dashboards repeat the same requests)."""
+        key = request.SerializeToString()
+        query = self._parsed.get(key)
+        if query is None:
+            query = parse_range(request, self._limits)
+            if len(self._parsed) >= PARSED_CACHE_SIZE:
+                self._parsed.clear()
+            self._parsed[key] = query
+        return query
 
     async def Latest(self, request: query_pb2.LatestRequest, context: Any) -> query_pb2.LatestResponse:
         tenant = current_principal("read").tenant_id

@@ -1,8 +1,8 @@
 """SQL for one contiguous time range at one resolution, aggregated to step buckets per group.
 
 Inputs: ``$1`` series ids, ``$2`` their group index, ``$3``/``$4`` the range ``[lo, hi)``.
-Output: one row per group with parallel arrays (bucket starts, values, point counts), which
-asyncpg decodes in C, so Python never handles one object per raw row.
+Output: one row per group with parallel arrays (bucket starts, values, point counts) as packed
+big-endian bytes, which numpy reads without one Python object per bucket.
 
 Rollup reads follow the contract of ``ts.rollup_pending``: a (series, rollup bucket) overlapped by
 a pending range is recomputed from raw points, the others come from the rollup, all in the
@@ -41,10 +41,25 @@ _ROLLUP_VALUE = {
     "last": "(array_agg(parts.last ORDER BY parts.last_ts DESC, parts.series_id DESC))[1]",
 }
 
+# Arrays are aggregated from a sorted subquery (no per-group sort; PostgreSQL feeds the rows in
+# that order). The reader still checks the order and sorts if ever needed (``chunk.from_arrays``).
 _WRAP = """
-SELECT g, array_agg(b ORDER BY b) AS buckets, array_agg(v ORDER BY b) AS vals, array_agg(n ORDER BY b) AS counts
-FROM ({inner}) AS x GROUP BY g
+SELECT g, string_agg(int8send(b), ''::bytea) AS buckets, string_agg(float8send(v), ''::bytea) AS vals,
+       string_agg(int8send(n), ''::bytea) AS counts
+FROM (SELECT * FROM ({inner}) AS y ORDER BY g, b) AS x GROUP BY g
 """
+
+# Each group is one series and the step is the rollup width: a rollup row (or its raw recompute) is
+# already one step bucket, so no second aggregation is needed.
+_ROLLUP_ROW_VALUE = {
+    "avg": "parts.sum / parts.count",
+    "min": "parts.min",
+    "max": "parts.max",
+    "sum": "parts.sum",
+    "count": "parts.count::float8",
+    "first": "parts.first",
+    "last": "parts.last",
+}
 
 _RAW = """
 SELECT s.g, p.ts - p.ts % {step} AS b, count(*)::bigint AS n, {value} AS v
@@ -76,10 +91,15 @@ parts AS (
   FROM dirty JOIN ts.points p ON p.series_id = dirty.series_id AND p.ts >= dirty.b AND p.ts < dirty.b + {width}
   GROUP BY p.series_id, dirty.b
 )
-SELECT s.g, parts.bucket - parts.bucket % {step} AS b, sum(parts.count)::bigint AS n, {value} AS v
-FROM parts JOIN s USING (series_id)
-GROUP BY 1, 2
+{select}
 """
+
+_ROLLUP_GROUPED = """SELECT s.g, parts.bucket - parts.bucket % {step} AS b, sum(parts.count)::bigint AS n, {value} AS v
+FROM parts JOIN s USING (series_id)
+GROUP BY 1, 2"""
+
+_ROLLUP_DIRECT = """SELECT s.g, parts.bucket AS b, parts.count::bigint AS n, {value} AS v
+FROM parts JOIN s USING (series_id)"""
 
 _TABLES: dict[int, str] = {query_pb2.RESOLUTION_1M: "rollup_1m", query_pb2.RESOLUTION_1H: "rollup_1h"}
 
@@ -89,15 +109,15 @@ def series_sql(with_containment: bool) -> str:
     return SERIES_SQL.format(containment="AND labels @> $4::jsonb" if with_containment else "")
 
 
-def range_sql(resolution: int, aggregation: str, step: int) -> str:
+def range_sql(resolution: int, aggregation: str, step: int, one_series_per_group: bool = False) -> str:
     """The statement computing step buckets per group over ``[$3, $4)`` at ``resolution``."""
     if resolution == query_pb2.RESOLUTION_RAW:
         inner = _RAW.format(step=int(step), value=_RAW_VALUE[aggregation])
     else:
-        inner = _ROLLUP.format(
-            step=int(step),
-            width=RESOLUTION_WIDTH[resolution],
-            table=_TABLES[resolution],
-            value=_ROLLUP_VALUE[aggregation],
-        )
+        width = RESOLUTION_WIDTH[resolution]
+        if one_series_per_group and step == width:
+            select = _ROLLUP_DIRECT.format(value=_ROLLUP_ROW_VALUE[aggregation])
+        else:
+            select = _ROLLUP_GROUPED.format(step=int(step), value=_ROLLUP_VALUE[aggregation])
+        inner = _ROLLUP.format(width=width, table=_TABLES[resolution], select=select)
     return _WRAP.format(inner=inner)

@@ -54,7 +54,8 @@ def build(
     l1: LruCache[bytes] = LruCache("l1", cfg.cache.l1_max_bytes // 2)
     results: LruCache[query_pb2.QueryRangeResponse] = LruCache("l1_results", cfg.cache.l1_max_bytes // 2)
     l2 = RedisCache(redis, redis_breaker, cfg.cache.l2_max_entry_bytes) if cfg.cache.l2_enabled else None
-    engine = RangeEngine(db, cfg.limits, cfg.cache, l1, results, l2, GenerationReader(redis, redis_breaker), clock)
+    generations = GenerationReader(redis, redis_breaker)
+    engine = RangeEngine(db, cfg.limits, cfg.cache, l1, results, l2, generations, clock)
     hub = LiveHub(redis, cfg.subscribe)
     app = GrpcApp(authenticator)
     servicer = QueryService(engine, Lookups(db, cfg.limits), hub, cfg.limits)
@@ -62,5 +63,6 @@ def build(
     app.run_in_background(hub.follow(), "live-feed")
     app.run_in_background(hub.heartbeats(), "live-heartbeats")
     app.on_shutdown(db.close)
+    app.on_shutdown(generations.close)
     app.on_shutdown(redis.aclose)
     return QueryComponents(app, engine, hub, db, redis)
