@@ -29,39 +29,120 @@ class Limiter(Protocol):
     async def acquire_many(self, requests: Sequence[Decision]) -> list[RateDecision]: ...
 
 
-class BatchingLimiter:
-    """Merges the rate-limit decisions of every request of one event-loop tick into ONE Redis round
-    trip (``acquire_many``): under load the Redis cost per request falls with the concurrency."""
+class _Lease:
+    """Units of one key already paid for in Redis, spendable here until ``expires``."""
 
-    def __init__(self, limiter: Limiter) -> None:
+    __slots__ = ("expires", "limit", "remaining", "reset_after", "units")
+
+    def __init__(self, units: int, expires: float, decision: RateDecision) -> None:
+        self.units = units
+        self.expires = expires
+        self.limit = decision.limit
+        self.remaining = decision.remaining
+        self.reset_after = decision.reset_after
+
+
+class BatchingLimiter:
+    """Rate-limit decisions shared through Redis at a fraction of a round trip per request.
+
+    - decisions of every request arriving within ``window`` go to Redis in ONE pipeline
+      (``RateLimiter.acquire_many``);
+    - for generous budgets a worker buys a small lease of units at once (cost ``burst // 20``,
+      at most ``max_lease``) and spends them locally for ``lease_seconds``; unspent units expire,
+      so a worker is at most one lease stricter than exact, never more permissive. Tight budgets
+      (burst < 40) are decided unit by unit.
+    """
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        *,
+        window: float = 0.0005,
+        max_lease: int = 32,
+        lease_seconds: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._limiter = limiter
+        self._window = window
+        self._max_lease = max_lease
+        self._lease_seconds = lease_seconds
+        self._clock = clock
+        self._leases: dict[str, _Lease] = {}
         self._pending: list[tuple[Sequence[Decision], asyncio.Future[list[RateDecision]]]] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     async def decide(self, requests: Sequence[Decision]) -> list[RateDecision]:
+        """One decision per ``(key, rate, burst, cost)``, in order."""
+        local = self._from_leases(requests)
+        if local is not None:
+            return local
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[RateDecision]] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
         self._pending.append((requests, future))
+        if len(self._pending) >= 128:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._window, self._flush)
         return await future
 
+    def _from_leases(self, requests: Sequence[Decision]) -> list[RateDecision] | None:
+        now = self._clock()
+        leases = []
+        for key, _, _, cost in requests:
+            lease = self._leases.get(key)
+            if lease is None or lease.expires <= now or lease.units < cost:
+                return None
+            leases.append(lease)
+        decisions = []
+        for lease, (_, _, _, cost) in zip(leases, requests, strict=True):
+            lease.units -= cost
+            decisions.append(RateDecision(True, lease.limit, lease.remaining + lease.units, 0.0, lease.reset_after))
+        return decisions
+
+    def _lease_size(self, burst: int, cost: int) -> int:
+        return max(cost, min(self._max_lease, burst // 20)) if cost == 1 else cost
+
     def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         batch, self._pending = self._pending, []
-        asyncio.ensure_future(self._run(batch))
+        if batch:
+            asyncio.ensure_future(self._run(batch))
 
     async def _run(self, batch: list[tuple[Sequence[Decision], asyncio.Future[list[RateDecision]]]]) -> None:
-        flat = [request for requests, _ in batch for request in requests]
+        flat = [
+            (key, rate, burst, self._lease_size(burst, cost))
+            for requests, _ in batch
+            for key, rate, burst, cost in requests
+        ]
         try:
             decisions = await self._limiter.acquire_many(flat)
+            retry = [i for i, (d, f) in enumerate(zip(decisions, flat, strict=True)) if not d.allowed and f[3] > 1]
+            if retry:
+                again = await self._limiter.acquire_many([(flat[i][0], flat[i][1], flat[i][2], 1) for i in retry])
+                for i, decision in zip(retry, again, strict=True):
+                    decisions[i] = decision
+                    flat[i] = (flat[i][0], flat[i][1], flat[i][2], 1)
         except Exception as exc:  # noqa: BLE001 - every waiter gets the failure
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
+        now = self._clock()
         start = 0
         for requests, future in batch:
+            answers = []
+            for offset, (key, _, _, cost) in enumerate(requests):
+                decision = decisions[start + offset]
+                bought = flat[start + offset][3]
+                if decision.allowed and bought > cost:
+                    self._leases[key] = _Lease(bought - cost, now + self._lease_seconds, decision)
+                    if len(self._leases) > 100_000:
+                        self._leases.clear()
+                answers.append(decision)
             if not future.done():
-                future.set_result(decisions[start : start + len(requests)])
+                future.set_result(answers)
             start += len(requests)
 
 

@@ -2,7 +2,7 @@
 
 An answer is stored with the generation read BEFORE the upstream call, and served only while the
 generation in Redis is unchanged: once the ingest writer has committed and bumped, the next read
-misses (read-your-writes). Generation reads issued in the same event-loop tick are merged into one
+misses (read-your-writes). Generation reads arriving within a short window (0.5 ms) are merged into one
 MGET, and each waiter joins only a read sent after it arrived. Without Redis the cache is bypassed.
 """
 
@@ -27,24 +27,32 @@ LOOKUPS = Counter("tsmesh_gateway_cache_lookups_total", "Micro-cache lookups", [
 class GenerationReader:
     """Reads tenants' data generations, batching concurrent reads into one MGET per loop tick."""
 
-    def __init__(self, redis: Any, timeout: float = 0.25) -> None:
+    def __init__(self, redis: Any, timeout: float = 0.25, window: float = 0.0005, max_batch: int = 256) -> None:
         self._redis = redis
         self._timeout = timeout
+        self._window = window
+        self._max_batch = max_batch
         self._pending: dict[str, list[asyncio.Future[bytes | None]]] = {}
-        self._scheduled = False
+        self._count = 0
+        self._timer: asyncio.TimerHandle | None = None
 
     async def read(self, tenant_id: str) -> bytes | None:
         """The tenant's generation (``b"0"`` when never bumped); raises when Redis is unreachable."""
-        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes | None] = loop.create_future()
         self._pending.setdefault(tenant_id, []).append(future)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._count += 1
+        if self._count >= self._max_batch:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._window, self._flush)
         return await future
 
     def _flush(self) -> None:
-        self._scheduled = False
-        batch, self._pending = self._pending, {}
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._pending, self._count = self._pending, {}, 0
         task = asyncio.ensure_future(self._fetch(batch))
         task.add_done_callback(_consume)
 

@@ -24,6 +24,21 @@ from tsmesh_common.redis_keys import data_generation_key, late_generation_key
 
 log = logging.getLogger(__name__)
 
+# Loop iterations the reader yields before sending an MGET. A gRPC call needs a few iterations from
+# arrival to its generation read; yielding ~10 (tens of microseconds when idle) lets the calls that
+# arrived meanwhile share the read: at 32 concurrent calls, about one MGET per 5 calls instead of
+# nearly one per call. Every caller still asked before the MGET was sent.
+BATCH_TICKS = 10
+
+
+def _pack_mget(keys: list[str]) -> bytes:
+    """The RESP encoding of ``MGET keys...`` (what the client's generic packer does, minus its cost)."""
+    parts = [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)]
+    for key in keys:
+        raw = key.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(parts)
+
 
 class Generations(NamedTuple):
     """A tenant's generations: ``data`` moves on every commit, ``late`` on commits of late points."""
@@ -60,7 +75,8 @@ class GenerationReader:
     async def _drain(self) -> None:
         try:
             while self._waiting:
-                await asyncio.sleep(0)  # let calls already scheduled in this loop tick join the batch
+                for _ in range(BATCH_TICKS):  # let calls already on their way through the loop join
+                    await asyncio.sleep(0)
                 batch, self._waiting = self._waiting, {}
                 tenants = list(batch)
                 values = await self._read(tenants)
@@ -86,10 +102,10 @@ class GenerationReader:
     async def _mget(self, keys: list[str]) -> list[Any]:
         conn = self._conn
         if conn is None:
-            conn = self._redis.connection_pool.make_connection()
+            conn = self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
             self._conn = conn
         try:
-            await conn.send_command("MGET", *keys)
+            await conn.send_packed_command(_pack_mget(keys), check_health=False)
             values: list[Any] = await conn.read_response()
         except BaseException:
             self._conn = None
