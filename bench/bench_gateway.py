@@ -8,7 +8,9 @@ Figures, each beside a baseline or target measured in the same run:
 3. 10,000 subscribers (1,000 selectors x 10 sockets), 1,000 points/s written through ingest
    (10,000 deliveries/s): delivery latency from write acknowledged to frame received, then
    increasing rates to find the highest delivery rate with p99 < 50 ms.
-``--idle-100k`` instead holds 100,000 idle sockets across 5 workers and 10 client processes.
+``--idle-100k`` instead holds 100,000 idle sockets across 8 workers and 10 client processes.
+
+WebSocket clients use the lean listener (``TSMESH_GATEWAY_WS_PORT``, websockets 17), see ADR 0401.
 
 Needs ``wrk`` (Debian: ``apt-get install -y wrk``) for part 1; without it part 1 is skipped with a note.
 """
@@ -94,9 +96,11 @@ class BenchGateway:
 
     def __init__(self, stack: Any, workers: int, log: Path) -> None:
         self.port = free_port()
+        self.ws_port = free_port()
         env = stack.service_env("gateway")
         env.update(
             TSMESH_HTTP_PORT=str(self.port),
+            TSMESH_GATEWAY_WS_PORT=str(self.ws_port),
             TSMESH_LOG_LEVEL="WARNING",
             TSMESH_GATEWAY_LIMIT_QUERY="10000000:10000000",
             TSMESH_GATEWAY_LIMIT_QUERY_PER_ADDRESS="10000000:10000000",
@@ -117,6 +121,7 @@ class BenchGateway:
         self._log = log.open("wb")
         self.proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=self._log, stderr=self._log)
         self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.ws_port}/v1/stream"
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -196,19 +201,29 @@ async def prepare(gateway_url: str, stack: Any) -> tuple[str, str]:
         created.raise_for_status()
         token = created.json()["secret"]
         now = time.time_ns()
-        points = [{"metric": "bench_cached", "labels": {"host": "a"}, "timestamp_ns": now - i * 10**9, "value": i}
-                  for i in range(100)]
-        (await http.post("/v1/write", json={"points": points}, headers={"Authorization": f"Bearer {token}"})).raise_for_status()
+        points = [
+            {"metric": "bench_cached", "labels": {"host": "a"}, "timestamp_ns": now - i * 10**9, "value": i}
+            for i in range(100)
+        ]
+        (
+            await http.post("/v1/write", json={"points": points}, headers={"Authorization": f"Bearer {token}"})
+        ).raise_for_status()
         for _ in range(100):
-            answer = await http.post("/v1/query/range", content=RANGE_BODY, headers={
-                "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            answer = await http.post(
+                "/v1/query/range",
+                content=RANGE_BODY,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
             if answer.status_code != 200:
                 raise RuntimeError(f"range query refused: {answer.text}")
             if answer.json()["series"]:
                 break
             await asyncio.sleep(0.2)
-        check = await http.post("/v1/query/range", content=RANGE_BODY, headers={
-            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        check = await http.post(
+            "/v1/query/range",
+            content=RANGE_BODY,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
         assert check.headers.get("x-cache") == "hit", check.headers
         return token, login.json()["access_token"]
 
@@ -228,10 +243,17 @@ def http_part(report: Report, gw: BenchGateway, token: str, tmp: Path, seconds: 
     half = cached["rps"] / 2
     paced = wrk_script(tmp / "paced.lua", token, delay_ms=connections / half * 1000.0)
     at_half = wrk(gw.url + "/v1/query/range", seconds=seconds, connections=connections, script=paced)
-    report.add("cached query (1 worker)", cached["rps"], "req/s", "bare hello-JSON, same server", hello["rps"],
-               ">= 60% and >= 10,000 req/s")
-    report.add("cached query p99 at ~half load", at_half["p99"], "ms", "hello p99 at full load", hello.get("p99"),
-               "<= 10 ms")
+    report.add(
+        "cached query (1 worker)",
+        cached["rps"],
+        "req/s",
+        "bare hello-JSON, same server",
+        hello["rps"],
+        ">= 60% and >= 10,000 req/s",
+    )
+    report.add(
+        "cached query p99 at ~half load", at_half["p99"], "ms", "hello p99 at full load", hello.get("p99"), "<= 10 ms"
+    )
     report.add("  (offered load at half)", at_half["rps"], "req/s")
 
 
@@ -246,8 +268,9 @@ def start_clients(url: str, token: str, total: int, processes: int, ip_base: int
         first = i * share
         count = min(share, total - first)
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=client_process, args=(child, url, token, first, count, f"127.0.0.{ip_base + i}"),
-                           daemon=True)
+        proc = ctx.Process(
+            target=client_process, args=(child, url, token, first, count, f"127.0.0.{ip_base + i}"), daemon=True
+        )
         proc.start()
         clients.append((proc, parent))
     return clients
@@ -291,8 +314,9 @@ async def write_load(ingest_addr: str, token: str, rate: int, seconds: float, se
             base = time.time_ns()
             for j in range(per_tick):
                 ts = base + j
-                batch.points.add(metric=f"bench_ws_{counter % selectors}", labels={"src": "bench"}, timestamp_ns=ts,
-                                 value=1.0)
+                batch.points.add(
+                    metric=f"bench_ws_{counter % selectors}", labels={"src": "bench"}, timestamp_ns=ts, value=1.0
+                )
                 stamps.append(ts)
                 counter += 1
             task = asyncio.create_task(send(batch, stamps))
@@ -323,22 +347,22 @@ def latencies(samples: list[bytes], acks: dict[int, int]) -> tuple[LatencyRecord
 
 async def ws_part(report: Report, stack: Any, gw: BenchGateway, token: str, seconds: float, quick: bool) -> None:
     total, group, processes = (2_000, 10, 2) if quick else (10_000, 10, 4)
-    ws_url = gw.url.replace("http", "ws") + "/v1/stream"
-    clients = start_clients(ws_url, token, total, processes)
+    clients = start_clients(gw.ws_url, token, total, processes)
     try:
         before = gw.rss_kib()
         took = max(ask(clients, "connect"))
         await asyncio.sleep(2)
         after = gw.rss_kib()
         per_conn = (after - before) * 1024 / total
-        report.add(f"memory per idle connection ({total:,} sockets)", per_conn / 1024, "KiB", "Centrifugo (Go)", 30,
-                   "<= 30 KB")
+        report.add(
+            f"memory per idle connection ({total:,} sockets)", per_conn / 1024, "KiB", "Centrifugo (Go)", 30, "<= 30 KB"
+        )
         report.add(f"time to connect {total:,} sockets", took, "s")
         acks = sum(ask(clients, "subscribe", group))
         assert acks == total, acks
         selectors = total // group
         best = 0.0
-        for rate in (1_000, 2_000, 4_000, 8_000, 16_000):
+        for rate in (1_000, 2_000, 4_000, 8_000):
             ask(clients, "record", True)
             written = await write_load(stack.grpc_addr("ingest"), token, rate, seconds, selectors)
             await asyncio.sleep(1.0)
@@ -347,11 +371,15 @@ async def ws_part(report: Report, stack: Any, gw: BenchGateway, token: str, seco
             recorder, delivered = latencies(samples, written)
             summary = recorder.summary()
             expected = len(written) * group
-            print(f"rate {rate} points/s: delivered {delivered}/{expected}, p50 {summary['p50']:.2f} ms, "
-                  f"p99 {summary['p99']:.2f} ms", flush=True)
+            print(
+                f"rate {rate} points/s: delivered {delivered}/{expected}, p50 {summary['p50']:.2f} ms, "
+                f"p99 {summary['p99']:.2f} ms",
+                flush=True,
+            )
             if rate == 1_000:
-                report.add("delivery p99, 1,000 points/s x 10 (write ack -> frame)", summary["p99"], "ms",
-                           target="<= 5 ms")
+                report.add(
+                    "delivery p99, 1,000 points/s x 10 (write ack -> frame)", summary["p99"], "ms", target="<= 5 ms"
+                )
                 report.add("  delivery p50 at the same load", summary["p50"], "ms")
                 report.add("  deliveries/s measured", delivered / seconds, "msg/s", "expected", expected / seconds)
             if summary["p99"] < 50 and delivered >= 0.99 * expected:
@@ -370,9 +398,9 @@ async def ws_part(report: Report, stack: Any, gw: BenchGateway, token: str, seco
 
 
 async def idle_100k(report: Report, stack: Any, tmp: Path, token: str) -> None:
-    gw = BenchGateway(stack, workers=5, log=tmp / "gateway-100k.log")
+    gw = BenchGateway(stack, workers=8, log=tmp / "gateway-100k.log")
     try:
-        clients = start_clients(gw.url.replace("http", "ws") + "/v1/stream", token, 100_000, 10)
+        clients = start_clients(gw.ws_url, token, 100_000, 10)
         try:
             before = gw.rss_kib()
             took = max(ask(clients, "connect", timeout=600))
@@ -400,8 +428,11 @@ async def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="tsmesh-bench-gateway-"))
     cfg = private_config(tmp / "stack", log_level="WARNING")
-    stack = Stack(cfg, environ={**os.environ, "TSMESH_QUERY_MAX_SUBSCRIBERS": "100000",
-                               "TSMESH_QUERY_SUBSCRIBER_QUEUE": "100000"}, out=sys.stderr)
+    stack = Stack(
+        cfg,
+        environ={**os.environ, "TSMESH_QUERY_MAX_SUBSCRIBERS": "100000", "TSMESH_QUERY_SUBSCRIBER_QUEUE": "100000"},
+        out=sys.stderr,
+    )
     report = Report("gateway")
     try:
         stack.start()

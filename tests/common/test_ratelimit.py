@@ -122,7 +122,7 @@ async def test_falls_back_to_local_gcra_while_redis_is_down_and_recovers() -> No
     proc = _start(args)
     client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.2, socket_timeout=0.2)
     prefix = f"test:rl:{uuid.uuid4().hex[:8]}"
-    limiter = RateLimiter(client, prefix=prefix, retry_interval=0.0)
+    limiter = RateLimiter(client, prefix=prefix, retry_interval=0.0, timeout=2.0)
     try:
         wait_for_port(port)
         assert (await limiter.acquire("t", rate=1, burst=2)).allowed

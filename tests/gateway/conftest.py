@@ -128,10 +128,17 @@ class Served:
     """A real Granian gateway process in front of the fake upstreams."""
 
     port: int
+    ws_port: int
     mesh: Mesh
 
     @property
     def ws_url(self) -> str:
+        """The lean websockets listener (TSMESH_GATEWAY_WS_PORT)."""
+        return f"ws://127.0.0.1:{self.ws_port}/v1/stream"
+
+    @property
+    def granian_ws_url(self) -> str:
+        """The same endpoint served by Granian on the HTTP port."""
         return f"ws://127.0.0.1:{self.port}/v1/stream"
 
     @property
@@ -145,11 +152,12 @@ def served_factory(mesh: Mesh) -> Iterator[Callable[..., Served]]:
     procs = []
 
     def make(**env: str) -> Served:
-        port = free_port()
-        proc = start_gateway(gateway_environ(mesh.port, port, REDIS_URL, **env))
+        port, ws_port = free_port(), free_port()
+        proc = start_gateway(gateway_environ(mesh.port, port, REDIS_URL, TSMESH_GATEWAY_WS_PORT=str(ws_port), **env))
         procs.append(proc)
         wait_for_port(port, 20)
-        return Served(port, mesh)
+        wait_for_port(ws_port, 20)
+        return Served(port, ws_port, mesh)
 
     yield make
     for proc in procs:

@@ -40,7 +40,9 @@ async def _subscribers(served, tenant: str, metric: str, count: int) -> None:
     await eventually(ready)
 
 
-async def test_json_subscribe_receives_points_and_one_upstream_is_shared(served) -> None:
+@pytest.mark.parametrize("listener", ["lean", "granian"])
+async def test_json_subscribe_receives_points_and_one_upstream_is_shared(served, listener: str) -> None:
+    url = served.ws_url if listener == "lean" else served.granian_ws_url
     tenant, metric = f"t-{uuid.uuid4().hex[:8]}", f"cpu_{uuid.uuid4().hex[:6]}"
     auth = {"Authorization": f"Bearer {served.mesh.mint.token(tenant, 'read')}"}
     before = served.mesh.query.calls.get("Subscribe", 0)
@@ -146,12 +148,12 @@ async def test_unknown_subprotocol_is_refused(served) -> None:
             pass
 
 
-async def test_slow_consumer_is_disconnected_with_4008(served) -> None:
+@pytest.mark.parametrize("listener", ["lean", "granian"])
+async def test_slow_consumer_is_disconnected_with_4008(served, listener: str) -> None:
+    url = served.ws_url if listener == "lean" else served.granian_ws_url
     tenant, metric = f"t-{uuid.uuid4().hex[:8]}", f"slow_{uuid.uuid4().hex[:6]}"
     auth = {"Authorization": f"Bearer {served.mesh.mint.token(tenant, 'read')}"}
-    ws = await websockets.connect(
-        served.ws_url, subprotocols=[JSON], additional_headers=auth, max_queue=4, max_size=None
-    )
+    ws = await websockets.connect(url, subprotocols=[JSON], additional_headers=auth, max_queue=4, max_size=None)
     await ws.send(orjson.dumps({"type": "subscribe", "id": "s", "selector": {"metric": metric}}).decode())
     await _recv_json(ws, "ack")
     await _subscribers(served, tenant, metric, 1)

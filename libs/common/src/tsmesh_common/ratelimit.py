@@ -171,7 +171,9 @@ class RateLimiter:
             try:
                 pipe = self._redis.pipeline(transaction=False)
                 for key, interval_us, tolerance_us, cost, _ in prepared:
-                    await self._script(keys=[f"{self._prefix}:{key}"], args=[interval_us, tolerance_us, cost], client=pipe)
+                    await self._script(
+                        keys=[f"{self._prefix}:{key}"], args=[interval_us, tolerance_us, cost], client=pipe
+                    )
                 results = await asyncio.wait_for(pipe.execute(), self._timeout)
             except _REDIS_DOWN as exc:
                 self._down_until = time.monotonic() + self._retry_interval

@@ -39,6 +39,7 @@ from tsmesh_gateway.routes_influx import influx_routes
 from tsmesh_gateway.routes_ops import ops_routes
 from tsmesh_gateway.stream.endpoint import StreamEndpoint
 from tsmesh_gateway.stream.hub import Hub
+from tsmesh_gateway.stream.listener import LeanListener
 from tsmesh_gateway.upstreams import Upstreams
 
 
@@ -61,27 +62,40 @@ def build_app(parts: Parts) -> Starlette:
     deps = Deps(cfg, parts.upstreams, principals, RouteLimits(BatchingLimiter(parts.limiter), cfg.limits), cache)
     hub = Hub(parts.upstreams.query_stub, cfg.stream)
     parts.authenticator.on_revocation(hub.revoke)
+    stream = StreamEndpoint(hub, principals, cfg.stream)
+    listener = LeanListener(
+        stream,
+        cfg.http_host,
+        cfg.stream.port,
+        max_message_bytes=cfg.stream.max_message_bytes,
+        tls=(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         hub.start()
+        if cfg.stream.listener:
+            await listener.start()
+        watchdog = asyncio.get_running_loop().create_task(deps.watchdog.run(), name="body-watchdog")
         follower = asyncio.get_running_loop().create_task(
             parts.authenticator.follow_revocations(parts.redis, REVOCATION_CHANNEL), name="revocations"
         )
         try:
             yield
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            for task in (follower, watchdog):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await hub.stop()
+            await listener.stop()
 
     routes = [
-        *ops_routes(parts.upstreams, spec, os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
-        *auth_routes(deps),
         *query_routes(deps),
         *influx_routes(deps),
-        WebSocketRoute("/v1/stream", StreamEndpoint(hub, principals, cfg.stream)),
+        *auth_routes(deps),
+        *ops_routes(parts.upstreams, spec, os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
+        WebSocketRoute("/v1/stream", stream),
     ]
     middleware = [Middleware(EdgeMiddleware)]
     if cfg.cors_origins:
@@ -106,6 +120,7 @@ def build_app(parts: Parts) -> Starlette:
     middleware.append(Middleware(GzipWhenAccepted))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.hub = hub
+    app.state.listener = listener
     app.state.deps = deps
     return app
 

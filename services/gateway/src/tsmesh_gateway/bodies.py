@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from typing import Any
 
@@ -19,7 +20,59 @@ def too_large(limit: int) -> HttpError:
     return HttpError(413, "INVALID_ARGUMENT", f"request body larger than {limit} bytes", {"field": "body"})
 
 
-async def read_body(request: Request, *, max_bytes: int, timeout: float) -> bytes:
+class BodyWatchdog:
+    """Bounds how long a request body may take to arrive, with ONE timer task per worker instead
+    of a timer per request: a sweeper cancels reads that outlive their deadline (answered 408)."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self._interval = interval
+        self._deadlines: dict[asyncio.Task[object], float] = {}
+        self._expired: set[asyncio.Task[object]] = set()
+
+    async def run(self) -> None:
+        """Sweep until cancelled (started by the application's lifespan)."""
+        while True:
+            await asyncio.sleep(self._interval)
+            now = time.monotonic()
+            for task, deadline in list(self._deadlines.items()):
+                if deadline <= now:
+                    del self._deadlines[task]
+                    self._expired.add(task)
+                    task.cancel()
+
+    async def read(self, request: Request, timeout: float, max_bytes: int) -> list[bytes]:
+        """The body chunks, within ``timeout`` seconds and ``max_bytes`` bytes."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadlines[task] = time.monotonic() + timeout
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                message = await request.receive()
+                if message["type"] != "http.request":
+                    raise HttpError(400, "INVALID_ARGUMENT", "client disconnected", {"field": "body"})
+                chunk = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise too_large(max_bytes)
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks
+        except asyncio.CancelledError:
+            if task in self._expired:
+                self._expired.discard(task)
+                task.uncancel()
+                raise HttpError(
+                    408, "DEADLINE_EXCEEDED", "request body not received in time", {"field": "body"}
+                ) from None
+            raise
+        finally:
+            self._deadlines.pop(task, None)
+
+
+async def read_body(request: Request, *, max_bytes: int, timeout: float, watchdog: BodyWatchdog) -> bytes:
     """The (decompressed) body; 413 beyond ``max_bytes``, 408 when the client sends too slowly."""
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -27,19 +80,12 @@ async def read_body(request: Request, *, max_bytes: int, timeout: float) -> byte
             raise HttpError(400, "INVALID_ARGUMENT", "bad Content-Length", {"field": "content-length"})
         if int(declared) > max_bytes:
             raise too_large(max_bytes)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise too_large(max_bytes)
-                chunks.append(chunk)
-    except TimeoutError:
-        raise HttpError(408, "DEADLINE_EXCEEDED", "request body not received in time", {"field": "body"}) from None
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    chunks = await watchdog.read(request, timeout, max_bytes)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = request.headers.get("content-encoding")
+    if encoding is None:
+        return body
+    encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return body
     if encoding in ("gzip", "x-gzip"):
@@ -96,12 +142,12 @@ def json_depth(value: Any, limit: int) -> int:
     return depth
 
 
-async def read_json(request: Request, *, max_bytes: int, timeout: float, max_depth: int) -> Any:
+async def read_json(request: Request, *, max_bytes: int, timeout: float, max_depth: int, watchdog: BodyWatchdog) -> Any:
     """Read and parse a JSON request body under every limit."""
     content_type = request.headers.get("content-type", JSON_TYPE).split(";")[0].strip().lower()
     if content_type not in (JSON_TYPE, "") and not content_type.endswith("+json"):
         raise HttpError(415, "INVALID_ARGUMENT", "Content-Type must be application/json", {"field": "content-type"})
-    return parse_json(await read_body(request, max_bytes=max_bytes, timeout=timeout), max_depth)
+    return parse_json(await read_body(request, max_bytes=max_bytes, timeout=timeout, watchdog=watchdog), max_depth)
 
 
 class JSONResponse(Response):

@@ -44,6 +44,8 @@ class StreamConfig:
     coalesce_seconds: float = 0.001
     max_subscriptions: int = 100
     max_message_bytes: int = 64 * 1024
+    listener: bool = True
+    port: int = 8081
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ class GatewayConfig:
             send_queue_points=env.get_int("TSMESH_GATEWAY_WS_SEND_QUEUE_POINTS", 10_000, minimum=1),
             coalesce_seconds=min(env.get_float("TSMESH_GATEWAY_WS_COALESCE_SECONDS", 0.001, minimum=0.0), 0.001),
             max_subscriptions=env.get_int("TSMESH_GATEWAY_WS_MAX_SUBSCRIPTIONS", 100, minimum=1),
+            listener=env.get_bool("TSMESH_GATEWAY_WS_LISTENER", True),
+            port=env.get_port("TSMESH_GATEWAY_WS_PORT", env.get_port("TSMESH_HTTP_PORT", 8080) + 1),
         )
         return cls(
             common=common,

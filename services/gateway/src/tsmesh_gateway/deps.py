@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tsmesh_common.context import Principal
-from tsmesh_gateway.bodies import read_body, read_json
+from tsmesh_gateway.bodies import BodyWatchdog, read_body, read_json
 from tsmesh_gateway.config import GatewayConfig
 from tsmesh_gateway.guard import PrincipalCache, RouteLimits, authorization_token, principal_key
 from tsmesh_gateway.http_errors import to_http_error
@@ -38,6 +38,7 @@ class Deps:
     principals: PrincipalCache
     limits: RouteLimits
     cache: MicroCache
+    watchdog: BodyWatchdog = field(default_factory=BodyWatchdog)
 
     async def authorize(self, request: Request, route_class: str, scope: str | None) -> Caller:
         """Authenticate the bearer token, check ``scope``, then spend the route class budgets."""
@@ -57,11 +58,17 @@ class Deps:
     async def json(self, request: Request) -> Any:
         cfg = self.cfg
         return await read_json(
-            request, max_bytes=cfg.max_body_bytes, timeout=cfg.body_timeout_seconds, max_depth=cfg.max_json_depth
+            request,
+            max_bytes=cfg.max_body_bytes,
+            timeout=cfg.body_timeout_seconds,
+            max_depth=cfg.max_json_depth,
+            watchdog=self.watchdog,
         )
 
     async def body(self, request: Request) -> bytes:
-        return await read_body(request, max_bytes=self.cfg.max_body_bytes, timeout=self.cfg.body_timeout_seconds)
+        return await read_body(
+            request, max_bytes=self.cfg.max_body_bytes, timeout=self.cfg.body_timeout_seconds, watchdog=self.watchdog
+        )
 
 
 def client_address(request: Request) -> str:

@@ -6,7 +6,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import Counter
 
@@ -70,6 +70,7 @@ class BatchingLimiter:
         self._leases: dict[str, _Lease] = {}
         self._pending: list[tuple[Sequence[Decision], asyncio.Future[list[RateDecision]]]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._running: set[asyncio.Future[None]] = set()
 
     async def decide(self, requests: Sequence[Decision]) -> list[RateDecision]:
         """One decision per ``(key, rate, burst, cost)``, in order."""
@@ -99,8 +100,8 @@ class BatchingLimiter:
             decisions.append(RateDecision(True, lease.limit, lease.remaining + lease.units, 0.0, lease.reset_after))
         return decisions
 
-    def _lease_size(self, burst: int, cost: int) -> int:
-        return max(cost, min(self._max_lease, burst // 20)) if cost == 1 else cost
+    def _lease_size(self, burst: int) -> int:
+        return min(self._max_lease, burst // 20) if burst >= 40 else 0
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -108,42 +109,54 @@ class BatchingLimiter:
             self._timer = None
         batch, self._pending = self._pending, []
         if batch:
-            asyncio.ensure_future(self._run(batch))
+            task = asyncio.ensure_future(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _run(self, batch: list[tuple[Sequence[Decision], asyncio.Future[list[RateDecision]]]]) -> None:
-        flat = [
-            (key, rate, burst, self._lease_size(burst, cost))
-            for requests, _ in batch
-            for key, rate, burst, cost in requests
-        ]
         try:
-            decisions = await self._limiter.acquire_many(flat)
-            retry = [i for i, (d, f) in enumerate(zip(decisions, flat, strict=True)) if not d.allowed and f[3] > 1]
-            if retry:
-                again = await self._limiter.acquire_many([(flat[i][0], flat[i][1], flat[i][2], 1) for i in retry])
-                for i, decision in zip(retry, again, strict=True):
-                    decisions[i] = decision
-                    flat[i] = (flat[i][0], flat[i][1], flat[i][2], 1)
+            answers = await self._decide_batch([requests for requests, _ in batch])
         except Exception as exc:  # noqa: BLE001 - every waiter gets the failure
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        now = self._clock()
-        start = 0
-        for requests, future in batch:
-            answers = []
-            for offset, (key, _, _, cost) in enumerate(requests):
-                decision = decisions[start + offset]
-                bought = flat[start + offset][3]
-                if decision.allowed and bought > cost:
-                    self._leases[key] = _Lease(bought - cost, now + self._lease_seconds, decision)
-                    if len(self._leases) > 100_000:
-                        self._leases.clear()
-                answers.append(decision)
+        for (_, future), answer in zip(batch, answers, strict=True):
             if not future.done():
-                future.set_result(answers)
-            start += len(requests)
+                future.set_result(answer)
+
+    async def _decide_batch(self, batch: list[Sequence[Decision]]) -> list[list[RateDecision]]:
+        """One purchase per key (all of the batch's units plus a lease); unit by unit if refused."""
+        totals: dict[str, list[Any]] = {}
+        for requests in batch:
+            for key, rate, burst, cost in requests:
+                entry = totals.setdefault(key, [rate, burst, 0])
+                entry[2] += cost
+        keys = list(totals)
+        purchases = [(k, totals[k][0], totals[k][1], totals[k][2] + self._lease_size(totals[k][1])) for k in keys]
+        decided = dict(zip(keys, await self._limiter.acquire_many(purchases), strict=True))
+        now = self._clock()
+        refused: list[tuple[int, int]] = []
+        answers: list[list[RateDecision]] = []
+        for b, requests in enumerate(batch):
+            row: list[RateDecision] = []
+            for r, (key, _, _, _) in enumerate(requests):
+                decision = decided[key]
+                if not decision.allowed:
+                    refused.append((b, r))
+                row.append(decision)
+            answers.append(row)
+        for (key, _, _, bought), decision in zip(purchases, (decided[k] for k in keys), strict=True):
+            extra = bought - totals[key][2]
+            if decision.allowed and extra > 0:
+                self._leases[key] = _Lease(extra, now + self._lease_seconds, decision)
+        if len(self._leases) > 100_000:
+            self._leases.clear()
+        if refused:
+            exact = await self._limiter.acquire_many([batch[b][r] for b, r in refused])
+            for (b, r), decision in zip(refused, exact, strict=True):
+                answers[b][r] = decision
+        return answers
 
 
 def authorization_token(header: str | None) -> str:

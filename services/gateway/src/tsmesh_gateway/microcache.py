@@ -22,6 +22,7 @@ from tsmesh_common.redis_keys import data_generation_key
 log = logging.getLogger(__name__)
 
 LOOKUPS = Counter("tsmesh_gateway_cache_lookups_total", "Micro-cache lookups", ["outcome"])
+_HIT, _MISS, _BYPASS = LOOKUPS.labels("hit"), LOOKUPS.labels("miss"), LOOKUPS.labels("bypass")
 
 
 class GenerationReader:
@@ -106,15 +107,15 @@ class MicroCache:
         try:
             return await self._generations.read(tenant_id)
         except Exception:  # noqa: BLE001 - Redis trouble means no caching, never a failed query
-            LOOKUPS.labels("bypass").inc()
+            _BYPASS.inc()
             return None
 
     def get(self, tenant_id: str, key: bytes, generation: bytes) -> bytes | None:
         entry = self._entries.get((tenant_id, key))
         if entry is None or entry[0] != generation or entry[1] < self._clock():
-            LOOKUPS.labels("miss").inc()
+            _MISS.inc()
             return None
-        LOOKUPS.labels("hit").inc()
+        _HIT.inc()
         return entry[2]
 
     def put(self, tenant_id: str, key: bytes, generation: bytes, body: bytes) -> None:

@@ -6,8 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tsmesh_common.config import CommonConfig, ConfigError, Env
+from tsmesh_common.redis_keys import LATE_WRITE_SECONDS
 
 NS_PER_SECOND = 1_000_000_000
+# Chunks ending before now minus this are keyed on the late generation, which the writer bumps for
+# points older than LATE_WRITE_SECONDS: the extra minute covers clock skew between hosts (ADR 0303).
+DEFAULT_LATE_WINDOW_S = LATE_WRITE_SECONDS + 60
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class CacheConfig:
     l2_immutable_ttl_s: int = 7 * 86_400
     l2_recent_ttl_s: int = 300
     l2_max_entry_bytes: int = 4 * 1024 * 1024
-    late_window_ns: int = 600 * NS_PER_SECOND
+    late_window_ns: int = DEFAULT_LATE_WINDOW_S * NS_PER_SECOND
     chunks_per_query: int = 32
 
     @classmethod
@@ -55,7 +59,10 @@ class CacheConfig:
             l1_immutable_ttl_s=env.get_float("TSMESH_QUERY_L1_TTL_SECONDS", cls.l1_immutable_ttl_s, minimum=0.0),
             l2_enabled=env.get_bool("TSMESH_QUERY_L2_ENABLED", True),
             l2_immutable_ttl_s=env.get_int("TSMESH_QUERY_L2_TTL_SECONDS", cls.l2_immutable_ttl_s, minimum=1),
-            late_window_ns=env.get_int("TSMESH_QUERY_LATE_WINDOW_SECONDS", 600, minimum=0) * NS_PER_SECOND,
+            late_window_ns=env.get_int(
+                "TSMESH_QUERY_LATE_WINDOW_SECONDS", DEFAULT_LATE_WINDOW_S, minimum=LATE_WRITE_SECONDS
+            )
+            * NS_PER_SECOND,
             chunks_per_query=env.get_int("TSMESH_QUERY_CHUNKS_PER_QUERY", cls.chunks_per_query, minimum=1),
         )
 

@@ -1,9 +1,11 @@
 """The QueryRange engine: chunked, cached, single-flight evaluation over rollups and raw data.
 
 Per query: split into aligned chunks; read the tenant's data and late generations (one batched
-MGET); look chunks up in L1, then L2; compute the missing ones in ONE REPEATABLE READ snapshot
-(series resolution, limits, then one statement per contiguous run of missing chunks at the same
-resolution); store them; assemble and fill. Chunks older than the late-arrival window are keyed
+MGET); look chunks up in L1, then L2; compute the missing ones on one connection (series
+resolution, limits, then one statement per contiguous run of missing chunks at the same
+resolution: each statement is one snapshot in which rollups, pending ranges and raw points agree,
+taken after the call arrived, like every cached chunk it is combined with); store them; assemble
+and fill. Chunks older than the late-arrival window are keyed
 on the late generation (moved only by commits of points older than ``LATE_WRITE_SECONDS``), the
 others on the data generation (moved by every commit). See ADRs 0301 and 0303.
 """
@@ -123,25 +125,44 @@ class RangeEngine:
         missing = [i for i, data in enumerate(found) if data is None]
         self.stats.chunk_hits += len(chunks) - len(missing)
         self.stats.chunk_misses += len(missing)
+        spans: dict[int, tuple[int, Chunk, Chunk, ChunkData]] = {}  # first index -> run's last index, data
         if missing:
-            computed = await self._db.read(
+            runs = await self._db.read(
                 lambda conn, timeout: self._evaluate(conn, timeout, tenant, query, [chunks[i] for i in missing]),
-                snapshot=True,
+                snapshot=False,  # each statement is its own exact snapshot (ADR 0303)
             )
-            for i, data in zip(missing, computed, strict=True):
-                found[i] = data
-            await self._store(tenant, chunks, chunk_keys, missing, computed, cutoff)
-        complete = [
-            trim(data, query.start, query.end) if c.lo < query.start or c.hi > query.end else data
-            for c, data in zip(chunks, found, strict=True)
-            if data is not None
-        ]
+            position = 0
+            for run, data in runs:
+                spans[missing[position]] = (missing[position + len(run) - 1], run[0], run[-1], data)
+                position += len(run)
+            if self._l1.enabled or self._l2 is not None:
+                computed = [
+                    piece
+                    for run, data in runs
+                    for piece in split_range(data.groups, [(c.lo, c.hi) for c in run], data.resolution)
+                ]
+                await self._store(tenant, chunks, chunk_keys, missing, computed, cutoff)
+        complete: list[ChunkData] = []
+        index = 0
+        while index < len(chunks):  # a computed run is used whole, not split and merged again
+            span = spans.get(index)
+            if span is not None:
+                index, first, last, data = span[0] + 1, span[1], span[2], span[3]
+            else:
+                first = last = chunks[index]
+                maybe, index = found[index], index + 1
+                if maybe is None:
+                    continue
+                data = maybe
+            complete.append(
+                trim(data, query.start, query.end) if first.lo < query.start or last.hi > query.end else data
+            )
         resolution = max((data.resolution for data in complete), default=query_pb2.RESOLUTION_RAW)
-        response = build_response(query, complete, resolution)
+        response, size = build_response(query, complete, resolution)
         if keys is not None:
             ttl = self._cfg.l1_immutable_ttl_s if chunks[-1].hi <= cutoff else self._cfg.l1_recent_ttl_s
             if self._results.enabled:
-                self._results.put(keys[1], response, response.ByteSize() + 256, ttl)
+                self._results.put(keys[1], response, size + 256, ttl)
         return response
 
     async def _lookup(self, tenant: str, keys: list[str | None]) -> list[ChunkData | None]:
@@ -170,8 +191,6 @@ class RangeEngine:
         cutoff: int,
     ) -> None:
         remote: list[tuple[str, bytes, int]] = []
-        if not self._l1.enabled and self._l2 is None:
-            return
         for i, data in zip(missing, computed, strict=True):
             key = keys[i]
             if key is None:
@@ -185,7 +204,8 @@ class RangeEngine:
 
     async def _evaluate(
         self, conn: asyncpg.Connection, timeout: float, tenant: str, query: RangeQuery, chunks: list[Chunk]
-    ) -> list[ChunkData]:
+    ) -> list[tuple[list[Chunk], ChunkData]]:
+        """Each run of adjacent chunks at one resolution with its buckets (one statement per run)."""
         series = await resolve_series(conn, timeout, tenant, query.selector, self._limits)
         ids, groups, names = self._groups(series, query)
         points = len(names) * query.bucket_count
@@ -194,7 +214,7 @@ class RangeEngine:
                 "max_points", f"{len(names)} series x {query.bucket_count} buckets exceed {self._limits.max_points}"
             )
         one_per_group = len(names) == len(ids)
-        out: list[ChunkData] = []
+        out: list[tuple[list[Chunk], ChunkData]] = []
         for run in _runs(chunks):
             resolution = run[0].resolution
             RESOLUTIONS.labels(RESOLUTION_NAMES[resolution]).inc(len(run))
@@ -210,7 +230,7 @@ class RangeEngine:
                 )
                 for row in rows:
                     merged[names[row["g"]]] = from_arrays(row["buckets"], row["vals"], row["counts"])
-            out.extend(split_range(merged, [(c.lo, c.hi) for c in run], resolution))
+            out.append((run, ChunkData(resolution, merged)))
         return out
 
     @staticmethod

@@ -137,11 +137,12 @@ class LiveHub:
                 await pubsub.psubscribe(LIVE_PATTERN)
                 self.connected.set()
                 while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is None or message.get("type") != "pmessage":
+                    # the raw reply (no per-message dict): [b"pmessage", pattern, channel, data]
+                    reply = await pubsub.parse_response(block=True)
+                    if not isinstance(reply, list) or len(reply) != 4 or reply[0] != b"pmessage":
                         continue
-                    channel = message["channel"]
-                    self.dispatch(channel.decode() if isinstance(channel, bytes) else channel, message["data"])
+                    channel = reply[2]
+                    self.dispatch(channel.decode() if isinstance(channel, bytes) else channel, reply[3])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any feed failure: back off and resubscribe

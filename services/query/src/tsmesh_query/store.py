@@ -35,6 +35,12 @@ CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
 )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release hook: these connections never change session state (settings come from
+    ``server_settings``, nothing is SET, LISTENed or locked), so release skips asyncpg's default
+    ``RESET ALL`` round trip. asyncpg still rolls back any transaction left open before this runs."""
+
+
 class _Target:
     """One PostgreSQL server (a replica or the primary) with its lazily-created pool."""
 
@@ -63,10 +69,13 @@ class _Target:
                     timeout=self._cfg.connect_timeout_s,
                     command_timeout=self._cfg.statement_timeout_s,
                     max_inactive_connection_lifetime=60.0,
+                    reset=_keep_session,
                     server_settings={
                         "application_name": "tsmesh-query",
                         "default_transaction_read_only": "on",
                         "statement_timeout": str(int(self._cfg.statement_timeout_s * 1000)),
+                        # range statements sort and aggregate ~100k rows: keep that off disk
+                        "work_mem": "32MB",
                     },
                 )
             return self._pool
