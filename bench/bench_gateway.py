@@ -83,6 +83,14 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -106,6 +114,8 @@ class BenchGateway:
             TSMESH_GATEWAY_LIMIT_QUERY_PER_ADDRESS="10000000:10000000",
             TSMESH_GATEWAY_LIMIT_AUTH_PER_ADDRESS="10000000:10000000",
             TSMESH_GATEWAY_WS_SEND_QUEUE_POINTS="100000",
+            TSMESH_GATEWAY_WS_PING_SECONDS="300",
+            TSMESH_GATEWAY_WS_IDLE_TIMEOUT_SECONDS="900",
             TSMESH_GATEWAY_CACHE_TTL_SECONDS="3600",
             PYTHONPATH=str(ROOT / "bench"),
         )
@@ -145,6 +155,28 @@ class BenchGateway:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+def print_metrics(urls: dict[str, str]) -> None:
+    """Live-path counters of each process, to tell where points wait or drop."""
+    wanted = (
+        "live_delay_seconds_sum",
+        "live_delay_seconds_count",
+        "live_batches_total",
+        "live_publish",
+        "subscribers_dropped",
+        "ws_points_total",
+        "ws_frames_total",
+        "ws_upstream_subscriptions",
+        "ws_closed",
+    )
+    for name, url in urls.items():
+        try:
+            text = httpx.get(url, timeout=5).text
+        except httpx.HTTPError:
+            continue
+        lines = [line for line in text.splitlines() if not line.startswith("#") and any(w in line for w in wanted)]
+        print(f"  {name}: " + "; ".join(lines), flush=True)
 
 
 def wrk(url: str, *, seconds: int, connections: int, script: Path | None = None) -> dict[str, float]:
@@ -362,9 +394,23 @@ async def ws_part(report: Report, stack: Any, gw: BenchGateway, token: str, seco
         assert acks == total, acks
         selectors = total // group
         best = 0.0
+        watched = {**{n: p.pid for n, p in stack.children.items() if n != "gateway"}, "bench-gateway": gw.workers[0]}
+        watched.update({f"client{i}": proc.pid for i, (proc, _) in enumerate(clients)})
         for rate in (1_000, 2_000, 4_000, 8_000):
+            before_cpu = {name: cpu_seconds(pid) for name, pid in watched.items()}
+            started = time.monotonic()
             ask(clients, "record", True)
             written = await write_load(stack.grpc_addr("ingest"), token, rate, seconds, selectors)
+            elapsed = time.monotonic() - started
+            shares = {n: round((cpu_seconds(p) - before_cpu[n]) / elapsed, 2) for n, p in watched.items()}
+            print(f"CPU share per process at {rate} points/s: {shares}", flush=True)
+            print_metrics(
+                {
+                    "query": stack.metrics_url("query"),
+                    "ingest": stack.metrics_url("ingest"),
+                    "gateway": gw.url + "/metrics",
+                }
+            )
             await asyncio.sleep(1.0)
             ask(clients, "record", False)
             samples = ask(clients, "collect")

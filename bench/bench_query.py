@@ -75,7 +75,7 @@ class Keys:
 
 
 async def create_db() -> str:
-    name = f"tsmesh_bench_{uuid.uuid4().hex[:8]}"
+    name = f"tsmesh_bench_query_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(f"{PG}/postgres")
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
@@ -276,11 +276,12 @@ async def main() -> None:
         await comps.app.stop(0.1)
 
         # --- dashboard
-        hit, queries, p99, lookups = await dashboard(db, keys, writer, redis)
+        hit, queries, p99, lookups, errors = await dashboard(db, keys, writer, redis)
         report.add("dashboard chunk cache hit ratio", hit * 100, "%", None, None, ">= 90%")
         report.add("dashboard chunk lookups", lookups, "chunks")
         report.add("dashboard QueryRange p99", p99, "ms", "echo p99", base_lat.latency["p99"])
         report.add("dashboard queries", queries, "calls")
+        report.add("dashboard calls refused (overload)", sum(errors.values()), "calls")
 
         # --- subscribe latency
         sub = await subscribe_latency(db, keys, redis)
@@ -335,6 +336,7 @@ async def dashboard(db: str, keys: Keys, writer: Writer, redis: Redis):
         panels.append((name, f"m{p % 5}", matchers, ["dc"] if p % 4 == 0 else []))
     stats = comps.engine.stats
     lat = LatencyRecorder()
+    errors: dict[str, int] = {}
     stop = time.monotonic() + real_seconds
 
     async def ingest() -> None:
@@ -357,9 +359,12 @@ async def dashboard(db: str, keys: Keys, writer: Writer, redis: Redis):
             now = clock()
             end = now - now % step + step
             t = time.perf_counter()
-            await stub.QueryRange(
-                query(metric, end - width, end, step, group_by=group_by, matchers=matchers), metadata=md, timeout=10
-            )
+            try:
+                await stub.QueryRange(
+                    query(metric, end - width, end, step, group_by=group_by, matchers=matchers), metadata=md, timeout=10
+                )
+            except grpc.aio.AioRpcError as exc:  # overload answers fast (RESOURCE_EXHAUSTED): count it
+                errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
             lat.record(time.perf_counter() - t)
             await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - t)))  # 10 virtual seconds
 
@@ -374,7 +379,7 @@ async def dashboard(db: str, keys: Keys, writer: Writer, redis: Redis):
     await channel.close()
     await comps.app.stop(0.1)
     ratio = hits / max(1, hits + misses)
-    return ratio, stats.queries - warm_stats[2], lat.summary()["p99"], hits + misses
+    return ratio, stats.queries - warm_stats[2], lat.summary()["p99"], hits + misses, errors
 
 
 async def subscribe_latency(db: str, keys: Keys, redis: Redis) -> dict[str, float]:

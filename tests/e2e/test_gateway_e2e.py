@@ -91,7 +91,9 @@ async def test_login_token_write_query_and_live_stream(stack: Stack) -> None:
             stream_pb2.StreamClientMessage(authenticate={"token": login.json()["access_token"]}).SerializeToString()
         )
         for i, name in enumerate((metric, f"{measurement}_v")):
-            await ws_json.send(orjson.dumps({"type": "subscribe", "id": f"j{i}", "selector": {"metric": name}}).decode())
+            await ws_json.send(
+                orjson.dumps({"type": "subscribe", "id": f"j{i}", "selector": {"metric": name}}).decode()
+            )
             assert orjson.loads(await asyncio.wait_for(ws_json.recv(), 20))["type"] == "ack"
             sub = stream_pb2.StreamClientMessage(subscribe={"id": f"p{i}", "selector": {"metric": name}})
             await ws_proto.send(sub.SerializeToString())
@@ -101,8 +103,10 @@ async def test_login_token_write_query_and_live_stream(stack: Stack) -> None:
             acks += message.WhichOneof("message") == "ack"
 
         now = time.time_ns()
-        points = [{"metric": metric, "labels": {"host": f"h{i}"}, "timestamp_ns": now + i, "value": float(i)}
-                  for i in range(3)]
+        points = [
+            {"metric": metric, "labels": {"host": f"h{i}"}, "timestamp_ns": now + i, "value": float(i)}
+            for i in range(3)
+        ]
         written = await http.post("/v1/write", json={"points": points}, headers=api)
         assert written.status_code == 200 and written.json()["accepted"] == 3, written.text
 
@@ -110,8 +114,10 @@ async def test_login_token_write_query_and_live_stream(stack: Stack) -> None:
             write_api = influx.write_api(write_options=SYNCHRONOUS)
             write_api.write(
                 bucket="telegraf",
-                record=[Point(measurement).tag("host", "lp").field("v", 42.5).time(now, WritePrecision.NS),
-                        Point(measurement).tag("host", "lp2").field("v", 7).time(now, WritePrecision.NS)],
+                record=[
+                    Point(measurement).tag("host", "lp").field("v", 42.5).time(now, WritePrecision.NS),
+                    Point(measurement).tag("host", "lp2").field("v", 7).time(now, WritePrecision.NS),
+                ],
             )
 
         live_json = await _json_frames(ws_json, 5)
@@ -141,8 +147,13 @@ async def test_login_token_write_query_and_live_stream(stack: Stack) -> None:
         assert sorted(p["value"] for p in found) == [0.0, 1.0, 2.0]
         ranged = await http.post(
             "/v1/query/range",
-            json={"selector": {"metric": f"{measurement}_v"}, "start_ns": now - 10**9, "end_ns": now + 10**9,
-                  "step_ns": 2 * 10**9, "aggregation": "sum"},
+            json={
+                "selector": {"metric": f"{measurement}_v"},
+                "start_ns": now - 10**9,
+                "end_ns": now + 10**9,
+                "step_ns": 2 * 10**9,
+                "aggregation": "sum",
+            },
             headers=api,
         )
         assert ranged.status_code == 200, ranged.text

@@ -266,23 +266,31 @@ def gateway_environ(upstream_port: int, http_port: int, redis_url: str, **extra:
     return env
 
 
+_LOGS: dict[int, str] = {}
+
+
 def start_gateway(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A gateway process; its stderr goes to a temporary log file (path in ``proc.args`` log)."""
+    """A gateway process; its output goes to a temporary log file."""
     import tempfile
 
     log = tempfile.NamedTemporaryFile(prefix="tsmesh-gateway-test-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "tsmesh_gateway"], env=env, stdout=log, stderr=log)
     log.close()
+    _LOGS[proc.pid] = log.name
     return proc
 
 
 def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the process; its log is kept only when it did not exit cleanly."""
     proc.terminate()
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    log = _LOGS.pop(proc.pid, None)
+    if log is not None and proc.returncode == 0:
+        Path(log).unlink(missing_ok=True)
 
 
 def grpc_code_of(exc: BaseException) -> grpc.StatusCode | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+ST = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "st"
 CONFIG = """
 [[operations]]
 include-path = "/api/v2/write"
@@ -25,7 +26,7 @@ async def test_schemathesis_finds_no_failure(fuzz_target, tmp_path: Path) -> Non
     token = fuzz_target.mesh.mint.token("t-fuzz", "read write admin", ttl=3600)
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
-    st = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "st"
+    st = ST
     proc = await asyncio.create_subprocess_exec(
         str(st),
         "--config-file",

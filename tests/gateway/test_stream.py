@@ -46,7 +46,7 @@ async def test_json_subscribe_receives_points_and_one_upstream_is_shared(served,
     tenant, metric = f"t-{uuid.uuid4().hex[:8]}", f"cpu_{uuid.uuid4().hex[:6]}"
     auth = {"Authorization": f"Bearer {served.mesh.mint.token(tenant, 'read')}"}
     before = served.mesh.query.calls.get("Subscribe", 0)
-    sockets = [await websockets.connect(served.ws_url, subprotocols=[JSON], additional_headers=auth) for _ in range(3)]
+    sockets = [await websockets.connect(url, subprotocols=[JSON], additional_headers=auth) for _ in range(3)]
     try:
         for i, ws in enumerate(sockets):
             assert ws.subprotocol == JSON

@@ -12,6 +12,9 @@ from aiokafka import AIOKafkaConsumer
 from ingest_harness import Ingest, eventually, point
 from tsmesh.v1 import common_pb2
 
+from tsmesh_common.config import ConfigError
+from tsmesh_common.redis_keys import LATE_WRITE_SECONDS, data_generation_key, late_generation_key
+from tsmesh_ingest.config import IngestConfig
 from tsmesh_ingest.series_id import series_id
 from tsmesh_ingest.store import WriterHooks
 
@@ -226,3 +229,44 @@ async def test_in_order_appends_merge_into_the_rollup_exactly(ts_db: Any, start_
     assert await rollup() == (4, 30.0, -1.0, 20.0, t0 + 10 * s, 3.0, t0 + 40 * s, 20.0)
     hour = await ingest.fetch("SELECT count, sum, min, max, first, last FROM ts.rollup_1h")
     assert tuple(hour[0].values()) == (4, 30.0, -1.0, 20.0, 3.0, 20.0)
+
+
+async def test_a_commit_with_points_older_than_the_late_window_bumps_the_late_generation(
+    ts_db: Any, start_ingest: Any, tenant_id: str, redis_client: Any
+) -> None:
+    ingest = await start_ingest(ts_db, env={"TSMESH_WRITER_LATE_WINDOW_SECONDS": "120"})
+    late_key, data_key = late_generation_key(tenant_id), data_generation_key(tenant_id)
+    now = time.time_ns()
+    await ingest.write(tenant_id, [point("lategen", now - 10 * 10**9, 1.0)])
+    await settled(ingest, 1)
+    assert int(await redis_client.get(data_key)) == 1
+    assert await redis_client.get(late_key) is None
+
+    await ingest.write(tenant_id, [point("lategen", now - 10 * 10**9, 2.0), point("lategen", now - 300 * 10**9, 3.0)])
+    await settled(ingest, 2)
+    assert int(await redis_client.get(data_key)) == 2
+    assert int(await redis_client.get(late_key)) == 1
+
+    await ingest.write(tenant_id, [point("lategen", time.time_ns(), 4.0)])
+    await settled(ingest, 3)
+    assert (int(await redis_client.get(data_key)), int(await redis_client.get(late_key))) == (3, 1)
+
+
+def test_the_late_window_is_measured_after_the_commit_on_the_writer_clock() -> None:
+    from tsmesh_ingest.store import Item
+    from tsmesh_ingest.writer import Writer
+
+    clock = [1_000 * 10**9]
+    writer = Writer(None, None, "dlq", None, None, None, late_window_seconds=300, clock_ns=lambda: clock[0])  # type: ignore[arg-type]
+
+    def item(tenant: str, *tss: int) -> Item:
+        pts = [point("m", t, 1.0) for t in tss]
+        return Item(tenant, common_pb2.PointBatch(tenant_id=tenant, points=pts), [0] * len(pts))
+
+    items = [item("a", 999 * 10**9, 700 * 10**9 - 1), item("b", 700 * 10**9), item("c")]
+    assert writer.late_tenants(items) == {"a"}
+    clock[0] += 1
+    assert writer.late_tenants(items) == {"a", "b"}
+    with pytest.raises(ConfigError, match="TSMESH_WRITER_LATE_WINDOW_SECONDS"):
+        IngestConfig.from_env({"TSMESH_WRITER_LATE_WINDOW_SECONDS": str(LATE_WRITE_SECONDS + 1)})
+    assert IngestConfig.from_env({}).writer.late_window_s == LATE_WRITE_SECONDS

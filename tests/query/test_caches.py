@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from test_query_range import request
-from tsq_support import MINUTE_NS, Loader, Running, bump, bump_late, query_config, start_service, stop_service
+from tsq_support import (
+    MINUTE_NS,
+    REDIS_URL,
+    Loader,
+    Running,
+    bump,
+    bump_late,
+    query_config,
+    start_service,
+    stop_service,
+)
 
+from tsmesh_common.breaker import CircuitBreaker
+from tsmesh_common.redis_keys import data_generation_key, late_generation_key
 from tsmesh_query.cache import LruCache
+from tsmesh_query.generation import GenerationReader, Generations
+from tsmesh_query.wiring import create_redis
 
 
 def total(response) -> float:
@@ -103,3 +119,26 @@ def test_l1_is_bounded_in_bytes_and_expires() -> None:
     assert cache.bytes <= 100 and cache.get("t1|b") is None and cache.get("t1|a") is not None
     clock[0] = 11.0
     assert cache.get("t1|a") is None and cache.get("t1|c") is None
+
+
+async def test_generation_reader_batches_both_generations_and_refuses_junk(
+    redis_client: aioredis.Redis, tenant_id: str
+) -> None:
+    other = f"{tenant_id}-b"
+    client = create_redis(REDIS_URL)
+    reader = GenerationReader(client, CircuitBreaker("test-redis", failures=(RedisError, OSError)))
+    try:
+        await bump(redis_client, tenant_id)
+        await bump_late(redis_client, tenant_id)
+        await bump_late(redis_client, tenant_id)
+        first, second = await asyncio.gather(reader.get(tenant_id), reader.get(other))
+        assert first == Generations(1, 2) and second == Generations(0, 0)
+        assert reader.reads == 1  # one MGET for both callers
+        await redis_client.set(data_generation_key(other), "junk")
+        assert await reader.get(other) is None  # unknown: callers bypass the caches
+    finally:
+        await reader.close()
+        await client.aclose()
+        await redis_client.delete(
+            data_generation_key(tenant_id), late_generation_key(tenant_id), data_generation_key(other)
+        )

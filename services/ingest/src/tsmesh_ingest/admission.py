@@ -5,7 +5,8 @@ the limit (``points_per_second`` or ``max_active_series``) with a retry hint.
 
 Active series = distinct series written within ``window_seconds``, kept in a Redis sorted set per
 tenant (member = series id, score = last write). A replica only tells Redis about a series it has
-not reported within ``refresh_seconds``, so steady-state writes cost no Redis work for this check.
+not reported in the current ``refresh_seconds`` epoch (a set difference, no per-point Python), so
+steady-state writes cost no Redis work for this check.
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ class Admission:
         self._refresh = refresh_seconds
         self._max_tracked = max_tracked
         self._timeout = timeout
-        self._reported: dict[tuple[str, int], float] = {}
+        self._epoch = -1
+        self._reported: dict[str, set[int]] = {}
+        self._tracked = 0
 
     async def admit(self, tenant_id: str, series_ids: Sequence[int]) -> None:
         """Spend ``len(series_ids)`` points of the tenant's rate and register new active series."""
@@ -94,10 +97,11 @@ class Admission:
         await self._check_active_series(tenant_id, series_ids, limits.max_active_series)
 
     async def _check_active_series(self, tenant_id: str, series_ids: Sequence[int], limit: int) -> None:
-        now = time.monotonic()
-        reported = self._reported
-        stale = now - self._refresh
-        fresh = {sid for sid in series_ids if reported.get((tenant_id, sid), -1.0) < stale}
+        epoch = int(time.monotonic() // self._refresh)
+        if epoch != self._epoch or self._tracked > self._max_tracked:
+            self._epoch, self._reported, self._tracked = epoch, {}, 0
+        reported = self._reported.get(tenant_id)
+        fresh = set(series_ids) if reported is None else set(series_ids) - reported
         if not fresh:
             return
         try:
@@ -119,7 +123,5 @@ class Admission:
                 f"tenant has {int(active)} active series, the limit is {limit}; this write would add {len(fresh)}",
                 retry_after_seconds=self._refresh,
             )
-        if len(reported) + len(fresh) > self._max_tracked:
-            reported.clear()
-        for sid in fresh:
-            reported[(tenant_id, sid)] = now
+        self._reported.setdefault(tenant_id, set()).update(fresh)
+        self._tracked += len(fresh)

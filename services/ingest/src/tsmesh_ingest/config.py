@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import orjson
 
 from tsmesh_common.config import CommonConfig, ConfigError, Env
+from tsmesh_common.redis_keys import LATE_WRITE_SECONDS
 from tsmesh_ingest.limits import TenantLimits, ValidationLimits
 
 MODES = ("all", "api", "writer")
@@ -62,6 +63,7 @@ class WriterConfig:
     rollup_1h_days: int
     partitions_ahead_days: int
     maintenance_interval_s: float
+    late_window_s: int = LATE_WRITE_SECONDS
 
     @classmethod
     def from_env(cls, env: Env) -> WriterConfig:
@@ -72,13 +74,19 @@ class WriterConfig:
             max_wait_ms=env.get_int("TSMESH_WRITER_MAX_WAIT_MS", 100, minimum=1, maximum=60_000),
             pool_size=env.get_int("TSMESH_WRITER_POOL_SIZE", 4, minimum=2, maximum=64),
             retry_max_seconds=env.get_float("TSMESH_WRITER_RETRY_MAX_SECONDS", 5.0, minimum=0.1),
-            rollup_interval_ms=env.get_int("TSMESH_ROLLUP_INTERVAL_MS", 250, minimum=10),
-            rollup_batch=env.get_int("TSMESH_ROLLUP_BATCH", 500_000, minimum=1),
+            rollup_interval_ms=env.get_int("TSMESH_ROLLUP_INTERVAL_MS", 100, minimum=10),
+            rollup_batch=env.get_int("TSMESH_ROLLUP_BATCH", 50_000, minimum=1),
             raw_days=env.get_int("TSMESH_RETENTION_RAW_DAYS", 30, minimum=1),
             rollup_1m_days=env.get_int("TSMESH_RETENTION_ROLLUP_1M_DAYS", 90, minimum=1),
             rollup_1h_days=env.get_int("TSMESH_RETENTION_ROLLUP_1H_DAYS", 730, minimum=1),
             partitions_ahead_days=env.get_int("TSMESH_PARTITIONS_AHEAD_DAYS", 3, minimum=1, maximum=366),
             maintenance_interval_s=env.get_float("TSMESH_MAINTENANCE_INTERVAL_SECONDS", 3600.0, minimum=1.0),
+            # A commit holding a point older than this bumps the tenant's late generation. It must
+            # not exceed query's TSMESH_QUERY_LATE_WINDOW_SECONDS (which query refuses below
+            # LATE_WRITE_SECONDS), so values above LATE_WRITE_SECONDS are refused (ADR 0202).
+            late_window_s=env.get_int(
+                "TSMESH_WRITER_LATE_WINDOW_SECONDS", LATE_WRITE_SECONDS, minimum=0, maximum=LATE_WRITE_SECONDS
+            ),
         )
 
 

@@ -49,3 +49,9 @@ ROLLUP_SECONDS = Histogram(
     "Duration of one rollup refresh transaction",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+ROLLUP_COMMIT_LAG = Histogram(
+    "tsmesh_ingest_rollup_commit_lag_seconds",
+    "Per refresh: its commit time minus the insert time of the oldest pending range it consumed "
+    "(inserted in the points' own transaction, so about that transaction's commit)",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0),
+)

@@ -150,6 +150,7 @@ async def build_runtime(
             batcher,
             retry_max_seconds=w.retry_max_seconds,
             hooks=hooks,
+            late_window_seconds=w.late_window_s,
         )
         runtime.refresher = RollupRefresher(
             runtime.pool, batch=w.rollup_batch, interval_seconds=w.rollup_interval_ms / 1000

@@ -52,7 +52,27 @@ class SeriesIdCache:
     def __init__(self, max_entries: int = 1_000_000) -> None:
         self._max = max_entries
         self._ids: OrderedDict[tuple[str, str, LabelItems], int] = OrderedDict()
+        self._by_encoding: dict[str, dict[bytes, int]] = {}
+        self._encoded = 0
         self.misses = 0
+
+    def encodings(self, tenant_id: str) -> dict[bytes, int]:
+        """The tenant's map: canonical wire encoding of (metric, labels) -> id (validation's fast
+        path). Keys are bytes and values ints, so the garbage collector never scans these dicts."""
+        found = self._by_encoding.get(tenant_id)
+        if found is None:
+            found = self._by_encoding[tenant_id] = {}
+        return found
+
+    def remember(self, tenant_id: str, encoding: bytes, sid: int) -> None:
+        """Record ``encoding`` -> ``sid`` (bounded like the main map: all cleared when full)."""
+        if self._encoded >= self._max:
+            for mapping in self._by_encoding.values():
+                mapping.clear()
+            self._encoded = 0
+        self.misses += 1
+        self._encoded += 1
+        self.encodings(tenant_id)[encoding] = sid
 
     def peek(self, tenant_id: str, metric: str, labels: LabelItems) -> int | None:
         """The cached id, or None (the caller validates the identity before calling :meth:`get`)."""

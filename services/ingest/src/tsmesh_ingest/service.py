@@ -43,6 +43,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     async def WriteBatch(self, request: ingest_pb2.WriteRequest, context: Any) -> ingest_pb2.WriteResponse:
         tenant_id = current_principal("write").tenant_id
         self._validator.check_request(request)
+        request.DiscardUnknownFields()
         result = self._validator.validate(tenant_id, request.points)
         await self._accept(tenant_id, result, request.ByteSize(), context)
         return _response(result, len(result.points), len(request.points))
@@ -57,6 +58,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         try:
             async for request in request_iterator:
                 self._validator.check_request(request)
+                request.DiscardUnknownFields()
                 result = self._validator.validate(tenant_id, request.points, base_index=total)
                 errors.errors.extend(result.errors)
                 total += len(request.points)
@@ -84,8 +86,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     async def _produce(self, tenant_id: str, result: Validated, request_bytes: int, context: Any) -> None:
         if not result.points:
             return
-        batches = self._producer.records(tenant_id, result.points, result.series_ids, request_bytes)
-        serialized = [(partition, batch.SerializeToString()) for partition, batch in batches]
+        serialized = self._producer.records(tenant_id, result.raws, result.series_ids)
         await self._producer.send(serialized, context.time_remaining())
         POINTS_ACCEPTED.inc(len(result.points))
         self._live.publish(tenant_id, [value for _, value in serialized])

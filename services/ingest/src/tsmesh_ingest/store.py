@@ -10,14 +10,14 @@ session temp table and merges with ``INSERT .. SELECT DISTINCT ON .. ON CONFLICT
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import count, repeat
 from typing import Any
 
 import asyncpg
+import numpy as np
+import numpy.typing as npt
 import orjson
 from tsmesh.v1 import common_pb2
 
@@ -27,9 +27,21 @@ from tsmesh_ingest.partitions import DAY_NS, PartitionManager
 HOUR_NS = 3_600 * 1_000_000_000
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _TRAILER = b"\xff\xff"
-_ROW = struct.Struct(">hiqiqid")
-_STAGE_ROW = struct.Struct(">hiqiqiqid")
 POINT_COLUMNS = ("series_id", "ts", "value")
+PENDING_COLUMNS = ("series_id", "lo", "hi")
+
+
+def _row_dtype(*columns: tuple[str, str]) -> np.dtype[Any]:
+    """A packed big-endian binary COPY tuple: field count, then (length, value) per 8-byte column."""
+    fields: list[tuple[str, str]] = [("n", ">i2")]
+    for name, kind in columns:
+        fields += [(f"len_{name}", ">i4"), (name, kind)]
+    return np.dtype(fields)
+
+
+_POINT_ROW = _row_dtype(("sid", ">i8"), ("ts", ">i8"), ("value", ">f8"))
+_STAGE_ROW = _row_dtype(("seq", ">i8"), ("sid", ">i8"), ("ts", ">i8"), ("value", ">f8"))
+_PENDING_ROW = _row_dtype(("sid", ">i8"), ("lo", ">i8"), ("hi", ">i8"))
 
 STAGE_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS ingest_stage "
@@ -52,13 +64,21 @@ Hook = Callable[[], Awaitable[None]]
 
 @dataclass
 class Item:
-    """A decoded Kafka record: one tenant's batch and its ids as stored (signed)."""
+    """A decoded Kafka record: one tenant's batch, its ids as stored (signed), its columns."""
 
     tenant_id: str
     batch: common_pb2.PointBatch
     signed_ids: Sequence[int]
     raw: bytes = b""
     headers: Sequence[tuple[str, bytes]] = ()
+    tss: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        points = self.batch.points
+        if points and not self.tss:
+            self.tss = [p.timestamp_ns for p in points]
+            self.values = [p.value for p in points]
 
 
 @dataclass
@@ -71,13 +91,26 @@ class WriterHooks:
 
 @dataclass
 class Columns:
-    """The batch as columns, its pending (series, hour) ranges, the days it touches, new series."""
+    """The batch as columns, its pending (series, hour) ranges as columns, the new series."""
 
-    sids: list[int] = field(default_factory=list)
-    tss: list[int] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-    pending: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    sids: npt.NDArray[np.int64]
+    tss: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+    pending_sids: npt.NDArray[np.int64]
+    pending_hours: npt.NDArray[np.int64]
+    pending_lo: npt.NDArray[np.int64]
+    pending_hi: npt.NDArray[np.int64]
     new_series: dict[int, tuple[str, str, str]] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> dict[tuple[int, int], list[int]]:
+        """``{(series_id, hour): [lo, hi]}`` (for inspection; the store COPYs the columns)."""
+        keys = zip(self.pending_sids.tolist(), self.pending_hours.tolist(), strict=True)
+        spans = zip(self.pending_lo.tolist(), self.pending_hi.tolist(), strict=True)
+        return {key: list(span) for key, span in zip(keys, spans, strict=True)}
+
+    def days(self) -> set[int]:
+        return {hour * HOUR_NS // DAY_NS for hour in np.unique(self.pending_hours).tolist()}
 
 
 class KnownSeries:
@@ -93,42 +126,74 @@ class KnownSeries:
         self.tenants.update(entries)
 
 
+def _i64(values: Sequence[int]) -> npt.NDArray[np.int64]:
+    return np.asarray(values, dtype=np.int64)
+
+
 def columns_of(items: Sequence[Item], known: KnownSeries) -> Columns:
-    """Flatten records into COPY columns; the only per-point Python work of the writer."""
-    cols = Columns()
-    pending = cols.pending
+    """Flatten records into COPY columns and pending ranges, in bulk (numpy, no per-point Python)."""
+    if not items:
+        empty = np.zeros(0, dtype=np.int64)
+        return Columns(empty, empty, np.zeros(0), empty, empty, empty, empty)
+    sids = np.concatenate([_i64(item.signed_ids) for item in items])
+    tss = np.concatenate([_i64(item.tss) for item in items])
+    values = np.concatenate([np.asarray(item.values, dtype=np.float64) for item in items])
+    hours = tss // HOUR_NS
+    order = np.lexsort((hours, sids))
+    s_sorted, h_sorted, t_sorted = sids[order], hours[order], tss[order]
+    change = (s_sorted[1:] != s_sorted[:-1]) | (h_sorted[1:] != h_sorted[:-1])
+    starts = np.concatenate(([0], np.flatnonzero(change) + 1)) if len(order) else np.zeros(0, dtype=np.intp)
+    cols = Columns(
+        sids,
+        tss,
+        values,
+        s_sorted[starts],
+        h_sorted[starts],
+        np.minimum.reduceat(t_sorted, starts) if len(starts) else starts.astype(np.int64),
+        np.maximum.reduceat(t_sorted, starts) if len(starts) else starts.astype(np.int64),
+    )
     tenants = known.tenants
-    for item in items:
-        points = item.batch.points
-        tss = [p.timestamp_ns for p in points]
-        cols.sids.extend(item.signed_ids)
-        cols.tss.extend(tss)
-        cols.values.extend([p.value for p in points])
-        for i, (sid, ts) in enumerate(zip(item.signed_ids, tss, strict=True)):
-            key = (sid, ts // HOUR_NS)
-            span = pending.get(key)
-            if span is None:
-                pending[key] = [ts, ts]
-                if sid not in tenants and sid not in cols.new_series:
-                    point = points[i]
-                    labels = orjson.dumps(dict(sorted(point.labels.items()))).decode()
-                    cols.new_series[sid] = (item.tenant_id, point.metric, labels)
-            elif ts < span[0]:
-                span[0] = ts
-            elif ts > span[1]:
-                span[1] = ts
+    missing = {sid for sid in np.unique(cols.pending_sids).tolist() if sid not in tenants}
+    if missing:
+        cols.new_series = _identities(items, missing)
     return cols
 
 
+def _identities(items: Sequence[Item], missing: set[int]) -> dict[int, tuple[str, str, str]]:
+    """(tenant, metric, labels JSON) of each series id in ``missing`` (first occurrence)."""
+    found: dict[int, tuple[str, str, str]] = {}
+    for item in items:
+        points = item.batch.points
+        for i, sid in enumerate(item.signed_ids):
+            if sid in missing and sid not in found:
+                point = points[i]
+                labels = orjson.dumps(dict(sorted(point.labels.items()))).decode()
+                found[sid] = (item.tenant_id, point.metric, labels)
+        if len(found) == len(missing):
+            break
+    return found
+
+
+def _pack(dtype: np.dtype[Any], columns: dict[str, Any]) -> bytes:
+    rows = np.empty(len(next(iter(columns.values()))), dtype=dtype)
+    rows["n"] = len(columns)
+    for name, values in columns.items():
+        rows[f"len_{name}"] = 8
+        rows[name] = values
+    return _HEADER + rows.tobytes() + _TRAILER
+
+
 def copy_payload(sids: Sequence[int], tss: Sequence[int], values: Sequence[float]) -> bytes:
-    """PostgreSQL binary COPY data for (series_id, ts, value), packed in one C-level pass."""
-    rows = map(_ROW.pack, repeat(3), repeat(8), sids, repeat(8), tss, repeat(8), values)
-    return _HEADER + b"".join(rows) + _TRAILER
+    """PostgreSQL binary COPY data for (series_id, ts, value), packed by numpy in one pass."""
+    return _pack(_POINT_ROW, {"sid": sids, "ts": tss, "value": values})
 
 
 def stage_payload(sids: Sequence[int], tss: Sequence[int], values: Sequence[float]) -> bytes:
-    rows = map(_STAGE_ROW.pack, repeat(4), repeat(8), count(), repeat(8), sids, repeat(8), tss, repeat(8), values)
-    return _HEADER + b"".join(rows) + _TRAILER
+    return _pack(_STAGE_ROW, {"seq": np.arange(len(sids)), "sid": sids, "ts": tss, "value": values})
+
+
+def pending_payload(cols: Columns) -> bytes:
+    return _pack(_PENDING_ROW, {"sid": cols.pending_sids, "lo": cols.pending_lo, "hi": cols.pending_hi})
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
@@ -149,11 +214,11 @@ class PointStore:
     async def write(self, items: Sequence[Item]) -> int:
         """Store ``items`` atomically; returns the number of rows. Raises asyncpg/OS errors as they come."""
         cols = columns_of(items, self._known)
-        if not cols.sids:
+        if not len(cols.sids):
             return 0
         start = time.perf_counter()
         async with self._pool.acquire() as conn:
-            days = {hour * HOUR_NS // DAY_NS for _, hour in cols.pending}
+            days = cols.days()
             if self._partitions.missing(days):
                 await self._partitions.ensure(conn, days)
             async with conn.transaction():
@@ -162,11 +227,12 @@ class PointStore:
                 copy_start = time.perf_counter()
                 await self._copy_points(conn, cols)
                 COPY_SECONDS.observe(time.perf_counter() - copy_start)
-                await conn.copy_records_to_table(
+                await conn.copy_to_table(
                     "rollup_pending",
                     schema_name="ts",
-                    columns=("series_id", "lo", "hi"),
-                    records=[(sid, span[0], span[1]) for (sid, _), span in cols.pending.items()],
+                    source=_once(pending_payload(cols)),
+                    columns=PENDING_COLUMNS,
+                    format="binary",
                 )
                 if self._hooks.after_copy is not None:
                     await self._hooks.after_copy()

@@ -4,20 +4,25 @@ Per batch, in this order: poison records to the dead-letter topic (acknowledged)
 transaction for the rest, the tenants' data generations bumped in Redis, then the consumer offsets
 committed. A crash anywhere before the offset commit redelivers the batch, which storage absorbs
 (unique (series_id, ts), last write wins). While PostgreSQL is unreachable the writer retries the
-same batch with capped exponential backoff and fetches nothing new: nothing is skipped or lost.
+same batch with capped exponential backoff and fetches at most one batch ahead: nothing is skipped
+or lost.
+
+Collection (fetch + decode, Python CPU) of the next batch overlaps the write of the previous one
+(PostgreSQL CPU); writes and offset commits stay strictly sequential, in fetch order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
 from redis.exceptions import RedisError
 
-from tsmesh_common.redis_keys import data_generation_key
+from tsmesh_common.redis_keys import LATE_WRITE_SECONDS, data_generation_key, late_generation_key
 from tsmesh_ingest.batching import AdaptiveBatcher
 from tsmesh_ingest.metrics import CONSUMER_LAG, DB_RETRIES, DLQ_TOTAL
 from tsmesh_ingest.records import Poison, RecordDecoder
@@ -50,6 +55,8 @@ class Writer:
         *,
         retry_max_seconds: float = 5.0,
         hooks: WriterHooks | None = None,
+        late_window_seconds: float = LATE_WRITE_SECONDS,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._consumer = consumer
         self._dlq = dlq_producer
@@ -60,6 +67,8 @@ class Writer:
         self._retry_max = retry_max_seconds
         self._hooks = hooks or WriterHooks()
         self._decoder = RecordDecoder()
+        self._late_window_ns = int(late_window_seconds * 1_000_000_000)
+        self._clock_ns = clock_ns
         self.committed_batches = 0
 
     async def run(self) -> None:
@@ -67,8 +76,18 @@ class Writer:
         try:
             await _start_retrying(self._dlq, "dlq producer")
             await _start_retrying(self._consumer, "consumer")
-            while True:
-                await self.step()
+            writing: asyncio.Task[int] | None = None
+            try:
+                while True:
+                    collected = await self._collect()
+                    if writing is not None:
+                        await writing
+                        writing = None
+                    if collected[2]:
+                        writing = asyncio.create_task(self._write(*collected))
+            finally:
+                if writing is not None:
+                    writing.cancel()
         finally:
             for client in (self._consumer, self._dlq):
                 try:
@@ -81,10 +100,14 @@ class Writer:
         items, poison, offsets = await self._collect()
         if not offsets:
             return 0
+        return await self._write(items, poison, offsets)
+
+    async def _write(self, items: list[Item], poison: list[Poison], offsets: dict[Any, int]) -> int:
+        """Dead letters, the transaction, generation bumps, then the offset commit."""
         if poison:
             await self._dead_letter(poison)
         rows = await self._store_retrying(items) if items else 0
-        await self._bump_generations({item.tenant_id for item in items})
+        await self._bump_generations(items)
         if self._hooks.after_commit is not None:
             await self._hooks.after_commit()
         try:
@@ -179,14 +202,26 @@ class Writer:
             DLQ_TOTAL.labels(entry.code).inc()
             log.warning("record dead-lettered", extra={"code": entry.code, "reason": entry.reason})
 
-    async def _bump_generations(self, tenants: set[str]) -> None:
-        if not tenants:
+    def late_tenants(self, items: Sequence[Item]) -> set[str]:
+        """Tenants of ``items`` holding a point older than the late window, on the clock read now
+        (after the commit returned): query caches treat older data as immutable (ADR 0202)."""
+        horizon = self._clock_ns() - self._late_window_ns
+        return {item.tenant_id for item in items if item.tss and min(item.tss) < horizon}
+
+    async def _bump_generations(self, items: Sequence[Item]) -> None:
+        """After the commit: INCR the data generation of every tenant of the batch and the late
+        generation of those with late points, in one pipeline."""
+        if not items:
             return
+        tenants = sorted({item.tenant_id for item in items})
+        late = self.late_tenants(items)
         for attempt in range(3):
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for tenant in sorted(tenants):
+                    for tenant in tenants:
                         pipe.incr(data_generation_key(tenant))
+                        if tenant in late:
+                            pipe.incr(late_generation_key(tenant))
                     await pipe.execute()
                 return
             except (RedisError, OSError) as exc:

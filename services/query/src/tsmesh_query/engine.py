@@ -30,7 +30,7 @@ from tsmesh_query.metrics import RESOLUTIONS
 from tsmesh_query.plan import Chunk, RangeQuery, chunk_ns, last_chunk_end, split
 from tsmesh_query.series import SeriesRow, resolve_series
 from tsmesh_query.singleflight import SingleFlight
-from tsmesh_query.sql import range_sql
+from tsmesh_query.sql import keyed_by_series, range_sql
 from tsmesh_query.store import Database
 
 Response = query_pb2.QueryRangeResponse
@@ -214,6 +214,7 @@ class RangeEngine:
                 "max_points", f"{len(names)} series x {query.bucket_count} buckets exceed {self._limits.max_points}"
             )
         one_per_group = len(names) == len(ids)
+        group_of = dict(zip(ids, groups, strict=True))
         out: list[tuple[list[Chunk], ChunkData]] = []
         for run in _runs(chunks):
             resolution = run[0].resolution
@@ -228,8 +229,10 @@ class RangeEngine:
                     run[-1].hi,
                     timeout=timeout,
                 )
+                by_series = keyed_by_series(resolution, query.step, one_per_group)
                 for row in rows:
-                    merged[names[row["g"]]] = from_arrays(row["buckets"], row["vals"], row["counts"])
+                    group = group_of[row["g"]] if by_series else row["g"]
+                    merged[names[group]] = from_arrays(row["buckets"], row["vals"], row["counts"])
             out.append((run, ChunkData(resolution, merged)))
         return out
 

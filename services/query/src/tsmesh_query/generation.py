@@ -73,6 +73,7 @@ class GenerationReader:
         return await future
 
     async def _drain(self) -> None:
+        batch: dict[str, list[asyncio.Future[Generations | None]]] = {}
         try:
             while self._waiting:
                 for _ in range(BATCH_TICKS):  # let calls already on their way through the loop join
@@ -86,6 +87,11 @@ class GenerationReader:
                             future.set_result(value)
         finally:
             self._in_flight = False
+            for futures in (*batch.values(), *self._waiting.values()):  # only if interrupted: unknown
+                for future in futures:
+                    if not future.done():
+                        future.set_result(None)
+            self._waiting = {}
 
     async def _read(self, tenants: list[str]) -> list[Generations | None]:
         keys: list[str] = []
@@ -97,7 +103,11 @@ class GenerationReader:
         except (RedisError, OSError, Unavailable) as exc:
             log.debug("generation read failed", extra={"error": type(exc).__name__})
             return [None] * len(tenants)
-        return [Generations(int(raw[i] or 0), int(raw[i + 1] or 0)) for i in range(0, len(raw), 2)]
+        try:
+            return [Generations(int(raw[i] or 0), int(raw[i + 1] or 0)) for i in range(0, len(raw), 2)]
+        except (TypeError, ValueError):
+            log.warning("unreadable generation value; bypassing caches")
+            return [None] * len(tenants)
 
     async def _mget(self, keys: list[str]) -> list[Any]:
         conn = self._conn

@@ -1,6 +1,7 @@
 """SQL for one contiguous time range at one resolution, aggregated to step buckets per group.
 
 Inputs: ``$1`` series ids, ``$2`` their group index, ``$3``/``$4`` the range ``[lo, hi)``.
+Rows are keyed by group index, or by series id where ``keyed_by_series`` says so.
 Output: one row per group with parallel arrays (bucket starts, values, point counts) as packed
 big-endian bytes, which numpy reads without one Python object per bucket.
 
@@ -98,8 +99,9 @@ _ROLLUP_GROUPED = """SELECT s.g, parts.bucket - parts.bucket % {step} AS b, sum(
 FROM parts JOIN s USING (series_id)
 GROUP BY 1, 2"""
 
-_ROLLUP_DIRECT = """SELECT s.g, parts.bucket AS b, parts.count::bigint AS n, {value} AS v
-FROM parts JOIN s USING (series_id)"""
+# rows keyed by series id (the caller maps ids to groups), so no join with ``s`` per row
+_ROLLUP_DIRECT = """SELECT parts.series_id AS g, parts.bucket AS b, parts.count::bigint AS n, {value} AS v
+FROM parts"""
 
 _TABLES: dict[int, str] = {query_pb2.RESOLUTION_1M: "rollup_1m", query_pb2.RESOLUTION_1H: "rollup_1h"}
 
@@ -109,13 +111,19 @@ def series_sql(with_containment: bool) -> str:
     return SERIES_SQL.format(containment="AND labels @> $4::jsonb" if with_containment else "")
 
 
+def keyed_by_series(resolution: int, step: int, one_series_per_group: bool) -> bool:
+    """Whether ``range_sql`` returns rows keyed by series id (rollup rows used as buckets) instead
+    of by group index."""
+    return one_series_per_group and resolution != query_pb2.RESOLUTION_RAW and step == RESOLUTION_WIDTH[resolution]
+
+
 def range_sql(resolution: int, aggregation: str, step: int, one_series_per_group: bool = False) -> str:
     """The statement computing step buckets per group over ``[$3, $4)`` at ``resolution``."""
     if resolution == query_pb2.RESOLUTION_RAW:
         inner = _RAW.format(step=int(step), value=_RAW_VALUE[aggregation])
     else:
         width = RESOLUTION_WIDTH[resolution]
-        if one_series_per_group and step == width:
+        if keyed_by_series(resolution, step, one_series_per_group):
             select = _ROLLUP_DIRECT.format(value=_ROLLUP_ROW_VALUE[aggregation])
         else:
             select = _ROLLUP_GROUPED.format(step=int(step), value=_ROLLUP_VALUE[aggregation])

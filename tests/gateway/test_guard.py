@@ -1,0 +1,118 @@
+"""Rate-limit batching and leases (pure logic with a fake limiter), and the slow-body watchdog."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import orjson
+
+from tsmesh_common.ratelimit import LocalGcra, RateDecision
+from tsmesh_gateway.guard import BatchingLimiter
+
+
+class FakeLimiter:
+    """Exact GCRA in memory; records every ``acquire_many`` batch."""
+
+    def __init__(self, clock) -> None:
+        self.gcra = LocalGcra(clock)
+        self.batches: list[list[tuple[str, float, int, int]]] = []
+
+    async def acquire_many(self, requests):
+        self.batches.append(list(requests))
+        out = []
+        for key, rate, burst, cost in requests:
+            interval = max(1, round(1_000_000 / rate))
+            out.append(self.gcra.acquire(key, interval, interval * burst, cost, burst))
+        return out
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_one_round_trip_per_window_and_leases_for_generous_budgets() -> None:
+    clock = Clock()
+    fake = FakeLimiter(clock)
+    limiter = BatchingLimiter(fake, clock=clock, max_lease=8)
+    answers = await asyncio.gather(
+        *(limiter.decide([("k", 1000.0, 1000, 1), ("a", 1000.0, 1000, 1)]) for _ in range(5))
+    )
+    assert len(fake.batches) == 1
+    assert sorted(fake.batches[0]) == [("a", 1000.0, 1000, 13), ("k", 1000.0, 1000, 13)]
+    assert all(d.allowed for row in answers for d in row)
+    for _ in range(8):
+        assert all(d.allowed for d in await limiter.decide([("k", 1000.0, 1000, 1), ("a", 1000.0, 1000, 1)]))
+    assert len(fake.batches) == 1
+    await limiter.decide([("k", 1000.0, 1000, 1), ("a", 1000.0, 1000, 1)])
+    assert len(fake.batches) == 2
+    clock.now += 1.0
+    await limiter.decide([("k", 1000.0, 1000, 1), ("a", 1000.0, 1000, 1)])
+    assert len(fake.batches) == 3
+
+
+async def test_tight_budgets_are_exact_and_refusals_retried_unit_by_unit() -> None:
+    clock = Clock()
+    fake = FakeLimiter(clock)
+    limiter = BatchingLimiter(fake, clock=clock)
+    rows = await asyncio.gather(*(limiter.decide([("t", 1.0, 3, 1)]) for _ in range(5)))
+    assert [row[0].allowed for row in rows].count(True) == 3
+    assert fake.batches[0] == [("t", 1.0, 3, 5)]
+    assert fake.batches[1] == [("t", 1.0, 3, 1)] * 5
+    refused = next(row[0] for row in rows if not row[0].allowed)
+    assert isinstance(refused, RateDecision) and 0 < refused.retry_after < math.inf
+
+
+async def test_slow_request_body_is_answered_408(gateway_factory) -> None:
+    gw = await gateway_factory(TSMESH_GATEWAY_BODY_TIMEOUT_SECONDS="0.3")
+    token = gw.bearer()["authorization"].encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/write",
+        "raw_path": b"/v1/write",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"authorization", token), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 5),
+        "server": ("127.0.0.1", 80),
+    }
+    sent: list[dict] = []
+    chunks = [{"type": "http.request", "body": b'{"points": [', "more_body": True}]
+
+    async def receive():
+        if chunks:
+            return chunks.pop()
+        await asyncio.sleep(30)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    await asyncio.wait_for(gw.app(scope, receive, send), 10)
+    assert sent[0]["status"] == 408
+    assert orjson.loads(sent[1]["body"])["code"] == "DEADLINE_EXCEEDED"
+
+
+async def test_acquire_many_in_redis_matches_acquire(redis_client) -> None:
+    import uuid
+
+    from tsmesh_common.ratelimit import RateLimiter
+
+    limiter = RateLimiter(redis_client, prefix=f"test:many:{uuid.uuid4().hex[:8]}")
+    first = await limiter.acquire_many([("a", 1.0, 3, 2), ("b", 1.0, 3, 1)])
+    assert [d.allowed for d in first] == [True, True]
+    assert [d.remaining for d in first] == [1, 2]
+    second = await limiter.acquire_many([("a", 1.0, 3, 2), ("b", 1.0, 3, 3)])
+    assert [d.allowed for d in second] == [False, False]
+    assert second[0].retry_after > 0
+    single = await limiter.acquire("a", rate=1.0, burst=3)
+    assert single.allowed and single.remaining == 0
+    assert await limiter.acquire_many([]) == []
