@@ -83,7 +83,7 @@ class WriterConfig:
             maintenance_interval_s=env.get_float("TSMESH_MAINTENANCE_INTERVAL_SECONDS", 3600.0, minimum=1.0),
             # A commit holding a point older than this bumps the tenant's late generation. It must
             # not exceed query's TSMESH_QUERY_LATE_WINDOW_SECONDS (which query refuses below
-            # LATE_WRITE_SECONDS), so values above LATE_WRITE_SECONDS are refused (ADR 0202).
+            # LATE_WRITE_SECONDS), so values above LATE_WRITE_SECONDS are refused (ADR 0203).
             late_window_s=env.get_int(
                 "TSMESH_WRITER_LATE_WINDOW_SECONDS", LATE_WRITE_SECONDS, minimum=0, maximum=LATE_WRITE_SECONDS
             ),

@@ -8,7 +8,7 @@ late or rewritten points, redeliveries) is recomputed from raw. So late, out-of-
 redelivered points all converge to the exact answer, and steady appends cost only their own rows.
 A transaction-level advisory lock keeps refreshers of several writer replicas from updating the same
 buckets at once. A pass is bounded (``batch`` pending ranges, default 50,000) so its transaction
-stays short, and ``run`` repeats passes back to back while a backlog remains (ADR 0202).
+stays short, and ``run`` repeats passes back to back while a backlog remains (ADR 0203).
 """
 
 from __future__ import annotations

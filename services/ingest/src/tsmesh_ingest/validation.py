@@ -4,7 +4,7 @@ Each accepted point is serialized once (upb, C): those bytes are both what goes 
 producer concatenates them into PointBatch records, nothing is rebuilt) and, minus the timestamp
 and value fields at their tail, the cache key of the point's identity. A (metric, labels) encoding
 seen before is valid and has its id cached, so the steady-state per-point work is one serialization,
-one slice, one dict lookup and the timestamp/value checks (ADR 0202).
+one slice, one dict lookup and the timestamp/value checks (ADR 0203).
 """
 
 from __future__ import annotations

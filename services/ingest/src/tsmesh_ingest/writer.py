@@ -204,7 +204,7 @@ class Writer:
 
     def late_tenants(self, items: Sequence[Item]) -> set[str]:
         """Tenants of ``items`` holding a point older than the late window, on the clock read now
-        (after the commit returned): query caches treat older data as immutable (ADR 0202)."""
+        (after the commit returned): query caches treat older data as immutable (ADR 0203)."""
         horizon = self._clock_ns() - self._late_window_ns
         return {item.tenant_id for item in items if item.tss and min(item.tss) < horizon}
 
