@@ -136,11 +136,12 @@ class BenchGateway:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
                 raise RuntimeError(f"bench gateway did not start (log: {log})")
             time.sleep(0.2)
         self.workers = children(self.proc.pid)

@@ -75,7 +75,7 @@ class WriterConfig:
             pool_size=env.get_int("TSMESH_WRITER_POOL_SIZE", 4, minimum=2, maximum=64),
             retry_max_seconds=env.get_float("TSMESH_WRITER_RETRY_MAX_SECONDS", 5.0, minimum=0.1),
             rollup_interval_ms=env.get_int("TSMESH_ROLLUP_INTERVAL_MS", 100, minimum=10),
-            rollup_batch=env.get_int("TSMESH_ROLLUP_BATCH", 50_000, minimum=1),
+            rollup_batch=env.get_int("TSMESH_ROLLUP_BATCH", 500_000, minimum=1),
             raw_days=env.get_int("TSMESH_RETENTION_RAW_DAYS", 30, minimum=1),
             rollup_1m_days=env.get_int("TSMESH_RETENTION_ROLLUP_1M_DAYS", 90, minimum=1),
             rollup_1h_days=env.get_int("TSMESH_RETENTION_ROLLUP_1H_DAYS", 730, minimum=1),

@@ -55,3 +55,8 @@ ROLLUP_COMMIT_LAG = Histogram(
     "(inserted in the points' own transaction, so about that transaction's commit)",
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0),
 )
+ROLLUP_BUCKETS = Counter(
+    "tsmesh_ingest_rollup_buckets_total",
+    "1m buckets refreshed, by path (append: merge the new rows; recompute: from raw)",
+    ["path"],
+)

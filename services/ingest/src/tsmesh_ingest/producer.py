@@ -18,6 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+
 from tsmesh_common.breaker import CircuitBreaker
 from tsmesh_common.errors import Unavailable
 from tsmesh_common.tracing import inject_headers
@@ -49,7 +50,9 @@ def _varint(value: int) -> bytes:
 _POINT_PREFIX = [b"\x12" + _varint(n) for n in range(1 << 14)]
 
 
-def encode_point_batch(tenant_id: str, points: Sequence[bytes], series_ids: Sequence[int], accepted_at_ns: int) -> bytes:
+def encode_point_batch(
+    tenant_id: str, points: Sequence[bytes], series_ids: Sequence[int], accepted_at_ns: int
+) -> bytes:
     """The wire form of ``tsmesh.v1.PointBatch`` from already serialized points (fields in number
     order, as upb writes them; a unit test checks it parses back to the same message)."""
     tenant = tenant_id.encode()
@@ -140,7 +143,9 @@ class PointProducer:
             chunks = max(1, math.ceil(size / MAX_RECORD_BYTES))
             step = math.ceil(len(pts) / chunks)
             for i in range(0, len(pts), step):
-                out.append((partition, encode_point_batch(tenant_id, pts[i : i + step], ids[i : i + step], accepted_at)))
+                out.append(
+                    (partition, encode_point_batch(tenant_id, pts[i : i + step], ids[i : i + step], accepted_at))
+                )
         return out
 
     async def send(self, records: Sequence[tuple[int, bytes]], timeout: float | None) -> None:

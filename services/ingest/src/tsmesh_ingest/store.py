@@ -183,13 +183,13 @@ def _pack(dtype: np.dtype[Any], columns: dict[str, Any]) -> bytes:
     return _HEADER + rows.tobytes() + _TRAILER
 
 
-def copy_payload(sids: Sequence[int], tss: Sequence[int], values: Sequence[float]) -> bytes:
+def copy_payload(sids: npt.ArrayLike, tss: npt.ArrayLike, values: npt.ArrayLike) -> bytes:
     """PostgreSQL binary COPY data for (series_id, ts, value), packed by numpy in one pass."""
     return _pack(_POINT_ROW, {"sid": sids, "ts": tss, "value": values})
 
 
-def stage_payload(sids: Sequence[int], tss: Sequence[int], values: Sequence[float]) -> bytes:
-    return _pack(_STAGE_ROW, {"seq": np.arange(len(sids)), "sid": sids, "ts": tss, "value": values})
+def stage_payload(sids: npt.ArrayLike, tss: npt.ArrayLike, values: npt.ArrayLike) -> bytes:
+    return _pack(_STAGE_ROW, {"seq": np.arange(np.size(sids)), "sid": sids, "ts": tss, "value": values})
 
 
 def pending_payload(cols: Columns) -> bytes:

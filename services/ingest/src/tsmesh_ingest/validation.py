@@ -89,7 +89,9 @@ class Validator:
                 result.reject(base_index + offset, "timestamp_ns", reason, "timestamp_out_of_range")
                 continue
             if not allow_non_finite and not isfinite(point.value):
-                result.reject(base_index + offset, "value", "must be finite (NaN and infinities are refused)", "non_finite_value")
+                result.reject(
+                    base_index + offset, "value", "must be finite (NaN and infinities are refused)", "non_finite_value"
+                )
                 continue
             raw = point.SerializeToString()
             if ts >= _FIXED_VARINT_TS:
