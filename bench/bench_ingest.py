@@ -115,6 +115,12 @@ def _committed_rows(metrics_port: int) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def _bucket_paths(metrics_port: int) -> dict[str, float]:
+    """1m rollup buckets refreshed so far, by path (append / recompute)."""
+    pattern = r'^tsmesh_ingest_rollup_buckets_total\{path="([a-z]+)"\} ([0-9.e+]+)$'
+    return {path: float(n) for path, n in re.findall(pattern, _metrics(metrics_port), re.M)}
+
+
 def _histogram(metrics_port: int, name: str) -> dict[float, float]:
     """Cumulative bucket counts of a Prometheus histogram, by upper bound."""
     pattern = rf'^{name}_bucket\{{le="([^"]+)"\}} ([0-9.e+]+)$'
@@ -316,11 +322,15 @@ async def main(rounds: int, streams: int, latency_seconds: float) -> None:
         latency_requests = _requests(int(half_calls * latency_seconds / (SERIES / BATCH)) + 1, base_ns, rounds)
         lag_name, produce_name = "tsmesh_ingest_rollup_commit_lag_seconds", "tsmesh_ingest_produce_seconds"
         lag_before = await asyncio.to_thread(_histogram, writer_metrics, lag_name)
+        paths_before = await asyncio.to_thread(_bucket_paths, writer_metrics)
         produce_before = await asyncio.to_thread(_histogram, api_metrics, produce_name)
         probes = asyncio.create_task(_rollup_probes(channel, token, tenant, pg.dsn(), latency_seconds))
         recorder, calls = await _paced_latency(channel, token, latency_requests, half_calls, latency_seconds)
         lag = (await probes).summary()
         lag_after = await asyncio.to_thread(_histogram, writer_metrics, lag_name)
+        paths = {
+            k: v - paths_before.get(k, 0.0) for k, v in (await asyncio.to_thread(_bucket_paths, writer_metrics)).items()
+        }
         commit_p50, refreshes = _quantile(lag_before, lag_after, 0.5)
         commit_max, _ = _quantile(lag_before, lag_after, 1.0)
         produce_p99, _ = _quantile(produce_before, await asyncio.to_thread(_histogram, api_metrics, produce_name), 0.99)
@@ -342,7 +352,8 @@ async def main(rounds: int, streams: int, latency_seconds: float) -> None:
                    target="< 2 s")  # fmt: skip
         report.add("probe: WriteBatch ack -> its 1m bucket visible, p50", lag["p50"] / 1000, "s")
         report.add("probe: WriteBatch ack -> its 1m bucket visible, max", lag["max"] / 1000, "s")
-        print(f"latency phase: {calls} calls, {lag['count']:.0f} rollup probes, {refreshes:.0f} refreshes", flush=True)
+        print(f"latency phase: {calls} calls, {lag['count']:.0f} rollup probes, {refreshes:.0f} refreshes, "
+              f"1m buckets refreshed by path {paths}", flush=True)  # fmt: skip
         report.print()
         print(f"load average at end: {os.getloadavg()}", flush=True)
         print()

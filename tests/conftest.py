@@ -214,7 +214,8 @@ class TokenMint:
     def authenticator(self):  # type: ignore[no-untyped-def]
         from tsmesh_common.authn import Authenticator, AuthenticatorConfig
 
-        return Authenticator(AuthenticatorConfig(issuer=self.issuer, audience=self.audience), self.jwks, NoIntrospection())
+        config = AuthenticatorConfig(issuer=self.issuer, audience=self.audience)
+        return Authenticator(config, self.jwks, NoIntrospection())
 
 
 @pytest.fixture
