@@ -1,0 +1,44 @@
+"""Run a service's Alembic migrations programmatically (``python -m tsmesh_<svc> migrate``).
+
+Each schema-owning service keeps its migrations in ``services/<svc>/migrations`` (packaged inside
+its wheel as ``tsmesh_<svc>/migrations``) with the version table in its own schema. Alembic is
+imported lazily: services without a schema never need it installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+
+def locate(module_file: str) -> Path:
+    """The Alembic folder of the service whose module is ``module_file``: in the wheel or the tree."""
+    here = Path(module_file).resolve().parent
+    for candidate in (here / "migrations", here.parents[1] / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise FileNotFoundError(f"no migrations folder next to {here}")
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """The psycopg (v3) SQLAlchemy URL of a ``postgresql://`` DSN."""
+    for prefix in ("postgresql://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql+psycopg://" + database_url[len(prefix) :]
+    return database_url
+
+
+def upgrade(migrations: Path, database_url: str, revision: str = "head") -> None:
+    """Migrate to ``revision`` (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations))
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
+    command.upgrade(cfg, revision)
+
+
+async def upgrade_async(migrations: Path, database_url: str, revision: str = "head") -> None:
+    """:func:`upgrade` off the event loop."""
+    await asyncio.to_thread(upgrade, migrations, database_url, revision)
