@@ -78,7 +78,7 @@ async def test_slow_subscriber_is_dropped_with_resource_exhausted() -> None:
     with pytest.raises(ResourceExhausted, match="subscriber_queue"):
         await pending
     await stream.aclose()
-    assert not hub._by_tenant
+    assert hub.subscriber_count == 0
 
 
 async def test_subscribe_needs_a_valid_selector(service: Running) -> None:
@@ -86,3 +86,45 @@ async def test_subscribe_needs_a_valid_selector(service: Running) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stream.read()
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_fan_out_reaches_exactly_the_matching_selectors_among_many() -> None:
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=16))
+    limits = QueryLimits()
+    subs = {m: [hub.open("t1", parse_selector(sel(f"m{m}"), limits)) for _ in range(3)] for m in range(200)}
+    only_web = hub.open("t1", parse_selector(sel("m7", ("host", RE, "web-.*")), limits))
+    other_tenant = hub.open("t2", parse_selector(sel("m7"), limits))
+    published = common_pb2.PointBatch(
+        tenant_id="t1",
+        points=[
+            common_pb2.Point(metric="m7", labels={"host": "web-1"}, timestamp_ns=1, value=1),
+            common_pb2.Point(metric="m9", labels={"host": "db-1"}, timestamp_ns=2, value=2),
+            common_pb2.Point(metric="m7", labels={"host": "db-2"}, timestamp_ns=3, value=3),
+            common_pb2.Point(metric="unwatched", labels={}, timestamp_ns=4, value=4),
+        ],
+        series_ids=[1, 2, 3, 4],
+    )
+    hub.dispatch(live_channel("t1"), published.SerializeToString())
+
+    def received(sub) -> list[tuple[str, int, int]]:
+        out = []
+        while not sub.queue.empty():
+            response = sub.queue.get_nowait()
+            out += [
+                (p.metric, p.timestamp_ns, sid)
+                for p, sid in zip(response.points.points, response.points.series_ids, strict=True)
+            ]
+        return out
+
+    for m, group in subs.items():
+        want = {7: [("m7", 1, 1), ("m7", 3, 3)], 9: [("m9", 2, 2)]}.get(m, [])
+        for sub in group:
+            assert received(sub) == want
+    assert received(only_web) == [("m7", 1, 1)]
+    assert received(other_tenant) == []
+    for group in subs.values():
+        for sub in group:
+            hub.close(sub)
+    hub.close(only_web)
+    hub.close(other_tenant)
+    assert hub.subscriber_count == 0

@@ -1,8 +1,10 @@
-"""Live subscriptions: ONE Redis PSUBSCRIBE per process, fanned out by tenant, then selector.
+"""Live subscriptions: ONE Redis PSUBSCRIBE per process, fanned out by tenant, metric, then selector.
 
-Each message is parsed once, filtered once per distinct selector, and put straight into each
-matching subscriber's bounded queue. A subscriber whose queue is full is dropped (its stream
-ends with RESOURCE_EXHAUSTED): memory stays bounded and fast subscribers are never held back.
+Subscriptions are indexed tenant -> metric -> selector fingerprint, so a published batch costs one
+index lookup per point plus one label match per distinct selector of that point's metric: never a
+pass over every subscriber. Each matching selector's points are put straight into its
+subscribers' bounded queues. A subscriber whose queue is full is dropped (its stream ends with
+RESOURCE_EXHAUSTED): memory stays bounded and fast subscribers are never held back.
 A ticker puts a heartbeat into every queue every few seconds. The feed reconnects by itself.
 """
 
@@ -51,13 +53,8 @@ class Subscription:
             self.queue.put_nowait(_DROPPED)
 
 
-def filter_batch(batch: common_pb2.PointBatch, selector: Selector) -> common_pb2.PointBatch | None:
-    """The points of ``batch`` matching ``selector`` (with their series ids), or None."""
-    keep = [
-        i for i, point in enumerate(batch.points) if point.metric == selector.metric and selector.matches(point.labels)
-    ]
-    if not keep:
-        return None
+def select_points(batch: common_pb2.PointBatch, keep: list[int]) -> common_pb2.PointBatch:
+    """The points of ``batch`` at indexes ``keep`` (with their series ids)."""
     if len(keep) == len(batch.points):
         return batch
     out = common_pb2.PointBatch(tenant_id=batch.tenant_id, accepted_at_ns=batch.accepted_at_ns)
@@ -67,35 +64,60 @@ def filter_batch(batch: common_pb2.PointBatch, selector: Selector) -> common_pb2
     return out
 
 
+class _SelectorGroup:
+    """The subscribers sharing one selector: matched once per point, offered once per batch."""
+
+    __slots__ = ("selector", "subs")
+
+    def __init__(self, selector: Selector) -> None:
+        self.selector = selector
+        self.subs: set[Subscription] = set()
+
+
 class LiveHub:
     """The process-wide live feed and its subscribers."""
 
     def __init__(self, redis: Redis, cfg: SubscribeConfig) -> None:
         self._redis = redis
         self._cfg = cfg
-        self._by_tenant: dict[str, set[Subscription]] = {}
-        self._count = 0
+        self._index: dict[str, dict[str, dict[str, _SelectorGroup]]] = {}
+        self._subs: set[Subscription] = set()
         self.connected = asyncio.Event()
 
     def open(self, tenant: str, selector: Selector) -> Subscription:
-        if self._count >= self._cfg.max_subscribers:
+        if len(self._subs) >= self._cfg.max_subscribers:
             raise ResourceExhausted(
                 "max_subscribers", "too many live subscriptions on this server", retry_after_seconds=5
             )
         sub = Subscription(tenant, selector, self._cfg.queue_size)
-        self._by_tenant.setdefault(tenant, set()).add(sub)
-        self._count += 1
-        SUBSCRIBERS.set(self._count)
+        by_metric = self._index.setdefault(tenant, {}).setdefault(selector.metric, {})
+        group = by_metric.get(selector.fingerprint)
+        if group is None:
+            group = by_metric[selector.fingerprint] = _SelectorGroup(selector)
+        group.subs.add(sub)
+        self._subs.add(sub)
+        SUBSCRIBERS.set(len(self._subs))
         return sub
 
     def close(self, sub: Subscription) -> None:
-        subs = self._by_tenant.get(sub.tenant)
-        if subs is not None and sub in subs:
-            subs.discard(sub)
-            self._count -= 1
-            if not subs:
-                del self._by_tenant[sub.tenant]
-            SUBSCRIBERS.set(self._count)
+        if sub not in self._subs:
+            return
+        self._subs.discard(sub)
+        by_metric = self._index[sub.tenant]
+        groups = by_metric[sub.selector.metric]
+        group = groups[sub.selector.fingerprint]
+        group.subs.discard(sub)
+        if not group.subs:
+            del groups[sub.selector.fingerprint]
+            if not groups:
+                del by_metric[sub.selector.metric]
+                if not by_metric:
+                    del self._index[sub.tenant]
+        SUBSCRIBERS.set(len(self._subs))
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subs)
 
     async def stream(self, tenant: str, selector: Selector) -> AsyncIterator[query_pb2.SubscribeResponse]:
         """Responses for one Subscribe call until the client goes away or falls behind."""
@@ -112,21 +134,29 @@ class LiveHub:
 
     def dispatch(self, channel: str, data: bytes) -> None:
         """Fan one published PointBatch out to the channel tenant's matching subscribers."""
-        subs = self._by_tenant.get(tenant_of_live_channel(channel))
-        if not subs:
+        by_metric = self._index.get(tenant_of_live_channel(channel))
+        if not by_metric:
             return
         batch = common_pb2.PointBatch.FromString(data)
         LIVE_BATCHES.inc()
         if batch.accepted_at_ns:
             LIVE_DELAY.observe(max(0.0, (time.time_ns() - batch.accepted_at_ns) / 1e9))
-        per_selector: dict[str, query_pb2.SubscribeResponse | None] = {}
-        for sub in tuple(subs):
-            fingerprint = sub.selector.fingerprint
-            if fingerprint not in per_selector:
-                filtered = filter_batch(batch, sub.selector)
-                per_selector[fingerprint] = None if filtered is None else query_pb2.SubscribeResponse(points=filtered)
-            response = per_selector[fingerprint]
-            if response is not None:
+        matched: dict[_SelectorGroup, list[int]] = {}
+        for i, point in enumerate(batch.points):
+            groups = by_metric.get(point.metric)
+            if not groups:
+                continue
+            labels = point.labels
+            for group in groups.values():
+                if group.selector.matches(labels):
+                    keep = matched.get(group)
+                    if keep is None:
+                        matched[group] = [i]
+                    else:
+                        keep.append(i)
+        for group, keep in matched.items():
+            response = query_pb2.SubscribeResponse(points=select_points(batch, keep))
+            for sub in tuple(group.subs):
                 sub.offer(response)
 
     async def follow(self) -> None:
@@ -160,7 +190,6 @@ class LiveHub:
         while True:
             await asyncio.sleep(self._cfg.heartbeat_s)
             beat = query_pb2.SubscribeResponse(heartbeat=query_pb2.Heartbeat(server_time_ns=time.time_ns()))
-            for subs in tuple(self._by_tenant.values()):
-                for sub in tuple(subs):
-                    if not sub.queue.full():
-                        sub.offer(beat)
+            for sub in tuple(self._subs):
+                if not sub.queue.full():
+                    sub.offer(beat)
