@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from devstack import GRPC_SERVICES, Stack, StackConfig, StackError, has_entry_point, http_status, offers
+from devstack import GRPC_SERVICES, Stack, StackConfig, StackError, http_status
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -101,22 +101,19 @@ def test_private_stack_is_healthy_serves_metrics_and_stops_within_10s(
     try:
         stack.start()
         started = set(stack.children)
-        assert {"auth", "ingest", "query", "broker"} <= started
+        assert {"auth", "ingest", "query", "gateway", "broker"} <= started
         for svc in GRPC_SERVICES:
             assert health_status(stack.grpc_addr(svc)) == health_pb2.HealthCheckResponse.SERVING, svc
             names = metric_families(stack.metrics_url(svc))
             assert any(name.startswith("process_") or name.startswith("python_") for name in names), svc
-        if has_entry_point("tsmesh_gateway"):
-            assert "gateway" in started
-            ready = http_status(stack.gateway_url + "/readyz")
-            assert ready == 200 or (ready == 404 and http_status(stack.gateway_url + "/healthz") == 200)
-            assert metric_families(stack.metrics_url("gateway"))
+        ready = http_status(stack.gateway_url + "/readyz")
+        assert ready == 200 or (ready == 404 and http_status(stack.gateway_url + "/healthz") == 200)
+        assert metric_families(stack.metrics_url("gateway"))
         env_text = stack.env_file.read_text()
         assert stat.S_IMODE(stack.env_file.stat().st_mode) == 0o600
         assert f"TSMESH_QUERY_ADDR={stack.grpc_addr('query')}" in env_text
-        if offers("tsmesh_auth", "create-token"):
-            assert stack.token is not None and stack.token.startswith("tsm_")
-            assert f"TSMESH_TOKEN={stack.token}" in env_text
+        assert stack.token is not None and stack.token.startswith("tsm_")
+        assert f"TSMESH_TOKEN={stack.token}" in env_text
         pids = {p.pid for p in stack.children.values()}
         pids |= {d for pid in pids for d in descendants(pid)}
     finally:
