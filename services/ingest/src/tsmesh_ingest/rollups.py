@@ -30,7 +30,9 @@ ADVISORY_KEY = 0x7473_6D65_7368_0001  # "tsmesh" + 1
 # Bucket widths are literals: 1m = 60000000000 ns, 1h = 3600000000000 ns.
 # The claim deletes by id range (about twice as fast as row locks + SKIP LOCKED): the advisory lock
 # already excludes other refreshers, and a range of a writer transaction not yet committed is
-# invisible to the DELETE, so it stays for a later pass.
+# invisible to the DELETE, so it stays for a later pass. Claimed ranges of a series covering the
+# same first and last minute merge into one (same buckets, min lo, max hi): a workload touching
+# every series in every transaction leaves one row per series, not one per transaction.
 REFRESH_SQL = (
     "CREATE TEMP TABLE IF NOT EXISTS rollup_claim (series_id bigint, lo bigint, hi bigint, created_at timestamptz) "
     "ON COMMIT DELETE ROWS",
@@ -40,7 +42,10 @@ REFRESH_SQL = (
         WHERE id <= (SELECT max(id) FROM (SELECT id FROM ts.rollup_pending ORDER BY id LIMIT $1) AS first_ids)
         RETURNING series_id, lo, hi, created_at
     )
-    INSERT INTO rollup_claim SELECT * FROM claimed
+    INSERT INTO rollup_claim
+    SELECT series_id, min(lo), max(hi), min(created_at) FROM claimed
+    GROUP BY series_id, lo - ((lo % 60000000000) + 60000000000) % 60000000000,
+             hi - ((hi % 60000000000) + 60000000000) % 60000000000
     """,
     """
     CREATE TEMP TABLE IF NOT EXISTS rollup_b1m_v2
@@ -136,7 +141,7 @@ class RollupRefresher:
         self._interval = interval_seconds
 
     async def refresh_once(self) -> int:
-        """Consume up to ``batch`` pending ranges; returns how many were consumed (0 when idle or locked)."""
+        """Consume up to ``batch`` pending ranges; returns how many merged ranges it refreshed (0: idle/locked)."""
         start = time.perf_counter()
         async with self._pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", ADVISORY_KEY):
