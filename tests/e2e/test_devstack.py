@@ -212,3 +212,16 @@ def test_stack_start_failure_raises_and_leaves_nothing(stack_config: Callable[..
     with pytest.raises(StackError, match="Redis is not reachable"):
         stack.start()
     assert stack.children == {}
+
+
+def test_failing_setup_step_stops_the_stack_with_one_line_naming_the_command(
+    stack_config: Callable[..., StackConfig],
+) -> None:
+    stack = Stack(stack_config(log_level="NOT_A_LEVEL"), out=sys.stderr)
+    with pytest.raises(StackError) as raised:
+        stack.start()
+    message = str(raised.value)
+    assert message.startswith("`python -m tsmesh_auth migrate` failed (exit "), message
+    assert "TSMESH_LOG_LEVEL" in message
+    assert len(message.splitlines()) == 1
+    assert stack.children == {}

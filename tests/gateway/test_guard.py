@@ -55,6 +55,20 @@ async def test_one_round_trip_per_window_and_leases_for_generous_budgets() -> No
     assert len(fake.batches) == 3
 
 
+async def test_hot_keys_get_growing_leases_and_an_unspent_lease_resets_the_size() -> None:
+    clock = Clock()
+    fake = FakeLimiter(clock)
+    limiter = BatchingLimiter(fake, clock=clock, max_lease=8, growth=4)
+    for _ in range(9 + 17 + 33 + 33 + 1):
+        assert (await limiter.decide([("hot", 1000.0, 1000, 1)]))[0].allowed
+    assert [batch[0][3] for batch in fake.batches] == [1 + 8, 1 + 16, 1 + 32, 1 + 32, 1 + 32]
+    assert limiter.round_trips == 5
+    clock.now += 1.0
+    await limiter.decide([("hot", 1000.0, 1000, 1)])
+    assert fake.batches[-1] == [("hot", 1000.0, 1000, 1 + 8)]
+    assert all(cost <= 1000 // 20 + 1 for batch in fake.batches for _, _, _, cost in batch)
+
+
 async def test_tight_budgets_are_exact_and_refusals_retried_unit_by_unit() -> None:
     clock = Clock()
     fake = FakeLimiter(clock)

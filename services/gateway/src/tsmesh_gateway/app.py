@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from tsmesh_common.authn import Authenticator, AuthenticatorConfig, GrpcAuthSource
 from tsmesh_common.config import load_or_exit
@@ -30,17 +31,30 @@ from tsmesh_gateway.compression import GzipWhenAccepted
 from tsmesh_gateway.config import GatewayConfig
 from tsmesh_gateway.deps import Deps
 from tsmesh_gateway.edge import EdgeMiddleware
+from tsmesh_gateway.fastpath import FastQueries
 from tsmesh_gateway.guard import BatchingLimiter, Limiter, PrincipalCache, RouteLimits
 from tsmesh_gateway.microcache import GenerationReader, MicroCache
 from tsmesh_gateway.openapi import spec
 from tsmesh_gateway.routes_auth import auth_routes
-from tsmesh_gateway.routes_data import query_routes
+from tsmesh_gateway.routes_data import cached_queries, query_routes
 from tsmesh_gateway.routes_influx import influx_routes
 from tsmesh_gateway.routes_ops import ops_routes
 from tsmesh_gateway.stream.endpoint import StreamEndpoint
 from tsmesh_gateway.stream.hub import Hub
 from tsmesh_gateway.stream.listener import LeanListener
 from tsmesh_gateway.upstreams import Upstreams
+
+
+class GatewayApp(Starlette):
+    """The Starlette application, with the cached query routes answered first by :class:`FastQueries`."""
+
+    fast: FastQueries | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast
+        if fast is not None and scope["type"] == "http" and await fast.serve(scope, receive, send):
+            return
+        await super().__call__(scope, receive, send)
 
 
 @dataclass
@@ -90,8 +104,9 @@ def build_app(parts: Parts) -> Starlette:
             await hub.stop()
             await listener.stop()
 
+    handlers = cached_queries(deps)
     routes = [
-        *query_routes(deps),
+        *query_routes(deps, handlers),
         *influx_routes(deps),
         *auth_routes(deps),
         *ops_routes(parts.upstreams, spec, os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
@@ -118,7 +133,9 @@ def build_app(parts: Parts) -> Starlette:
             )
         )
     middleware.append(Middleware(GzipWhenAccepted))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan)
+    if cfg.fast_path:
+        app.fast = FastQueries(deps, handlers, cors=bool(cfg.cors_origins))
     app.state.hub = hub
     app.state.listener = listener
     app.state.deps = deps

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from tsmesh_gateway.http_errors import HttpError
 
@@ -40,7 +41,7 @@ class BodyWatchdog:
                     self._expired.add(task)
                     task.cancel()
 
-    async def read(self, request: Request, timeout: float, max_bytes: int) -> list[bytes]:
+    async def read(self, receive: Receive, timeout: float, max_bytes: int) -> list[bytes]:
         """The body chunks, within ``timeout`` seconds and ``max_bytes`` bytes."""
         task = asyncio.current_task()
         assert task is not None
@@ -49,7 +50,7 @@ class BodyWatchdog:
         size = 0
         try:
             while True:
-                message = await request.receive()
+                message = await receive()
                 if message["type"] != "http.request":
                     raise HttpError(400, "INVALID_ARGUMENT", "client disconnected", {"field": "body"})
                 chunk = message.get("body", b"")
@@ -80,7 +81,7 @@ async def read_body(request: Request, *, max_bytes: int, timeout: float, watchdo
             raise HttpError(400, "INVALID_ARGUMENT", "bad Content-Length", {"field": "content-length"})
         if int(declared) > max_bytes:
             raise too_large(max_bytes)
-    chunks = await watchdog.read(request, timeout, max_bytes)
+    chunks = await watchdog.read(request.receive, timeout, max_bytes)
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     encoding = request.headers.get("content-encoding")
     if encoding is None:

@@ -71,6 +71,7 @@ class GatewayConfig:
     cache_entries: int
     limits: RateLimits
     stream: StreamConfig = field(default_factory=StreamConfig)
+    fast_path: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewayConfig:
@@ -113,6 +114,7 @@ class GatewayConfig:
             cache_entries=env.get_int("TSMESH_GATEWAY_CACHE_ENTRIES", 10_000, minimum=0),
             limits=_limits(env),
             stream=stream,
+            fast_path=env.get_bool("TSMESH_GATEWAY_FAST_PATH", True),
         )
 
 

@@ -42,13 +42,16 @@ class Deps:
 
     async def authorize(self, request: Request, route_class: str, scope: str | None) -> Caller:
         """Authenticate the bearer token, check ``scope``, then spend the route class budgets."""
-        header = request.headers.get("authorization")
+        return await self.authorize_header(
+            request.headers.get("authorization"), client_address(request), route_class, scope
+        )
+
+    async def authorize_header(self, header: str | None, address: str, route_class: str, scope: str | None) -> Caller:
+        """:meth:`authorize` from the raw ``Authorization`` value and client address (ASGI fast path)."""
         principal = await self.principals.authenticate(authorization_token(header))
         if scope is not None:
             principal.require(scope)
-        headers = await self.limits.check(
-            route_class, address=client_address(request), identity=principal_key(principal)
-        )
+        headers = await self.limits.check(route_class, address=address, identity=principal_key(principal))
         assert header is not None
         return Caller(principal, header, headers)
 

@@ -69,8 +69,6 @@ class EdgeMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._children: dict[tuple[str, int], Any] = {}
-        self._latency: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -112,11 +110,20 @@ class EdgeMiddleware:
             self._observe(route_class(scope["path"]), status, time.perf_counter() - started)
 
     def _observe(self, klass: str, status: int, seconds: float) -> None:
-        counter = self._children.get((klass, status))
-        if counter is None:
-            counter = self._children[(klass, status)] = REQUESTS.labels(klass, str(status))
-        counter.inc()
-        histogram = self._latency.get(klass)
-        if histogram is None:
-            histogram = self._latency[klass] = LATENCY.labels(klass)
-        histogram.observe(seconds)
+        observe(klass, status, seconds)
+
+
+_COUNTERS: dict[tuple[str, int], Any] = {}
+_HISTOGRAMS: dict[str, Any] = {}
+
+
+def observe(klass: str, status: int, seconds: float) -> None:
+    """Count one answered request of ``klass`` (label children cached, not looked up per request)."""
+    counter = _COUNTERS.get((klass, status))
+    if counter is None:
+        counter = _COUNTERS[(klass, status)] = REQUESTS.labels(klass, str(status))
+    counter.inc()
+    histogram = _HISTOGRAMS.get(klass)
+    if histogram is None:
+        histogram = _HISTOGRAMS[klass] = LATENCY.labels(klass)
+    histogram.observe(seconds)

@@ -47,10 +47,13 @@ class BatchingLimiter:
 
     - decisions of every request arriving within ``window`` go to Redis in ONE pipeline
       (``RateLimiter.acquire_many``);
-    - for generous budgets a worker buys a small lease of units at once (cost ``burst // 20``,
-      at most ``max_lease``) and spends them locally for ``lease_seconds``; unspent units expire,
-      so a worker is at most one lease stricter than exact, never more permissive. Tight budgets
-      (burst < 40) are decided unit by unit.
+    - for generous budgets a worker buys a small lease of units at once (at most ``burst // 20``,
+      starting at ``max_lease``) and spends them locally for ``lease_seconds``; unspent units
+      expire, so a worker is at most one lease stricter than exact, never more permissive. A lease
+      used up before it expires doubles the next one for that key (up to ``burst // 20`` and
+      ``max_lease * growth``), so a hot key costs a few Redis round trips per second whatever the
+      request rate; a lease that expires unspent resets the size. Tight budgets (burst < 40) are
+      decided unit by unit.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class BatchingLimiter:
         window: float = 0.0005,
         max_lease: int = 32,
         lease_seconds: float = 0.1,
+        growth: int = 64,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._limiter = limiter
@@ -68,6 +72,10 @@ class BatchingLimiter:
         self._lease_seconds = lease_seconds
         self._clock = clock
         self._leases: dict[str, _Lease] = {}
+        self._growth = growth
+        self._sizes: dict[str, int] = {}
+        self._hungry: set[str] = set()
+        self.round_trips = 0
         self._pending: list[tuple[Sequence[Decision], asyncio.Future[list[RateDecision]]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._running: set[asyncio.Future[None]] = set()
@@ -91,7 +99,14 @@ class BatchingLimiter:
         leases = []
         for key, _, _, cost in requests:
             lease = self._leases.get(key)
-            if lease is None or lease.expires <= now or lease.units < cost:
+            if lease is None:
+                return None
+            if lease.expires <= now:
+                if lease.units > 0:
+                    self._sizes.pop(key, None)
+                return None
+            if lease.units < cost:
+                self._hungry.add(key)
                 return None
             leases.append(lease)
         decisions = []
@@ -100,8 +115,16 @@ class BatchingLimiter:
             decisions.append(RateDecision(True, lease.limit, lease.remaining + lease.units, 0.0, lease.reset_after))
         return decisions
 
-    def _lease_size(self, burst: int) -> int:
-        return min(self._max_lease, burst // 20) if burst >= 40 else 0
+    def _lease_size(self, key: str, burst: int) -> int:
+        if burst < 40:
+            return 0
+        cap = min(burst // 20, self._max_lease * self._growth)
+        size = min(self._sizes.get(key, self._max_lease), cap)
+        if key in self._hungry:
+            self._hungry.discard(key)
+            size = min(size * 2, cap)
+            self._sizes[key] = size
+        return min(size, burst // 20)
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -133,7 +156,8 @@ class BatchingLimiter:
                 entry = totals.setdefault(key, [rate, burst, 0])
                 entry[2] += cost
         keys = list(totals)
-        purchases = [(k, totals[k][0], totals[k][1], totals[k][2] + self._lease_size(totals[k][1])) for k in keys]
+        purchases = [(k, totals[k][0], totals[k][1], totals[k][2] + self._lease_size(k, totals[k][1])) for k in keys]
+        self.round_trips += 1
         decided = dict(zip(keys, await self._limiter.acquire_many(purchases), strict=True))
         now = self._clock()
         refused: list[tuple[int, int]] = []
@@ -152,6 +176,8 @@ class BatchingLimiter:
                 self._leases[key] = _Lease(extra, now + self._lease_seconds, decision)
         if len(self._leases) > 100_000:
             self._leases.clear()
+            self._sizes.clear()
+            self._hungry.clear()
         if refused:
             exact = await self._limiter.acquire_many([batch[b][r] for b, r in refused])
             for (b, r), decision in zip(refused, exact, strict=True):

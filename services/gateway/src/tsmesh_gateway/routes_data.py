@@ -20,40 +20,72 @@ from tsmesh_gateway.bodies import JSON_TYPE, JSONResponse, json_object, parse_js
 from tsmesh_gateway.deps import Caller, Deps, endpoint
 
 Render = Callable[[Any], Awaitable[bytes]]
+CachedAnswer = Callable[[Caller, bytes], Awaitable[tuple[bytes, str]]]
 
 
-def query_routes(deps: Deps) -> list[Route]:
-    """Write and query routes bound to ``deps``."""
-    query = deps.upstreams.query
-    stub = deps.upstreams.query_stub
+def query_routes(deps: Deps, handlers: dict[str, CachedAnswer] | None = None) -> list[Route]:
+    """Write and query routes bound to ``deps`` (``handlers``: the shared :func:`cached_queries`)."""
+    if handlers is None:
+        handlers = cached_queries(deps)
     ingest = deps.upstreams.ingest
     ingest_stub = deps.upstreams.ingest_stub
 
+    def cached_route(answer: CachedAnswer) -> Callable[[Request], Awaitable[Response]]:
+        @endpoint
+        async def route(request: Request) -> Response:
+            caller = await deps.authorize(request, "query", "read")
+            body, outcome = await answer(caller, await deps.body(request))
+            return _json_bytes(body, caller, outcome)
+
+        return route
+
+    @endpoint
+    async def write(request: Request) -> Response:
+        caller = await deps.authorize(request, "write", "write")
+        message = convert.write_from_json(await deps.json(request))
+        answer = await ingest.unary(ingest_stub.WriteBatch, message, authorization=caller.authorization)
+        return JSONResponse(convert.write_to_json(answer), headers=caller.headers)
+
+    return [
+        Route("/v1/write", write, methods=["POST"]),
+        *(Route(path, cached_route(answer), methods=["POST"]) for path, answer in handlers.items()),
+    ]
+
+
+def cached_queries(deps: Deps) -> dict[str, CachedAnswer]:
+    """The cached query routes by path: ``(caller, raw body) -> (JSON body, X-Cache outcome)``.
+
+    Shared by the Starlette routes and the pure-ASGI fast path (:mod:`tsmesh_gateway.fastpath`)."""
+    query = deps.upstreams.query
+    stub = deps.upstreams.query_stub
     in_flight: dict[tuple[str, bytes, bytes | None], asyncio.Future[bytes]] = {}
 
-    async def cached(request: Request, kind: str, build: Callable[[Any], Message], call: Render) -> Response:
-        caller = await deps.authorize(request, "query", "read")
-        raw = await deps.body(request)
-        tenant = caller.principal.tenant_id
-        key = hashlib.blake2b(kind.encode() + b"\0" + raw, digest_size=16).digest()
-        generation = await deps.cache.generation(tenant)
-        if generation is not None:
-            hit = deps.cache.get(tenant, key, generation)
-            if hit is not None:
-                return _json_bytes(hit, caller, "hit")
-        message = build(json_object(parse_json(raw, deps.cfg.max_json_depth)))
-        flight_key = (tenant, key, generation)
-        flight = in_flight.get(flight_key)
-        if flight is not None:
-            return _json_bytes(await asyncio.shield(flight), caller, "shared")
-        flight = in_flight[flight_key] = asyncio.ensure_future(call((message, caller)))
-        try:
-            body = await asyncio.shield(flight)
-        finally:
-            in_flight.pop(flight_key, None)
-        if generation is not None:
-            deps.cache.put(tenant, key, generation, body)
-        return _json_bytes(body, caller, "miss" if generation is not None else "bypass")
+    def cached(kind: str, build: Callable[[Any], Message], call: Render) -> CachedAnswer:
+        prefix = kind.encode() + b"\0"
+
+        async def answer(caller: Caller, raw: bytes) -> tuple[bytes, str]:
+            tenant = caller.principal.tenant_id
+            key = hashlib.blake2b(prefix + raw, digest_size=16).digest()
+            generation = await deps.cache.generation(tenant)
+            if generation is not None:
+                hit = deps.cache.get(tenant, key, generation)
+                if hit is not None:
+                    return hit, "hit"
+            message = build(json_object(parse_json(raw, deps.cfg.max_json_depth)))
+            flight_key = (tenant, key, generation)
+            flight = in_flight.get(flight_key)
+            if flight is not None:
+                return await asyncio.shield(flight), "shared"
+            flight = in_flight[flight_key] = asyncio.ensure_future(call((message, caller)))
+            try:
+                body = await asyncio.shield(flight)
+            finally:
+                in_flight.pop(flight_key, None)
+            if generation is not None:
+                deps.cache.put(tenant, key, generation, body)
+            return body, "miss" if generation is not None else "bypass"
+
+        return answer
 
     async def call_range(arg: tuple[query_pb2.QueryRangeRequest, Caller]) -> bytes:
         message, caller = arg
@@ -92,36 +124,12 @@ def query_routes(deps: Deps) -> list[Route]:
             request.selector.CopyFrom(convert.selector_from_json(obj["selector"]))
         return request
 
-    @endpoint
-    async def query_range(request: Request) -> Response:
-        return await cached(request, "range", convert.range_from_json, call_range)
-
-    @endpoint
-    async def latest(request: Request) -> Response:
-        return await cached(request, "latest", build_latest, call_latest)
-
-    @endpoint
-    async def series(request: Request) -> Response:
-        return await cached(request, "series", build_series, call_series)
-
-    @endpoint
-    async def label_values(request: Request) -> Response:
-        return await cached(request, "labels", build_label_values, call_label_values)
-
-    @endpoint
-    async def write(request: Request) -> Response:
-        caller = await deps.authorize(request, "write", "write")
-        message = convert.write_from_json(await deps.json(request))
-        answer = await ingest.unary(ingest_stub.WriteBatch, message, authorization=caller.authorization)
-        return JSONResponse(convert.write_to_json(answer), headers=caller.headers)
-
-    return [
-        Route("/v1/write", write, methods=["POST"]),
-        Route("/v1/query/range", query_range, methods=["POST"]),
-        Route("/v1/query/latest", latest, methods=["POST"]),
-        Route("/v1/series", series, methods=["POST"]),
-        Route("/v1/labels/values", label_values, methods=["POST"]),
-    ]
+    return {
+        "/v1/query/range": cached("range", convert.range_from_json, call_range),
+        "/v1/query/latest": cached("latest", build_latest, call_latest),
+        "/v1/series": cached("series", build_series, call_series),
+        "/v1/labels/values": cached("labels", build_label_values, call_label_values),
+    }
 
 
 def _json_bytes(body: bytes, caller: Caller, outcome: str) -> Response:

@@ -1,0 +1,62 @@
+"""The generation reader: concurrent reads share one in-flight MGET, never one sent before they arrived."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from tsmesh_common.redis_keys import data_generation_key
+from tsmesh_gateway.microcache import GenerationReader
+
+
+class GatedRedis:
+    """Answers GET/MGET from a dict snapshot taken when the command is SENT, released by a gate."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}
+        self.sent: list[list[str]] = []
+        self.gate = asyncio.Event()
+
+    async def get(self, key: str) -> bytes | None:
+        return (await self.mget([key]))[0]
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        snapshot = [self.values.get(k) for k in keys]
+        self.sent.append(list(keys))
+        await self.gate.wait()
+        return snapshot
+
+
+async def test_reads_arriving_during_a_fetch_join_the_next_one_and_see_the_bump() -> None:
+    redis = GatedRedis()
+    reader = GenerationReader(redis)
+    redis.values[data_generation_key("t1")] = b"1"
+    first = [asyncio.ensure_future(reader.read("t1")) for _ in range(3)]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert len(redis.sent) == 1  # three concurrent reads, one command
+    redis.values[data_generation_key("t1")] = b"2"  # the writer bumps while the first read is in flight
+    later = [asyncio.ensure_future(reader.read("t1")), asyncio.ensure_future(reader.read("t2"))]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert len(redis.sent) == 1  # they wait: the in-flight read was sent before they arrived
+    redis.gate.set()
+    assert await asyncio.gather(*first) == [b"1", b"1", b"1"]
+    assert await asyncio.gather(*later) == [b"2", b"0"]
+    assert redis.sent[1] == [data_generation_key("t1"), data_generation_key("t2")]
+    assert reader.fetches == 2
+
+
+async def test_a_failed_fetch_fails_its_waiters_only(redis_client) -> None:
+    class Broken:
+        async def get(self, key: str) -> bytes | None:
+            raise ConnectionError("down")
+
+    reader = GenerationReader(Broken())
+    results = await asyncio.gather(reader.read("t"), reader.read("t"), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    tenant = f"t-{uuid.uuid4().hex}"
+    await redis_client.set(data_generation_key(tenant), 7)
+    real = GenerationReader(redis_client)
+    assert await asyncio.gather(real.read(tenant), real.read(f"{tenant}-x")) == [b"7", b"0"]
+    await redis_client.delete(data_generation_key(tenant))
