@@ -69,6 +69,25 @@ async def test_matchers_and_tenant_isolation(service: Running, two_tenants: tupl
         query_pb2.LabelValuesRequest(label="host", selector=sel("cpu", ("host", RE, "w.*"))), metadata=md
     )
     assert list(values.values) == ["web-1", "web-2"]
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # matchers are never silently dropped
+        await service.stub.LabelValues(
+            query_pb2.LabelValuesRequest(label="host", selector=sel("", ("host", RE, "w.*"))), metadata=md
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "selector.metric" in (err.value.details() or "")
+
+
+def test_fingerprints_of_different_selectors_differ() -> None:
+    limits = QueryLimits()
+    a = parse_selector(sel("cpu", ("a", EQ, "b\x00c")), limits)
+    b = parse_selector(sel("cpu", ("a", EQ, "b"), ("c", EQ, "")), limits)
+    c = parse_selector(sel("cpua", ("b", EQ, "")), limits)
+    d = parse_selector(sel("cpu", ("ab", EQ, "")), limits)
+    assert len({a.fingerprint, b.fingerprint, c.fingerprint, d.fingerprint}) == 4
+    assert (
+        parse_selector(sel("cpu", ("a", EQ, "b")), limits).fingerprint
+        == parse_selector(sel("cpu", ("a", EQ, "b")), limits).fingerprint
+    )
 
 
 async def test_regex_bombs_are_refused_or_harmless(service: Running, two_tenants: tuple[str, str]) -> None:

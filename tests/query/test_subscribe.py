@@ -12,7 +12,7 @@ from test_selectors import RE, sel
 from tsmesh.v1 import common_pb2, query_pb2
 from tsq_support import Running
 
-from tsmesh_common.errors import ResourceExhausted
+from tsmesh_common.errors import ResourceExhausted, Unauthenticated
 from tsmesh_common.redis_keys import live_channel
 from tsmesh_query.config import QueryLimits, SubscribeConfig
 from tsmesh_query.live import LiveHub
@@ -128,3 +128,38 @@ async def test_fan_out_reaches_exactly_the_matching_selectors_among_many() -> No
     hub.close(only_web)
     hub.close(other_tenant)
     assert hub.subscriber_count == 0
+
+
+async def test_revoked_token_ends_its_streams_only() -> None:
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=8))
+    selector = parse_selector(sel("cpu"), QueryLimits())
+    revoked = hub.stream("t1", selector, token_id="tok-a")
+    kept = hub.stream("t1", selector, token_id="tok-b")
+    assert (await anext(revoked)).HasField("heartbeat")
+    assert (await anext(kept)).HasField("heartbeat")
+    hub.revoke("tok-a")
+    with pytest.raises(Unauthenticated, match="revoked"):
+        await anext(revoked)
+    hub.dispatch(live_channel("t1"), batch("t1", "a").SerializeToString())
+    assert (await anext(kept)).HasField("points")
+    await kept.aclose()
+    assert hub.subscriber_count == 0
+
+
+async def test_stream_ends_when_its_token_expires() -> None:
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=8))
+    stream = hub.stream("t1", parse_selector(sel("cpu"), QueryLimits()), token_id="t", expires_at=time.time() + 0.2)
+    assert (await anext(stream)).HasField("heartbeat")
+    with pytest.raises(Unauthenticated, match="expired"):
+        await asyncio.wait_for(anext(stream), 5)
+    assert hub.subscriber_count == 0
+
+
+def test_one_tenant_cannot_take_every_slot() -> None:
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(max_subscribers=10, max_subscribers_per_tenant=2))
+    selector = parse_selector(sel("cpu"), QueryLimits())
+    hub.open("greedy", selector)
+    hub.open("greedy", selector)
+    with pytest.raises(ResourceExhausted, match="max_subscribers_per_tenant"):
+        hub.open("greedy", selector)
+    assert hub.open("other", selector).tenant == "other"

@@ -60,7 +60,7 @@ class CacheConfig:
             l2_enabled=env.get_bool("TSMESH_QUERY_L2_ENABLED", True),
             l2_immutable_ttl_s=env.get_int("TSMESH_QUERY_L2_TTL_SECONDS", cls.l2_immutable_ttl_s, minimum=1),
             late_window_ns=env.get_int(
-                "TSMESH_QUERY_LATE_WINDOW_SECONDS", DEFAULT_LATE_WINDOW_S, minimum=LATE_WRITE_SECONDS
+                "TSMESH_QUERY_LATE_WINDOW_SECONDS", DEFAULT_LATE_WINDOW_S, minimum=DEFAULT_LATE_WINDOW_S
             )
             * NS_PER_SECOND,
             chunks_per_query=env.get_int("TSMESH_QUERY_CHUNKS_PER_QUERY", cls.chunks_per_query, minimum=1),
@@ -106,6 +106,7 @@ class SubscribeConfig:
     queue_size: int = 1024
     heartbeat_s: float = 5.0
     max_subscribers: int = 10_000
+    max_subscribers_per_tenant: int = 2_000
 
     @classmethod
     def from_env(cls, env: Env) -> SubscribeConfig:
@@ -113,6 +114,9 @@ class SubscribeConfig:
             queue_size=env.get_int("TSMESH_QUERY_SUBSCRIBER_QUEUE", cls.queue_size, minimum=1),
             heartbeat_s=env.get_float("TSMESH_QUERY_HEARTBEAT_SECONDS", cls.heartbeat_s, minimum=0.05),
             max_subscribers=env.get_int("TSMESH_QUERY_MAX_SUBSCRIBERS", cls.max_subscribers, minimum=1),
+            max_subscribers_per_tenant=env.get_int(
+                "TSMESH_QUERY_MAX_SUBSCRIBERS_PER_TENANT", cls.max_subscribers_per_tenant, minimum=1
+            ),
         )
 
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis
 from tsmesh.v1 import common_pb2, query_pb2
 
-from tsmesh_common.errors import ResourceExhausted
+from tsmesh_common.errors import ResourceExhausted, Unauthenticated
 from tsmesh_common.redis_keys import LIVE_PATTERN, tenant_of_live_channel
 from tsmesh_query.config import SubscribeConfig
 from tsmesh_query.metrics import LIVE_BATCHES, LIVE_DELAY, SUBSCRIBERS, SUBSCRIBERS_DROPPED
@@ -27,18 +27,30 @@ from tsmesh_query.selectors import Selector
 log = logging.getLogger(__name__)
 
 _DROPPED = query_pb2.SubscribeResponse()
+_REVOKED = query_pb2.SubscribeResponse()
 
 
 class Subscription:
     """One Subscribe stream: its selector and bounded queue of responses."""
 
-    __slots__ = ("dropped", "queue", "selector", "tenant")
+    __slots__ = ("dropped", "expires_at", "queue", "selector", "tenant", "token_id")
 
-    def __init__(self, tenant: str, selector: Selector, size: int) -> None:
+    def __init__(
+        self, tenant: str, selector: Selector, size: int, token_id: str = "", expires_at: float | None = None
+    ) -> None:
         self.tenant = tenant
         self.selector = selector
         self.queue: asyncio.Queue[query_pb2.SubscribeResponse] = asyncio.Queue(size)
         self.dropped = False
+        self.token_id = token_id
+        self.expires_at = expires_at
+
+    def end(self, sentinel: query_pb2.SubscribeResponse) -> None:
+        """Replace whatever is queued by ``sentinel``: the stream ends at its next read."""
+        self.dropped = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(sentinel)
 
     def offer(self, response: query_pb2.SubscribeResponse) -> None:
         if self.dropped:
@@ -46,11 +58,8 @@ class Subscription:
         try:
             self.queue.put_nowait(response)
         except asyncio.QueueFull:
-            self.dropped = True
             SUBSCRIBERS_DROPPED.inc()
-            while not self.queue.empty():
-                self.queue.get_nowait()
-            self.queue.put_nowait(_DROPPED)
+            self.end(_DROPPED)
 
 
 def select_points(batch: common_pb2.PointBatch, keep: list[int]) -> common_pb2.PointBatch:
@@ -82,14 +91,22 @@ class LiveHub:
         self._cfg = cfg
         self._index: dict[str, dict[str, dict[str, _SelectorGroup]]] = {}
         self._subs: set[Subscription] = set()
+        self._per_tenant: dict[str, int] = {}
         self.connected = asyncio.Event()
 
-    def open(self, tenant: str, selector: Selector) -> Subscription:
+    def open(
+        self, tenant: str, selector: Selector, token_id: str = "", expires_at: float | None = None
+    ) -> Subscription:
         if len(self._subs) >= self._cfg.max_subscribers:
             raise ResourceExhausted(
                 "max_subscribers", "too many live subscriptions on this server", retry_after_seconds=5
             )
-        sub = Subscription(tenant, selector, self._cfg.queue_size)
+        if self._per_tenant.get(tenant, 0) >= self._cfg.max_subscribers_per_tenant:
+            raise ResourceExhausted(
+                "max_subscribers_per_tenant", "too many live subscriptions for this tenant", retry_after_seconds=5
+            )
+        sub = Subscription(tenant, selector, self._cfg.queue_size, token_id, expires_at)
+        self._per_tenant[tenant] = self._per_tenant.get(tenant, 0) + 1
         by_metric = self._index.setdefault(tenant, {}).setdefault(selector.metric, {})
         group = by_metric.get(selector.fingerprint)
         if group is None:
@@ -103,6 +120,11 @@ class LiveHub:
         if sub not in self._subs:
             return
         self._subs.discard(sub)
+        left = self._per_tenant[sub.tenant] - 1
+        if left:
+            self._per_tenant[sub.tenant] = left
+        else:
+            del self._per_tenant[sub.tenant]
         by_metric = self._index[sub.tenant]
         groups = by_metric[sub.selector.metric]
         group = groups[sub.selector.fingerprint]
@@ -119,18 +141,36 @@ class LiveHub:
     def subscriber_count(self) -> int:
         return len(self._subs)
 
-    async def stream(self, tenant: str, selector: Selector) -> AsyncIterator[query_pb2.SubscribeResponse]:
-        """Responses for one Subscribe call until the client goes away or falls behind."""
-        sub = self.open(tenant, selector)
+    async def stream(
+        self, tenant: str, selector: Selector, token_id: str = "", expires_at: float | None = None
+    ) -> AsyncIterator[query_pb2.SubscribeResponse]:
+        """Responses for one Subscribe call until the client goes away or falls behind, or its
+        token expires or is revoked (a live stream never outlives the credential that opened it)."""
+        sub = self.open(tenant, selector, token_id, expires_at)
         try:
             yield query_pb2.SubscribeResponse(heartbeat=query_pb2.Heartbeat(server_time_ns=time.time_ns()))
             while True:
-                response = await sub.queue.get()
+                if expires_at is None:
+                    response = await sub.queue.get()
+                else:
+                    try:
+                        async with asyncio.timeout(max(0.0, expires_at - time.time())):
+                            response = await sub.queue.get()
+                    except TimeoutError:
+                        raise Unauthenticated("token expired") from None
                 if response is _DROPPED:
                     raise ResourceExhausted("subscriber_queue", "subscriber too slow; reconnect and catch up")
+                if response is _REVOKED:
+                    raise Unauthenticated("token revoked")
                 yield response
         finally:
             self.close(sub)
+
+    def revoke(self, token_id: str) -> None:
+        """End every stream opened with ``token_id`` (an authenticator revocation callback)."""
+        for sub in tuple(self._subs):
+            if sub.token_id == token_id:
+                sub.end(_REVOKED)
 
     def dispatch(self, channel: str, data: bytes) -> None:
         """Fan one published PointBatch out to the channel tenant's matching subscribers."""

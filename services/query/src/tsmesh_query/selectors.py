@@ -82,7 +82,7 @@ def parse_selector(message: common_pb2.Selector, limits: QueryLimits, field: str
         raise InvalidArgument(f"{field}.matchers", f"more than max_matchers={limits.max_matchers}")
     matchers: list[Matcher] = []
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(metric.encode())
+    _field(digest, metric.encode())
     for i, m in enumerate(message.matchers):
         where = f"{field}.matchers[{i}]"
         if not m.name or len(m.name) > MAX_NAME_LENGTH:
@@ -96,5 +96,13 @@ def parse_selector(message: common_pb2.Selector, limits: QueryLimits, field: str
             raise InvalidArgument(f"{where}.op", "must be EQUAL, NOT_EQUAL, REGEX or NOT_REGEX")
         matchers.append(Matcher(m.name, m.op, m.value, regex))
     for compiled in sorted(matchers, key=lambda x: (x.name, x.op, x.value)):
-        digest.update(b"\x00" + compiled.name.encode() + b"\x00" + bytes([compiled.op]) + compiled.value.encode())
+        _field(digest, compiled.name.encode())
+        _field(digest, bytes([compiled.op]))
+        _field(digest, compiled.value.encode())
     return Selector(metric, tuple(matchers), digest.hexdigest())
+
+
+def _field(digest: Any, data: bytes) -> None:
+    """Length-prefix each field so no two different selectors hash the same byte stream."""
+    digest.update(len(data).to_bytes(4, "big"))
+    digest.update(data)

@@ -60,7 +60,8 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
     async def LabelValues(self, request: query_pb2.LabelValuesRequest, context: Any) -> query_pb2.LabelValuesResponse:
         tenant = current_principal("read").tenant_id
         selector = None
-        if request.HasField("selector") and request.selector.metric:
+        if request.HasField("selector") and (request.selector.metric or request.selector.matchers):
+            # matchers without a metric are refused (selector.metric is required), never ignored
             selector = parse_selector(request.selector, self._limits)
         values = await self._lookups.label_values(tenant, request.label, selector)
         return query_pb2.LabelValuesResponse(values=values)
@@ -68,7 +69,8 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
     async def Subscribe(
         self, request: query_pb2.SubscribeRequest, context: Any
     ) -> AsyncIterator[query_pb2.SubscribeResponse]:
-        tenant = current_principal("read").tenant_id
+        principal = current_principal("read")
         selector = parse_selector(request.selector, self._limits)
-        async for response in self._hub.stream(tenant, selector):
+        stream = self._hub.stream(principal.tenant_id, selector, principal.token_id, principal.expires_at)
+        async for response in stream:
             yield response

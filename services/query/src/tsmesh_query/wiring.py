@@ -57,6 +57,8 @@ def build(
     generations = GenerationReader(redis, redis_breaker)
     engine = RangeEngine(db, cfg.limits, cfg.cache, l1, results, l2, generations, clock)
     hub = LiveHub(redis, cfg.subscribe)
+    if authenticator is not None:
+        authenticator.on_revocation(hub.revoke)
     app = GrpcApp(authenticator)
     servicer = QueryService(engine, Lookups(db, cfg.limits), hub, cfg.limits)
     app.add_service(SERVICE_NAME, lambda server: query_pb2_grpc.add_QueryServiceServicer_to_server(servicer, server))
