@@ -195,3 +195,22 @@ async def test_report_audit_event_records_the_caller(auth_server) -> None:
     async with auth_server.parts.pool.acquire() as conn:
         row = await conn.fetchrow("SELECT * FROM auth.audit_log WHERE action = 'permission_denied'")
     assert row["tenant_id"] == tenant_id and row["client_address"] == auth_server.address and row["request_id"]
+
+
+async def test_only_admins_may_report_events_other_than_their_own_refusals(auth_server) -> None:
+    name, _ = await auth_server.tenant()
+    reader = await auth_server.login(name, await auth_server.user(name, "reader"))
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await auth_server.stub.ReportAuditEvent(
+            auth_pb2.ReportAuditEventRequest(action="login_success", outcome="ok", detail="forged"),
+            metadata=auth_server.md(reader.access_token),
+        )
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    await auth_server.stub.ReportAuditEvent(
+        auth_pb2.ReportAuditEventRequest(action="permission_denied", outcome="denied", detail="ingest.Write"),
+        metadata=auth_server.md(reader.access_token),
+    )
+    async with auth_server.parts.pool.acquire() as conn:
+        forged = await conn.fetchval("SELECT count(*) FROM auth.audit_log WHERE detail = 'forged'")
+        own = await conn.fetchval("SELECT count(*) FROM auth.audit_log WHERE detail = 'ingest.Write'")
+    assert (forged, own) == (0, 1)

@@ -19,6 +19,7 @@ import grpc
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
+from tsmesh_common.audit import AuditReporter
 from tsmesh_common.authn import Authenticator, bearer_token
 from tsmesh_common.context import REQUEST_ID_HEADER, principal_var, request_id_var
 from tsmesh_common.errors import DeadlineExceeded, TsmeshError
@@ -64,8 +65,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         authenticator: Authenticator | None,
         public_methods: frozenset[str] = frozenset(),
         max_deadline_seconds: float = 30.0,
+        audit: AuditReporter | None = None,
     ) -> None:
         self._authenticator = authenticator
+        self._audit = audit
         self._public = public_methods
         self._max_deadline = max_deadline_seconds
         self._tracer = trace.get_tracer("tsmesh")
@@ -197,7 +200,16 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         context.set_trailing_metadata((*trailing, (REQUEST_ID_HEADER, call.request_id)))
         if code not in (grpc.StatusCode.INTERNAL,):
             log.info("call refused", extra={"method": method, "code": code.name, "reason": message})
+        if code == grpc.StatusCode.PERMISSION_DENIED and self._audit is not None:
+            self._report_denied(method, message, context)
         await context.abort(code, message)
+
+    def _report_denied(self, method: str, reason: str, context: Context) -> None:
+        assert self._audit is not None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str):
+                self._audit.permission_denied(value, method, reason, context.peer() or "")
+                return
 
     def _finish(self, call: _Call, method: str, context: Context) -> None:
         key = (method, call.code)

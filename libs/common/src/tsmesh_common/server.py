@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tsmesh_common.audit import AuditReporter
 from tsmesh_common.authn import Authenticator
 from tsmesh_common.config import EXIT_CONFIG, CommonConfig
 from tsmesh_common.errors import Unavailable
@@ -49,9 +50,10 @@ class GrpcApp:
         authenticator: Authenticator | None,
         public_methods: frozenset[str] = frozenset(),
         max_deadline_seconds: float = 30.0,
+        audit: AuditReporter | None = None,
     ) -> None:
         self.server = grpc.aio.server(
-            interceptors=[ServerInterceptor(authenticator, public_methods, max_deadline_seconds)],
+            interceptors=[ServerInterceptor(authenticator, public_methods, max_deadline_seconds, audit)],
             options=SERVER_OPTIONS,
         )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]

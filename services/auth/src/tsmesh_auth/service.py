@@ -11,6 +11,7 @@ from tsmesh_auth.api_tokens import Actor, ApiTokenRecord, ApiTokenStore, CachedT
 from tsmesh_auth.audit import AuditEvent, AuditLog
 from tsmesh_auth.keys import KeyRing
 from tsmesh_auth.sessions import Sessions, Tokens
+from tsmesh_common.audit import PERMISSION_DENIED_ACTION
 from tsmesh_common.authn import API_TOKEN_PREFIX, MAX_TOKEN_LENGTH, Authenticator
 from tsmesh_common.context import Principal, current_principal
 from tsmesh_common.errors import InvalidArgument, PermissionDenied, Unauthenticated
@@ -204,6 +205,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         principal = current_principal()
         if not request.action or len(request.action) > 100:
             raise InvalidArgument("action", "is required (at most 100 characters)")
+        if "admin" not in principal.scopes and request.action != PERMISSION_DENIED_ACTION:
+            # any caller may report its own refusals; only admins may report other events
+            raise PermissionDenied(f"only {PERMISSION_DENIED_ACTION!r} may be reported without scope 'admin'")
         if len(request.outcome) > 100:
             raise InvalidArgument("outcome", "must be at most 100 characters")
         if len(request.detail) > 1000:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from tsmesh_common.audit import AuditReporter
 from tsmesh_common.authn import Authenticator, AuthenticatorConfig, GrpcAuthSource
 from tsmesh_common.client import create_channel
 from tsmesh_common.config import load_or_exit
@@ -26,10 +27,12 @@ async def _main() -> None:
         AuthenticatorConfig(issuer=common.jwt_issuer, audience=common.jwt_audience), source, source
     )
     redis = create_redis(common.redis_url)
-    components = build(cfg, authenticator, redis)
+    audit = AuditReporter(channel)
+    components = build(cfg, authenticator, redis, audit=audit)
     components.app.run_in_background(authenticator.follow_revocations(redis, REVOCATION_CHANNEL), "revocations")
 
     async def close_channel() -> None:
+        await audit.drain()
         await channel.close(None)
 
     components.app.on_shutdown(close_channel)

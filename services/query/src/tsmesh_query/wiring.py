@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from tsmesh.v1 import query_pb2, query_pb2_grpc
 
+from tsmesh_common.audit import AuditReporter
 from tsmesh_common.authn import Authenticator
 from tsmesh_common.breaker import CircuitBreaker
 from tsmesh_common.server import GrpcApp
@@ -44,6 +45,7 @@ def build(
     authenticator: Authenticator | None,
     redis: Redis,
     clock: Callable[[], int] = time.time_ns,
+    audit: AuditReporter | None = None,
 ) -> QueryComponents:
     """Wire database, caches, engine, live hub and servicer into a GrpcApp (not started).
 
@@ -59,7 +61,7 @@ def build(
     hub = LiveHub(redis, cfg.subscribe)
     if authenticator is not None:
         authenticator.on_revocation(hub.revoke)
-    app = GrpcApp(authenticator)
+    app = GrpcApp(authenticator, audit=audit)
     servicer = QueryService(engine, Lookups(db, cfg.limits), hub, cfg.limits)
     app.add_service(SERVICE_NAME, lambda server: query_pb2_grpc.add_QueryServiceServicer_to_server(servicer, server))
     app.run_in_background(hub.follow(), "live-feed")
