@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -19,6 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from testkit import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP_SQL = (ROOT / "deploy" / "postgres" / "bootstrap.sql").read_text()
@@ -26,23 +26,6 @@ PG_HOST = os.environ.get("TSMESH_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TSMESH_TEST_PG_PORT", "5432"))
 PG_SUPERUSER = os.environ.get("TSMESH_TEST_PG_SUPERUSER", "postgres")
 REDIS_URL = os.environ.get("TSMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
 @dataclass(frozen=True)

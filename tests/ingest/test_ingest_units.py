@@ -159,3 +159,52 @@ def test_config_errors_name_the_variable() -> None:
         }
     )
     assert prod.kafka.idempotence
+
+
+def test_records_built_from_point_bytes_equal_upbs_own_point_batches() -> None:
+    from tsmesh_ingest.config import KafkaConfig
+    from tsmesh_ingest.producer import PointProducer, encode_point_batch
+
+    pts = [point("m", NOW_NS + i, v, host=f"h{i % 3}", dc="eu") for i, v in enumerate([1.5, 0.0, -0.0, 7.0] * 50)]
+    pts.append(point("long_" + "x" * 150, NOW_NS, 2.0, **{f"l{i}": "v" * 100 for i in range(3)}))
+    ids = [series_id("t", p.metric, p.labels.items()) for p in pts]
+    raws = [p.SerializeToString() for p in pts]
+    batch = common_pb2.PointBatch(tenant_id="t", points=pts, series_ids=ids, accepted_at_ns=123)
+    # Same message (map entries may serialize in another order, so bytes are compared message-wise).
+    assert common_pb2.PointBatch.FromString(encode_point_batch("t", raws, ids, 123)) == batch
+    unlabelled = [point("m", NOW_NS + i, float(i)) for i in range(3)]
+    assert encode_point_batch("t", [p.SerializeToString() for p in unlabelled], [1, 2, 3], 9) == (
+        common_pb2.PointBatch(
+            tenant_id="t", points=unlabelled, series_ids=[1, 2, 3], accepted_at_ns=9
+        ).SerializeToString()
+    )
+    assert encode_point_batch("é", [], [], 0) == common_pb2.PointBatch(tenant_id="é").SerializeToString()
+
+    cfg = KafkaConfig.from_env(__import__("tsmesh_common.config", fromlist=["Env"]).Env({}))
+    records = PointProducer(cfg, producer=object()).records("t", raws, ids)
+    decoded = [(partition, common_pb2.PointBatch.FromString(value)) for partition, value in records]
+    assert sorted(sid for _, b in decoded for sid in b.series_ids) == sorted(ids)
+    assert all(sid % cfg.partitions == partition for partition, b in decoded for sid in b.series_ids)
+    assert all(b.tenant_id == "t" and b.accepted_at_ns > 0 for _, b in decoded)
+
+
+def test_validation_cache_keys_on_the_identity_encoding_only() -> None:
+    validator = _validator()
+    same = [point("m", NOW_NS + i, v, a="1", b="2") for i, v in enumerate([1.0, 0.0, -0.0, 3.5])]
+    reordered = common_pb2.Point(metric="m", labels={"b": "2", "a": "1"}, timestamp_ns=NOW_NS, value=9.0)
+    other = [point("m", NOW_NS, 1.0, a="1", b="3"), point("n", NOW_NS, 1.0, a="1", b="2"), point("m", NOW_NS, 1.0)]
+    request = ingest_pb2.WriteRequest(points=[*same, reordered, *other])
+    request.DiscardUnknownFields()
+    result = validator.validate("t", request.points)
+    expected = [series_id("t", p.metric, p.labels.items()) for p in request.points]
+    assert result.series_ids == expected
+    assert len(set(expected)) == 4
+    assert result.raws == [p.SerializeToString() for p in request.points]
+    # A second tenant with the same points gets its own ids (the cache is per tenant).
+    assert validator.validate("u", request.points).series_ids == [
+        series_id("u", p.metric, p.labels.items()) for p in request.points
+    ]
+    # Cached: validating again computes no new ids.
+    misses = validator._cache.misses
+    assert validator.validate("t", request.points).series_ids == expected
+    assert validator._cache.misses == misses
