@@ -109,6 +109,7 @@ class BenchGateway:
         env.update(**extra_env)
         env.update(
             TSMESH_HTTP_PORT=str(self.port),
+            TSMESH_GATEWAY_WORKERS=str(workers),
             TSMESH_GATEWAY_WS_PORT=str(self.ws_port),
             TSMESH_LOG_LEVEL="WARNING",
             TSMESH_GATEWAY_LIMIT_QUERY="10000000:10000000",
@@ -267,7 +268,7 @@ async def prepare(gateway_url: str, stack: Any) -> tuple[str, str]:
         return token, login.json()["access_token"]
 
 
-def http_part(report: Report, gw: BenchGateway, token: str, tmp: Path, seconds: int) -> None:
+def http_part(report: Report, gw: BenchGateway, token: str, tmp: Path, seconds: int, workers: int = 1) -> None:
     if shutil.which("wrk") is None:
         print("NOTE: wrk not found (apt-get install -y wrk): HTTP req/s figures skipped", flush=True)
         return
@@ -283,7 +284,7 @@ def http_part(report: Report, gw: BenchGateway, token: str, tmp: Path, seconds: 
     paced = wrk_script(tmp / "paced.lua", token, delay_ms=connections / half * 1000.0)
     at_half = wrk(gw.url + "/v1/query/range", seconds=seconds, connections=connections, script=paced)
     report.add(
-        "cached query (1 worker)",
+        f"cached query ({workers} worker{'s' if workers > 1 else ''})",
         cached["rps"],
         "req/s",
         "bare hello-JSON, same server",
@@ -539,6 +540,8 @@ async def main() -> None:
     parser.add_argument("--idle-100k", action="store_true", help="hold 100,000 idle sockets (opt-in)")
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("TSMESH_BENCH_SECONDS", "8")))
     parser.add_argument("--quick", action="store_true", help="2,000 sockets instead of 10,000")
+    parser.add_argument("--only", choices=("http", "ws", "fanout"), help="run one part only")
+    parser.add_argument("--workers", type=int, default=1, help="gateway workers for the HTTP part (default 1)")
     args = parser.parse_args()
     from conftest import drop_database, private_config
     from devstack import Stack
@@ -553,17 +556,21 @@ async def main() -> None:
     report = Report("gateway")
     try:
         stack.start()
-        gw = BenchGateway(stack, workers=1, log=tmp / "gateway.log")
+        workers = args.workers if args.only == "http" else 1
+        gw = BenchGateway(stack, workers=workers, log=tmp / "gateway.log")
         try:
             token, _ = await prepare(gw.url, stack)
             if args.idle_100k:
                 gw.stop()
                 await idle_100k(report, stack, tmp, token)
             else:
-                http_part(report, gw, token, tmp, args.seconds)
-                await ws_part(report, stack, gw, token, float(args.seconds), args.quick)
+                if args.only in (None, "http"):
+                    http_part(report, gw, token, tmp, args.seconds, workers)
+                if args.only in (None, "ws"):
+                    await ws_part(report, stack, gw, token, float(args.seconds), args.quick)
                 gw.stop()
-                await fanout_part(report, stack, tmp, token, float(args.seconds), args.quick)
+                if args.only in (None, "fanout"):
+                    await fanout_part(report, stack, tmp, token, float(args.seconds), args.quick)
         finally:
             if gw.proc.poll() is None:
                 gw.stop()

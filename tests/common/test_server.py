@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -90,3 +92,22 @@ async def test_port_in_use_is_reported_with_the_variable(stub) -> None:
 def test_current_principal_requires_authentication() -> None:
     with pytest.raises(Exception, match="authentication required"):
         current_principal("read")
+
+
+async def test_a_dying_background_task_stops_the_server_instead_of_hiding() -> None:
+    app = GrpcApp(authenticator=None)
+    await create_server(app, _cfg())
+
+    async def consumer() -> None:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("lost the partition")
+
+    async def listener() -> None:
+        await asyncio.sleep(3600)
+
+    app.run_in_background(listener(), "listener")
+    app.run_in_background(consumer(), "writer")
+    await asyncio.wait_for(app.stopping.wait(), 5)
+    assert app.failure is not None and "writer" in app.failure and "lost the partition" in app.failure
+    await app.stop(0.1)
+    assert not app.serving

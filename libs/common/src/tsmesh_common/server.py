@@ -62,6 +62,8 @@ class GrpcApp:
         self._closers: list[Closer] = []
         self._background: list[asyncio.Task[None]] = []
         self.serving = False
+        self.stopping = asyncio.Event()
+        self.failure: str | None = None
 
     def add_service(self, full_name: str, register: Callable[[grpc.aio.Server], None]) -> None:
         """Register a servicer (``register(server)``) under its full name for health and reflection."""
@@ -73,8 +75,24 @@ class GrpcApp:
         self._closers.append(closer)
 
     def run_in_background(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """A task that lives as long as the server (consumers, listeners); cancelled at shutdown."""
-        self._background.append(asyncio.create_task(coro, name=name))
+        """A task that lives as long as the server (consumers, listeners); cancelled at shutdown.
+
+        If it ends on its own (an escaped exception, or a return) the process must not go on
+        looking healthy without it: health turns NOT_SERVING and the server stops, exit non-zero.
+        """
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._background_done)
+        self._background.append(task)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self.stopping.is_set():
+            return
+        error = task.exception()
+        self.failure = f"background task {task.get_name()} " + (
+            f"failed: {type(error).__name__}: {error}" if error is not None else "ended unexpectedly"
+        )
+        log.error(self.failure, exc_info=error)
+        self.stopping.set()
 
     async def start(self, host: str, port: int) -> int:
         reflection.enable_server_reflection(
@@ -93,6 +111,7 @@ class GrpcApp:
         return bound
 
     async def stop(self, grace_seconds: float) -> None:
+        self.stopping.set()
         self.serving = False
         for name in ("", *self._service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -119,20 +138,22 @@ async def create_server(app: GrpcApp, cfg: CommonConfig) -> int:
 
 
 async def serve(app: GrpcApp, cfg: CommonConfig) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run until SIGTERM or SIGINT (or a background task dies), then shut down gracefully."""
     metrics = MetricsServer(cfg.grpc_host, cfg.metrics_port, lambda: app.serving)
     port = await create_server(app, cfg)
     metrics.start()
     log.info("serving", extra={"grpc_port": port, "metrics_port": metrics.port})
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+        loop.add_signal_handler(sig, app.stopping.set)
+    await app.stopping.wait()
     log.info("shutting down", extra={"grace_seconds": cfg.grace_seconds})
+    failure = app.failure
     await app.stop(cfg.grace_seconds)
     metrics.stop()
     log.info("stopped")
+    if failure is not None:
+        raise Unavailable(failure)
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -142,7 +163,7 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     try:
         uvloop.run(main())
     except Unavailable as exc:
-        print(f"startup failed: {exc.message}", file=sys.stderr)
+        print(f"stopped: {exc.message}", file=sys.stderr)
         sys.exit(EXIT_CONFIG if "already in use" in exc.message else 1)
     except KeyboardInterrupt:
         pass

@@ -17,6 +17,9 @@ from tsmesh_common.ratelimit import RateDecision
 from tsmesh_gateway.config import RateLimits
 from tsmesh_gateway.http_errors import HttpError
 
+ROUND_TRIPS = Counter(
+    "tsmesh_gateway_ratelimit_round_trips_total", "Redis pipelines sent for rate-limit decisions (batches and leases)"
+)
 RATE_LIMITED = Counter("tsmesh_gateway_rate_limited_total", "Requests refused by a rate limit", ["route_class", "by"])
 
 
@@ -158,6 +161,7 @@ class BatchingLimiter:
         keys = list(totals)
         purchases = [(k, totals[k][0], totals[k][1], totals[k][2] + self._lease_size(k, totals[k][1])) for k in keys]
         self.round_trips += 1
+        ROUND_TRIPS.inc()
         decided = dict(zip(keys, await self._limiter.acquire_many(purchases), strict=True))
         now = self._clock()
         refused: list[tuple[int, int]] = []

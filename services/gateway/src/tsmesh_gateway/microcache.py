@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 LOOKUPS = Counter("tsmesh_gateway_cache_lookups_total", "Micro-cache lookups", ["outcome"])
 _HIT, _MISS, _BYPASS = LOOKUPS.labels("hit"), LOOKUPS.labels("miss"), LOOKUPS.labels("bypass")
+GENERATION_FETCHES = Counter(
+    "tsmesh_gateway_generation_fetches_total", "Redis reads of data generations (each shared by concurrent requests)"
+)
 
 
 class GenerationReader:
@@ -61,6 +64,7 @@ class GenerationReader:
             self._busy = False
             return
         self.fetches += 1
+        GENERATION_FETCHES.inc()
         task = asyncio.ensure_future(self._fetch(batch))
         task.add_done_callback(self._fetched)
 

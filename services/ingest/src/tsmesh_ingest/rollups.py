@@ -86,25 +86,6 @@ REFRESH_SQL = (
     JOIN ts.points l ON l.series_id = n.series_id AND l.ts = n.last_ts
     WHERE r.series_id = n.series_id AND r.bucket = n.bucket
     """,
-    # Everything else (new buckets, late points, rewrites) is recomputed from raw.
-    """
-    DELETE FROM ts.rollup_1m r USING rollup_b1m_v2 b
-    WHERE r.series_id = b.series_id AND r.bucket = b.bucket AND NOT coalesce(b.lo > b.last_ts, false)
-    """,
-    """
-    INSERT INTO ts.rollup_1m (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last)
-    SELECT a.series_id, a.bucket, a.count, a.sum, a.min, a.max, a.first_ts, f.value, a.last_ts, l.value
-    FROM (
-        SELECT b.series_id, b.bucket, count(*) AS count, sum(p.value) AS sum, min(p.value) AS min,
-               max(p.value) AS max, min(p.ts) AS first_ts, max(p.ts) AS last_ts
-        FROM rollup_b1m_v2 b
-        JOIN ts.points p ON p.series_id = b.series_id AND p.ts >= b.bucket AND p.ts < b.bucket + 60000000000
-        WHERE NOT coalesce(b.lo > b.last_ts, false)
-        GROUP BY b.series_id, b.bucket
-    ) a
-    JOIN ts.points f ON f.series_id = a.series_id AND f.ts = a.first_ts
-    JOIN ts.points l ON l.series_id = a.series_id AND l.ts = a.last_ts
-    """,
     """
     CREATE TEMP TABLE IF NOT EXISTS rollup_b1h (series_id bigint, bucket bigint) ON COMMIT DELETE ROWS
     """,
@@ -121,6 +102,28 @@ REFRESH_SQL = (
     FROM rollup_b1h b
     JOIN ts.rollup_1m r ON r.series_id = b.series_id AND r.bucket >= b.bucket AND r.bucket < b.bucket + 3600000000000
     GROUP BY b.series_id, b.bucket
+    """,
+)
+# Everything else (new buckets, late points, rewrites) is recomputed from raw. The buckets go to a
+# table of their own, analyzed, so the plan fits their real number (often a handful: filtering the
+# bucket list inside the join made the planner expect thousands and spend seconds on one bucket).
+RECOMPUTE_SQL = (
+    "CREATE TEMP TABLE IF NOT EXISTS rollup_r1m (series_id bigint, bucket bigint) ON COMMIT DELETE ROWS",
+    "INSERT INTO rollup_r1m SELECT series_id, bucket FROM rollup_b1m_v2 WHERE NOT coalesce(lo > last_ts, false)",
+    "ANALYZE rollup_r1m",
+    "DELETE FROM ts.rollup_1m r USING rollup_r1m b WHERE r.series_id = b.series_id AND r.bucket = b.bucket",
+    """
+    INSERT INTO ts.rollup_1m (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last)
+    SELECT a.series_id, a.bucket, a.count, a.sum, a.min, a.max, a.first_ts, f.value, a.last_ts, l.value
+    FROM (
+        SELECT b.series_id, b.bucket, count(*) AS count, sum(p.value) AS sum, min(p.value) AS min,
+               max(p.value) AS max, min(p.ts) AS first_ts, max(p.ts) AS last_ts
+        FROM rollup_r1m b
+        JOIN ts.points p ON p.series_id = b.series_id AND p.ts >= b.bucket AND p.ts < b.bucket + 60000000000
+        GROUP BY b.series_id, b.bucket
+    ) a
+    JOIN ts.points f ON f.series_id = a.series_id AND f.ts = a.first_ts
+    JOIN ts.points l ON l.series_id = a.series_id AND l.ts = a.last_ts
     """,
 )
 
@@ -161,9 +164,9 @@ class RollupRefresher:
             if appends:
                 await conn.execute(REFRESH_SQL[6])
             if others:
-                for statement in REFRESH_SQL[7:9]:
+                for statement in RECOMPUTE_SQL:
                     await conn.execute(statement)
-            for statement in REFRESH_SQL[9:]:
+            for statement in REFRESH_SQL[7:]:
                 await conn.execute(statement)
             oldest = await conn.fetchval(
                 "SELECT extract(epoch FROM clock_timestamp() - min(created_at)) FROM rollup_claim"

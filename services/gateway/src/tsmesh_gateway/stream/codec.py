@@ -21,6 +21,8 @@ from tsmesh_gateway.convert import point_to_json, selector_from_json, selector_t
 JSON_PROTOCOL = "tsmesh.json.v1"
 PROTO_PROTOCOL = "tsmesh.proto.v1"
 Message = MutableMapping[str, Any]
+UTF8 = "tsmesh.utf8"  # optional key of a text send message: the same text, already UTF-8 encoded
+SEND_NOW = "tsmesh.send_now"  # optional scope key: a synchronous ``(message) -> bool`` write attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +38,14 @@ class ClientMessage:
 class Fragments:
     """The points of one upstream batch, encoded lazily once per format."""
 
-    __slots__ = ("_json", "_proto", "count", "points")
+    __slots__ = ("_frames", "_json", "_proto", "count", "points")
 
     def __init__(self, points: Any) -> None:
         self.points = points
         self.count = len(points)
         self._json: bytes | None = None
         self._proto: bytes | None = None
+        self._frames: dict[tuple[Any, str, tuple[Fragments, ...]], Message] | None = None
 
     @property
     def json(self) -> bytes:
@@ -55,6 +58,23 @@ class Fragments:
         if self._proto is None:
             self._proto = stream_pb2.StreamPoints(points=self.points).SerializeToString()
         return self._proto
+
+
+def points_frame(codec: Codec, sub_id: str, fragments: list[Fragments]) -> Message:
+    """The frame of ``fragments`` for subscription ``sub_id``, encoded once and shared by every socket
+    of the feed that queued the same batches under the same subscription id (cached on the last batch).
+    """
+    last = fragments[-1]
+    key = (codec, sub_id, tuple(fragments[:-1]))
+    frames = last._frames
+    if frames is None:
+        frames = last._frames = {}
+    else:
+        frame = frames.get(key)
+        if frame is not None:
+            return frame
+    frame = frames[key] = codec.points(sub_id, fragments)
+    return frame
 
 
 class Codec(Protocol):
@@ -131,7 +151,8 @@ class JsonCodec:
     def points(self, sub_id: str, fragments: list[Fragments]) -> Message:
         body = b",".join(f.json for f in fragments)
         head = b'{"type":"points","id":' + orjson.dumps(sub_id) + b',"points":['
-        return {"type": "websocket.send", "text": (head + body + b"]}").decode()}
+        utf8 = head + body + b"]}"
+        return {"type": "websocket.send", "text": utf8.decode(), UTF8: utf8}
 
 
 def _varint(n: int) -> bytes:

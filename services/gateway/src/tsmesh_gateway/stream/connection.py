@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from tsmesh_common.context import Principal
-from tsmesh_gateway.stream.codec import Codec, Fragments, Message
+from tsmesh_gateway.stream.codec import Codec, Fragments, Message, points_frame
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ POINTS = Counter("tsmesh_gateway_ws_points_total", "Points delivered over WebSoc
 CLOSED = Counter("tsmesh_gateway_ws_closed_total", "WebSockets closed by the gateway", ["reason"])
 
 Send = Callable[[Message], Awaitable[None]]
+SendNow = Callable[[Message], bool]
 
 
 class Connection:
@@ -58,7 +59,9 @@ class Connection:
         "ping_due",
         "principal",
         "send",
+        "send_now",
         "subscriptions",
+        "wake_batched",
     )
 
     def __init__(self, send: Send, codec: Codec, max_points: int) -> None:
@@ -77,6 +80,8 @@ class Connection:
         self.ping_due = False
         self.handler: asyncio.Task[Any] | None = None
         self._writer: asyncio.Task[None] | None = None
+        self.send_now: SendNow | None = None
+        self.wake_batched: Callable[[Connection], None] | None = None
 
     def stopped(self) -> bool:
         return self.closed
@@ -94,7 +99,37 @@ class Connection:
             self.pending[sub_id] = [fragments]
         else:
             queued.append(fragments)
-        self._wake()
+        if self._writer is not None:
+            return
+        if self.wake_batched is not None and self.send_now is not None:
+            self.wake_batched(self)
+        else:
+            self._wake()
+
+    def flush_now(self) -> tuple[int, int]:
+        """Write what is pending without a task when the socket can take it right now (``send_now``);
+        else leave it to the writer task. Returns (frames, points) written here."""
+        if self.closed or self._writer is not None or not self.pending:
+            return 0, 0
+        send_now = self.send_now
+        if send_now is None or self.outbox:
+            self._wake()
+            return 0, 0
+        pending, self.pending = self.pending, {}
+        frames = points = 0
+        items = list(pending.items())
+        for i, (sub_id, fragments) in enumerate(items):
+            groups = _frames(fragments)
+            for j, (frame, count) in enumerate(groups):
+                if not send_now(points_frame(self.codec, sub_id, frame)):
+                    rest = [f for group, _ in groups[j:] for f in group]
+                    self.pending = {sub_id: rest, **dict(items[i + 1 :])}
+                    self._wake()
+                    return frames, points
+                self.pending_points -= count
+                frames += 1
+                points += count
+        return frames, points
 
     def push(self, message: Message) -> None:
         """Queue a control message (ack, error, ping, pong)."""
@@ -121,7 +156,7 @@ class Connection:
                 pending, self.pending = self.pending, {}
                 for sub_id, fragments in pending.items():
                     for frame, count in _frames(fragments):
-                        await self.send(self.codec.points(sub_id, frame))
+                        await self.send(points_frame(self.codec, sub_id, frame))
                         self.pending_points -= count
                         FRAMES.inc()
                         POINTS.inc(count)

@@ -18,7 +18,7 @@ from tsmesh_common.context import Principal
 from tsmesh_common.errors import InvalidArgument, PermissionDenied, TsmeshError, Unauthenticated
 from tsmesh_gateway.config import StreamConfig
 from tsmesh_gateway.guard import PrincipalCache, authorization_token
-from tsmesh_gateway.stream.codec import JSON_PROTOCOL, PROTO_PROTOCOL, ClientMessage, Message, codec_for
+from tsmesh_gateway.stream.codec import JSON_PROTOCOL, PROTO_PROTOCOL, SEND_NOW, ClientMessage, Message, codec_for
 from tsmesh_gateway.stream.connection import (
     CLOSE_BAD_MESSAGE,
     CLOSE_UNAUTHENTICATED,
@@ -53,6 +53,7 @@ class StreamEndpoint:
             accept["subprotocol"] = protocol
         await send(accept)
         conn = Connection(send, codec_for(protocol or JSON_PROTOCOL), self._cfg.send_queue_points)
+        conn.send_now = scope.get(SEND_NOW)
         conn.handler = asyncio.current_task()
         self._hub.register(conn)
         try:

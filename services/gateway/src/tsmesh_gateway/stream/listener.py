@@ -16,9 +16,10 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.server import Server, ServerConnection
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
-from tsmesh_gateway.stream.codec import JSON_PROTOCOL, PROTO_PROTOCOL, Message
+from tsmesh_gateway.stream.codec import JSON_PROTOCOL, PROTO_PROTOCOL, SEND_NOW, UTF8, Message
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class LeanListener:
             "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.raw_items()],
             "subprotocols": [ws.subprotocol] if ws.subprotocol else [p for p in offered if p],
             "scheme": "wss" if self._tls else "ws",
+            SEND_NOW: _sender_now(ws),
         }
         connected = False
 
@@ -119,11 +121,41 @@ class LeanListener:
             kind = message["type"]
             if kind == "websocket.send":
                 text = message.get("text")
-                await ws.send(text if text is not None else message["bytes"])
+                if text is None:
+                    await ws.send(message["bytes"])
+                else:
+                    utf8 = message.get(UTF8)
+                    await ws.send(utf8 if utf8 is not None else text, text=True)
             elif kind == "websocket.close":
                 await ws.close(message.get("code", 1000), message.get("reason", ""))
 
         await self._endpoint(scope, receive, send)
+
+
+def _sender_now(ws: ServerConnection) -> Callable[[Message], bool]:
+    """A synchronous write of one data frame when the socket can take it at once (open, no send in
+    progress, transport not paused by backpressure): the frame goes to the transport with no task
+    and no await. False means "use the awaiting send", which applies backpressure and close errors.
+    """
+    protocol = ws.protocol
+
+    def send_now(message: Message) -> bool:
+        if ws.send_in_progress is not None or ws.paused or protocol.state is not State.OPEN:
+            return False
+        data = message.get("bytes")
+        try:
+            if data is not None:
+                protocol.send_binary(data)
+            else:
+                utf8 = message.get(UTF8)
+                protocol.send_text(utf8 if utf8 is not None else message["text"].encode())
+            ws.send_data()
+        except Exception as exc:  # noqa: BLE001 - the awaiting send reports the failure
+            log.debug("websocket direct send failed", extra={"error": type(exc).__name__})
+            return False
+        return True
+
+    return send_now
 
 
 def _select(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
