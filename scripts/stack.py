@@ -85,6 +85,9 @@ class Stack:
                 TSMESH_METRICS_PORT=str(self.cfg.metrics_port(svc)),
                 TSMESH_DATABASE_URL=self.database_url(f"tsmesh_{svc}"),
             )
+        if svc == "auth":
+            # auth listens on 127.0.0.1 behind the gateway, which forwards each caller's address
+            env["TSMESH_AUTH_TRUST_CLIENT_ADDRESS_HEADER"] = "true"
         return env
 
     def _tool_env(self, svc: str) -> dict[str, str]:

@@ -34,6 +34,7 @@ from tsmesh_common.ratelimit import RateLimiter
 from tsmesh_common.server import GrpcApp
 from tsmesh_gateway.app import Parts, build_app
 from tsmesh_gateway.config import GatewayConfig
+from tsmesh_gateway.leanredis import LeanRedis
 from tsmesh_gateway.upstreams import Upstreams
 
 
@@ -80,6 +81,7 @@ GatewayFactory = Callable[..., Any]
 async def gateway_factory(mesh: Mesh, redis_client: aioredis.Redis) -> AsyncIterator[Callable[..., Any]]:
     """Build in-process gateways with extra environment settings; all closed afterwards."""
     opened: list[tuple[Any, httpx.AsyncClient, Upstreams]] = []
+    leans: list[Any] = []
 
     async def make(**env: str) -> Gateway:
         environ = {
@@ -102,12 +104,14 @@ async def gateway_factory(mesh: Mesh, redis_client: aioredis.Redis) -> AsyncIter
             AuthenticatorConfig(issuer=mesh.mint.issuer, audience=mesh.mint.audience), mesh.mint.jwks, mesh.api
         )
         limiter = RateLimiter(redis_client, prefix=f"test:gw:{uuid.uuid4().hex[:8]}")
-        app = build_app(Parts(cfg, upstreams, authenticator, limiter, redis_client))
+        lean = LeanRedis.from_url(REDIS_URL)
+        app = build_app(Parts(cfg, upstreams, authenticator, limiter, redis_client, lean))
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
         transport = httpx.ASGITransport(app=app, client=(f"10.0.{len(opened)}.{uuid.uuid4().int % 250}", 1234))
         client = httpx.AsyncClient(transport=transport, base_url="http://gateway")
         opened.append((lifespan, client, upstreams))
+        leans.append(lean)
         return Gateway(app, client, cfg, mesh, f"t-{uuid.uuid4().hex[:10]}")
 
     yield make
@@ -115,6 +119,9 @@ async def gateway_factory(mesh: Mesh, redis_client: aioredis.Redis) -> AsyncIter
         await client.aclose()
         await lifespan.__aexit__(None, None, None)
         await upstreams.close()
+    for lean in leans:
+        if lean is not None:
+            await lean.aclose()
 
 
 @pytest_asyncio.fixture

@@ -78,8 +78,13 @@ class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
         self.mint = mint
         self.api = api
         self.created: list[auth_pb2.CreateApiTokenRequest] = []
+        self.metadata: list[tuple[str, dict[str, str]]] = []
+
+    def _record(self, method: str, context: Any) -> None:
+        self.metadata.append((method, {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}))
 
     async def Login(self, request: auth_pb2.LoginRequest, context: Any) -> auth_pb2.LoginResponse:
+        self._record("Login", context)
         failures = {
             "unavailable@x": Unavailable("store down"),
             "denied@x": PermissionDenied("account disabled"),
@@ -103,11 +108,13 @@ class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
         )
 
     async def Refresh(self, request: auth_pb2.RefreshRequest, context: Any) -> auth_pb2.RefreshResponse:
+        self._record("Refresh", context)
         if not request.refresh_token.startswith("r-"):
             raise Unauthenticated("invalid refresh token")
         return auth_pb2.RefreshResponse(tokens=self._pair(request.refresh_token[2:]))
 
     async def Logout(self, request: auth_pb2.LogoutRequest, context: Any) -> auth_pb2.LogoutResponse:
+        self._record("Logout", context)
         return auth_pb2.LogoutResponse()
 
     async def GetJwks(self, request: auth_pb2.GetJwksRequest, context: Any) -> auth_pb2.GetJwksResponse:
@@ -158,7 +165,7 @@ class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
 
 
 class FakeIngest(ingest_pb2_grpc.IngestServiceServicer):
-    """Stores points per tenant; a point named ``reject_me`` is refused."""
+    """Stores points per tenant; a point named ``reject_me`` is refused, ``overload_me`` refuses the batch."""
 
     def __init__(self) -> None:
         self.points: dict[str, list[common_pb2.Point]] = {}
@@ -167,6 +174,8 @@ class FakeIngest(ingest_pb2_grpc.IngestServiceServicer):
     async def WriteBatch(self, request: ingest_pb2.WriteRequest, context: Any) -> ingest_pb2.WriteResponse:
         tenant = current_principal("write").tenant_id
         self.metadata.append({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
+        if any(p.metric.startswith("overload_me") for p in request.points):
+            raise ResourceExhausted("ingest_queue", "ingest is overloaded", retry_after_seconds=2)
         errors = [
             ingest_pb2.PointError(index=i, field="metric", reason="refused by test")
             for i, p in enumerate(request.points)
@@ -178,7 +187,8 @@ class FakeIngest(ingest_pb2_grpc.IngestServiceServicer):
 
 
 class FakeQuery(query_pb2_grpc.QueryServiceServicer):
-    """Answers from a fixed table, counts calls, and feeds Subscribe streams from ``publish``."""
+    """Answers from a fixed table, counts calls, and feeds Subscribe streams from ``publish``;
+    refuses (INVALID_ARGUMENT) a Subscribe whose metric starts with ``refuse_me``."""
 
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}
@@ -212,6 +222,8 @@ class FakeQuery(query_pb2_grpc.QueryServiceServicer):
 
     async def Subscribe(self, request: query_pb2.SubscribeRequest, context: Any) -> AsyncIterator[Any]:
         tenant = self._count("Subscribe")
+        if request.selector.metric.startswith("refuse_me"):
+            raise InvalidArgument("selector.matchers[0].value", "invalid regex (refused by test)")
         queue: asyncio.Queue[common_pb2.PointBatch] = asyncio.Queue()
         entry = (tenant, request.selector, queue)
         self.subscribers.append(entry)

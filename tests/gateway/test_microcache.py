@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 
+import pytest
+
 from tsmesh_common.redis_keys import data_generation_key
+from tsmesh_gateway.leanredis import LeanRedis
 from tsmesh_gateway.microcache import GenerationReader
 
 
@@ -60,3 +64,33 @@ async def test_a_failed_fetch_fails_its_waiters_only(redis_client) -> None:
     real = GenerationReader(redis_client)
     assert await asyncio.gather(real.read(tenant), real.read(f"{tenant}-x")) == [b"7", b"0"]
     await redis_client.delete(data_generation_key(tenant))
+
+
+async def test_lean_redis_reads_pipelines_reconnects_and_fails_fast(redis_client) -> None:
+    tenant = f"t-{uuid.uuid4().hex}"
+    key = data_generation_key(tenant)
+    await redis_client.set(key, 41)
+    lean = LeanRedis.from_url("redis://127.0.0.1:6379/0")
+    assert lean is not None
+    try:
+        assert await lean.get(key) == b"41"
+        assert await asyncio.gather(lean.mget([key, key + "-none"]), lean.get(key)) == [[b"41", None], b"41"]
+        with pytest.raises(Exception, match=r"WRONGTYPE"):
+            await redis_client.rpush(key + "-list", "x")
+            await lean.get(key + "-list")
+        assert lean._protocol is not None and lean._protocol.transport is not None
+        lean._protocol.transport.close()  # the next call opens a new connection
+        await asyncio.sleep(0.01)
+        await redis_client.incr(key)
+        reader = GenerationReader(lean)
+        assert await reader.read(tenant) == b"42"
+    finally:
+        await lean.aclose()
+        await redis_client.delete(key, key + "-list")
+    assert LeanRedis.from_url("rediss://127.0.0.1:6379/0") is None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = LeanRedis("127.0.0.1", port)
+    with pytest.raises(OSError):
+        await down.get("k")

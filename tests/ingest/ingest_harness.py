@@ -135,13 +135,14 @@ async def start_ingest(broker: Any, token_mint: Any, redis_client: Any) -> Async
         env: dict[str, str] | None = None,
         dsn: str | None = None,
         bootstrap: str | None = None,
+        audit: Any = None,
     ) -> Ingest:
         database_url = dsn or (db.dsn("tsmesh_ingest") if db is not None else "postgresql://nobody@127.0.0.1:1/none")
         environ = ingest_env(database_url, bootstrap or broker.bootstrap, **(env or {}))
         cfg = IngestConfig.from_env(environ)
         if bootstrap is None:
             await create_topics(cfg.kafka)
-        runtime = await build_runtime(cfg, token_mint.authenticator(), redis_client, hooks=hooks)
+        runtime = await build_runtime(cfg, token_mint.authenticator(), redis_client, hooks=hooks, audit=audit)
         port = await create_server(runtime.app, cfg.common)
         await runtime.start()
         ingest = Ingest(runtime, grpc.aio.insecure_channel(f"127.0.0.1:{port}"), cfg, token_mint, db)

@@ -33,6 +33,7 @@ from tsmesh_gateway.deps import Deps
 from tsmesh_gateway.edge import EdgeMiddleware
 from tsmesh_gateway.fastpath import FastQueries
 from tsmesh_gateway.guard import BatchingLimiter, Limiter, PrincipalCache, RouteLimits
+from tsmesh_gateway.leanredis import LeanRedis
 from tsmesh_gateway.microcache import GenerationReader, MicroCache
 from tsmesh_gateway.openapi import spec
 from tsmesh_gateway.routes_auth import auth_routes
@@ -66,15 +67,18 @@ class Parts:
     authenticator: Authenticator
     limiter: Limiter
     redis: Any
+    lean_redis: Any = None
 
 
 def build_app(parts: Parts) -> Starlette:
     """The gateway application over existing collaborators; background work starts in its lifespan."""
     cfg = parts.cfg
     principals = PrincipalCache(parts.authenticator)
-    cache = MicroCache(GenerationReader(parts.redis), ttl=cfg.cache_ttl_seconds, max_entries=cfg.cache_entries)
+    cache = MicroCache(
+        GenerationReader(parts.lean_redis or parts.redis), ttl=cfg.cache_ttl_seconds, max_entries=cfg.cache_entries
+    )
     deps = Deps(cfg, parts.upstreams, principals, RouteLimits(BatchingLimiter(parts.limiter), cfg.limits), cache)
-    hub = Hub(parts.upstreams.query_stub, cfg.stream)
+    hub = Hub(parts.upstreams.query_stub, cfg.stream, authenticate=parts.authenticator.authenticate)
     parts.authenticator.on_revocation(hub.revoke)
     stream = StreamEndpoint(hub, principals, cfg.stream)
     listener = LeanListener(
@@ -159,7 +163,8 @@ def connect(cfg: GatewayConfig) -> Parts:
     authenticator = Authenticator(
         AuthenticatorConfig(issuer=cfg.common.jwt_issuer, audience=cfg.common.jwt_audience), source, source
     )
-    return Parts(cfg, upstreams, authenticator, RateLimiter(redis, prefix="tsmesh:gw:rl"), redis)
+    limiter = RateLimiter(redis, prefix="tsmesh:gw:rl")
+    return Parts(cfg, upstreams, authenticator, limiter, redis, LeanRedis.from_url(cfg.common.redis_url))
 
 
 def create_app() -> Starlette:
@@ -179,6 +184,8 @@ def create_app() -> Starlette:
             finally:
                 await parts.upstreams.close()
                 await parts.redis.aclose()
+                if parts.lean_redis is not None:
+                    await parts.lean_redis.aclose()
 
     app.router.lifespan_context = lifespan
     return app

@@ -44,6 +44,7 @@ class StreamConfig:
     coalesce_seconds: float = 0.001
     max_subscriptions: int = 100
     max_message_bytes: int = 64 * 1024
+    reauth_seconds: float = 30.0
     listener: bool = True
     port: int = 8081
 
@@ -72,6 +73,7 @@ class GatewayConfig:
     limits: RateLimits
     stream: StreamConfig = field(default_factory=StreamConfig)
     fast_path: bool = True
+    max_write_points: int = 10_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewayConfig:
@@ -91,6 +93,7 @@ class GatewayConfig:
             send_queue_points=env.get_int("TSMESH_GATEWAY_WS_SEND_QUEUE_POINTS", 10_000, minimum=1),
             coalesce_seconds=min(env.get_float("TSMESH_GATEWAY_WS_COALESCE_SECONDS", 0.001, minimum=0.0), 0.001),
             max_subscriptions=env.get_int("TSMESH_GATEWAY_WS_MAX_SUBSCRIPTIONS", 100, minimum=1),
+            reauth_seconds=env.get_float("TSMESH_GATEWAY_WS_REAUTH_SECONDS", 30.0, minimum=0.1),
             listener=env.get_bool("TSMESH_GATEWAY_WS_LISTENER", True),
             port=env.get_port("TSMESH_GATEWAY_WS_PORT", env.get_port("TSMESH_HTTP_PORT", 8080) + 1),
         )
@@ -115,6 +118,7 @@ class GatewayConfig:
             limits=_limits(env),
             stream=stream,
             fast_path=env.get_bool("TSMESH_GATEWAY_FAST_PATH", True),
+            max_write_points=env.get_int("TSMESH_GATEWAY_MAX_WRITE_POINTS", 10_000, minimum=1),
         )
 
 

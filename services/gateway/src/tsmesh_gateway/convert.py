@@ -10,7 +10,8 @@ from tsmesh.v1 import common_pb2, ingest_pb2, query_pb2
 from tsmesh_common.errors import InvalidArgument
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-MAX_POINTS_PER_REQUEST = 100_000
+MAX_POINTS_PER_REQUEST = 10_000  # ingest refuses larger requests
+MAX_MATCHERS = 32  # query refuses more
 
 MATCH_OPS = {
     "=": common_pb2.MATCH_OP_EQUAL,
@@ -101,8 +102,8 @@ def selector_from_json(value: Any, field: str = "selector") -> common_pb2.Select
         matchers = []
     if not isinstance(matchers, list):
         raise InvalidArgument(f"{field}.matchers", "must be an array")
-    if len(matchers) > 64:
-        raise InvalidArgument(f"{field}.matchers", "at most 64 matchers")
+    if len(matchers) > MAX_MATCHERS:
+        raise InvalidArgument(f"{field}.matchers", f"at most {MAX_MATCHERS} matchers")
     for i, item in enumerate(matchers):
         where = f"{field}.matchers[{i}]"
         matcher = _object(item, where)
@@ -127,14 +128,14 @@ def selector_to_json(selector: common_pb2.Selector) -> dict[str, Any]:
     }
 
 
-def write_from_json(value: Any) -> ingest_pb2.WriteRequest:
-    """``{"points": [{"metric", "labels", "timestamp_ns", "value"}, ...]}``."""
+def write_from_json(value: Any, max_points: int = MAX_POINTS_PER_REQUEST) -> ingest_pb2.WriteRequest:
+    """``{"points": [{"metric", "labels", "timestamp_ns", "value"}, ...]}``, at most ``max_points``."""
     obj = _object(value, "body")
     points = obj.get("points")
     if not isinstance(points, list) or not points:
         raise InvalidArgument("points", "must be a non-empty array")
-    if len(points) > MAX_POINTS_PER_REQUEST:
-        raise InvalidArgument("points", f"at most {MAX_POINTS_PER_REQUEST} points per request")
+    if len(points) > max_points:
+        raise InvalidArgument("points", f"at most {max_points} points per request")
     request = ingest_pb2.WriteRequest()
     for i, item in enumerate(points):
         where = f"points[{i}]"

@@ -59,7 +59,7 @@ SCHEMAS: dict[str, Any] = {
     "Selector": _obj(
         {
             "metric": {"type": ["string", "null"], "minLength": 1, "maxLength": 256},
-            "matchers": {"type": ["array", "null"], "items": _ref("Matcher"), "maxItems": 64},
+            "matchers": {"type": ["array", "null"], "items": _ref("Matcher"), "maxItems": 32},
         },
         description="A metric name and/or label matchers (RE2 regexes, anchored); at least one of them.",
         anyOf=[
@@ -86,7 +86,7 @@ SCHEMAS: dict[str, Any] = {
         ["metric", "labels", "timestamp_ns", "value"],
     ),
     "WriteRequest": _obj(
-        {"points": {"type": "array", "items": _ref("Point"), "minItems": 1, "maxItems": 100000}}, ["points"]
+        {"points": {"type": "array", "items": _ref("Point"), "minItems": 1, "maxItems": 10000}}, ["points"]
     ),
     "WriteResponse": _obj(
         {

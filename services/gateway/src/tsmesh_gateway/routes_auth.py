@@ -12,10 +12,11 @@ from tsmesh.v1 import auth_pb2
 from tsmesh_common.errors import InvalidArgument
 from tsmesh_gateway.bodies import JSONResponse, json_object, parse_json
 from tsmesh_gateway.convert import _int, _str
-from tsmesh_gateway.deps import Deps, endpoint
+from tsmesh_gateway.deps import Deps, client_address, endpoint
 
 SCOPES = ("read", "write", "admin")
 MAX_SECONDS = 10 * 366 * 86_400
+CLIENT_ADDRESS_HEADER = "x-client-address"
 
 
 def tokens_to_json(pair: auth_pb2.TokenPair) -> dict[str, Any]:
@@ -46,6 +47,11 @@ def _token_id(request: Request) -> str:
     return token_id
 
 
+def _from_client(request: Request) -> tuple[tuple[str, str], ...]:
+    """Tell auth who the client is, so its per-address login throttle and audit see the real caller."""
+    return ((CLIENT_ADDRESS_HEADER, client_address(request)[:64]),)
+
+
 def auth_routes(deps: Deps) -> list[Route]:
     """The authentication routes bound to ``deps``."""
     stub = deps.upstreams.auth_stub
@@ -59,7 +65,10 @@ def auth_routes(deps: Deps) -> list[Route]:
         headers = await deps.limit_anonymous(request, "auth", identity=f"login:{tenant}:{email.lower()}")
         password = _str(body, "password", "password", max_len=1024)
         answer = await auth.unary(
-            stub.Login, auth_pb2.LoginRequest(tenant=tenant, email=email, password=password), authorization=None
+            stub.Login,
+            auth_pb2.LoginRequest(tenant=tenant, email=email, password=password),
+            authorization=None,
+            extra_metadata=_from_client(request),
         )
         return JSONResponse(tokens_to_json(answer.tokens), headers=headers)
 
@@ -69,7 +78,10 @@ def auth_routes(deps: Deps) -> list[Route]:
         refresh_token = _str(body, "refresh_token", "refresh_token", max_len=8192)
         headers = await deps.limit_anonymous(request, "auth")
         answer = await auth.unary(
-            stub.Refresh, auth_pb2.RefreshRequest(refresh_token=refresh_token), authorization=None
+            stub.Refresh,
+            auth_pb2.RefreshRequest(refresh_token=refresh_token),
+            authorization=None,
+            extra_metadata=_from_client(request),
         )
         return JSONResponse(tokens_to_json(answer.tokens), headers=headers)
 
@@ -78,7 +90,12 @@ def auth_routes(deps: Deps) -> list[Route]:
         body = json_object(await deps.json(request))
         refresh_token = _str(body, "refresh_token", "refresh_token", max_len=8192)
         headers = await deps.limit_anonymous(request, "auth")
-        await auth.unary(stub.Logout, auth_pb2.LogoutRequest(refresh_token=refresh_token), authorization=None)
+        await auth.unary(
+            stub.Logout,
+            auth_pb2.LogoutRequest(refresh_token=refresh_token),
+            authorization=None,
+            extra_metadata=_from_client(request),
+        )
         return Response(status_code=204, headers=headers)
 
     @endpoint

@@ -42,7 +42,7 @@ def query_routes(deps: Deps, handlers: dict[str, CachedAnswer] | None = None) ->
     @endpoint
     async def write(request: Request) -> Response:
         caller = await deps.authorize(request, "write", "write")
-        message = convert.write_from_json(await deps.json(request))
+        message = convert.write_from_json(await deps.json(request), deps.cfg.max_write_points)
         answer = await ingest.unary(ingest_stub.WriteBatch, message, authorization=caller.authorization)
         return JSONResponse(convert.write_to_json(answer), headers=caller.headers)
 

@@ -1,7 +1,9 @@
 """InfluxDB v2 compatibility: ``POST /api/v2/write`` (line protocol) and ``GET /ping``.
 
 Partial writes follow InfluxDB: good lines are stored, and the answer is 400 naming the first bad
-line and why. Points go upstream in chunks, so a large body never becomes one huge gRPC message.
+line and why. Points go upstream in chunks, so a large body never becomes one huge gRPC message;
+when a chunk fails upstream (429, 503, ...) the error's ``details.accepted_points`` says how many
+points the earlier chunks stored.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from starlette.routing import Route
 from tsmesh.v1 import ingest_pb2
 
 from tsmesh_gateway.deps import Deps, endpoint
-from tsmesh_gateway.http_errors import HttpError
+from tsmesh_gateway.http_errors import HttpError, to_http_error
 from tsmesh_gateway.lineprotocol import PRECISION_NS, parse_body
 
 CHUNK_POINTS = 5_000
@@ -44,9 +46,12 @@ def influx_routes(deps: Deps) -> list[Route]:
         accepted = 0
         for start in range(0, len(parsed.points), CHUNK_POINTS):
             chunk = parsed.points[start : start + CHUNK_POINTS]
-            answer = await ingest.unary(
-                stub.WriteBatch, ingest_pb2.WriteRequest(points=chunk), authorization=caller.authorization
-            )
+            try:
+                answer = await ingest.unary(
+                    stub.WriteBatch, ingest_pb2.WriteRequest(points=chunk), authorization=caller.authorization
+                )
+            except Exception as exc:  # noqa: BLE001 - mapped, with the count of what was already stored
+                raise _partial_failure(exc, accepted, caller.headers) from None
             accepted += answer.accepted
             for rejected in answer.errors:
                 index = start + int(rejected.index)
@@ -79,3 +84,14 @@ def influx_routes(deps: Deps) -> list[Route]:
         Route("/api/v2/write", write, methods=["POST"]),
         Route("/ping", ping, methods=["GET", "HEAD"]),
     ]
+
+
+def _partial_failure(exc: Exception, accepted: int, headers: dict[str, str]) -> HttpError:
+    """A chunk failed upstream: its error, saying how many points earlier chunks stored (InfluxDB
+    style ``partial write``), so the client knows a plain retry would write those again."""
+    error = to_http_error(exc)
+    error.details["accepted_points"] = accepted
+    if accepted:
+        error.message = f"partial write: {accepted} points accepted before failure: {error.message}"
+    error.headers = {**headers, **error.headers}
+    return error

@@ -44,9 +44,10 @@ class Upstream:
         *,
         authorization: str | None,
         idempotent: bool = False,
+        extra_metadata: tuple[tuple[str, str], ...] = (),
     ) -> T:
-        """Call ``method`` with the caller's credentials, the request id and the deadline."""
-        metadata = outgoing_metadata(authorization)
+        """Call ``method`` with the caller's credentials, the request id, ``extra_metadata`` and the deadline."""
+        metadata = outgoing_metadata(authorization) + extra_metadata
 
         async def attempt() -> T:
             try:

@@ -14,6 +14,7 @@ import sys
 import asyncpg
 import redis.asyncio as aioredis
 
+from tsmesh_common.audit import AuditReporter
 from tsmesh_common.authn import Authenticator, AuthenticatorConfig, GrpcAuthSource
 from tsmesh_common.client import create_channel
 from tsmesh_common.config import load_or_exit
@@ -37,16 +38,20 @@ async def _serve(cfg: IngestConfig) -> None:
     redis = aioredis.Redis.from_url(common.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
     authenticator = None
     channel = None
+    audit = None
     if cfg.runs_api:
         channel = create_channel(common.auth_addr)
         source = GrpcAuthSource(channel)
         authenticator = Authenticator(
             AuthenticatorConfig(issuer=common.jwt_issuer, audience=common.jwt_audience), source, source
         )
-    runtime = await build_runtime(cfg, authenticator, redis)
+        audit = AuditReporter(channel)
+    runtime = await build_runtime(cfg, authenticator, redis, audit=audit)
 
     async def close_clients() -> None:
         await redis.aclose()
+        if audit is not None:
+            await audit.drain()
         if channel is not None:
             await channel.close(None)
 

@@ -130,6 +130,7 @@ class IngestConfig:
             max_label_value_bytes=env.get_int("TSMESH_INGEST_MAX_LABEL_VALUE_BYTES", 1024, minimum=1),
             allow_non_finite=env.get_bool("TSMESH_INGEST_ALLOW_NON_FINITE", False),
             max_past_seconds=writer.raw_days * 86_400,
+            retained_days=writer.raw_days,
             max_future_seconds=env.get_int("TSMESH_INGEST_MAX_FUTURE_SECONDS", 600, minimum=0),
             max_points_per_request=env.get_int("TSMESH_INGEST_MAX_POINTS_PER_REQUEST", 10_000, minimum=1),
             max_request_bytes=env.get_int("TSMESH_INGEST_MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024),

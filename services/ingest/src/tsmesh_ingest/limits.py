@@ -9,7 +9,11 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class ValidationLimits:
-    """Per-point and per-request validation limits (all configurable, see docs/series-id.md)."""
+    """Per-point and per-request validation limits (all configurable, see docs/series-id.md).
+
+    ``retained_days`` (0 = off) also refuses points before the start of the UTC day
+    ``retained_days - 1`` days before today: the oldest whole day raw retention keeps for at least
+    another day, so an acknowledged point never lands on a partition retention drops (ADR 0204)."""
 
     max_metric_length: int = 200
     max_labels: int = 32
@@ -18,6 +22,7 @@ class ValidationLimits:
     allow_non_finite: bool = False
     max_past_seconds: int = 30 * 86_400
     max_future_seconds: int = 600
+    retained_days: int = 0
     max_points_per_request: int = 10_000
     max_request_bytes: int = 4 * 1024 * 1024
 

@@ -39,6 +39,9 @@ CONFLICT_FALLBACKS = Counter(
     "tsmesh_ingest_writer_conflict_path_total", "Transactions that took the conflict-tolerant path"
 )
 DB_RETRIES = Counter("tsmesh_ingest_writer_db_retries_total", "Writer transactions retried after a database failure")
+GENERATION_RETRIES = Counter(
+    "tsmesh_ingest_writer_generation_retries_total", "Data generation bumps retried after a Redis failure"
+)
 DLQ_TOTAL = Counter("tsmesh_ingest_dlq_total", "Records sent to the dead-letter topic", ["reason"])
 ROLLUP_LAG = Gauge(
     "tsmesh_ingest_rollup_refresh_lag_seconds", "Age of the oldest pending range consumed by the last refresh"

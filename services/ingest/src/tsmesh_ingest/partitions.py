@@ -51,6 +51,10 @@ class PartitionManager:
     def forget(self, day: int) -> None:
         self._known.discard(day)
 
+    def forget_all(self) -> None:
+        """Drop the cached set (another replica may have dropped a partition): the next ``ensure`` re-creates."""
+        self._known.clear()
+
     async def ensure(self, conn: Any, days: Iterable[int]) -> None:
         """Create the partitions of ``days`` that do not exist yet (idempotent, concurrency-safe)."""
         for day in sorted(self.missing(days)):

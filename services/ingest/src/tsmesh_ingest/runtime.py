@@ -15,6 +15,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from tsmesh.v1 import ingest_pb2_grpc
 
+from tsmesh_common.audit import AuditReporter
 from tsmesh_common.authn import Authenticator
 from tsmesh_common.ratelimit import RateLimiter
 from tsmesh_common.server import GrpcApp
@@ -53,8 +54,9 @@ class IngestRuntime:
     partitions: PartitionManager = field(default_factory=PartitionManager)
 
     async def start(self) -> None:
+        """Background loops; each ends only on cancellation (an ending one stops the server)."""
         if self.producer is not None:
-            self.app.run_in_background(self.producer.start_with_retry(), "kafka-producer-connect")
+            self.app.run_in_background(_connect_and_stay(self.producer), "kafka-producer-connect")
         if self.writer is not None:
             self.app.run_in_background(self.writer.run(), "writer")
         if self.refresher is not None:
@@ -91,15 +93,23 @@ class IngestRuntime:
             await self.pool.close()
 
 
+async def _connect_and_stay(producer: PointProducer) -> None:
+    """Connect (retrying while the broker is down), then stay: a return would stop the server."""
+    await producer.start_with_retry()
+    await asyncio.Event().wait()
+
+
 async def build_runtime(
     cfg: IngestConfig,
     authenticator: Authenticator | None,
     redis: Any,
     *,
     hooks: WriterHooks | None = None,
+    audit: AuditReporter | None = None,
 ) -> IngestRuntime:
-    """Construct the API and/or writer of ``cfg.mode`` around shared clients."""
-    app = GrpcApp(authenticator)
+    """Construct the API and/or writer of ``cfg.mode`` around shared clients; ``audit`` reports
+    PERMISSION_DENIED answers to auth."""
+    app = GrpcApp(authenticator, audit=audit)
     runtime = IngestRuntime(cfg=cfg, app=app)
     if cfg.runs_api:
         runtime.producer = PointProducer(cfg.kafka)

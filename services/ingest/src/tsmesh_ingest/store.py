@@ -211,6 +211,10 @@ class PointStore:
         self._known = known
         self._hooks = hooks or WriterHooks()
 
+    def forget_partitions(self) -> None:
+        """Forget which day partitions exist, so the next write re-ensures them."""
+        self._partitions.forget_all()
+
     async def write(self, items: Sequence[Item]) -> int:
         """Store ``items`` atomically; returns the number of rows. Raises asyncpg/OS errors as they come."""
         cols = columns_of(items, self._known)

@@ -24,6 +24,7 @@ from tsmesh_ingest.series_id import LabelItems, SeriesIdCache, series_id
 METRIC_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 NS = 1_000_000_000
+DAY_NS = 86_400 * NS
 # Timestamps at or above 2**56 ns (1972) are 9-byte varints: the point's tail is then exactly the
 # 10-byte timestamp field, plus the 9-byte value field when present (tag 0x21 nine bytes from the end;
 # absent, that byte is inside the varint and has its continuation bit set).
@@ -75,6 +76,8 @@ class Validator:
         lim = self._limits
         now_ns = int(self._clock() * NS)
         lo = now_ns - lim.max_past_seconds * NS
+        if lim.retained_days > 0:
+            lo = max(lo, (now_ns // DAY_NS - (lim.retained_days - 1)) * DAY_NS)
         hi = now_ns + lim.max_future_seconds * NS
         allow_non_finite = lim.allow_non_finite
         by_encoding = self._cache.encodings(tenant_id)

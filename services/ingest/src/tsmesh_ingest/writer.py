@@ -1,11 +1,17 @@
 """The writer: a Kafka consumer-group member that stores batches in PostgreSQL.
 
 Per batch, in this order: poison records to the dead-letter topic (acknowledged), one database
-transaction for the rest, the tenants' data generations bumped in Redis, then the consumer offsets
+transaction for the rest, the tenants' data generations bumped in Redis (retried until Redis takes
+them: caches must never serve a result that omits a committed point), then the consumer offsets
 committed. A crash anywhere before the offset commit redelivers the batch, which storage absorbs
 (unique (series_id, ts), last write wins). While PostgreSQL is unreachable the writer retries the
 same batch with capped exponential backoff and fetches at most one batch ahead: nothing is skipped
-or lost.
+or lost. A COPY refused with "no partition" (another replica's retention dropped a day this one
+had cached) forgets the cached partitions, re-creates them and retries; content the database truly
+refuses is bisected down to single points, and only those are dead-lettered.
+
+Only cancellation ends :meth:`Writer.run`; an unexpected error escapes it so that the process
+stops (non-zero) and the uncommitted batch is redelivered to a fresh writer.
 
 Collection (fetch + decode, Python CPU) of the next batch overlaps the write of the previous one
 (PostgreSQL CPU); writes and offset commits stay strictly sequential, in fetch order.
@@ -20,17 +26,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
+from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
+from tsmesh.v1 import common_pb2
 
 from tsmesh_common.redis_keys import LATE_WRITE_SECONDS, data_generation_key, late_generation_key
 from tsmesh_ingest.batching import AdaptiveBatcher
-from tsmesh_ingest.metrics import CONSUMER_LAG, DB_RETRIES, DLQ_TOTAL
+from tsmesh_ingest.metrics import CONSUMER_LAG, DB_RETRIES, DLQ_TOTAL, GENERATION_RETRIES
 from tsmesh_ingest.records import Poison, RecordDecoder
 from tsmesh_ingest.store import Item, PointStore, SeriesClash, WriterHooks
 
 log = logging.getLogger(__name__)
 
 TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40", "58")
+NO_PARTITION_RETRIES = 3
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -39,6 +48,11 @@ def is_transient(exc: BaseException) -> bool:
         state = getattr(exc, "sqlstate", None) or ""
         return state[:2] in TRANSIENT_SQLSTATE_CLASSES
     return isinstance(exc, OSError | asyncpg.InterfaceError | TimeoutError | ConnectionError)
+
+
+def is_missing_partition(exc: BaseException) -> bool:
+    """A row fell on a day partition that does not exist (dropped or never created)."""
+    return isinstance(exc, asyncpg.CheckViolationError) and "no partition of relation" in str(exc)
 
 
 class Writer:
@@ -129,7 +143,12 @@ class Writer:
         while True:
             remaining = max(0.0, deadline - loop.time())
             timeout_ms = int(batcher.max_wait_seconds * 1000) if not offsets else int(remaining * 1000)
-            fetched = await self._consumer.getmany(timeout_ms=timeout_ms)
+            try:
+                fetched = await self._consumer.getmany(timeout_ms=timeout_ms)
+            except KafkaError as exc:
+                log.warning("fetch failed, retrying", extra={"error": type(exc).__name__})
+                await asyncio.sleep(min(0.5, self._retry_max))
+                continue
             for tp, records in fetched.items():
                 for record in records:
                     decoded = self._decoder.decode(record.value, list(record.headers or ()))
@@ -162,10 +181,16 @@ class Writer:
 
     async def _store_retrying(self, items: Sequence[Item]) -> int:
         delay = 0.05
+        no_partition = 0
         while True:
             try:
                 return await self._store.write(items)
             except Exception as exc:
+                if is_missing_partition(exc) and no_partition < NO_PARTITION_RETRIES:
+                    no_partition += 1
+                    log.warning("partition missing, re-ensuring partitions", extra={"attempt": no_partition})
+                    self._store.forget_partitions()
+                    continue
                 if is_transient(exc):
                     DB_RETRIES.inc()
                     log.warning(
@@ -179,13 +204,19 @@ class Writer:
                 return await self._isolate(items, exc)
 
     async def _isolate(self, items: Sequence[Item], exc: BaseException) -> int:
-        """A batch refused for its content: store records one by one, dead-letter the refused ones."""
-        if len(items) == 1:
-            item = items[0]
-            code = "series_clash" if isinstance(exc, SeriesClash) else "constraint"
-            await self._dead_letter([Poison(item.raw, item.headers, code, str(exc)[:500])])
-            return 0
-        return sum([await self._store_retrying([item]) for item in items])
+        """Content refused by the database: bisect the records, then a record's points, storing
+        the halves separately (in order, so last write still wins) and dead-lettering single points
+        that are refused on their own."""
+        if len(items) > 1:
+            mid = len(items) // 2
+            return await self._store_retrying(items[:mid]) + await self._store_retrying(items[mid:])
+        item = items[0]
+        if len(item.tss) > 1:
+            left, right = split_item(item)
+            return await self._store_retrying([left]) + await self._store_retrying([right])
+        code = "series_clash" if isinstance(exc, SeriesClash) else "constraint"
+        await self._dead_letter([Poison(item.raw, item.headers, code, str(exc)[:500])])
+        return 0
 
     async def _dead_letter(self, poison: Sequence[Poison]) -> None:
         delay = 0.1
@@ -215,7 +246,8 @@ class Writer:
             return
         tenants = sorted({item.tenant_id for item in items})
         late = self.late_tenants(items)
-        for attempt in range(3):
+        delay = 0.05
+        while True:
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for tenant in tenants:
@@ -225,8 +257,38 @@ class Writer:
                     await pipe.execute()
                 return
             except (RedisError, OSError) as exc:
-                log.warning("data generation bump failed", extra={"error": type(exc).__name__, "attempt": attempt})
-                await asyncio.sleep(0.05 * (attempt + 1))
+                GENERATION_RETRIES.inc()
+                log.warning(
+                    "data generation bump failed, retrying", extra={"error": type(exc).__name__, "delay": delay}
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)
+
+
+def split_item(item: Item) -> tuple[Item, Item]:
+    """The first and second half of a record's points, each a record of its own (same tenant,
+    headers and acceptance time), so that its serialization is what a dead letter carries."""
+    mid = len(item.tss) // 2
+    halves = []
+    for lo, hi in ((0, mid), (mid, len(item.tss))):
+        batch = common_pb2.PointBatch(
+            tenant_id=item.tenant_id,
+            points=item.batch.points[lo:hi],
+            series_ids=item.batch.series_ids[lo:hi],
+            accepted_at_ns=item.batch.accepted_at_ns,
+        )
+        halves.append(
+            Item(
+                item.tenant_id,
+                batch,
+                item.signed_ids[lo:hi],
+                batch.SerializeToString(),
+                item.headers,
+                item.tss[lo:hi],
+                item.values[lo:hi],
+            )
+        )
+    return halves[0], halves[1]
 
 
 async def _start_retrying(client: Any, what: str) -> None:

@@ -3,7 +3,8 @@ idle connections small).
 
 Authentication: the ``Authorization`` header, or a first ``auth`` message within the configured
 time (else close 4401). A later ``auth`` message replaces the token (same tenant only), so a
-client can refresh before expiry. Messages: subscribe, unsubscribe, ping, pong.
+client can refresh before expiry. Messages: subscribe, unsubscribe, ping, pong. When the token
+cannot be checked (auth unreachable) the socket closes with 1013 (try again later).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import time
 
+import grpc
 from starlette.types import Receive, Scope, Send
 
 from tsmesh_common.context import Principal
@@ -29,6 +31,8 @@ from tsmesh_gateway.stream.hub import Hub
 log = logging.getLogger(__name__)
 
 CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class StreamEndpoint:
@@ -73,6 +77,11 @@ class StreamEndpoint:
                 await self._handle(conn, message)
         except Unauthenticated as exc:
             conn.mark_closed(CLOSE_UNAUTHENTICATED, exc.message, "unauthenticated")
+        except TsmeshError as exc:
+            if exc.code == grpc.StatusCode.UNAVAILABLE:
+                conn.mark_closed(CLOSE_TRY_AGAIN_LATER, "authentication unavailable, retry later", "auth_unavailable")
+            else:
+                conn.mark_closed(CLOSE_INTERNAL, "authentication failed", "auth_failed")
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if conn.close_code is None or task is None:
@@ -146,8 +155,8 @@ class StreamEndpoint:
                 raise InvalidArgument("id", f"subscription {decoded.id!r} already exists")
             if len(conn.subscriptions) >= self._cfg.max_subscriptions:
                 raise InvalidArgument("id", f"at most {self._cfg.max_subscriptions} subscriptions per socket")
-            await self._hub.subscribe(conn, decoded.id, decoded.selector)
-            conn.push(codec.ack(decoded.id, "subscribe"))
+            if await self._hub.subscribe(conn, decoded.id, decoded.selector):
+                conn.push(codec.ack(decoded.id, "subscribe"))
         elif decoded.kind == "unsubscribe":
             if not self._hub.unsubscribe(conn, decoded.id):
                 raise InvalidArgument("id", f"no subscription {decoded.id!r}")

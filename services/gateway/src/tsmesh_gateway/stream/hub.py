@@ -1,6 +1,9 @@
 """The per-process fan-out: ONE upstream ``QueryService.Subscribe`` per (tenant, selector), shared
 by every socket subscribed to it, plus the sweeper that pings idle sockets and closes dead,
-expired or revoked ones.
+expired or revoked ones, and re-checks every socket's token every ``reauth_seconds``.
+
+A subscription query refuses (any code but UNAVAILABLE-like and auth codes, e.g. INVALID_ARGUMENT)
+fails: its sockets get an error for that id and the feed is dropped, never retried.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -17,7 +20,10 @@ from prometheus_client import Gauge
 from tsmesh.v1 import common_pb2, query_pb2
 
 from tsmesh_common.client import outgoing_metadata
+from tsmesh_common.context import Principal
+from tsmesh_common.errors import Unauthenticated
 from tsmesh_gateway.config import StreamConfig
+from tsmesh_gateway.guard import authorization_token
 from tsmesh_gateway.stream.codec import Fragments
 from tsmesh_gateway.stream.connection import (
     CLOSE_IDLE,
@@ -34,6 +40,11 @@ SOCKETS = Gauge("tsmesh_gateway_ws_connections", "WebSockets open in this proces
 
 CLOSE_INTERNAL = 1011
 AUTH_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+RETRY_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.OK}
+)
+REAUTH_BATCH = 64
+SETTLE_SECONDS = 0.05  # a refusal's status may follow its (empty) initial metadata by a loop turn or two
 FeedKey = tuple[str, bytes]
 
 
@@ -68,7 +79,7 @@ class Feed:
             ready_timer = asyncio.get_running_loop().call_later(1.0, self.ready.set)
             try:
                 waiter = asyncio.ensure_future(call.initial_metadata())
-                waiter.add_done_callback(lambda _f: self.ready.set())
+                waiter.add_done_callback(lambda _f, c=call: self._started(c))
                 async for response in call:
                     self.ready.set()
                     backoff = 0.1
@@ -78,12 +89,21 @@ class Feed:
                 if exc.code() in AUTH_CODES:
                     self._refused.add(authorization)
                     continue
+                if exc.code() not in RETRY_CODES:
+                    self._fail(exc.code().name, exc.details() or "subscription refused upstream")
+                    return
+                self.ready.set()
                 log.info("upstream subscription interrupted", extra={"code": exc.code().name})
             finally:
                 ready_timer.cancel()
                 call.cancel()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+    def _started(self, call: Any) -> None:
+        """Initial metadata arrived: ready unless the call ends right away (refused: no ack, an error)."""
+        if not call.done():
+            asyncio.get_running_loop().call_later(SETTLE_SECONDS, lambda: None if call.done() else self.ready.set())
 
     def _deliver(self, fragments: Fragments) -> None:
         for conn, sub_id in self.members:
@@ -94,6 +114,7 @@ class Feed:
             conn.push(conn.codec.error(sub_id, code, message))
             conn.subscriptions.pop(sub_id, None)
         self.members.clear()
+        self.ready.set()
         self.hub.drop_feed(self)
 
 
@@ -132,10 +153,20 @@ class Flusher:
 class Hub:
     """All sockets and upstream feeds of this process."""
 
-    def __init__(self, stub: Any, cfg: StreamConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        stub: Any,
+        cfg: StreamConfig,
+        clock: Callable[[], float] = time.time,
+        *,
+        authenticate: Callable[[str], Awaitable[Principal]] | None = None,
+    ) -> None:
         self.stub = stub
         self.cfg = cfg
         self._clock = clock
+        self._authenticate = authenticate
+        self._verified: dict[Connection, float] = {}
+        self._reauth: asyncio.Task[int] | None = None
         self.feeds: dict[FeedKey, Feed] = {}
         self.connections: set[Connection] = set()
         self.by_token: dict[str, set[Connection]] = {}
@@ -146,10 +177,11 @@ class Hub:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="ws-sweeper")
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._reauth):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for feed in list(self.feeds.values()):
             feed.task.cancel()
         for conn in list(self.connections):
@@ -166,9 +198,11 @@ class Hub:
             self.by_token.get(old_token_id, set()).discard(conn)
         assert conn.principal is not None
         self.by_token.setdefault(conn.principal.token_id, set()).add(conn)
+        self._verified[conn] = time.monotonic()
 
     def unregister(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        self._verified.pop(conn, None)
         SOCKETS.set(len(self.connections))
         if conn.principal is not None:
             peers = self.by_token.get(conn.principal.token_id)
@@ -179,8 +213,9 @@ class Hub:
         for sub_id in list(conn.subscriptions):
             self.unsubscribe(conn, sub_id)
 
-    async def subscribe(self, conn: Connection, sub_id: str, selector: common_pb2.Selector) -> None:
-        """Attach a subscription to the shared feed of its (tenant, selector), starting it if new."""
+    async def subscribe(self, conn: Connection, sub_id: str, selector: common_pb2.Selector) -> bool:
+        """Attach a subscription to the shared feed of its (tenant, selector), starting it if new.
+        False when upstream refused it meanwhile (the socket already got the error)."""
         assert conn.principal is not None
         key = (conn.principal.tenant_id, selector.SerializeToString(deterministic=True))
         feed = self.feeds.get(key)
@@ -193,6 +228,7 @@ class Hub:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await feed.ready.wait()
+        return conn.subscriptions.get(sub_id) is feed
 
     def unsubscribe(self, conn: Connection, sub_id: str) -> bool:
         feed = conn.subscriptions.pop(sub_id, None)
@@ -221,6 +257,8 @@ class Hub:
         while True:
             await asyncio.sleep(interval)
             self.sweep_once()
+            if self._authenticate is not None and (self._reauth is None or self._reauth.done()):
+                self._reauth = asyncio.get_running_loop().create_task(self.reauthenticate_due(), name="ws-reauth")
 
     def sweep_once(self) -> None:
         """Ping quiet sockets, close idle ones and those whose token has expired."""
@@ -238,3 +276,45 @@ class Hub:
             elif quiet > ping_after and not conn.ping_due and principal is not None:
                 conn.ping_due = True
                 conn.push(conn.codec.ping(time.time_ns()))
+
+    async def reauthenticate_due(self) -> int:
+        """Re-check, through the shared authenticator, the token of every socket verified more than
+        ``reauth_seconds`` ago (each distinct token once); close with 4401 the sockets whose token no
+        longer authenticates (a lost revocation message, the end of a rotation grace). While auth
+        is unreachable sockets stay open and are re-checked a few seconds later. Returns how many
+        sockets were closed."""
+        if self._authenticate is None:
+            return 0
+        every = self.cfg.reauth_seconds
+        now = time.monotonic()
+        due: dict[str, list[Connection]] = {}
+        for conn, verified in self._verified.items():
+            if now - verified >= every and not conn.closed and conn.authorization:
+                due.setdefault(conn.authorization, []).append(conn)
+        closed = 0
+        tokens = list(due.items())
+        for start in range(0, len(tokens), REAUTH_BATCH):
+            batch = tokens[start : start + REAUTH_BATCH]
+            results = await asyncio.gather(
+                *(self._check(authorization) for authorization, _ in batch), return_exceptions=True
+            )
+            checked = time.monotonic()
+            for (authorization, conns), result in zip(batch, results, strict=True):
+                current = [c for c in conns if c.authorization == authorization and c in self._verified]
+                if isinstance(result, Unauthenticated):
+                    for conn in current:
+                        if not conn.closed:
+                            conn.close(CLOSE_UNAUTHENTICATED, result.message, "reauth")
+                            closed += 1
+                elif isinstance(result, BaseException):
+                    log.info("websocket re-authentication deferred", extra={"error": type(result).__name__})
+                    for conn in current:
+                        self._verified[conn] = checked - every + min(every, 5.0)
+                else:
+                    for conn in current:
+                        self._verified[conn] = checked
+        return closed
+
+    async def _check(self, authorization: str) -> None:
+        assert self._authenticate is not None
+        await self._authenticate(authorization_token(authorization))
