@@ -58,7 +58,7 @@ async def test_offsets_wait_for_the_generation_bump_while_redis_is_down(
         writer._redis = redis_client
         await dead.aclose()
     await eventually(lambda: writer.committed_batches == 1)
-    assert int(await redis_client.get(data_generation_key(tenant_id))) == 1
+    assert int(await redis_client.get(data_generation_key(tenant_id))) > 0
     committed = [await consumer.committed(t) for t in consumer.assignment()]
     assert sum(c or 0 for c in committed) == 1, committed
 

@@ -6,6 +6,10 @@
   tenant whose committed batch held a point older than ``LATE_WRITE_SECONDS`` measured on the
   writer's clock when the commit returned; the query service keys its immutable (older than its
   late-arrival window) cache entries on it, so a late point is seen by the next query;
+- both generations only grow, and never revisit a value even if Redis loses them (a restart
+  without persistence, a failover): each bump sets ``max(previous + 1, now in microseconds)``
+  (``BUMP_GENERATION_LUA``), so a counter that starts again from nothing jumps past every value
+  a cache entry could have been keyed on;
 - the live feed: ingest publishes accepted batches (tsmesh.v1.PointBatch) per tenant, query
   subscribes to the pattern once per process;
 - token revocations: auth publishes revoked token ids, every authenticator evicts them.
@@ -18,6 +22,15 @@ REVOCATION_CHANNEL = "tsmesh:auth:revocations"
 # A point older than this when its commit returns bumps the tenant's late generation. Readers treat
 # data as immutable only past a window of at least this plus the worst clock skew between hosts.
 LATE_WRITE_SECONDS = 300
+
+# KEYS[1] = a generation key, ARGV[1] = now in microseconds; returns the new generation.
+BUMP_GENERATION_LUA = """
+local next = (tonumber(redis.call('GET', KEYS[1])) or 0) + 1
+local floor = tonumber(ARGV[1])
+if floor > next then next = floor end
+redis.call('SET', KEYS[1], next)
+return next
+"""
 
 
 def data_generation_key(tenant_id: str) -> str:

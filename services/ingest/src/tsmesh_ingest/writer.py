@@ -30,7 +30,12 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 from tsmesh.v1 import common_pb2
 
-from tsmesh_common.redis_keys import LATE_WRITE_SECONDS, data_generation_key, late_generation_key
+from tsmesh_common.redis_keys import (
+    BUMP_GENERATION_LUA,
+    LATE_WRITE_SECONDS,
+    data_generation_key,
+    late_generation_key,
+)
 from tsmesh_ingest.batching import AdaptiveBatcher
 from tsmesh_ingest.metrics import CONSUMER_LAG, DB_RETRIES, DLQ_TOTAL, GENERATION_RETRIES
 from tsmesh_ingest.records import Poison, RecordDecoder
@@ -240,8 +245,9 @@ class Writer:
         return {item.tenant_id for item in items if item.tss and min(item.tss) < horizon}
 
     async def _bump_generations(self, items: Sequence[Item]) -> None:
-        """After the commit: INCR the data generation of every tenant of the batch and the late
-        generation of those with late points, in one pipeline."""
+        """After the commit: bump the data generation of every tenant of the batch and the late
+        generation of those with late points, in one pipeline (never-revisiting bumps, see
+        ``tsmesh_common.redis_keys``)."""
         if not items:
             return
         tenants = sorted({item.tenant_id for item in items})
@@ -249,11 +255,12 @@ class Writer:
         delay = 0.05
         while True:
             try:
+                now_us = str(self._clock_ns() // 1000)
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for tenant in tenants:
-                        pipe.incr(data_generation_key(tenant))
+                        pipe.eval(BUMP_GENERATION_LUA, 1, data_generation_key(tenant), now_us)
                         if tenant in late:
-                            pipe.incr(late_generation_key(tenant))
+                            pipe.eval(BUMP_GENERATION_LUA, 1, late_generation_key(tenant), now_us)
                     await pipe.execute()
                 return
             except (RedisError, OSError) as exc:
