@@ -145,6 +145,8 @@ async def start_ingest(broker: Any, token_mint: Any, redis_client: Any) -> Async
         runtime = await build_runtime(cfg, token_mint.authenticator(), redis_client, hooks=hooks, audit=audit)
         port = await create_server(runtime.app, cfg.common)
         await runtime.start()
+        if bootstrap is None:  # the session broker is up: write only once the producer is connected
+            await eventually(lambda: runtime.ready, timeout=30)
         ingest = Ingest(runtime, grpc.aio.insecure_channel(f"127.0.0.1:{port}"), cfg, token_mint, db)
         started.append(ingest)
         return ingest

@@ -109,6 +109,10 @@ class PointProducer:
             raise
         self._started = True
 
+    @property
+    def connected(self) -> bool:
+        return self._started
+
     async def start_with_retry(self) -> None:
         """Keep trying to connect (a broker that is down at boot must not stop the API from serving)."""
         delay = 0.5

@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from grpc_health.v1 import health_pb2
 from tsmesh.v1 import ingest_pb2_grpc
 
 from tsmesh_common.audit import AuditReporter
@@ -56,13 +57,28 @@ class IngestRuntime:
     async def start(self) -> None:
         """Background loops; each ends only on cancellation (an ending one stops the server)."""
         if self.producer is not None:
-            self.app.run_in_background(_connect_and_stay(self.producer), "kafka-producer-connect")
+            self.app.run_in_background(self._connect_and_stay(self.producer), "kafka-producer-connect")
         if self.writer is not None:
             self.app.run_in_background(self.writer.run(), "writer")
         if self.refresher is not None:
             self.app.run_in_background(self.refresher.run(), "rollup-refresher")
         if self.pool is not None:
             self.app.run_in_background(self._maintenance(), "maintenance")
+
+    async def _connect_and_stay(self, producer: PointProducer) -> None:
+        """Connect (retrying while the broker is down), then stay: a return would stop the server.
+
+        Until connected, the IngestService health is NOT_SERVING (writes would only be refused).
+        """
+        await self.app.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await producer.start_with_retry()
+        await self.app.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await asyncio.Event().wait()
+
+    @property
+    def ready(self) -> bool:
+        """Whether writes can be accepted (the producer is connected)."""
+        return self.producer is None or self.producer.connected
 
     async def maintain_once(self) -> None:
         """Partitions from retention ago to N days ahead, then retention."""
@@ -91,12 +107,6 @@ class IngestRuntime:
             await self.producer.stop()
         if self.pool is not None:
             await self.pool.close()
-
-
-async def _connect_and_stay(producer: PointProducer) -> None:
-    """Connect (retrying while the broker is down), then stay: a return would stop the server."""
-    await producer.start_with_retry()
-    await asyncio.Event().wait()
 
 
 async def build_runtime(
