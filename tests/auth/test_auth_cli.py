@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -49,7 +50,7 @@ async def test_admin_cli_flow_used_by_make_run(migrated) -> None:
     duplicate = await _cli(env, "admin", "create-tenant", "demo")
     assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
 
-    password = "a-long-enough-password"
+    password = secrets.token_urlsafe(18)  # a fresh test password, never a literal
     user = await _cli(
         env,
         "admin",
