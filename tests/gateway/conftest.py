@@ -14,20 +14,18 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from gw_fakes import (
-    REDIS_URL,
     ApiTokens,
     FakeAuth,
     FakeIngest,
     FakeQuery,
-    TokenMint,
-    free_port,
     gateway_environ,
     start_gateway,
     start_upstreams,
     stop_gateway,
-    wait_for_port,
 )
 from starlette.applications import Starlette
+from testkit import REDIS_URL, TokenMint
+from throwaway import free_port, wait_for_port
 
 from tsmesh_common.authn import Authenticator, AuthenticatorConfig
 from tsmesh_common.ratelimit import RateLimiter

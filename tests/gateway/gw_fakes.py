@@ -32,29 +32,6 @@ from tsmesh_common.server import GrpcApp, create_server
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _root_conftest() -> Any:
-    """tests/conftest.py under its own name (the module name ``conftest`` is this folder's)."""
-    import importlib.util
-
-    name = "tsmesh_tests_root_conftest"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_root = _root_conftest()
-TokenMint = _root.TokenMint
-free_port = _root.free_port
-wait_for_port = _root.wait_for_port
-eventually = _root.eventually
-REDIS_URL = _root.REDIS_URL
-
-
 class ApiTokens:
     """Introspection of fake API tokens (``tsm_<id>_<secret>``) for both the fakes and the gateway."""
 

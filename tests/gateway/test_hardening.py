@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 import websockets
-from gw_fakes import free_port
+from throwaway import free_port
 
 from tsmesh_common.context import Principal
 from tsmesh_common.errors import Unauthenticated, Unavailable

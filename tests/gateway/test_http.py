@@ -8,7 +8,7 @@ import gzip
 import grpc
 import orjson
 import pytest
-from gw_fakes import free_port
+from throwaway import free_port
 
 from tsmesh_common.redis_keys import data_generation_key
 from tsmesh_gateway.http_errors import http_status

@@ -11,7 +11,7 @@ import uuid
 import orjson
 import pytest
 import websockets
-from gw_fakes import eventually
+from testkit import eventually
 from tsmesh.v1 import common_pb2, stream_pb2
 
 from tsmesh_common.redis_keys import REVOCATION_CHANNEL
