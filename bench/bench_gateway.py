@@ -35,6 +35,7 @@ from typing import Any
 import grpc
 import httpx
 from harness import LatencyRecorder, Report
+from throwaway import free_port
 from tsmesh.v1 import ingest_pb2, ingest_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,17 +58,10 @@ def create_bench_app() -> Any:
     gateway = create_app()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/hello-post":
-            more = True
+        if scope["type"] == "http" and scope["path"] in ("/hello", "/hello-post"):
+            more = scope["path"] == "/hello-post"  # the POST baseline reads its body like the real route
             while more:
-                message = await receive()
-                more = message.get("more_body", False)
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
-            )
-            await send({"type": "http.response.body", "body": HELLO})
-            return
-        if scope["type"] == "http" and scope["path"] == "/hello":
+                more = (await receive()).get("more_body", False)
             await send(
                 {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
             )
@@ -76,14 +70,6 @@ def create_bench_app() -> Any:
         await gateway(scope, receive, send)
 
     return app
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_kib(pid: int) -> int:
