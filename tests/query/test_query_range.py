@@ -16,20 +16,9 @@ from tsq_support import HOUR_NS, MINUTE_NS, Loader, Running
 BASE = 1_704_067_200 * 1_000_000_000  # 2024-01-01T00:00:00Z: old enough to be immutable
 SECOND = 1_000_000_000
 AGGS = {
-    "avg": query_pb2.AGGREGATION_AVG,
-    "min": query_pb2.AGGREGATION_MIN,
-    "max": query_pb2.AGGREGATION_MAX,
-    "sum": query_pb2.AGGREGATION_SUM,
-    "count": query_pb2.AGGREGATION_COUNT,
-    "first": query_pb2.AGGREGATION_FIRST,
-    "last": query_pb2.AGGREGATION_LAST,
+    v.name.removeprefix("AGGREGATION_").lower(): v.number for v in query_pb2.Aggregation.DESCRIPTOR.values if v.number
 }
-FILLS = {
-    "none": query_pb2.FILL_NONE,
-    "null": query_pb2.FILL_NULL,
-    "previous": query_pb2.FILL_PREVIOUS,
-    "linear": query_pb2.FILL_LINEAR,
-}
+FILLS = {v.name.removeprefix("FILL_").lower(): v.number for v in query_pb2.Fill.DESCRIPTOR.values if v.number}
 LABEL_SETS = [
     {"host": "a", "dc": "x"},
     {"host": "b", "dc": "x"},

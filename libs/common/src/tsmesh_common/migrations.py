@@ -42,3 +42,26 @@ def upgrade(migrations: Path, database_url: str, revision: str = "head") -> None
 async def upgrade_async(migrations: Path, database_url: str, revision: str = "head") -> None:
     """:func:`upgrade` off the event loop."""
     await asyncio.to_thread(upgrade, migrations, database_url, revision)
+
+
+def run_env(schema: str) -> None:
+    """The body of a service's Alembic ``env.py``: migrate online, version table inside ``schema``."""
+    from alembic import context
+    from sqlalchemy import create_engine, pool
+
+    url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("sqlalchemy.url must be set (run through tsmesh_common.migrations.upgrade)")
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            context.configure(
+                connection=connection,
+                version_table="alembic_version",
+                version_table_schema=schema,
+                transaction_per_migration=True,
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()

@@ -19,21 +19,11 @@ MATCH_OPS = {
     "=~": common_pb2.MATCH_OP_REGEX,
     "!~": common_pb2.MATCH_OP_NOT_REGEX,
 }
+# "avg" -> AGGREGATION_AVG, "none" -> FILL_NONE, ...: derived from the enums, never re-listed
 AGGREGATIONS = {
-    "avg": query_pb2.AGGREGATION_AVG,
-    "min": query_pb2.AGGREGATION_MIN,
-    "max": query_pb2.AGGREGATION_MAX,
-    "sum": query_pb2.AGGREGATION_SUM,
-    "count": query_pb2.AGGREGATION_COUNT,
-    "first": query_pb2.AGGREGATION_FIRST,
-    "last": query_pb2.AGGREGATION_LAST,
+    v.name.removeprefix("AGGREGATION_").lower(): v.number for v in query_pb2.Aggregation.DESCRIPTOR.values if v.number
 }
-FILLS = {
-    "none": query_pb2.FILL_NONE,
-    "null": query_pb2.FILL_NULL,
-    "previous": query_pb2.FILL_PREVIOUS,
-    "linear": query_pb2.FILL_LINEAR,
-}
+FILLS = {v.name.removeprefix("FILL_").lower(): v.number for v in query_pb2.Fill.DESCRIPTOR.values if v.number}
 RESOLUTIONS = {
     query_pb2.RESOLUTION_RAW: "raw",
     query_pb2.RESOLUTION_1M: "1m",
