@@ -29,8 +29,8 @@ TELEGRAF_BATCH = (
 )
 
 
-def _telegraf_request(token: str) -> dict[str, object]:
-    return {"headers": {**TELEGRAF_HEADERS, "authorization": f"Token {token}"}}
+def _telegraf_headers(token: str) -> dict[str, str]:
+    return {**TELEGRAF_HEADERS, "authorization": f"Token {token}"}
 
 
 async def test_a_telegraf_batch_is_stored_with_nanosecond_default(gateway, mesh) -> None:
@@ -38,7 +38,7 @@ async def test_a_telegraf_batch_is_stored_with_nanosecond_default(gateway, mesh)
     answer = await gateway.client.post(
         "/api/v2/write?bucket=telegraf&org=acme",
         content=gzip.compress(TELEGRAF_BATCH.encode()),
-        **_telegraf_request(token),  # type: ignore[arg-type]
+        headers=_telegraf_headers(token),
     )
     assert answer.status_code == 204, answer.text
     stored = {
@@ -67,7 +67,7 @@ async def test_an_oversized_telegraf_batch_gets_413_so_telegraf_splits_it(gatewa
     answer = await gateway.client.post(
         "/api/v2/write?bucket=telegraf&org=acme",
         content=body,
-        **_telegraf_request(token),  # type: ignore[arg-type]
+        headers=_telegraf_headers(token),
     )
     assert answer.status_code == 413
     assert answer.json()["details"] == {"field": "body"}
@@ -79,7 +79,7 @@ async def test_overload_answers_429_with_a_retry_after_telegraf_can_parse(gatewa
     answer = await gateway.client.post(
         "/api/v2/write?bucket=telegraf&org=acme",
         content=gzip.compress(b"overload_me,host=web-1 v=1 1732780800000000000\n"),
-        **_telegraf_request(token),  # type: ignore[arg-type]
+        headers=_telegraf_headers(token),
     )
     assert answer.status_code == 429
     assert float(answer.headers["retry-after"]) > 0
