@@ -60,8 +60,10 @@ async def snapshot(ingest: Ingest) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def aligned_now() -> int:
-    """A timestamp at the start of a recent minute, so a test's points share known buckets."""
-    return (time.time_ns() // MINUTE - 5) * MINUTE
+    """A timestamp at the start of a recent minute, so a test's points share known buckets: it and
+    the next two minutes fall in one hour bucket, whatever the time the test runs."""
+    t0 = (time.time_ns() // MINUTE - 5) * MINUTE
+    return t0 if t0 % (60 * MINUTE) <= 57 * MINUTE else t0 - 3 * MINUTE
 
 
 async def test_replaying_the_same_batch_changes_neither_rows_nor_rollups(

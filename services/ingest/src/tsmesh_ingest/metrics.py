@@ -60,6 +60,7 @@ ROLLUP_COMMIT_LAG = Histogram(
 )
 ROLLUP_BUCKETS = Counter(
     "tsmesh_ingest_rollup_buckets_total",
-    "1m buckets refreshed, by path (append: merge the new rows; recompute: from raw)",
+    "1m buckets updated, by path (merge: the writer merged a fast-path batch's partial aggregates; "
+    "recompute: the refresher recomputed a pending bucket from raw)",
     ["path"],
 )

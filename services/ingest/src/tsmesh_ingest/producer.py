@@ -8,6 +8,7 @@ or no acknowledgement within the call's deadline (and ``request_timeout_ms``) al
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import math
 import sys
@@ -17,7 +18,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.codec import lz4_encode
 from aiokafka.errors import KafkaError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from tsmesh_common.breaker import CircuitBreaker
 from tsmesh_common.errors import Unavailable
@@ -32,6 +35,26 @@ if sys.byteorder != "little":  # fixed64 is little-endian on the wire; array("Q"
 
 MAX_RECORD_BYTES = 768 * 1024
 DEADLINE_MARGIN_S = 0.05
+
+
+LZ4_LEVEL = 1
+
+
+def _lz4_fast(payload: Any) -> bytes:
+    return bytes(lz4_encode(payload, level=LZ4_LEVEL))
+
+
+def use_fast_lz4() -> None:
+    """Make aiokafka compress LZ4 record batches in LZ4's fast mode (level 1, librdkafka's default).
+
+    aiokafka 0.14 always passes level 9 (LZ4HC): 0.9 ms of CPU per 70 KB record (1,000 points),
+    13% of the API process's CPU in the ingest benchmark, for 12% smaller records; it has no
+    setting for the level.
+    Its record builder (the C one, or the Python one without extensions) calls the module-level
+    ``lz4_encode`` of its own module, which this points at level 1. The output is the same kind of
+    standard, block-independent LZ4 frame, so every consumer decodes it as before (ADR 0205)."""
+    builder_module = importlib.import_module(DefaultRecordBatchBuilder.__module__)
+    setattr(builder_module, "lz4_encode", _lz4_fast)  # noqa: B010 - a module the type checker cannot see into
 
 
 class _Timeout(Exception):
@@ -83,6 +106,7 @@ class PointProducer:
 
     def _new_producer(self) -> Any:
         config = self._config
+        use_fast_lz4()
         return AIOKafkaProducer(
             bootstrap_servers=config.bootstrap,
             client_id="tsmesh-ingest",

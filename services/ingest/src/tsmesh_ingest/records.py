@@ -58,9 +58,9 @@ class RecordDecoder:
         tenant = batch.tenant_id
         ids = batch.series_ids
         mine = self._by_tenant.get(tenant)
-        unseen = set(ids) if mine is None else set(ids) - mine
-        if not unseen:
+        if mine is not None and mine.issuperset(ids):  # steady state: no set is built
             return None
+        unseen = set(ids) if mine is None else set(ids) - mine
         owners = self._owners
         fresh: list[int] = []
         for i, sid in enumerate(ids):

@@ -1,15 +1,20 @@
 """Continuous aggregates: ``ts.rollup_1m`` and ``ts.rollup_1h`` refreshed from ``ts.rollup_pending``.
 
-One refresh is one transaction: claim (delete) up to ``batch`` pending ranges, bring every 1m
-bucket they cover up to date, then recompute every covering 1h bucket from those exact 1m buckets,
-and commit. A 1m bucket whose pending points all lie after the last point it aggregates (the
-in-order append case) merges just the raw points after its ``last_ts``; any other bucket (new,
-late or rewritten points, redeliveries) is recomputed from raw. So late, out-of-order and
-redelivered points all converge to the exact answer, and steady appends cost only their own rows.
-A transaction-level advisory lock keeps refreshers of several writer replicas from updating the same
-buckets at once. A pass is bounded (``batch`` pending ranges, default 500,000; its cost is per
-distinct (series, minute) touched, not per range) and ``run`` repeats passes back to back while a
-backlog remains, every ``interval_seconds`` otherwise (ADR 0203).
+Points the writer stored on its fast path (every (series, ts) new) are merged into both rollups by
+the writer itself, in the points' own transaction, from partial aggregates (``store.py``, ADR 0205).
+Only the conflict-tolerant path (redeliveries, rewrites, duplicates within a batch) leaves pending
+ranges: their points may already be counted, so the buckets they cover are recomputed from raw.
+
+One refresh is one transaction: claim (delete) up to ``batch`` pending ranges, recompute every 1m
+bucket they cover from ``ts.points``, then every covering 1h bucket from those exact 1m buckets,
+and commit. Recomputing (never incrementing) makes late, out-of-order and redelivered points
+converge to the exact answer. A concurrent fast-path merge into a bucket being recomputed either
+waits on the row the refresh deleted or inserted (and then merges onto the recomputed row, which
+could not see its uncommitted points) or makes the refresh's INSERT fail on the key (the pass rolls
+back, its ranges stay pending, the next pass retries): never a lost or doubled partial.
+A transaction-level advisory lock keeps refreshers of several writer replicas from updating the
+same buckets at once. A pass is bounded (``batch`` pending ranges, default 500,000) and ``run``
+repeats passes back to back while a backlog remains, every ``interval_seconds`` otherwise.
 """
 
 from __future__ import annotations
@@ -23,16 +28,15 @@ from tsmesh_ingest.metrics import ROLLUP_BUCKETS, ROLLUP_COMMIT_LAG, ROLLUP_LAG,
 
 log = logging.getLogger(__name__)
 
-MINUTE_NS = 60 * 1_000_000_000
-HOUR_NS = 60 * MINUTE_NS
 ADVISORY_KEY = 0x7473_6D65_7368_0001  # "tsmesh" + 1
 
 # Bucket widths are literals: 1m = 60000000000 ns, 1h = 3600000000000 ns.
 # The claim deletes by id range (about twice as fast as row locks + SKIP LOCKED): the advisory lock
 # already excludes other refreshers, and a range of a writer transaction not yet committed is
 # invisible to the DELETE, so it stays for a later pass. Claimed ranges of a series covering the
-# same first and last minute merge into one (same buckets, min lo, max hi): a workload touching
-# every series in every transaction leaves one row per series, not one per transaction.
+# same first and last minute merge into one (same buckets, min lo, max hi).
+# The buckets to recompute go to a table of their own, analyzed, so the plan fits their real number
+# (often a handful: a misestimate made the planner spend seconds on one bucket, ADR 0203).
 REFRESH_SQL = (
     "CREATE TEMP TABLE IF NOT EXISTS rollup_claim (series_id bigint, lo bigint, hi bigint, created_at timestamptz) "
     "ON COMMIT DELETE ROWS",
@@ -47,69 +51,15 @@ REFRESH_SQL = (
     GROUP BY series_id, lo - ((lo % 60000000000) + 60000000000) % 60000000000,
              hi - ((hi % 60000000000) + 60000000000) % 60000000000
     """,
+    "CREATE TEMP TABLE IF NOT EXISTS rollup_r1m (series_id bigint, bucket bigint) ON COMMIT DELETE ROWS",
     """
-    CREATE TEMP TABLE IF NOT EXISTS rollup_b1m_v2
-    (series_id bigint, bucket bigint, lo bigint, hi bigint, last_ts bigint)
-    ON COMMIT DELETE ROWS
-    """,
-    """
-    INSERT INTO rollup_b1m_v2 (series_id, bucket, lo, hi)
-    SELECT c.series_id, b, min(greatest(c.lo, b)), max(least(c.hi, b + 59999999999))
+    INSERT INTO rollup_r1m
+    SELECT DISTINCT c.series_id, b
     FROM rollup_claim c,
          generate_series(c.lo - ((c.lo % 60000000000) + 60000000000) % 60000000000,
                          c.hi - ((c.hi % 60000000000) + 60000000000) % 60000000000,
                          60000000000::bigint) AS b
-    GROUP BY c.series_id, b
     """,
-    """
-    UPDATE rollup_b1m_v2 b SET last_ts = r.last_ts
-    FROM ts.rollup_1m r WHERE r.series_id = b.series_id AND r.bucket = b.bucket
-    """,
-    "ANALYZE rollup_b1m_v2",
-    # Appends: every pending point of the bucket is after what the bucket already aggregates, so
-    # only the points after its last_ts are read and merged in, up to the highest claimed point:
-    # rows committed after the claim (visible to this READ COMMITTED statement) are left to their
-    # own pending range, which would otherwise start at or before the new last_ts and force a
-    # recompute of every bucket on the next pass.
-    """
-    UPDATE ts.rollup_1m r
-    SET count = r.count + n.count, sum = r.sum + n.sum, min = least(r.min, n.min), max = greatest(r.max, n.max),
-        last_ts = n.last_ts, last = l.value
-    FROM (
-        SELECT b.series_id, b.bucket, count(*) AS count, sum(p.value) AS sum, min(p.value) AS min,
-               max(p.value) AS max, max(p.ts) AS last_ts
-        FROM rollup_b1m_v2 b
-        JOIN ts.points p ON p.series_id = b.series_id AND p.ts > b.last_ts AND p.ts <= b.hi
-        WHERE b.lo > b.last_ts
-        GROUP BY b.series_id, b.bucket
-    ) n
-    JOIN ts.points l ON l.series_id = n.series_id AND l.ts = n.last_ts
-    WHERE r.series_id = n.series_id AND r.bucket = n.bucket
-    """,
-    """
-    CREATE TEMP TABLE IF NOT EXISTS rollup_b1h (series_id bigint, bucket bigint) ON COMMIT DELETE ROWS
-    """,
-    """
-    INSERT INTO rollup_b1h
-    SELECT DISTINCT series_id, bucket - ((bucket % 3600000000000) + 3600000000000) % 3600000000000 FROM rollup_b1m_v2
-    """,
-    "DELETE FROM ts.rollup_1h r USING rollup_b1h b WHERE r.series_id = b.series_id AND r.bucket = b.bucket",
-    """
-    INSERT INTO ts.rollup_1h (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last)
-    SELECT b.series_id, b.bucket, sum(r.count), sum(r.sum), min(r.min), max(r.max),
-           min(r.first_ts), (array_agg(r.first ORDER BY r.first_ts))[1],
-           max(r.last_ts), (array_agg(r.last ORDER BY r.last_ts DESC))[1]
-    FROM rollup_b1h b
-    JOIN ts.rollup_1m r ON r.series_id = b.series_id AND r.bucket >= b.bucket AND r.bucket < b.bucket + 3600000000000
-    GROUP BY b.series_id, b.bucket
-    """,
-)
-# Everything else (new buckets, late points, rewrites) is recomputed from raw. The buckets go to a
-# table of their own, analyzed, so the plan fits their real number (often a handful: filtering the
-# bucket list inside the join made the planner expect thousands and spend seconds on one bucket).
-RECOMPUTE_SQL = (
-    "CREATE TEMP TABLE IF NOT EXISTS rollup_r1m (series_id bigint, bucket bigint) ON COMMIT DELETE ROWS",
-    "INSERT INTO rollup_r1m SELECT series_id, bucket FROM rollup_b1m_v2 WHERE NOT coalesce(lo > last_ts, false)",
     "ANALYZE rollup_r1m",
     "DELETE FROM ts.rollup_1m r USING rollup_r1m b WHERE r.series_id = b.series_id AND r.bucket = b.bucket",
     """
@@ -125,13 +75,21 @@ RECOMPUTE_SQL = (
     JOIN ts.points f ON f.series_id = a.series_id AND f.ts = a.first_ts
     JOIN ts.points l ON l.series_id = a.series_id AND l.ts = a.last_ts
     """,
-)
-
-# Which of the two 1m paths have work: a statement with no bucket to process still costs a plan
-# walking the join (hundreds of ms at 10,000 buckets), so an empty path is skipped.
-SPLIT_SQL = (
-    "SELECT count(*) FILTER (WHERE lo > last_ts), count(*) FILTER (WHERE NOT coalesce(lo > last_ts, false)) "
-    "FROM rollup_b1m_v2"
+    "CREATE TEMP TABLE IF NOT EXISTS rollup_b1h (series_id bigint, bucket bigint) ON COMMIT DELETE ROWS",
+    """
+    INSERT INTO rollup_b1h
+    SELECT DISTINCT series_id, bucket - ((bucket % 3600000000000) + 3600000000000) % 3600000000000 FROM rollup_r1m
+    """,
+    "DELETE FROM ts.rollup_1h r USING rollup_b1h b WHERE r.series_id = b.series_id AND r.bucket = b.bucket",
+    """
+    INSERT INTO ts.rollup_1h (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last)
+    SELECT b.series_id, b.bucket, sum(r.count), sum(r.sum), min(r.min), max(r.max),
+           min(r.first_ts), (array_agg(r.first ORDER BY r.first_ts))[1],
+           max(r.last_ts), (array_agg(r.last ORDER BY r.last_ts DESC))[1]
+    FROM rollup_b1h b
+    JOIN ts.rollup_1m r ON r.series_id = b.series_id AND r.bucket >= b.bucket AND r.bucket < b.bucket + 3600000000000
+    GROUP BY b.series_id, b.bucket
+    """,
 )
 
 
@@ -158,23 +116,16 @@ class RollupRefresher:
             if consumed == 0:
                 ROLLUP_LAG.set(0)
                 return 0
-            for statement in REFRESH_SQL[2:6]:
-                await conn.execute(statement)
-            appends, others = await conn.fetchrow(SPLIT_SQL)
-            if appends:
-                await conn.execute(REFRESH_SQL[6])
-            if others:
-                for statement in RECOMPUTE_SQL:
-                    await conn.execute(statement)
-            for statement in REFRESH_SQL[7:]:
+            await conn.execute(REFRESH_SQL[2])
+            buckets = int((await conn.execute(REFRESH_SQL[3])).split()[-1])
+            for statement in REFRESH_SQL[4:]:
                 await conn.execute(statement)
             oldest = await conn.fetchval(
                 "SELECT extract(epoch FROM clock_timestamp() - min(created_at)) FROM rollup_claim"
             )
             committing = time.perf_counter()
         lag = float(oldest or 0.0) + (time.perf_counter() - committing)
-        ROLLUP_BUCKETS.labels("append").inc(appends)
-        ROLLUP_BUCKETS.labels("recompute").inc(others)
+        ROLLUP_BUCKETS.labels("recompute").inc(buckets)
         ROLLUP_LAG.set(lag)
         ROLLUP_COMMIT_LAG.observe(lag)
         ROLLUP_SECONDS.observe(time.perf_counter() - start)

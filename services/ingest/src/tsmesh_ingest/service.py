@@ -45,7 +45,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self._validator.check_request(request)
         request.DiscardUnknownFields()
         result = self._validator.validate(tenant_id, request.points)
-        await self._accept(tenant_id, result, request.ByteSize(), context)
+        await self._accept(tenant_id, result, context)
         return _response(result, len(result.points), len(request.points))
 
     async def Write(
@@ -66,16 +66,16 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 if len(inflight) >= self._max_inflight:
                     await inflight.pop(0)
                 await self._admit(tenant_id, result)
-                inflight.append(asyncio.create_task(self._produce(tenant_id, result, request.ByteSize(), context)))
+                inflight.append(asyncio.create_task(self._produce(tenant_id, result, context)))
             await asyncio.gather(*inflight)
         finally:
             for task in inflight:
                 task.cancel()
         return _response(errors, accepted, total)
 
-    async def _accept(self, tenant_id: str, result: Validated, request_bytes: int, context: Any) -> None:
+    async def _accept(self, tenant_id: str, result: Validated, context: Any) -> None:
         await self._admit(tenant_id, result)
-        await self._produce(tenant_id, result, request_bytes, context)
+        await self._produce(tenant_id, result, context)
 
     async def _admit(self, tenant_id: str, result: Validated) -> None:
         if result.reasons:
@@ -83,7 +83,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 POINTS_REJECTED.labels(reason).inc(count)
         await self._admission.admit(tenant_id, result.series_ids)
 
-    async def _produce(self, tenant_id: str, result: Validated, request_bytes: int, context: Any) -> None:
+    async def _produce(self, tenant_id: str, result: Validated, context: Any) -> None:
         if not result.points:
             return
         serialized = self._producer.records(tenant_id, result.raws, result.series_ids)

@@ -1,11 +1,18 @@
-"""One writer transaction: series registry upserts, points by binary COPY, pending rollup ranges.
+"""One writer transaction: series registry upserts, points by binary COPY, rollups or pending ranges.
 
-Fast path: the rows are COPYed (binary) straight into ``ts.points`` inside a savepoint. When the
-batch overlaps stored rows (a redelivery, a rewrite) or repeats a (series, ts) within itself, the
-unique index refuses the COPY; the savepoint rolls back and the conflict-tolerant path COPYs into a
-session temp table and merges with ``INSERT .. SELECT DISTINCT ON .. ON CONFLICT DO UPDATE``
-(last write wins, in record order). Either way the pending rollup ranges of the batch, one per
-(series, hour), go in by COPY in the same transaction.
+Fast path: the rows are COPYed (binary) straight into ``ts.points`` inside a savepoint. Its success
+proves every (series, ts) of the batch is new (the unique index would refuse a stored or repeated
+one), so the batch's own per-(series, minute) and per-(series, hour) partial aggregates, computed
+by numpy, are merged into ``ts.rollup_1m`` / ``ts.rollup_1h`` in the same transaction (``INSERT ..
+ON CONFLICT DO UPDATE``: counts and sums add, min/max/first/last compare): the rollups are current
+when the points commit, and no pending range is written (ADR 0205).
+
+When the batch overlaps stored rows (a redelivery, a rewrite) or repeats a (series, ts) within
+itself, the unique index refuses the COPY; the savepoint rolls back and the conflict-tolerant path
+COPYs into a session temp table and merges with ``INSERT .. SELECT DISTINCT ON .. ON CONFLICT DO
+UPDATE`` (last write wins, in record order). Its points may already be counted in a rollup, so it
+merges no partials: it COPYs one pending range per (series, hour) in the same transaction, and the
+refresher (``rollups.py``) recomputes those buckets from raw.
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ import numpy.typing as npt
 import orjson
 from tsmesh.v1 import common_pb2
 
-from tsmesh_ingest.metrics import BATCH_ROWS, COMMIT_SECONDS, CONFLICT_FALLBACKS, COPY_SECONDS
+from tsmesh_ingest.metrics import BATCH_ROWS, COMMIT_SECONDS, CONFLICT_FALLBACKS, COPY_SECONDS, ROLLUP_BUCKETS
 from tsmesh_ingest.partitions import DAY_NS, PartitionManager
 
-HOUR_NS = 3_600 * 1_000_000_000
+MINUTE_NS = 60 * 1_000_000_000
+HOUR_NS = 60 * MINUTE_NS
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _TRAILER = b"\xff\xff"
 POINT_COLUMNS = ("series_id", "ts", "value")
@@ -42,6 +50,10 @@ def _row_dtype(*columns: tuple[str, str]) -> np.dtype[Any]:
 _POINT_ROW = _row_dtype(("sid", ">i8"), ("ts", ">i8"), ("value", ">f8"))
 _STAGE_ROW = _row_dtype(("seq", ">i8"), ("sid", ">i8"), ("ts", ">i8"), ("value", ">f8"))
 _PENDING_ROW = _row_dtype(("sid", ">i8"), ("lo", ">i8"), ("hi", ">i8"))
+_PARTIAL_ROW = _row_dtype(
+    ("width", ">i8"), ("sid", ">i8"), ("bucket", ">i8"), ("count", ">i8"), ("sum", ">f8"), ("min", ">f8"),
+    ("max", ">f8"), ("first_ts", ">i8"), ("first", ">f8"), ("last_ts", ">i8"), ("last", ">f8"),
+)  # fmt: skip
 
 STAGE_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS ingest_stage "
@@ -52,6 +64,30 @@ MERGE_SQL = (
     "SELECT DISTINCT ON (series_id, ts) series_id, ts, value FROM ingest_stage "
     "ORDER BY series_id, ts, seq DESC "
     "ON CONFLICT (series_id, ts) DO UPDATE SET value = EXCLUDED.value"
+)
+PARTIAL_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS ingest_partial (width bigint, series_id bigint, bucket bigint, count bigint, "
+    "sum double precision, min double precision, max double precision, first_ts bigint, first double precision, "
+    "last_ts bigint, last double precision) ON COMMIT DELETE ROWS"
+)
+PARTIAL_COLUMNS = ("width", "series_id", "bucket", "count", "sum", "min", "max", "first_ts", "first", "last_ts", "last")
+# Merging a partial of points new to the table (the fast path proved it) is exact: counts and sums
+# add, min/max compare (least/greatest rank NaN like min()/max() do), first/last go to the earlier /
+# later timestamp. Rows arrive sorted by (series_id, bucket), so concurrent merges lock in one order.
+MERGE_PARTIALS_SQL = ";".join(
+    f"""
+    INSERT INTO ts.{table} AS r (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last)
+    SELECT series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last
+    FROM ingest_partial WHERE width = {width}
+    ON CONFLICT (series_id, bucket) DO UPDATE SET
+        count = r.count + EXCLUDED.count, sum = r.sum + EXCLUDED.sum,
+        min = least(r.min, EXCLUDED.min), max = greatest(r.max, EXCLUDED.max),
+        first_ts = least(r.first_ts, EXCLUDED.first_ts),
+        first = CASE WHEN EXCLUDED.first_ts < r.first_ts THEN EXCLUDED.first ELSE r.first END,
+        last_ts = greatest(r.last_ts, EXCLUDED.last_ts),
+        last = CASE WHEN EXCLUDED.last_ts > r.last_ts THEN EXCLUDED.last ELSE r.last END
+    """  # noqa: S608 - the table names and widths are the literals below
+    for table, width in (("rollup_1m", MINUTE_NS), ("rollup_1h", HOUR_NS))
 )
 SERIES_SQL = (
     "INSERT INTO ts.series (series_id, tenant_id, metric, labels) "
@@ -77,8 +113,13 @@ class Item:
     def __post_init__(self) -> None:
         points = self.batch.points
         if points and not self.tss:
-            self.tss = [p.timestamp_ns for p in points]
-            self.values = [p.value for p in points]
+            tss: list[int] = []
+            values: list[float] = []
+            add_ts, add_value = tss.append, values.append
+            for p in points:  # one pass: each point's upb wrapper is made once
+                add_ts(p.timestamp_ns)
+                add_value(p.value)
+            self.tss, self.values = tss, values
 
 
 @dataclass
@@ -90,27 +131,98 @@ class WriterHooks:
 
 
 @dataclass
+class Partials:
+    """Aggregates of a batch's points per (series, bucket), sorted by (series_id, bucket)."""
+
+    sids: npt.NDArray[np.int64]
+    buckets: npt.NDArray[np.int64]
+    count: npt.NDArray[np.int64]
+    sum: npt.NDArray[np.float64]
+    min: npt.NDArray[np.float64]
+    max: npt.NDArray[np.float64]
+    first_ts: npt.NDArray[np.int64]
+    first: npt.NDArray[np.float64]
+    last_ts: npt.NDArray[np.int64]
+    last: npt.NDArray[np.float64]
+
+
+def _runs(sids: npt.NDArray[np.int64], buckets: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.intp], ...]:
+    """(first index, last index) of each run of equal (sid, bucket), in arrays sorted by both."""
+    if not len(sids):
+        empty = np.zeros(0, dtype=np.intp)
+        return empty, empty
+    change = np.flatnonzero((sids[1:] != sids[:-1]) | (buckets[1:] != buckets[:-1]))
+    return np.concatenate(([0], change + 1)), np.append(change, len(sids) - 1)
+
+
+def _reduce(ufunc: np.ufunc, values: npt.NDArray[Any], starts: npt.NDArray[np.intp]) -> npt.NDArray[Any]:
+    return ufunc.reduceat(values, starts) if len(starts) else values[:0]
+
+
+def partials_of(
+    sids: npt.NDArray[np.int64], tss: npt.NDArray[np.int64], values: npt.NDArray[np.float64], width: int
+) -> Partials:
+    """Per-(series, ``width`` bucket) aggregates of points sorted by (series_id, ts), distinct pairs.
+    ``fmin`` skips NaN unless every value is NaN and ``maximum`` propagates it: SQL's ``min()`` and
+    ``max()`` over float8, where NaN ranks above every number."""
+    buckets = tss // width * width
+    starts, lasts = _runs(sids, buckets)
+    return Partials(
+        sids[starts],
+        buckets[starts],
+        (lasts - starts + 1).astype(np.int64),
+        _reduce(np.add, values, starts),
+        _reduce(np.fmin, values, starts),
+        _reduce(np.maximum, values, starts),
+        tss[starts],
+        values[starts],
+        tss[lasts],
+        values[lasts],
+    )
+
+
+def coarsen(fine: Partials, width: int) -> Partials:
+    """The same aggregates over ``width`` buckets (a multiple of ``fine``'s), merged in order."""
+    buckets = fine.buckets // width * width
+    starts, lasts = _runs(fine.sids, buckets)
+    return Partials(
+        fine.sids[starts],
+        buckets[starts],
+        _reduce(np.add, fine.count, starts),
+        _reduce(np.add, fine.sum, starts),
+        _reduce(np.fmin, fine.min, starts),
+        _reduce(np.maximum, fine.max, starts),
+        fine.first_ts[starts],
+        fine.first[starts],
+        fine.last_ts[lasts],
+        fine.last[lasts],
+    )
+
+
+@dataclass
 class Columns:
-    """The batch as columns, its pending (series, hour) ranges as columns, the new series."""
+    """The batch as columns (in record order, and sorted by (series_id, ts)), its per-minute and
+    per-hour partial aggregates, the new series. The hourly first/last timestamps are the batch's
+    pending (series, hour) ranges."""
 
     sids: npt.NDArray[np.int64]
     tss: npt.NDArray[np.int64]
     values: npt.NDArray[np.float64]
-    pending_sids: npt.NDArray[np.int64]
-    pending_hours: npt.NDArray[np.int64]
-    pending_lo: npt.NDArray[np.int64]
-    pending_hi: npt.NDArray[np.int64]
+    order: npt.NDArray[np.intp]
+    minutes: Partials
+    hours: Partials
     new_series: dict[int, tuple[str, str, str]] = field(default_factory=dict)
 
     @property
     def pending(self) -> dict[tuple[int, int], list[int]]:
         """``{(series_id, hour): [lo, hi]}`` (for inspection; the store COPYs the columns)."""
-        keys = zip(self.pending_sids.tolist(), self.pending_hours.tolist(), strict=True)
-        spans = zip(self.pending_lo.tolist(), self.pending_hi.tolist(), strict=True)
+        h = self.hours
+        keys = zip(h.sids.tolist(), (h.buckets // HOUR_NS).tolist(), strict=True)
+        spans = zip(h.first_ts.tolist(), h.last_ts.tolist(), strict=True)
         return {key: list(span) for key, span in zip(keys, spans, strict=True)}
 
     def days(self) -> set[int]:
-        return {hour * HOUR_NS // DAY_NS for hour in np.unique(self.pending_hours).tolist()}
+        return {hour // DAY_NS for hour in np.unique(self.hours.buckets).tolist()}
 
 
 class KnownSeries:
@@ -131,29 +243,18 @@ def _i64(values: Sequence[int]) -> npt.NDArray[np.int64]:
 
 
 def columns_of(items: Sequence[Item], known: KnownSeries) -> Columns:
-    """Flatten records into COPY columns and pending ranges, in bulk (numpy, no per-point Python)."""
-    if not items:
-        empty = np.zeros(0, dtype=np.int64)
-        return Columns(empty, empty, np.zeros(0), empty, empty, empty, empty)
-    sids = np.concatenate([_i64(item.signed_ids) for item in items])
-    tss = np.concatenate([_i64(item.tss) for item in items])
-    values = np.concatenate([np.asarray(item.values, dtype=np.float64) for item in items])
-    hours = tss // HOUR_NS
-    order = np.lexsort((hours, sids))
-    s_sorted, h_sorted, t_sorted = sids[order], hours[order], tss[order]
-    change = (s_sorted[1:] != s_sorted[:-1]) | (h_sorted[1:] != h_sorted[:-1])
-    starts = np.concatenate(([0], np.flatnonzero(change) + 1)) if len(order) else np.zeros(0, dtype=np.intp)
-    cols = Columns(
-        sids,
-        tss,
-        values,
-        s_sorted[starts],
-        h_sorted[starts],
-        np.minimum.reduceat(t_sorted, starts) if len(starts) else starts.astype(np.int64),
-        np.maximum.reduceat(t_sorted, starts) if len(starts) else starts.astype(np.int64),
-    )
+    """Flatten records into COPY columns and partial aggregates, in bulk (numpy, no per-point Python)."""
+    if items:
+        sids = np.concatenate([_i64(item.signed_ids) for item in items])
+        tss = np.concatenate([_i64(item.tss) for item in items])
+        values = np.concatenate([np.asarray(item.values, dtype=np.float64) for item in items])
+    else:
+        sids, tss, values = _i64(()), _i64(()), np.zeros(0)
+    order = np.lexsort((tss, sids))
+    minutes = partials_of(sids[order], tss[order], values[order], MINUTE_NS)
+    cols = Columns(sids, tss, values, order, minutes, coarsen(minutes, HOUR_NS))
     tenants = known.tenants
-    missing = {sid for sid in np.unique(cols.pending_sids).tolist() if sid not in tenants}
+    missing = {sid for sid in np.unique(cols.hours.sids).tolist() if sid not in tenants}
     if missing:
         cols.new_series = _identities(items, missing)
     return cols
@@ -193,7 +294,20 @@ def stage_payload(sids: npt.ArrayLike, tss: npt.ArrayLike, values: npt.ArrayLike
 
 
 def pending_payload(cols: Columns) -> bytes:
-    return _pack(_PENDING_ROW, {"sid": cols.pending_sids, "lo": cols.pending_lo, "hi": cols.pending_hi})
+    hours = cols.hours
+    return _pack(_PENDING_ROW, {"sid": hours.sids, "lo": hours.first_ts, "hi": hours.last_ts})
+
+
+def partial_payload(cols: Columns) -> bytes:
+    """Binary COPY data for ``ingest_partial``: the minute partials, then the hour partials."""
+    parts = (cols.minutes, cols.hours)
+    widths = [np.full(len(p.sids), w, dtype=np.int64) for p, w in zip(parts, (MINUTE_NS, HOUR_NS), strict=True)]
+    columns: dict[str, Any] = {"width": np.concatenate(widths)}
+    for name, column in (("sid", "sids"), ("bucket", "buckets")):
+        columns[name] = np.concatenate([getattr(p, column) for p in parts])
+    for name in ("count", "sum", "min", "max", "first_ts", "first", "last_ts", "last"):
+        columns[name] = np.concatenate([getattr(p, name) for p in parts])
+    return _pack(_PARTIAL_ROW, columns)
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
@@ -229,19 +343,24 @@ class PointStore:
                 if cols.new_series:
                     await self._upsert_series(conn, cols.new_series)
                 copy_start = time.perf_counter()
-                await self._copy_points(conn, cols)
+                fast = await self._copy_points(conn, cols)
                 COPY_SECONDS.observe(time.perf_counter() - copy_start)
-                await conn.copy_to_table(
-                    "rollup_pending",
-                    schema_name="ts",
-                    source=_once(pending_payload(cols)),
-                    columns=PENDING_COLUMNS,
-                    format="binary",
-                )
+                if fast:
+                    await self._merge_partials(conn, cols)
+                else:
+                    await conn.copy_to_table(
+                        "rollup_pending",
+                        schema_name="ts",
+                        source=_once(pending_payload(cols)),
+                        columns=PENDING_COLUMNS,
+                        format="binary",
+                    )
                 if self._hooks.after_copy is not None:
                     await self._hooks.after_copy()
         if cols.new_series:
             self._known.add({sid: entry[0] for sid, entry in cols.new_series.items()})
+        if fast:
+            ROLLUP_BUCKETS.labels("merge").inc(len(cols.minutes.sids))
         BATCH_ROWS.observe(len(cols.sids))
         COMMIT_SECONDS.observe(time.perf_counter() - start)
         return len(cols.sids)
@@ -258,16 +377,27 @@ class PointStore:
             if row["tenant_id"] != new[row["series_id"]][0]:
                 raise SeriesClash(row["series_id"])
 
-    async def _copy_points(self, conn: Any, cols: Columns) -> None:
+    async def _merge_partials(self, conn: Any, cols: Columns) -> None:
+        await conn.execute(PARTIAL_DDL)
+        await conn.copy_to_table(
+            "ingest_partial", source=_once(partial_payload(cols)), columns=PARTIAL_COLUMNS, format="binary"
+        )
+        await conn.execute(MERGE_PARTIALS_SQL)  # both tables, one round trip
+
+    async def _copy_points(self, conn: Any, cols: Columns) -> bool:
+        """COPY the points; True on the fast path (every (series, ts) was new), False after the
+        conflict-tolerant merge."""
+        order = cols.order  # sorted by (series_id, ts): index inserts walk the btree in order
         try:
             async with conn.transaction():
                 await conn.copy_to_table(
                     "points",
                     schema_name="ts",
-                    source=_once(copy_payload(cols.sids, cols.tss, cols.values)),
+                    source=_once(copy_payload(cols.sids[order], cols.tss[order], cols.values[order])),
                     columns=POINT_COLUMNS,
                     format="binary",
                 )
+            return True
         except asyncpg.UniqueViolationError:
             CONFLICT_FALLBACKS.inc()
             await conn.execute(STAGE_DDL)
@@ -278,6 +408,7 @@ class PointStore:
                 format="binary",
             )
             await conn.execute(MERGE_SQL)
+            return False
 
 
 class SeriesClash(Exception):
