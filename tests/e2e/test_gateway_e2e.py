@@ -5,13 +5,10 @@ WebSocket in both subprotocols, and close a live socket by revoking its token.""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,26 +18,15 @@ import websockets
 from devstack import DEMO_EMAIL, DEMO_TENANT, Stack
 from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
+from stack_config import drop_database, private_config
 from tsmesh.v1 import stream_pb2
 
 pytestmark = pytest.mark.e2e
 
 
-def _e2e_conftest() -> Any:
-    name = "tsmesh_tests_e2e_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    helpers = _e2e_conftest()
-    cfg = helpers.private_config(tmp_path_factory.mktemp("gateway-stack"))
+    cfg = private_config(tmp_path_factory.mktemp("gateway-stack"))
     with open(os.devnull, "w") as quiet:
         running = Stack(cfg, out=quiet)
         try:
@@ -48,7 +34,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             yield running
         finally:
             running.stop()
-            helpers.drop_database(cfg.database)
+            drop_database(cfg.database)
 
 
 async def _json_frames(ws: websockets.ClientConnection, want: int) -> list[dict[str, Any]]:

@@ -55,7 +55,7 @@ async def test_one_round_trip_per_window_and_leases_for_generous_budgets() -> No
     assert len(fake.batches) == 3
 
 
-async def test_hot_keys_get_growing_leases_and_an_unspent_lease_resets_the_size() -> None:
+async def test_hot_keys_get_growing_leases_and_an_unspent_lease_halves_the_size() -> None:
     clock = Clock()
     fake = FakeLimiter(clock)
     limiter = BatchingLimiter(fake, clock=clock, max_lease=8, growth=4)
@@ -65,7 +65,13 @@ async def test_hot_keys_get_growing_leases_and_an_unspent_lease_resets_the_size(
     assert limiter.round_trips == 5
     clock.now += 1.0
     await limiter.decide([("hot", 1000.0, 1000, 1)])
+    assert fake.batches[-1] == [("hot", 1000.0, 1000, 1 + 16)]
+    clock.now += 1.0
+    await limiter.decide([("hot", 1000.0, 1000, 1)])
     assert fake.batches[-1] == [("hot", 1000.0, 1000, 1 + 8)]
+    clock.now += 1.0
+    await limiter.decide([("hot", 1000.0, 1000, 1)])
+    assert fake.batches[-1] == [("hot", 1000.0, 1000, 1 + 8)]  # never below the initial size
     assert all(cost <= 1000 // 20 + 1 for batch in fake.batches for _, _, _, cost in batch)
 
 

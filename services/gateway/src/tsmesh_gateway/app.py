@@ -75,7 +75,7 @@ def build_app(parts: Parts) -> Starlette:
     cfg = parts.cfg
     principals = PrincipalCache(parts.authenticator)
     cache = MicroCache(
-        GenerationReader(parts.lean_redis or parts.redis), ttl=cfg.cache_ttl_seconds, max_entries=cfg.cache_entries
+        GenerationReader(parts.lean_redis or parts.redis), ttl=cfg.cache_ttl_seconds, max_bytes=cfg.cache_max_bytes
     )
     deps = Deps(cfg, parts.upstreams, principals, RouteLimits(BatchingLimiter(parts.limiter), cfg.limits), cache)
     hub = Hub(parts.upstreams.query_stub, cfg.stream, authenticate=parts.authenticator.authenticate)

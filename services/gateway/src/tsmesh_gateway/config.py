@@ -69,7 +69,7 @@ class GatewayConfig:
     tls_cert: str | None
     tls_key: str | None
     cache_ttl_seconds: float
-    cache_entries: int
+    cache_max_bytes: int
     limits: RateLimits
     stream: StreamConfig = field(default_factory=StreamConfig)
     fast_path: bool = True
@@ -83,6 +83,8 @@ class GatewayConfig:
         tls_cert, tls_key = env.raw("TSMESH_GATEWAY_TLS_CERT"), env.raw("TSMESH_GATEWAY_TLS_KEY")
         if (tls_cert is None) != (tls_key is None):
             raise ConfigError("TSMESH_GATEWAY_TLS_KEY", "TLS needs both TSMESH_GATEWAY_TLS_CERT and _KEY")
+        if env.raw("TSMESH_GATEWAY_CACHE_ENTRIES") is not None:
+            raise ConfigError("TSMESH_GATEWAY_CACHE_ENTRIES", "replaced by TSMESH_GATEWAY_CACHE_MAX_BYTES (ADR 0404)")
         origins = env.get_list("TSMESH_GATEWAY_CORS_ORIGINS")
         if "*" in origins:
             raise ConfigError("TSMESH_GATEWAY_CORS_ORIGINS", "'*' is not allowed (credentials are sent); list origins")
@@ -114,7 +116,7 @@ class GatewayConfig:
             tls_cert=tls_cert,
             tls_key=tls_key,
             cache_ttl_seconds=env.get_float("TSMESH_GATEWAY_CACHE_TTL_SECONDS", 2.0, minimum=0.0),
-            cache_entries=env.get_int("TSMESH_GATEWAY_CACHE_ENTRIES", 10_000, minimum=0),
+            cache_max_bytes=env.get_int("TSMESH_GATEWAY_CACHE_MAX_BYTES", 64 * 1024 * 1024, minimum=0),
             limits=_limits(env),
             stream=stream,
             fast_path=env.get_bool("TSMESH_GATEWAY_FAST_PATH", True),

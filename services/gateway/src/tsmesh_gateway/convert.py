@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from tsmesh.v1 import common_pb2, ingest_pb2, query_pb2
 
@@ -168,6 +170,50 @@ def range_from_json(value: Any) -> query_pb2.QueryRangeRequest:
         group_by=group_by,
         fill=_enum(obj, "fill", "fill", FILLS, query_pb2.FILL_NONE),
     )
+
+
+RANGE_QUERY_PARAMETERS = ("metric", "match", "start_ns", "end_ns", "step_ns", "aggregation", "fill", "group_by")
+_MATCH = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(=~|!~|!=|=)(.*)", re.DOTALL)
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
+
+
+def range_from_query(raw: bytes) -> query_pb2.QueryRangeRequest:
+    """``GET /v1/query/range`` (as Prometheus' ``/api/v1/query_range``): ``metric`` (required), ``match``
+    (repeated, ``name<op>value`` with ``=``, ``!=``, ``=~``, ``!~``), ``start_ns``, ``end_ns``,
+    ``step_ns``, ``aggregation``, ``fill``, ``group_by`` (repeated); the same checks as the JSON body."""
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise InvalidArgument("query", "must be percent-encoded ASCII") from None
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=256)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("query", "malformed query string (percent-encoded UTF-8, at most 256 fields)") from None
+    obj: dict[str, Any] = {}
+    selector: dict[str, Any] = {"matchers": []}
+    group_by: list[str] = []
+    for name, value in pairs:
+        if name not in RANGE_QUERY_PARAMETERS:
+            raise InvalidArgument(name, f"unknown parameter (expected {', '.join(RANGE_QUERY_PARAMETERS)})")
+        if name == "match":
+            found = _MATCH.fullmatch(value)
+            if found is None:
+                raise InvalidArgument("match", "must look like name=value, name!=value, name=~regex or name!~regex")
+            selector["matchers"].append({"name": found[1], "op": found[2], "value": found[3]})
+        elif name == "group_by":
+            group_by.append(value)
+        elif name in obj or (name == "metric" and "metric" in selector):
+            raise InvalidArgument(name, "given more than once")
+        elif name == "metric":
+            selector["metric"] = value
+        else:
+            obj[name] = int(value) if name.endswith("_ns") and _INTEGER.fullmatch(value) else value
+    if "metric" not in selector:
+        raise InvalidArgument("metric", "is required (a selector of matchers only needs the POST form)")
+    obj["selector"] = selector
+    if group_by:
+        obj["group_by"] = group_by
+    return range_from_json(obj)
 
 
 def range_to_json(response: query_pb2.QueryRangeResponse) -> dict[str, Any]:

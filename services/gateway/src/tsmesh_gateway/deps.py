@@ -10,9 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tsmesh_common.context import Principal
+from tsmesh_common.ratelimit import RateDecision
 from tsmesh_gateway.bodies import BodyWatchdog, read_body, read_json
 from tsmesh_gateway.config import GatewayConfig
-from tsmesh_gateway.guard import PrincipalCache, RouteLimits, authorization_token, principal_key
+from tsmesh_gateway.guard import PrincipalCache, RouteLimits, principal_key, rate_headers
 from tsmesh_gateway.http_errors import to_http_error
 from tsmesh_gateway.microcache import MicroCache
 from tsmesh_gateway.upstreams import Upstreams
@@ -20,13 +21,18 @@ from tsmesh_gateway.upstreams import Upstreams
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Caller:
-    """An authenticated request: principal, the header to forward upstream, rate-limit headers."""
+    """An authenticated request: principal, the header to forward upstream, the rate-limit decision
+    its ``RateLimit-*`` headers describe (None when limits are off)."""
 
     principal: Principal
     authorization: str
-    headers: dict[str, str]
+    rate: RateDecision | None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return rate_headers(self.rate) if self.rate is not None else {}
 
 
 @dataclass
@@ -47,13 +53,17 @@ class Deps:
         )
 
     async def authorize_header(self, header: str | None, address: str, route_class: str, scope: str | None) -> Caller:
-        """:meth:`authorize` from the raw ``Authorization`` value and client address (ASGI fast path)."""
-        principal = await self.principals.authenticate(authorization_token(header))
+        """:meth:`authorize` from the raw ``Authorization`` value and client address (ASGI fast path).
+
+        The per-address budget is spent first, so refused floods never reach authentication."""
+        spent = await self.limits.check_address(route_class, address)
+        principal = await self.principals.authenticate_header(header)
         if scope is not None:
             principal.require(scope)
-        headers = await self.limits.check(route_class, address=address, identity=principal_key(principal))
+        if spent is not None:
+            spent = await self.limits.check_identity(route_class, principal_key(principal), spent)
         assert header is not None
-        return Caller(principal, header, headers)
+        return Caller(principal, header, spent)
 
     async def limit_anonymous(self, request: Request, route_class: str, identity: str | None = None) -> dict[str, str]:
         return await self.limits.check(route_class, address=client_address(request), identity=identity)

@@ -5,46 +5,52 @@ The hot dashboard path skips Starlette's routing, middleware stack and per-reque
 objects: one scan of the raw headers, the same authorization, rate limits, body limits and
 micro-cache as the Starlette routes (:func:`tsmesh_gateway.routes_data.cached_queries`), and the
 edge duties of :mod:`tsmesh_gateway.edge` (request id, security headers, metrics, JSON errors)
-with the constant headers precomputed. Requests it does not fully own (compressed bodies, clients
-accepting gzip, CORS requests, other methods) go to the Starlette application unchanged.
+with the constant headers precomputed, and gzip for answers of 1 KB or more when the client accepts
+it (as :mod:`tsmesh_gateway.compression`). ``GET /v1/query/range`` reads no body at all. Requests it
+does not fully own (compressed bodies, CORS requests, other methods) go to the Starlette
+application unchanged.
 """
 
 from __future__ import annotations
 
+import gzip
 import time
-from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
 from tsmesh_common.context import request_id_var
 from tsmesh_gateway.bodies import too_large
+from tsmesh_gateway.compression import MINIMUM_SIZE
 from tsmesh_gateway.deps import Deps
-from tsmesh_gateway.edge import HSTS, SECURITY_HEADERS, observe, request_id_from
+from tsmesh_gateway.edge import HSTS, SECURITY_HEADERS, new_request_id, observe, request_id_from
+from tsmesh_gateway.guard import rate_header_bytes
 from tsmesh_gateway.http_errors import HttpError, to_http_error
 from tsmesh_gateway.routes_data import CachedAnswer
 
 _JSON = (b"content-type", b"application/json")
 _BASE = [_JSON, *SECURITY_HEADERS]
 _BASE_TLS = [*_BASE, HSTS]
-_CACHE_VALUES = {o: o.encode() for o in ("hit", "miss", "shared", "bypass")}
+_GZIP = [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]
+_CACHE_VALUES = {o: (b"x-cache", o.encode()) for o in ("hit", "miss", "shared", "bypass")}
 
 
 class FastQueries:
     """Serves the cached query routes straight from ASGI; :meth:`serve` says whether it did."""
 
-    def __init__(self, deps: Deps, handlers: dict[str, CachedAnswer], *, cors: bool) -> None:
+    def __init__(self, deps: Deps, handlers: dict[tuple[str, str], CachedAnswer], *, cors: bool) -> None:
         self._deps = deps
         self._handlers = handlers
         self._cors = cors
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer the request and return True, or return False having touched nothing."""
-        answer = self._handlers.get(scope["path"])
-        if answer is None or scope["method"] != "POST":
+        answer = self._handlers.get((scope["method"], scope["path"]))
+        if answer is None:
             return False
         authorization: str | None = None
         declared: bytes | None = None
         request_id: str | None = None
+        gzip_ok = False
         for key, value in scope["headers"]:
             if key == b"authorization":
                 authorization = value.decode("latin-1")
@@ -52,34 +58,37 @@ class FastQueries:
                 declared = value
             elif key == b"x-request-id":
                 request_id = request_id_from(scope)
-            elif (
-                (key == b"content-encoding" and value.strip().lower() not in (b"", b"identity"))
-                or (key == b"accept-encoding" and b"gzip" in value)
-                or (key == b"origin" and self._cors)
+            elif key == b"accept-encoding":
+                gzip_ok = b"gzip" in value
+            elif (key == b"content-encoding" and value.strip().lower() not in (b"", b"identity")) or (
+                key == b"origin" and self._cors
             ):
                 return False
         started = time.perf_counter()
         if request_id is None:
-            request_id = request_id_from(scope)
+            request_id = new_request_id()
         request_id_var.set(request_id)
         base = _BASE_TLS if scope.get("scheme") == "https" else _BASE
         status = 500
         try:
-            body, outcome, extra = await self._answer(scope, receive, answer, authorization, declared)
+            body, outcome, rate = await self._answer(scope, receive, answer, authorization, declared)
             status = 200
+            if gzip_ok and len(body) >= MINIMUM_SIZE:
+                body = gzip.compress(body, 9)
+                rate.extend(_GZIP)
             headers = [
                 *base,
-                (b"content-length", str(len(body)).encode()),
+                (b"content-length", b"%d" % len(body)),
                 (b"x-request-id", request_id.encode()),
-                (b"x-cache", _CACHE_VALUES[outcome]),
-                *extra,
+                _CACHE_VALUES[outcome],
+                *rate,
             ]
         except Exception as exc:  # noqa: BLE001 - mapped to the JSON error body, 500 only for the unknown
             error = to_http_error(exc)
             status, body = error.status, error.body()
             headers = [
                 *base,
-                (b"content-length", str(len(body)).encode()),
+                (b"content-length", b"%d" % len(body)),
                 (b"x-request-id", request_id.encode()),
                 *((k.lower().encode(), v.encode()) for k, v in error.headers.items()),
             ]
@@ -96,6 +105,12 @@ class FastQueries:
         deps = self._deps
         client = scope.get("client")
         caller = await deps.authorize_header(authorization, client[0] if client else "unknown", "query", "read")
+        raw = scope["query_string"] if scope["method"] == "GET" else await self._body(receive, declared)
+        body, outcome = await answer(caller, raw)
+        return body, outcome, rate_header_bytes(caller.rate) if caller.rate is not None else []
+
+    async def _body(self, receive: Receive, declared: bytes | None) -> bytes:
+        deps = self._deps
         max_bytes = deps.cfg.max_body_bytes
         if declared is not None:
             if not declared.isdigit():
@@ -103,10 +118,4 @@ class FastQueries:
             if int(declared) > max_bytes:
                 raise too_large(max_bytes)
         chunks = await deps.watchdog.read(receive, deps.cfg.body_timeout_seconds, max_bytes)
-        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        body, outcome = await answer(caller, raw)
-        return body, outcome, _rate_headers(caller.headers)
-
-
-def _rate_headers(headers: dict[str, Any]) -> list[tuple[bytes, bytes]]:
-    return [(k.lower().encode(), str(v).encode()) for k, v in headers.items()]
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import math
+import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
+import orjson
 from prometheus_client import Counter
 
-from tsmesh_common.authn import Authenticator
+from tsmesh_common.authn import ALLOWED_ALGORITHMS, API_TOKEN_PREFIX, MAX_TOKEN_LENGTH, Authenticator
 from tsmesh_common.context import Principal
 from tsmesh_common.errors import Unauthenticated
 from tsmesh_common.ratelimit import RateDecision
@@ -55,7 +60,7 @@ class BatchingLimiter:
       expire, so a worker is at most one lease stricter than exact, never more permissive. A lease
       used up before it expires doubles the next one for that key (up to ``burst // 20`` and
       ``max_lease * growth``), so a hot key costs a few Redis round trips per second whatever the
-      request rate; a lease that expires unspent resets the size. Tight budgets (burst < 40) are
+      request rate; a lease that expires unspent halves the size. Tight budgets (burst < 40) are
       decided unit by unit.
     """
 
@@ -83,6 +88,10 @@ class BatchingLimiter:
         self._timer: asyncio.TimerHandle | None = None
         self._running: set[asyncio.Future[None]] = set()
 
+    def decide_now(self, requests: Sequence[Decision]) -> list[RateDecision] | None:
+        """The decisions when local leases cover them all (nothing awaited), else None."""
+        return self._from_leases(requests)
+
     async def decide(self, requests: Sequence[Decision]) -> list[RateDecision]:
         """One decision per ``(key, rate, burst, cost)``, in order."""
         local = self._from_leases(requests)
@@ -105,8 +114,8 @@ class BatchingLimiter:
             if lease is None:
                 return None
             if lease.expires <= now:
-                if lease.units > 0:
-                    self._sizes.pop(key, None)
+                if lease.units > 0:  # bought too much: halve the next lease (one bad period does not reset it)
+                    self._sizes[key] = max(self._max_lease, self._sizes.get(key, self._max_lease) // 2)
                 return None
             if lease.units < cost:
                 self._hungry.add(key)
@@ -200,37 +209,120 @@ def authorization_token(header: str | None) -> str:
     return token
 
 
+AUTH_REFUSALS_CACHED = Counter(
+    "tsmesh_gateway_auth_refusals_cached_total", "Credentials refused from the negative cache, without asking auth"
+)
+_JWT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_API_TOKEN = re.compile(r"tsm_[A-Za-z0-9]+_[A-Za-z0-9_-]+")
+
+
+def malformed(token: str) -> bool:
+    """True when ``token`` can never authenticate, whatever auth knows: neither an API token
+    (``tsm_<id>_<secret>``) nor a compact JWS whose header names an allowed algorithm and a key id."""
+    if not token.isascii() or len(token) > MAX_TOKEN_LENGTH:
+        return True
+    if token.startswith(API_TOKEN_PREFIX):
+        return _API_TOKEN.fullmatch(token) is None
+    if _JWT.fullmatch(token) is None:
+        return True
+    encoded = token.partition(".")[0]
+    try:
+        header = orjson.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        return True
+    return (
+        not isinstance(header, dict)
+        or header.get("alg") not in ALLOWED_ALGORITHMS
+        or not isinstance(header.get("kid"), str)
+    )
+
+
 class PrincipalCache:
-    """Verified tokens for a short while, so hot paths skip signature checks; revocations evict."""
+    """Verified credentials for a short while, so hot paths skip token checks; revocations evict.
+
+    Keyed on the credential string as received (the whole ``Authorization`` value on HTTP, the
+    token on the stream), so a hit costs one dict lookup. Refusals are remembered too (negative
+    cache by token digest, ``refused_ttl`` seconds, at most ``refused_size`` entries, oldest evicted first), but
+    only those that cannot turn into a success: malformed tokens (:func:`malformed`) and API tokens
+    auth reported unknown, expired or revoked. A well-formed JWT that fails is never remembered (its
+    key may be one auth published a moment ago, fetched on the next try), nor is an auth outage.
+    A freshly created token is a string nobody presented before, so it is never in the cache.
+    """
 
     def __init__(
-        self, authenticator: Authenticator, ttl: float = 5.0, size: int = 50_000, clock: Callable[[], float] = time.time
+        self,
+        authenticator: Authenticator,
+        ttl: float = 5.0,
+        size: int = 50_000,
+        clock: Callable[[], float] = time.time,
+        *,
+        refused_ttl: float = 5.0,
+        refused_size: int = 10_000,
     ) -> None:
         self._authenticator = authenticator
         self._ttl = ttl
         self._size = size
         self._clock = clock
         self._entries: dict[str, tuple[Principal, float]] = {}
+        self._refused_ttl = refused_ttl
+        self._refused_size = refused_size
+        self._refused: OrderedDict[bytes, tuple[str, float]] = OrderedDict()  # token digest -> (message, until)
         authenticator.on_revocation(self.evict_token_id)
 
-    async def authenticate(self, token: str) -> Principal:
-        now = self._clock()
-        entry = self._entries.get(token)
-        if entry is not None and entry[1] > now:
+    def cached(self, credential: str) -> Principal | None:
+        """The principal remembered for ``credential``, without awaiting anything."""
+        entry = self._entries.get(credential)
+        if entry is not None and entry[1] > self._clock():
             return entry[0]
-        principal = await self._authenticator.authenticate(token)
+        return None
+
+    async def authenticate_header(self, header: str | None) -> Principal:
+        """The principal of an ``Authorization`` value (``Bearer <t>`` or ``Token <t>``)."""
+        if header is not None:
+            principal = self.cached(header)
+            if principal is not None:
+                return principal
+        return await self._check(header, authorization_token(header))
+
+    async def authenticate(self, token: str) -> Principal:
+        """The principal of a bare token (the stream's first message)."""
+        return self.cached(token) or await self._check(token, token)
+
+    async def _check(self, credential: str | None, token: str) -> Principal:
+        now = self._clock()
+        digest = hashlib.blake2b(token.encode("utf-8", "backslashreplace"), digest_size=16).digest()
+        refused = self._refused.get(digest)
+        if refused is not None:
+            if refused[1] > now:
+                AUTH_REFUSALS_CACHED.inc()
+                raise Unauthenticated(refused[0])  # a fresh exception: re-raising one would grow its traceback
+            del self._refused[digest]
+        if malformed(token):
+            self._remember_refusal(digest, "invalid token", now)
+            raise Unauthenticated("invalid token")
+        try:
+            principal = await self._authenticator.authenticate(token)
+        except Unauthenticated as exc:
+            if token.startswith(API_TOKEN_PREFIX):
+                self._remember_refusal(digest, exc.message, now)
+            raise
         until = now + self._ttl
         if principal.expires_at is not None:
             until = min(until, principal.expires_at)
         if len(self._entries) >= self._size:
             self._entries.clear()
-        self._entries[token] = (principal, until)
+        self._entries[credential or token] = (principal, until)
         return principal
 
+    def _remember_refusal(self, digest: bytes, message: str, now: float) -> None:
+        self._refused[digest] = (message, now + self._refused_ttl)
+        while len(self._refused) > self._refused_size:
+            self._refused.popitem(last=False)
+
     def evict_token_id(self, token_id: str) -> None:
-        for token, (principal, _) in list(self._entries.items()):
+        for credential, (principal, _) in list(self._entries.items()):
             if principal.token_id == token_id:
-                del self._entries[token]
+                del self._entries[credential]
 
 
 def principal_key(principal: Principal) -> str:
@@ -248,27 +340,38 @@ class RouteLimits:
         self._limits = limits
 
     async def check(self, route_class: str, *, address: str, identity: str | None) -> dict[str, str]:
-        """The ``RateLimit-*`` headers for this request, or a 429 :class:`HttpError`.
-
-        Both budgets (per token or user, per client address) are decided in the same round trip."""
-        if not self._limits.enabled:
+        """The ``RateLimit-*`` headers for this request, or a 429 :class:`HttpError`: the per-address
+        budget, then (when ``identity`` is given) the per-token-or-user budget."""
+        spent = await self.check_address(route_class, address)
+        if spent is None:
             return {}
-        names: list[str] = []
-        requests: list[Decision] = []
         if identity is not None:
-            limit = self._limits.per_principal[route_class]
-            names.append("principal")
-            requests.append((f"{route_class}:{identity}", limit.rate, limit.burst, 1))
-        limit = self._limits.per_address[route_class]
-        names.append("address")
-        requests.append((f"{route_class}:addr:{address}", limit.rate, limit.burst, 1))
-        decisions = await self._limiter.decide(requests)
-        for name, decision in zip(names, decisions, strict=True):
-            if not decision.allowed:
-                return self._refuse(route_class, name, decision)
-        return rate_headers(min(decisions, key=lambda d: d.remaining))
+            spent = await self.check_identity(route_class, identity, spent)
+        return rate_headers(spent)
 
-    def _refuse(self, route_class: str, by: str, decision: RateDecision) -> dict[str, str]:
+    async def check_address(self, route_class: str, address: str) -> RateDecision | None:
+        """Spend the per-client-address budget (BEFORE authentication, so a flood of bad tokens is
+        refused here without reaching auth); None when limits are off, 429 when refused."""
+        if not self._limits.enabled:
+            return None
+        limit = self._limits.per_address[route_class]
+        request = ((f"{route_class}:addr:{address}", limit.rate, limit.burst, 1),)
+        decision = (self._limiter.decide_now(request) or await self._limiter.decide(request))[0]
+        if not decision.allowed:
+            self._refuse(route_class, "address", decision)
+        return decision
+
+    async def check_identity(self, route_class: str, identity: str, spent: RateDecision) -> RateDecision:
+        """Spend the per-token-or-user budget; the tighter of it and ``spent`` (what the
+        ``RateLimit-*`` headers describe)."""
+        limit = self._limits.per_principal[route_class]
+        request = ((f"{route_class}:{identity}", limit.rate, limit.burst, 1),)
+        decision = (self._limiter.decide_now(request) or await self._limiter.decide(request))[0]
+        if not decision.allowed:
+            self._refuse(route_class, "principal", decision)
+        return decision if decision.remaining <= spent.remaining else spent
+
+    def _refuse(self, route_class: str, by: str, decision: RateDecision) -> NoReturn:
         RATE_LIMITED.labels(route_class, by).inc()
         retry = decision.retry_after if math.isfinite(decision.retry_after) else 60.0
         headers = rate_headers(decision)
@@ -288,3 +391,12 @@ def rate_headers(decision: RateDecision) -> dict[str, str]:
         "RateLimit-Remaining": str(decision.remaining),
         "RateLimit-Reset": str(max(0, math.ceil(decision.reset_after))),
     }
+
+
+def rate_header_bytes(decision: RateDecision) -> list[tuple[bytes, bytes]]:
+    """:func:`rate_headers` as raw ASGI headers (the fast path)."""
+    return [
+        (b"ratelimit-limit", b"%d" % decision.limit),
+        (b"ratelimit-remaining", b"%d" % decision.remaining),
+        (b"ratelimit-reset", b"%d" % max(0, math.ceil(decision.reset_after))),
+    ]

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 LOOKUPS = Counter("tsmesh_gateway_cache_lookups_total", "Micro-cache lookups", ["outcome"])
 _HIT, _MISS, _BYPASS = LOOKUPS.labels("hit"), LOOKUPS.labels("miss"), LOOKUPS.labels("bypass")
+EVICTIONS = Counter(
+    "tsmesh_gateway_cache_evictions_total", "Micro-cache answers dropped to stay within TSMESH_GATEWAY_CACHE_MAX_BYTES"
+)
+ENTRY_OVERHEAD = 256  # bytes of bookkeeping per entry (key tuple, dict slot, value tuple), counted with the body
 GENERATION_FETCHES = Counter(
     "tsmesh_gateway_generation_fetches_total", "Redis reads of data generations (each shared by concurrent requests)"
 )
@@ -98,25 +102,29 @@ def _consume(task: asyncio.Future[None]) -> None:
 
 
 class MicroCache:
-    """LRU of ``(tenant, key) -> (generation, expiry, body)``; never shared across tenants."""
+    """LRU of ``(tenant, key) -> (generation, expiry, body)``, never shared across tenants, bounded in
+    bytes: bodies plus :data:`ENTRY_OVERHEAD` per entry stay within ``max_bytes`` (least recently used
+    answers are evicted first, counted by ``tsmesh_gateway_cache_evictions_total``); an answer larger
+    than an eighth of the budget is not cached at all."""
 
     def __init__(
         self,
         generations: GenerationReader,
         *,
         ttl: float,
-        max_entries: int,
+        max_bytes: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._generations = generations
         self._ttl = ttl
-        self._max = max_entries
+        self._max_bytes = max_bytes
         self._clock = clock
         self._entries: OrderedDict[tuple[str, bytes], tuple[bytes, float, bytes]] = OrderedDict()
+        self.size_bytes = 0
 
     @property
     def enabled(self) -> bool:
-        return self._ttl > 0 and self._max > 0
+        return self._ttl > 0 and self._max_bytes > 0
 
     async def generation(self, tenant_id: str) -> bytes | None:
         """The current generation, or None when it cannot be read (the cache is then bypassed)."""
@@ -134,10 +142,23 @@ class MicroCache:
             _MISS.inc()
             return None
         _HIT.inc()
+        self._entries.move_to_end((tenant_id, key))
         return entry[2]
 
     def put(self, tenant_id: str, key: bytes, generation: bytes, body: bytes) -> None:
+        cost = _cost(tenant_id, key, body)
+        if cost > self._max_bytes // 8:
+            return
+        old = self._entries.pop((tenant_id, key), None)
+        if old is not None:
+            self.size_bytes -= _cost(tenant_id, key, old[2])
         self._entries[(tenant_id, key)] = (generation, self._clock() + self._ttl, body)
-        self._entries.move_to_end((tenant_id, key))
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        self.size_bytes += cost
+        while self.size_bytes > self._max_bytes:
+            (evicted_tenant, evicted_key), (_, _, evicted_body) = self._entries.popitem(last=False)
+            self.size_bytes -= _cost(evicted_tenant, evicted_key, evicted_body)
+            EVICTIONS.inc()
+
+
+def _cost(tenant_id: str, key: bytes, body: bytes) -> int:
+    return len(body) + len(key) + len(tenant_id) + ENTRY_OVERHEAD

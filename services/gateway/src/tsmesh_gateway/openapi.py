@@ -203,6 +203,53 @@ def spec() -> dict[str, Any]:
     revoke = _op("Revoke an API token", None, "TokenWithSecret")
     revoke["parameters"] = [token_id]
     revoke["responses"]["200"] = {"description": "Revoked", **_json(_obj({"token": _ref("ApiToken")}, ["token"]))}
+    range_get = _op(
+        "Aggregate over a time range, parameters in the query string (as Prometheus' query_range); "
+        "no request body, the cheapest form for dashboards",
+        None,
+        "RangeResponse",
+    )
+    range_get["parameters"] = [
+        {
+            "name": "metric",
+            "in": "query",
+            "required": True,
+            "description": "the metric name (a selector of matchers only needs the POST form)",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+        },
+        {
+            "name": "match",
+            "in": "query",
+            "required": False,
+            "description": "label matchers name<op>value, op one of =, !=, =~, !~ (the parameter repeated)",
+            "schema": {
+                "type": "array",
+                "maxItems": 32,
+                "items": {"type": "string", "maxLength": 1024, "pattern": "^[A-Za-z_][A-Za-z0-9_]*(=~|!~|!=|=)"},
+            },
+            "style": "form",
+            "explode": True,
+        },
+        {"name": "start_ns", "in": "query", "required": True, "schema": INT64},
+        {"name": "end_ns", "in": "query", "required": True, "schema": INT64},
+        {"name": "step_ns", "in": "query", "required": False, "schema": INT64},
+        {
+            "name": "aggregation",
+            "in": "query",
+            "required": False,
+            "schema": SCHEMAS["RangeRequest"]["properties"]["aggregation"],
+        },
+        {"name": "fill", "in": "query", "required": False, "schema": SCHEMAS["RangeRequest"]["properties"]["fill"]},
+        {
+            "name": "group_by",
+            "in": "query",
+            "required": False,
+            "description": "labels to group by (the parameter repeated)",
+            "schema": {"type": "array", "items": STRING},
+            "style": "form",
+            "explode": True,
+        },
+    ]
     influx = _op(
         "InfluxDB v2 line protocol write (partial writes: 400 names the first bad line)", None, None, status="204"
     )
@@ -259,7 +306,10 @@ def spec() -> dict[str, Any]:
             "/v1/tokens/{token_id}/rotate": {"post": rotate},
             "/v1/tokens/{token_id}": {"delete": revoke},
             "/v1/write": {"post": _op("Write a JSON batch of points", "WriteRequest", "WriteResponse")},
-            "/v1/query/range": {"post": _op("Aggregate over a time range", "RangeRequest", "RangeResponse")},
+            "/v1/query/range": {
+                "post": _op("Aggregate over a time range", "RangeRequest", "RangeResponse"),
+                "get": range_get,
+            },
             "/v1/query/latest": {
                 "post": {
                     **_op("Latest point of each matching series", "SelectorRequest", None),

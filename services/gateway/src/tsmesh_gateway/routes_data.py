@@ -20,24 +20,31 @@ from tsmesh_gateway.bodies import JSON_TYPE, JSONResponse, json_object, parse_js
 from tsmesh_gateway.deps import Caller, Deps, endpoint
 
 Render = Callable[[Any], Awaitable[bytes]]
+# (caller, raw request: JSON body or query string) -> (JSON body, X-Cache outcome)
 CachedAnswer = Callable[[Caller, bytes], Awaitable[tuple[bytes, str]]]
 
 
-def query_routes(deps: Deps, handlers: dict[str, CachedAnswer] | None = None) -> list[Route]:
+def query_routes(deps: Deps, handlers: dict[tuple[str, str], CachedAnswer] | None = None) -> list[Route]:
     """Write and query routes bound to ``deps`` (``handlers``: the shared :func:`cached_queries`)."""
     if handlers is None:
         handlers = cached_queries(deps)
     ingest = deps.upstreams.ingest
     ingest_stub = deps.upstreams.ingest_stub
 
-    def cached_route(answer: CachedAnswer) -> Callable[[Request], Awaitable[Response]]:
+    def cached_route(answers: dict[str, CachedAnswer]) -> Callable[[Request], Awaitable[Response]]:
         @endpoint
         async def route(request: Request) -> Response:
             caller = await deps.authorize(request, "query", "read")
-            body, outcome = await answer(caller, await deps.body(request))
+            method = "GET" if request.method == "HEAD" else request.method
+            raw = request.scope["query_string"] if method == "GET" else await deps.body(request)
+            body, outcome = await answers[method](caller, raw)
             return _json_bytes(body, caller, outcome)
 
         return route
+
+    by_path: dict[str, dict[str, CachedAnswer]] = {}
+    for (method, path), answer in handlers.items():
+        by_path.setdefault(path, {})[method] = answer
 
     @endpoint
     async def write(request: Request) -> Response:
@@ -48,19 +55,24 @@ def query_routes(deps: Deps, handlers: dict[str, CachedAnswer] | None = None) ->
 
     return [
         Route("/v1/write", write, methods=["POST"]),
-        *(Route(path, cached_route(answer), methods=["POST"]) for path, answer in handlers.items()),
+        *(Route(path, cached_route(answers), methods=list(answers)) for path, answers in by_path.items()),
     ]
 
 
-def cached_queries(deps: Deps) -> dict[str, CachedAnswer]:
-    """The cached query routes by path: ``(caller, raw body) -> (JSON body, X-Cache outcome)``.
+def cached_queries(deps: Deps) -> dict[tuple[str, str], CachedAnswer]:
+    """The cached query routes by ``(method, path)``: ``POST`` ones take a JSON body, ``GET
+    /v1/query/range`` a query string (:func:`tsmesh_gateway.convert.range_from_query`).
 
     Shared by the Starlette routes and the pure-ASGI fast path (:mod:`tsmesh_gateway.fastpath`)."""
     query = deps.upstreams.query
     stub = deps.upstreams.query_stub
     in_flight: dict[tuple[str, bytes, bytes | None], asyncio.Future[bytes]] = {}
+    max_depth = deps.cfg.max_json_depth
 
-    def cached(kind: str, build: Callable[[Any], Message], call: Render) -> CachedAnswer:
+    def from_json(build: Callable[[Any], Message]) -> Callable[[bytes], Message]:
+        return lambda raw: build(json_object(parse_json(raw, max_depth)))
+
+    def cached(kind: str, parse: Callable[[bytes], Message], call: Render) -> CachedAnswer:
         prefix = kind.encode() + b"\0"
 
         async def answer(caller: Caller, raw: bytes) -> tuple[bytes, str]:
@@ -71,7 +83,7 @@ def cached_queries(deps: Deps) -> dict[str, CachedAnswer]:
                 hit = deps.cache.get(tenant, key, generation)
                 if hit is not None:
                     return hit, "hit"
-            message = build(json_object(parse_json(raw, deps.cfg.max_json_depth)))
+            message = parse(raw)
             flight_key = (tenant, key, generation)
             flight = in_flight.get(flight_key)
             if flight is not None:
@@ -125,10 +137,11 @@ def cached_queries(deps: Deps) -> dict[str, CachedAnswer]:
         return request
 
     return {
-        "/v1/query/range": cached("range", convert.range_from_json, call_range),
-        "/v1/query/latest": cached("latest", build_latest, call_latest),
-        "/v1/series": cached("series", build_series, call_series),
-        "/v1/labels/values": cached("labels", build_label_values, call_label_values),
+        ("POST", "/v1/query/range"): cached("range", from_json(convert.range_from_json), call_range),
+        ("GET", "/v1/query/range"): cached("range?", convert.range_from_query, call_range),
+        ("POST", "/v1/query/latest"): cached("latest", from_json(build_latest), call_latest),
+        ("POST", "/v1/series"): cached("series", from_json(build_series), call_series),
+        ("POST", "/v1/labels/values"): cached("labels", from_json(build_label_values), call_label_values),
     }
 
 
