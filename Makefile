@@ -8,7 +8,7 @@ PROTO_OUT := libs/proto
 PROTOS := $(wildcard protos/tsmesh/v1/*.proto)
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck contracts unit check-protos protos bench bench-auth bench-ingest bench-query bench-gateway bench-gateway-100k clean
+.PHONY: install run test lint typecheck contracts unit check-protos protos bench bench-tools bench-auth bench-ingest bench-query bench-gateway bench-gateway-100k clean
 
 $(STAMP): requirements-dev.txt constraints.txt libs/*/pyproject.toml services/*/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,11 @@ bench-ingest: $(STAMP)
 bench-query: $(STAMP)
 	$(PY) bench/bench_query.py
 
-bench-gateway: $(STAMP)
+# wrk drives the HTTP part of bench-gateway; Debian ships it (installed here when missing, as root or via sudo)
+bench-tools:
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q wrk >/dev/null; }
+
+bench-gateway: $(STAMP) bench-tools
 	$(PY) bench/bench_gateway.py
 
 bench-gateway-100k: $(STAMP)
