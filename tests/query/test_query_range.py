@@ -131,8 +131,10 @@ async def test_rollup_served_equals_raw_served(service: Running, loader: Loader,
     from tsmesh_query.plan import parse_range
 
     query = parse_range(request("mem", start, end, step, agg, None, "none"), service.components.engine._limits)
-    rolled = await engine.query_range(tenant, query)
-    plain = await engine.query_range(tenant, query, max_resolution=query_pb2.RESOLUTION_RAW)
+    rolled = query_pb2.QueryRangeResponse.FromString(await engine.query_range(tenant, query))
+    plain = query_pb2.QueryRangeResponse.FromString(
+        await engine.query_range(tenant, query, max_resolution=query_pb2.RESOLUTION_RAW)
+    )
     assert rolled.resolution == (query_pb2.RESOLUTION_1H if step_s % 3600 == 0 else query_pb2.RESOLUTION_1M)
     assert plain.resolution == query_pb2.RESOLUTION_RAW
     assert_same(as_rows(rolled), as_rows(plain))
@@ -156,6 +158,11 @@ async def test_bad_requests_name_the_field(service: Running) -> None:
             await service.stub.QueryRange(req, metadata=md, timeout=5)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert err.value.details().startswith(field)
+    raw = service.channel.unary_unary("/tsmesh.v1.QueryService/QueryRange")  # bytes in, bytes out
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await raw(b"\x0a\xff", metadata=md, timeout=5)  # a truncated field: not a QueryRangeRequest
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("request")
 
 
 async def test_requires_read_scope_and_a_token(service: Running) -> None:
@@ -166,3 +173,36 @@ async def test_requires_read_scope_and_a_token(service: Running) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await service.stub.QueryRange(req, metadata=service.md("t-x", "write"), timeout=5)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("group_by", [None, ("dc",)])
+async def test_large_runs_split_across_connections_give_the_same_answer(
+    service: Running, loader: Loader, monkeypatch: pytest.MonkeyPatch, group_by
+) -> None:
+    import random
+
+    from tsmesh_query import engine as engine_module
+
+    rng = random.Random(7)
+    spec = [(labels, {rng.randrange(3 * 3600): rng.randrange(-4000, 4000) for _ in range(60)}) for labels in LABEL_SETS]
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    raw = await load(loader, tenant, "split", spec, "partial")  # pending ranges overlay part of the rollups
+    engine = service.components.engine
+    reads = 0
+    read = engine._db.read
+
+    async def counting(fn, **kwargs):
+        nonlocal reads
+        reads += 1
+        return await read(fn, **kwargs)
+
+    monkeypatch.setattr(engine._db, "read", counting)
+    monkeypatch.setattr(engine_module, "PARALLEL_MIN_ROWS", 1)
+    start, end = BASE, BASE + 3 * HOUR_NS
+    for step, agg in ((60 * SECOND, "avg"), (3600 * SECOND, "last"), (30 * SECOND, "max")):
+        before = reads
+        response = await service.stub.QueryRange(
+            request("split", start, end, step, agg, group_by, "none"), metadata=service.md(tenant), timeout=10
+        )
+        assert reads - before > 2  # series resolution, then the pieces on their own connections
+        assert_same(as_rows(response), reference(raw, start, end, step, agg, group_by, "none"))

@@ -118,9 +118,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             handler.response_serializer,
         )
 
-    def _start(self, method: str, context: Context) -> _Call:
+    def _start(self, method: str, metadata: Any) -> _Call:
         request_id = None
-        for key, value in context.invocation_metadata() or ():
+        for key, value in metadata:
             if key == REQUEST_ID_HEADER:
                 request_id = value if isinstance(value, str) and 0 < len(value) <= 128 else None
                 break
@@ -128,30 +128,29 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         request_id_var.set(call.request_id)
         return call
 
-    async def _authenticate(self, context: Context) -> None:
+    async def _authenticate(self, metadata: Any) -> None:
         assert self._authenticator is not None
-        token = bearer_token(context.invocation_metadata() or ())
-        principal_var.set(await self._authenticator.authenticate(token))
+        principal_var.set(await self._authenticator.authenticate(bearer_token(metadata)))
 
     def _wrap_unary(self, method: str, behavior: Any, needs_auth: bool) -> Callable[[Any, Context], Awaitable[Any]]:
         async def wrapper(request: Any, context: Context) -> Any:
-            call = self._start(method, context)
+            metadata = context.invocation_metadata() or ()  # built anew by gRPC on each access: once
+            call = self._start(method, metadata)
             try:
                 if needs_auth:
-                    await self._authenticate(context)
+                    await self._authenticate(metadata)
                 remaining = context.time_remaining()
                 budget = self._max_deadline if remaining is None else min(remaining, self._max_deadline)
                 if budget <= 0:
                     raise DeadlineExceeded("deadline exceeded before the call started")
-                if remaining is not None and remaining <= self._max_deadline and not tracing_enabled():
+                traced = tracing_enabled()
+                if remaining is not None and remaining <= self._max_deadline and not traced:
                     return await behavior(request, context)  # gRPC itself enforces the caller's deadline
                 try:
                     async with asyncio.timeout(budget):
-                        if tracing_enabled():
+                        if traced:
                             with self._tracer.start_as_current_span(
-                                method,
-                                context=extract_context(context.invocation_metadata() or ()),
-                                kind=trace.SpanKind.SERVER,
+                                method, context=extract_context(metadata), kind=trace.SpanKind.SERVER
                             ):
                                 return await behavior(request, context)
                         return await behavior(request, context)
@@ -169,10 +168,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self, method: str, behavior: Any, needs_auth: bool
     ) -> Callable[[Any, Context], AsyncIterator[Any]]:
         async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
-            call = self._start(method, context)
+            metadata = context.invocation_metadata() or ()
+            call = self._start(method, metadata)
             try:
                 if needs_auth:
-                    await self._authenticate(context)
+                    await self._authenticate(metadata)
                 async for response in behavior(request, context):
                     yield response
             except BaseException as exc:

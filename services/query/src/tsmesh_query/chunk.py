@@ -14,6 +14,7 @@ from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 _LEN = struct.Struct("<I")
@@ -87,17 +88,100 @@ def trim(data: ChunkData, lo: int, hi: int) -> ChunkData:
     return ChunkData(data.resolution, groups)
 
 
-def from_arrays(buckets: bytes, values: bytes, counts: bytes) -> GroupSeries:
-    """A group's series from the SQL's packed big-endian arrays, sorted by bucket start (they come
-    sorted from a sorted subquery; checked, and sorted here if a plan ever fed them otherwise)."""
+def group_arrays(groups: bytes, buckets: bytes, values: bytes, counts: bytes) -> list[tuple[int, GroupSeries]]:
+    """Each group's series from the SQL's packed big-endian parallel arrays (rows in any order),
+    sorted by bucket start. A sort runs only when some group's rows are not one ascending run, as
+    they are from any scan of a rollup's (series, bucket) key or its heap in refresh order."""
+    keys = np.frombuffer(groups, dtype=">i8").astype(np.int64)
     starts = np.frombuffer(buckets, dtype=">i8").astype(np.int64)
     vals = np.frombuffer(values, dtype=">f8").astype(np.float64)
     ns = np.frombuffer(counts, dtype=">i8").astype(np.int64)
-    if len(starts) > 1 and not bool((starts[1:] > starts[:-1]).all()):
-        order = np.argsort(starts, kind="stable")
-        starts, vals, ns = starts[order], vals[order], ns[order]
-    series = GroupSeries()
-    series.buckets.frombytes(starts.tobytes())
-    series.values.frombytes(vals.tobytes())
-    series.counts.frombytes(ns.tobytes())
-    return series
+    if len(keys) == 0:
+        return []
+    change = keys[1:] != keys[:-1]
+    firsts = np.flatnonzero(change) + 1
+    run_keys = keys[np.concatenate(([0], firsts))]
+    if len(np.unique(run_keys)) < len(run_keys) or not bool((change | (starts[1:] > starts[:-1])).all()):
+        order = np.lexsort((starts, keys))
+        keys, starts, vals, ns = keys[order], starts[order], vals[order], ns[order]
+        firsts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    cuts = [0, *firsts.tolist(), len(keys)]
+    start_bytes, value_bytes, count_bytes = starts.tobytes(), vals.tobytes(), ns.tobytes()
+    return [
+        (
+            int(keys[a]),
+            GroupSeries(
+                array("q", start_bytes[8 * a : 8 * b]),
+                array("d", value_bytes[8 * a : 8 * b]),
+                array("q", count_bytes[8 * a : 8 * b]),
+            ),
+        )
+        for a, b in itertools.pairwise(cuts)
+    ]
+
+
+def reduce_partials(
+    series: bytes,
+    buckets: bytes,
+    partials: bytes,
+    counts: bytes,
+    group_of: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]],
+    groups: int,
+    span: tuple[int, int, int],
+    aggregation: str,
+) -> list[tuple[int, GroupSeries]]:
+    """Rollup rows (series id, rollup bucket, partial, count; packed big-endian, any order) combined
+    into each group's step buckets: ``avg``, ``sum``, ``count``, ``min`` or ``max``.
+
+    ``group_of`` is (sorted series ids, their group index); ``span`` is (lo, hi, step) of the run.
+    Bucket starts are ``b - b % step`` (truncating, as PostgreSQL's ``%``); NaN ranks as PostgreSQL
+    does: ``min`` ignores it unless every value is NaN, ``max`` returns it. Returns (group index,
+    its series) for groups with at least one bucket.
+    """
+    ids = np.frombuffer(series, dtype=">i8").astype(np.int64)
+    if len(ids) == 0:
+        return []
+    starts = np.frombuffer(buckets, dtype=">i8").astype(np.int64)
+    vals = np.frombuffer(partials, dtype=">f8").astype(np.float64)
+    ns = np.frombuffer(counts, dtype=">i8").astype(np.float64)
+    lo, hi, step = span
+    base = lo - lo % step
+    width = (hi - base) // step + 1
+    sorted_ids, group_index = group_of
+    key = group_index[np.searchsorted(sorted_ids, ids)] * width + (starts - np.fmod(starts, step) - base) // step
+    size = groups * width
+    total = np.bincount(key, weights=ns, minlength=size).astype(np.float64, copy=False)  # float when weighted
+    present = np.bincount(key, minlength=size) > 0
+    values: npt.NDArray[np.float64]
+    if aggregation == "count":
+        values = total
+    elif aggregation in ("sum", "avg"):
+        values = np.bincount(key, weights=vals, minlength=size).astype(np.float64, copy=False)
+        if aggregation == "avg":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                values = values / np.where(present, total, 1.0)
+    elif aggregation == "min":
+        values = np.full(size, np.nan)
+        with np.errstate(invalid="ignore"):
+            np.fmin.at(values, key, vals)
+    else:
+        values = np.full(size, -np.inf)
+        with np.errstate(invalid="ignore"):  # NaN propagates, as PostgreSQL's max returns it
+            np.maximum.at(values, key, vals)
+    out: list[tuple[int, GroupSeries]] = []
+    for group in range(groups):
+        cells = np.flatnonzero(present[group * width : (group + 1) * width])
+        if len(cells) == 0:
+            continue
+        at = cells + group * width
+        out.append(
+            (
+                group,
+                GroupSeries(
+                    array("q", (base + cells.astype(np.int64) * step).tobytes()),
+                    array("d", values[at].tobytes()),
+                    array("q", total[at].astype(np.int64).tobytes()),
+                ),
+            )
+        )
+    return out

@@ -1,28 +1,32 @@
 """The QueryRange engine: chunked, cached, single-flight evaluation over rollups and raw data.
 
 Per query: split into aligned chunks; read the tenant's data and late generations (one batched
-MGET); look chunks up in L1, then L2; compute the missing ones on one connection (series
-resolution, limits, then one statement per contiguous run of missing chunks at the same
-resolution: each statement is one snapshot in which rollups, pending ranges and raw points agree,
-taken after the call arrived, like every cached chunk it is combined with); store them; assemble
-and fill. Chunks older than the late-arrival window are keyed
+MGET); look chunks up in L1, then L2; compute the missing ones (series resolution, limits, then
+one statement per contiguous run of missing chunks at the same resolution, on the same connection,
+or, for big runs, cut in time and run concurrently on separate connections: each statement is one
+snapshot in which rollups, pending ranges and raw points agree, taken after the call arrived,
+like every cached chunk it is combined with); store them; assemble, fill and encode the answer as
+wire bytes. Chunks older than the late-arrival window are keyed
 on the late generation (moved only by commits of points older than ``LATE_WRITE_SECONDS``), the
-others on the data generation (moved by every commit). See ADRs 0301 and 0303.
+others on the data generation (moved by every commit). See ADRs 0301, 0303 and 0304.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
+import numpy as np
+import numpy.typing as npt
 import orjson
 from tsmesh.v1 import query_pb2
 
 from tsmesh_common.errors import ResourceExhausted
 from tsmesh_query.cache import LruCache, RedisCache
-from tsmesh_query.chunk import ChunkData, GroupSeries, from_arrays, split_range, trim
+from tsmesh_query.chunk import ChunkData, GroupSeries, group_arrays, reduce_partials, split_range, trim
 from tsmesh_query.config import CacheConfig, QueryLimits
 from tsmesh_query.fill import build_response
 from tsmesh_query.generation import GenerationReader, Generations
@@ -30,15 +34,32 @@ from tsmesh_query.metrics import RESOLUTIONS
 from tsmesh_query.plan import Chunk, RangeQuery, chunk_ns, last_chunk_end, split
 from tsmesh_query.series import SeriesRow, resolve_series
 from tsmesh_query.singleflight import SingleFlight
-from tsmesh_query.sql import keyed_by_series, range_sql
+from tsmesh_query.sql import BY_GROUP, BY_SERIES, range_sql, row_mode
 from tsmesh_query.store import Database
 
-Response = query_pb2.QueryRangeResponse
+Response = bytes  # a serialized QueryRangeResponse (``fill.build_response``)
+Runs = list[tuple[list[Chunk], ChunkData]]
+# A run reading at least this many series-buckets is cut in time into this many statements that run
+# concurrently on separate connections (see ``RangeEngine._evaluate``).
+PARALLEL_MIN_ROWS = 20_000
+PARALLEL_STATEMENTS = 2
 RESOLUTION_NAMES: dict[int, str] = {
     query_pb2.RESOLUTION_RAW: "raw",
     query_pb2.RESOLUTION_1M: "1m",
     query_pb2.RESOLUTION_1H: "1h",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """The resolved series of a query: ids, their group index, group names (output label JSON)."""
+
+    ids: list[int]
+    groups: list[int]
+    names: list[str]
+    group_of: dict[int, int]
+    one_per_group: bool
+    by_id: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]  # sorted ids, their group index
 
 
 @dataclass
@@ -83,7 +104,7 @@ class RangeEngine:
         self.stats = EngineStats()
 
     async def query_range(self, tenant: str, query: RangeQuery, max_resolution: int | None = None) -> Response:
-        """The answer to ``query`` for ``tenant``; ``max_resolution`` caps rollup use (tests, tools)."""
+        """The serialized answer to ``query`` for ``tenant``; ``max_resolution`` caps rollup use (tests, tools)."""
         self.stats.queries += 1
         width = chunk_ns(query, self._cfg.chunks_per_query)
         cutoff = self._clock() - self._cfg.late_window_ns
@@ -127,10 +148,7 @@ class RangeEngine:
         self.stats.chunk_misses += len(missing)
         spans: dict[int, tuple[int, Chunk, Chunk, ChunkData]] = {}  # first index -> run's last index, data
         if missing:
-            runs = await self._db.read(
-                lambda conn, timeout: self._evaluate(conn, timeout, tenant, query, [chunks[i] for i in missing]),
-                snapshot=False,  # each statement is its own exact snapshot (ADR 0303)
-            )
+            runs = await self._evaluate(tenant, query, [chunks[i] for i in missing])
             position = 0
             for run, data in runs:
                 spans[missing[position]] = (missing[position + len(run) - 1], run[0], run[-1], data)
@@ -158,11 +176,11 @@ class RangeEngine:
                 trim(data, query.start, query.end) if first.lo < query.start or last.hi > query.end else data
             )
         resolution = max((data.resolution for data in complete), default=query_pb2.RESOLUTION_RAW)
-        response, size = build_response(query, complete, resolution)
+        response = build_response(query, complete, resolution)
         if keys is not None:
             ttl = self._cfg.l1_immutable_ttl_s if chunks[-1].hi <= cutoff else self._cfg.l1_recent_ttl_s
             if self._results.enabled:
-                self._results.put(keys[1], response, size + 256, ttl)
+                self._results.put(keys[1], response, len(response) + 256, ttl)
         return response
 
     async def _lookup(self, tenant: str, keys: list[str | None]) -> list[ChunkData | None]:
@@ -202,39 +220,86 @@ class RangeEngine:
         if remote and self._l2 is not None:
             await self._l2.put_many(tenant, remote)
 
-    async def _evaluate(
-        self, conn: asyncpg.Connection, timeout: float, tenant: str, query: RangeQuery, chunks: list[Chunk]
-    ) -> list[tuple[list[Chunk], ChunkData]]:
-        """Each run of adjacent chunks at one resolution with its buckets (one statement per run)."""
-        series = await resolve_series(conn, timeout, tenant, query.selector, self._limits)
+    async def _evaluate(self, tenant: str, query: RangeQuery, chunks: list[Chunk]) -> Runs:
+        """Each run of adjacent chunks at one resolution with its buckets (one statement per run).
+
+        Series resolution and the statements share one connection, except when a run reads at least
+        PARALLEL_MIN_ROWS series-buckets: then, after resolution released its connection, the runs,
+        the big ones cut in time into PARALLEL_STATEMENTS pieces, run concurrently on separate
+        connections (never holding one while waiting for another), so PostgreSQL uses several cores
+        for one large query. Each statement is its own exact snapshot taken after the call arrived
+        (ADR 0303), so pieces combine like cached and computed chunks do.
+        """
+
+        async def resolve_and_run(
+            conn: asyncpg.Connection, timeout: float
+        ) -> tuple[_Target, list[list[Chunk]], Runs | None]:
+            target = self._target(await resolve_series(conn, timeout, tenant, query.selector, self._limits), query)
+            runs = _runs(chunks)
+            pieces = [piece for run in runs for piece in self._pieces(run, len(target.ids), query.step)]
+            if len(pieces) > len(runs):
+                return target, pieces, None
+            return target, runs, [await self._statement(conn, timeout, query, target, run) for run in runs]
+
+        target, pieces, done = await self._db.read(resolve_and_run)
+        if done is not None:
+            return done
+
+        async def piece(run: list[Chunk]) -> tuple[list[Chunk], ChunkData]:
+            return await self._db.read(lambda conn, timeout: self._statement(conn, timeout, query, target, run))
+
+        return list(await asyncio.gather(*(piece(run) for run in pieces)))
+
+    def _target(self, series: list[SeriesRow], query: RangeQuery) -> _Target:
         ids, groups, names = self._groups(series, query)
         points = len(names) * query.bucket_count
         if points > self._limits.max_points:
             raise ResourceExhausted(
                 "max_points", f"{len(names)} series x {query.bucket_count} buckets exceed {self._limits.max_points}"
             )
-        one_per_group = len(names) == len(ids)
-        group_of = dict(zip(ids, groups, strict=True))
-        out: list[tuple[list[Chunk], ChunkData]] = []
-        for run in _runs(chunks):
-            resolution = run[0].resolution
-            RESOLUTIONS.labels(RESOLUTION_NAMES[resolution]).inc(len(run))
-            merged: dict[str, GroupSeries] = {}
-            if ids:
-                rows = await conn.fetch(
-                    range_sql(resolution, query.aggregation, query.step, one_per_group),
-                    ids,
-                    groups,
-                    run[0].lo,
-                    run[-1].hi,
-                    timeout=timeout,
-                )
-                by_series = keyed_by_series(resolution, query.step, one_per_group)
-                for row in rows:
-                    group = group_of[row["g"]] if by_series else row["g"]
-                    merged[names[group]] = from_arrays(row["buckets"], row["vals"], row["counts"])
-            out.append((run, ChunkData(resolution, merged)))
-        return out
+        order = np.argsort(np.array(ids, dtype=np.int64))
+        by_id = (np.array(ids, dtype=np.int64)[order], np.array(groups, dtype=np.int64)[order])
+        return _Target(ids, groups, names, dict(zip(ids, groups, strict=True)), len(names) == len(ids), by_id)
+
+    @staticmethod
+    def _pieces(run: list[Chunk], series: int, step: int) -> list[list[Chunk]]:
+        """``run`` cut in time at chunk edges into PARALLEL_STATEMENTS pieces if it is big enough."""
+        if len(run) < 2 or series * ((run[-1].hi - run[0].lo) // step) < PARALLEL_MIN_ROWS:
+            return [run]
+        size = -(-len(run) // PARALLEL_STATEMENTS)
+        return [run[i : i + size] for i in range(0, len(run), size)]
+
+    async def _statement(
+        self, conn: asyncpg.Connection, timeout: float, query: RangeQuery, target: _Target, run: list[Chunk]
+    ) -> tuple[list[Chunk], ChunkData]:
+        """The buckets of one run of adjacent chunks at one resolution (one statement)."""
+        resolution = run[0].resolution
+        RESOLUTIONS.labels(RESOLUTION_NAMES[resolution]).inc(len(run))
+        merged: dict[str, GroupSeries] = {}
+        if target.ids:
+            row = await conn.fetchrow(
+                range_sql(resolution, query.aggregation, query.step, target.one_per_group),
+                target.ids,
+                target.groups,
+                run[0].lo,
+                run[-1].hi,
+                timeout=timeout,
+            )
+            mode = row_mode(resolution, query.aggregation, query.step, target.one_per_group)
+            if row is not None and row["groups"] is not None:
+                arrays = (row["groups"], row["buckets"], row["vals"], row["counts"])
+                if mode == BY_SERIES:
+                    for key, buckets in group_arrays(*arrays):
+                        merged[target.names[target.group_of[key]]] = buckets
+                elif mode == BY_GROUP:
+                    for key, buckets in group_arrays(*arrays):
+                        merged[target.names[key]] = buckets
+                else:
+                    span = (run[0].lo, run[-1].hi, query.step)
+                    groups = len(target.names)
+                    for key, buckets in reduce_partials(*arrays, target.by_id, groups, span, query.aggregation):
+                        merged[target.names[key]] = buckets
+        return run, ChunkData(resolution, merged)
 
     @staticmethod
     def _groups(series: list[SeriesRow], query: RangeQuery) -> tuple[list[int], list[int], list[str]]:

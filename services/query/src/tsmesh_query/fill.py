@@ -70,17 +70,17 @@ def _columns(query: RangeQuery, series: GroupSeries) -> Columns:
     return first + index.astype(np.int64) * step, dense_values, has, dense_counts
 
 
-def build_response(
-    query: RangeQuery, chunks: list[ChunkData], resolution: int
-) -> tuple[query_pb2.QueryRangeResponse, int]:
-    """The response for ``query`` from its chunks (series ordered by their labels) and its size.
+def build_response(query: RangeQuery, chunks: list[ChunkData], resolution: int) -> bytes:
+    """The wire bytes of the QueryRangeResponse for ``query`` from its chunks (series ordered by
+    their labels).
 
-    Every bucket of every series is encoded in one numpy pass (``wire``) and parsed once by upb.
+    Every bucket of every series is encoded in one numpy pass (``wire``); the bytes go to gRPC as
+    they are (no message object is built, parsed or serialized again).
     """
     merged = merge_chunks(chunks)
     keys = sorted(merged)
     if not keys:
-        return query_pb2.QueryRangeResponse(resolution=resolution), 2  # type: ignore[arg-type]
+        return query_pb2.QueryRangeResponse(resolution=resolution).SerializeToString()  # type: ignore[arg-type]
     columns = [_columns(query, merged[key]) for key in keys]
     blob, ends = wire.encode_buckets(*(np.concatenate([c[i] for c in columns]) for i in range(4)))
     bodies: list[bytes] = []
@@ -92,5 +92,4 @@ def build_response(
         last = stop
     metric = query.selector.metric
     heads = [wire.series_head(metric, orjson.loads(key)) for key in keys]
-    payload = wire.encode_response(heads, bodies, resolution)
-    return query_pb2.QueryRangeResponse.FromString(payload), len(payload)
+    return wire.encode_response(heads, bodies, resolution)

@@ -1,13 +1,21 @@
-"""The gRPC QueryService: every call needs scope ``read`` and sees only the caller's tenant."""
+"""The gRPC QueryService: every call needs scope ``read`` and sees only the caller's tenant.
+
+``QueryRange`` is registered without serializers: it receives the request's wire bytes (parsed
+only on a miss of the memo of parsed requests) and answers serialized ``QueryRangeResponse`` bytes
+(the engine encodes and caches them that way), which gRPC sends as they are.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tsmesh.v1 import query_pb2, query_pb2_grpc
+import grpc
+from google.protobuf.message import DecodeError
+from tsmesh.v1 import query_pb2
 
 from tsmesh_common.context import current_principal
+from tsmesh_common.errors import InvalidArgument
 from tsmesh_query.config import QueryLimits
 from tsmesh_query.engine import RangeEngine
 from tsmesh_query.live import LiveHub
@@ -19,7 +27,7 @@ SERVICE_NAME = "tsmesh.v1.QueryService"
 PARSED_CACHE_SIZE = 4096
 
 
-class QueryService(query_pb2_grpc.QueryServiceServicer):
+class QueryService:
     """Thin handlers: validate, take the tenant from the principal, delegate."""
 
     def __init__(self, engine: RangeEngine, lookups: Lookups, hub: LiveHub, limits: QueryLimits) -> None:
@@ -29,19 +37,24 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         self._limits = limits
         self._parsed: dict[bytes, RangeQuery] = {}
 
-    async def QueryRange(self, request: query_pb2.QueryRangeRequest, context: Any) -> query_pb2.QueryRangeResponse:
+    async def QueryRange(self, request: bytes, context: Any) -> bytes:
+        """A serialized QueryRangeResponse for a serialized QueryRangeRequest."""
         tenant = current_principal("read").tenant_id
         return await self._engine.query_range(tenant, self._parse(request))
 
-    def _parse(self, request: query_pb2.QueryRangeRequest) -> RangeQuery:
-        """``parse_range`` memoized on the request bytes (dashboards repeat the same requests)."""
-        key = request.SerializeToString()
-        query = self._parsed.get(key)
+    def _parse(self, raw: bytes) -> RangeQuery:
+        """``parse_range`` memoized on the request's wire bytes (dashboards repeat the same requests):
+        a repeated request is neither parsed nor validated again."""
+        query = self._parsed.get(raw)
         if query is None:
+            try:
+                request = query_pb2.QueryRangeRequest.FromString(raw)
+            except DecodeError:
+                raise InvalidArgument("request", "not a valid QueryRangeRequest") from None
             query = parse_range(request, self._limits)
             if len(self._parsed) >= PARSED_CACHE_SIZE:
                 self._parsed.clear()
-            self._parsed[key] = query
+            self._parsed[raw] = query
         return query
 
     async def Latest(self, request: query_pb2.LatestRequest, context: Any) -> query_pb2.LatestResponse:
@@ -74,3 +87,37 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         stream = self._hub.stream(principal.tenant_id, selector, principal.token_id, principal.expires_at)
         async for response in stream:
             yield response
+
+
+def add_to_server(servicer: QueryService, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` as ``tsmesh.v1.QueryService`` (what the generated
+    ``add_QueryServiceServicer_to_server`` does, with QueryRange answering wire bytes)."""
+    handlers = {
+        "QueryRange": grpc.unary_unary_rpc_method_handler(
+            servicer.QueryRange,
+            request_deserializer=None,  # parsed by the servicer, only when not memoized
+            response_serializer=None,  # already serialized
+        ),
+        "Latest": grpc.unary_unary_rpc_method_handler(
+            servicer.Latest,
+            request_deserializer=query_pb2.LatestRequest.FromString,
+            response_serializer=query_pb2.LatestResponse.SerializeToString,
+        ),
+        "ListSeries": grpc.unary_unary_rpc_method_handler(
+            servicer.ListSeries,
+            request_deserializer=query_pb2.ListSeriesRequest.FromString,
+            response_serializer=query_pb2.ListSeriesResponse.SerializeToString,
+        ),
+        "LabelValues": grpc.unary_unary_rpc_method_handler(
+            servicer.LabelValues,
+            request_deserializer=query_pb2.LabelValuesRequest.FromString,
+            response_serializer=query_pb2.LabelValuesResponse.SerializeToString,
+        ),
+        "Subscribe": grpc.unary_stream_rpc_method_handler(
+            servicer.Subscribe,
+            request_deserializer=query_pb2.SubscribeRequest.FromString,
+            response_serializer=query_pb2.SubscribeResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]  # not in the stubs

@@ -14,48 +14,80 @@ import numpy as np
 import numpy.typing as npt
 from tsmesh.v1 import query_pb2
 
-_THRESHOLDS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
-# column layout of one bucket record: tag+len, start (tag + 10 varint bytes), value, count
-_WIDTH = 2 + 11 + 9 + 11
-_START, _VALUE, _COUNT = 2, 13, 22
+_THRESHOLDS = [np.uint64(1 << (7 * k)) for k in range(1, 10)]
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
+Keep = Bools | bool
+# one block of columns of the record table: its bytes (a constant, one column or n x w) and which
+# rows keep it (all, none, or a mask)
+Block = tuple[int | npt.NDArray[np.uint8], Keep]
 
 
-def _put_varints(table: npt.NDArray[np.uint8], keep: Bools, at: int, values: I64, tag: int) -> None:
-    """Write ``tag`` and the canonical varint of each non-zero value at column ``at`` (zeros omitted)."""
+def _keep(mask: Bools) -> Keep:
+    """``mask``, or a plain bool when it is uniform (the usual case: no per-row masking needed)."""
+    if bool(mask.all()):
+        return True
+    return False if not bool(mask.any()) else mask
+
+
+def _varint_blocks(values: I64, tag: int) -> list[Block]:
+    """``tag`` and the canonical varint of each value, a value of zero omitted (proto3 scalars);
+    only as many septet columns as the largest value needs."""
     unsigned = values.astype(np.uint64)
+    top, bottom = int(unsigned.max()), int(unsigned.min())
+    width = max(1, (top.bit_length() + 6) // 7)
+    if bottom > 0 and (bottom.bit_length() + 6) // 7 == width:  # every value has the same length
+        blocks: list[Block] = [(tag, True)]
+        for k in range(width):
+            septet = ((unsigned >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
+            blocks.append((septet | np.uint8(0x80) if k < width - 1 else septet, True))
+        return blocks
     present = unsigned != 0
     length = np.ones(len(values), dtype=np.int8)
-    for threshold in _THRESHOLDS:
+    for threshold in _THRESHOLDS[: width - 1]:
         length += unsigned >= threshold
-    table[:, at] = tag
-    keep[:, at] = present
-    for k in range(10):
+    blocks = [(tag, _keep(present))]
+    for k in range(width):
         septet = ((unsigned >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
-        more = length > k + 1
-        table[:, at + 1 + k] = septet | (more.astype(np.uint8) << np.uint8(7))
-        keep[:, at + 1 + k] = present & (length > k)
+        septet |= (length > k + 1).astype(np.uint8) << np.uint8(7)
+        blocks.append((septet, _keep(present & (length > k))))
+    return blocks
 
 
 def encode_buckets(starts: I64, values: F64, has_value: Bools, counts: I64) -> tuple[bytes, npt.NDArray[np.intp]]:
-    """The wire bytes of every bucket, concatenated, and the end offset of each bucket record."""
+    """The wire bytes of every bucket, concatenated, and the end offset of each bucket record.
+
+    A record is ``0x1a len [0x08 varint start] [0x11 f64 value] [0x18 varint count]``. The records
+    are rows of a byte table built column by column; when every row has the same shape (all values
+    present, every start and every count of one varint length) the table is the answer as is,
+    otherwise a keep mask drops the absent bytes of each row.
+    """
     n = len(starts)
     if n == 0:
         return b"", np.zeros(0, dtype=np.intp)
-    table = np.zeros((n, _WIDTH), dtype=np.uint8)
-    keep = np.zeros((n, _WIDTH), dtype=np.bool_)
-    table[:, 0] = 0x1A
-    keep[:, 0:2] = True
-    _put_varints(table, keep, _START, starts, 0x08)
-    table[:, _VALUE] = 0x11
-    table[:, _VALUE + 1 : _VALUE + 9] = values.astype("<f8").view(np.uint8).reshape(n, 8)
-    keep[:, _VALUE : _VALUE + 9] = has_value[:, None]
-    _put_varints(table, keep, _COUNT, counts, 0x18)
+    has = _keep(has_value)
+    blocks: list[Block] = [(0x1A, True), (0, True)]  # the length byte is written below
+    blocks += _varint_blocks(starts, 0x08)
+    blocks += [(0x11, has), (values.astype("<f8").view(np.uint8).reshape(n, 8), has)]
+    blocks += _varint_blocks(counts, 0x18)
+    blocks = [block for block in blocks if block[1] is not False]
+    widths = [1 if isinstance(data, int) or data.ndim == 1 else data.shape[1] for data, _ in blocks]
+    table = np.empty((n, sum(widths)), dtype=np.uint8)
+    uniform = all(keep is True for _, keep in blocks)
+    keep = None if uniform else np.empty(table.shape, dtype=np.bool_)
+    at = 0
+    for (data, rows), width in zip(blocks, widths, strict=True):
+        table[:, at : at + width] = data if isinstance(data, int) or data.ndim == 2 else data[:, None]
+        if keep is not None:
+            keep[:, at : at + width] = rows if isinstance(rows, bool) else rows[:, None]
+        at += width
+    if keep is None:
+        table[:, 1] = at - 2  # at most 31: a one-byte length
+        return table.tobytes(), np.arange(1, n + 1, dtype=np.intp) * at
     sizes = keep.sum(axis=1)
-    table[:, 1] = (sizes - 2).astype(np.uint8)  # at most 31: a one-byte length
+    table[:, 1] = (sizes - 2).astype(np.uint8)
     return table[keep].tobytes(), np.cumsum(sizes)
 
 

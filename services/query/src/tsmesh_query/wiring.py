@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from tsmesh.v1 import query_pb2, query_pb2_grpc
 
 from tsmesh_common.audit import AuditReporter
 from tsmesh_common.authn import Authenticator
@@ -20,7 +19,7 @@ from tsmesh_query.engine import RangeEngine
 from tsmesh_query.generation import GenerationReader
 from tsmesh_query.live import LiveHub
 from tsmesh_query.lookups import Lookups
-from tsmesh_query.service import SERVICE_NAME, QueryService
+from tsmesh_query.service import SERVICE_NAME, QueryService, add_to_server
 from tsmesh_query.store import Database
 
 
@@ -54,7 +53,7 @@ def build(
     db = Database(cfg.database)
     redis_breaker = CircuitBreaker("redis", failures=(RedisError, OSError), failure_threshold=3, reset_seconds=2.0)
     l1: LruCache[bytes] = LruCache("l1", cfg.cache.l1_max_bytes // 2)
-    results: LruCache[query_pb2.QueryRangeResponse] = LruCache("l1_results", cfg.cache.l1_max_bytes // 2)
+    results: LruCache[bytes] = LruCache("l1_results", cfg.cache.l1_max_bytes // 2)
     l2 = RedisCache(redis, redis_breaker, cfg.cache.l2_max_entry_bytes) if cfg.cache.l2_enabled else None
     generations = GenerationReader(redis, redis_breaker)
     engine = RangeEngine(db, cfg.limits, cfg.cache, l1, results, l2, generations, clock)
@@ -63,7 +62,7 @@ def build(
         authenticator.on_revocation(hub.revoke)
     app = GrpcApp(authenticator, audit=audit)
     servicer = QueryService(engine, Lookups(db, cfg.limits), hub, cfg.limits)
-    app.add_service(SERVICE_NAME, lambda server: query_pb2_grpc.add_QueryServiceServicer_to_server(servicer, server))
+    app.add_service(SERVICE_NAME, lambda server: add_to_server(servicer, server))
     app.run_in_background(hub.follow(), "live-feed")
     app.run_in_background(hub.heartbeats(), "live-heartbeats")
     app.on_shutdown(db.close)
