@@ -1,14 +1,18 @@
 """Gateway benchmark (``make bench-gateway``), against a private mesh started by scripts/devstack.py.
 
 Figures, each beside a baseline or target measured in the same run:
-1. the cached ``POST /v1/query/range`` (auth, two rate-limit decisions in Redis, the data-generation
-   read, micro-cache hit) in req/s, against a bare ASGI hello-JSON route on the SAME Granian server,
-   and its p99 at half that load (wrk, paced with its ``delay()`` hook);
+1. the cached range query, ``POST /v1/query/range`` (JSON body) and ``GET /v1/query/range?...``
+   (auth, two rate-limit decisions, the data-generation read, micro-cache hit) in req/s, against a
+   bare ASGI hello-JSON route on the SAME Granian server, its p99 at half that load (wrk, paced with
+   its ``delay()`` hook), and the worker's CPU per request (all threads, from /proc);
 2. memory per idle WebSocket connection (RSS of the gateway worker before/after 10,000 sockets);
 3. 10,000 subscribers (1,000 selectors x 10 sockets), 1,000 points/s written through ingest
    (10,000 deliveries/s): delivery latency from write acknowledged to frame received, then
    increasing rates to find the highest delivery rate with p99 < 50 ms.
 ``--idle-100k`` instead holds 100,000 idle sockets across 8 workers and 10 client processes.
+``--trace`` adds, per rate, each point's time at every hop of the live path and the garbage
+collections of query and the gateway (bench-only hooks, ``live_trace.py``); ``--profile`` records
+py-spy profiles of both at 1,000 points/s.
 
 WebSocket clients use the lean listener (``TSMESH_GATEWAY_WS_PORT``, websockets 17), see ADR 0401.
 
@@ -23,6 +27,7 @@ import math
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,13 +39,13 @@ from typing import Any
 
 import grpc
 import httpx
+import live_trace
 from harness import LatencyRecorder, Report
 from throwaway import free_port
 from tsmesh.v1 import ingest_pb2, ingest_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 HELLO = b'{"hello":"world"}'
 _HOUR = 3_600_000_000_000
@@ -49,6 +54,10 @@ RANGE_BODY = (
     '{"selector":{"metric":"bench_cached","matchers":[{"name":"host","op":"=","value":"a"}]},'
     f'"start_ns":{_NOW - _HOUR},"end_ns":{_NOW + _HOUR},"step_ns":60000000000,"aggregation":"avg"}}'
 )
+RANGE_QUERY = (  # the same query as GET /v1/query/range (no body to bridge)
+    f"metric=bench_cached&match=host%3Da&start_ns={_NOW - _HOUR}&end_ns={_NOW + _HOUR}"
+    "&step_ns=60000000000&aggregation=avg"
+)
 
 
 def create_bench_app() -> Any:
@@ -56,6 +65,8 @@ def create_bench_app() -> Any:
     from tsmesh_gateway.app import create_app
 
     gateway = create_app()
+    if os.environ.get(live_trace.ENV):
+        live_trace.install_gateway()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] in ("/hello", "/hello-post"):
@@ -115,7 +126,7 @@ class BenchGateway:
             TSMESH_GATEWAY_WS_PING_SECONDS="300",
             TSMESH_GATEWAY_WS_IDLE_TIMEOUT_SECONDS="900",
             TSMESH_GATEWAY_CACHE_TTL_SECONDS="3600",
-            PYTHONPATH=str(ROOT / "bench"),
+            PYTHONPATH=os.pathsep.join(p for p in (str(ROOT / "bench"), env.get("PYTHONPATH")) if p),
         )
         if workers > 1:
             env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tsmesh-bench-metrics-")
@@ -142,6 +153,9 @@ class BenchGateway:
                 raise RuntimeError(f"bench gateway did not start (log: {log})")
             time.sleep(0.2)
         self.workers = children(self.proc.pid)
+        while len(self.workers) < workers and time.monotonic() < deadline:  # /healthz answers from the first
+            time.sleep(0.2)
+            self.workers = children(self.proc.pid)
 
     def rss_kib(self) -> int:
         return sum(rss_kib(pid) for pid in self.workers)
@@ -189,6 +203,8 @@ def wrk(url: str, *, seconds: int, connections: int, script: Path | None = None)
         parts = line.split()
         if line.startswith("Requests/sec:"):
             result["rps"] = float(parts[1])
+        elif "requests in" in line:
+            result["requests"] = float(parts[0])
         elif len(parts) == 2 and parts[0] in ("50%", "75%", "90%", "99%"):
             result[f"p{parts[0][:-1]}"] = _ms(parts[1])
         elif "Non-2xx" in line:
@@ -203,13 +219,11 @@ def _ms(text: str) -> float:
     return float(text)
 
 
-def wrk_script(path: Path, token: str, delay_ms: float | None) -> Path:
-    lines = [
-        'wrk.method = "POST"',
-        f"wrk.body = '{RANGE_BODY}'",
-        'wrk.headers["Content-Type"] = "application/json"',
-        f'wrk.headers["Authorization"] = "Bearer {token}"',
-    ]
+def wrk_script(path: Path, token: str, delay_ms: float | None, method: str = "POST") -> Path:
+    """The cached range query as wrk sees it: POST with the JSON body, or GET (URL given to wrk)."""
+    lines = [f'wrk.method = "{method}"', f'wrk.headers["Authorization"] = "Bearer {token}"']
+    if method == "POST":
+        lines += [f"wrk.body = '{RANGE_BODY}'", 'wrk.headers["Content-Type"] = "application/json"']
     if delay_ms is not None:
         lines.append(f"function delay() return {delay_ms:.3f} end")
     path.write_text("\n".join(lines) + "\n")
@@ -268,37 +282,58 @@ def http_part(report: Report, gw: BenchGateway, token: str, tmp: Path, seconds: 
     if shutil.which("wrk") is None:
         print("NOTE: wrk not found (apt-get install -y wrk): HTTP req/s figures skipped", flush=True)
         return
+
+    def measured(url: str, script: Path | None = None) -> dict[str, float]:
+        """wrk at 64 connections, plus the workers' CPU (all threads) per answered request."""
+        before = sum(cpu_seconds(pid) for pid in gw.workers)
+        result = wrk(url, seconds=seconds, connections=64, script=script)
+        spent = sum(cpu_seconds(pid) for pid in gw.workers) - before
+        result["cpu_us"] = spent / max(1.0, result.get("requests", 0.0)) * 1e6
+        if result.get("non2xx"):
+            print(f"WARNING: {result['non2xx']:.0f} non-2xx answers from {url}", flush=True)
+        return result
+
     wrk(gw.url + "/hello", seconds=2, connections=32)
-    hello = wrk(gw.url + "/hello", seconds=seconds, connections=64)
-    script = wrk_script(tmp / "cached.lua", token, None)
-    hello_post = wrk(gw.url + "/hello-post", seconds=seconds, connections=64, script=script)
-    wrk(gw.url + "/v1/query/range", seconds=2, connections=32, script=script)
-    cached = wrk(gw.url + "/v1/query/range", seconds=seconds, connections=64, script=script)
-    if cached.get("non2xx"):
-        print(f"WARNING: {cached['non2xx']:.0f} non-2xx answers on the cached query", flush=True)
-    connections = 32
-    half = cached["rps"] / 2
-    paced = wrk_script(tmp / "paced.lua", token, delay_ms=connections / half * 1000.0)
-    at_half = wrk(gw.url + "/v1/query/range", seconds=seconds, connections=connections, script=paced)
-    report.add(
-        f"cached query ({workers} worker{'s' if workers > 1 else ''})",
-        cached["rps"],
-        "req/s",
-        "bare hello-JSON, same server",
-        hello["rps"],
-        ">= 60% and >= 10,000 req/s",
-    )
-    report.add(
-        "  same vs a bare route that reads the same POST body",
-        cached["rps"],
-        "req/s",
-        "bare POST hello-JSON, same server",
-        hello_post["rps"],
-    )
-    report.add(
-        "cached query p99 at ~half load", at_half["p99"], "ms", "hello p99 at full load", hello.get("p99"), "<= 10 ms"
-    )
-    report.add("  (offered load at half)", at_half["rps"], "req/s")
+    hello = measured(gw.url + "/hello")
+    post = wrk_script(tmp / "cached.lua", token, None)
+    get = wrk_script(tmp / "cached-get.lua", token, None, method="GET")
+    hello_post = measured(gw.url + "/hello-post", post)
+    forms = {"POST": (gw.url + "/v1/query/range", post), "GET": (gw.url + "/v1/query/range?" + RANGE_QUERY, get)}
+    plural = "s" if workers > 1 else ""
+    for method, (url, script) in forms.items():
+        wrk(url, seconds=2, connections=32, script=script)
+        cached = measured(url, script)
+        connections = 32
+        half = cached["rps"] / 2
+        paced = wrk_script(tmp / f"paced-{method}.lua", token, connections / half * 1000.0, method=method)
+        at_half = wrk(url, seconds=seconds, connections=connections, script=paced)
+        report.add(
+            f"cached query, {method} ({workers} worker{plural})",
+            cached["rps"],
+            "req/s",
+            "bare hello-JSON, same server",
+            hello["rps"],
+            ">= 60% and >= 10,000 req/s",
+        )
+        if method == "POST":
+            report.add(
+                "  same vs a bare route that reads the same POST body",
+                cached["rps"],
+                "req/s",
+                "bare POST hello-JSON, same server",
+                hello_post["rps"],
+            )
+        report.add(
+            f"  {method} p99 at ~half load",
+            at_half["p99"],
+            "ms",
+            "hello p99 at full load",
+            hello.get("p99"),
+            "<= 10 ms",
+        )
+        report.add("  (offered load at half)", at_half["rps"], "req/s")
+        report.add(f"  worker CPU per {method} cached query", cached["cpu_us"], "us", "per hello", hello["cpu_us"])
+    report.add("worker CPU per POST hello (body read)", hello_post["cpu_us"], "us", "per hello", hello["cpu_us"])
 
 
 def start_clients(url: str, token: str, total: int, processes: int, ip_base: int = 1) -> list[Any]:
@@ -389,7 +424,37 @@ def latencies(samples: list[bytes], acks: dict[int, int]) -> tuple[LatencyRecord
     return recorder, delivered
 
 
-async def ws_part(report: Report, stack: Any, gw: BenchGateway, token: str, seconds: float, quick: bool) -> None:
+def start_profilers(out: Path, pids: dict[str, int], seconds: float) -> list[subprocess.Popen[bytes]]:
+    """py-spy (if on PATH) records each process for ``seconds`` into ``out/profile-<name>.txt``."""
+    if shutil.which("py-spy") is None:
+        print("NOTE: py-spy not on PATH: no profiles", flush=True)
+        return []
+    record = ["py-spy", "record", "--nonblocking", "-r", "200", "-d", str(int(seconds)), "-f", "raw"]
+    return [
+        subprocess.Popen(
+            [*record, "-p", str(pid), "-o", str(out / f"profile-{name}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
+
+
+def trace_signal(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        os.kill(pid, sig)
+
+
+async def ws_part(
+    report: Report,
+    stack: Any,
+    gw: BenchGateway,
+    token: str,
+    seconds: float,
+    quick: bool,
+    trace: Path | None = None,
+    profile: Path | None = None,
+) -> None:
     total, group, processes = (2_000, 10, 2) if quick else (10_000, 10, 4)
     clients = start_clients(gw.ws_url, token, total, processes)
     try:
@@ -408,7 +473,13 @@ async def ws_part(report: Report, stack: Any, gw: BenchGateway, token: str, seco
         best = 0.0
         watched = {**{n: p.pid for n, p in stack.children.items() if n != "gateway"}, "bench-gateway": gw.workers[0]}
         watched.update({f"client{i}": proc.pid for i, (proc, _) in enumerate(clients)})
+        traced = [stack.children["query"].pid, gw.workers[0]]
         for rate in (1_000, 2_000, 4_000, 8_000):
+            profilers: list[subprocess.Popen[bytes]] = []
+            if profile is not None and rate == 1_000:
+                profilers = start_profilers(profile, {"query": traced[0], "gateway": traced[1]}, seconds)
+            if trace is not None:
+                trace_signal(traced, signal.SIGUSR2)
             before_cpu = {name: cpu_seconds(pid) for name, pid in watched.items()}
             started = time.monotonic()
             ask(clients, "record", True)
@@ -416,6 +487,9 @@ async def ws_part(report: Report, stack: Any, gw: BenchGateway, token: str, seco
             elapsed = time.monotonic() - started
             shares = {n: round((cpu_seconds(p) - before_cpu[n]) / elapsed, 2) for n, p in watched.items()}
             print(f"CPU share per process at {rate} points/s: {shares}", flush=True)
+            await asyncio.sleep(1.0)
+            ask(clients, "record", False)
+            # scraped once the last points are delivered: a scrape competes with them for the CPU
             print_metrics(
                 {
                     "query": stack.metrics_url("query"),
@@ -423,10 +497,22 @@ async def ws_part(report: Report, stack: Any, gw: BenchGateway, token: str, seco
                     "gateway": gw.url + "/metrics",
                 }
             )
-            await asyncio.sleep(1.0)
-            ask(clients, "record", False)
             samples = ask(clients, "collect")
             recorder, delivered = latencies(samples, written)
+            print(live_trace.timeline(received(samples), written), flush=True)
+            for profiler in profilers:
+                profiler.wait()
+            if profilers:
+                print(f"py-spy profiles (collapsed stacks): {profile}/profile-*.txt", flush=True)
+            if trace is not None:
+                trace_signal(traced, signal.SIGUSR1)
+                await asyncio.sleep(1.0)
+                hops = live_trace.load(trace)
+                hops["client"] = received(samples)
+                print(f"per-hop times at {rate} points/s (write ack = 0):", flush=True)
+                print("\n".join(live_trace.breakdown(hops, written)), flush=True)
+                for name in ("gcquery", "gcgateway"):
+                    print(f"  garbage collections, {name[2:]}: {live_trace.gc_summary(hops.get(name, []))}")
             summary = recorder.summary()
             expected = len(written) * group
             print(
@@ -455,13 +541,25 @@ async def ws_part(report: Report, stack: Any, gw: BenchGateway, token: str, seco
                     proc.kill()
 
 
-async def fanout_part(report: Report, stack: Any, tmp: Path, token: str, seconds: float, quick: bool) -> None:
+def received(samples: list[bytes]) -> list[tuple[int, int]]:
+    pairs: list[tuple[int, int]] = []
+    for raw in samples:
+        values = array("q")
+        values.frombytes(raw)
+        pairs.extend(zip(values[0::2], values[1::2], strict=True))
+    return pairs
+
+
+async def fanout_part(
+    report: Report, stack: Any, tmp: Path, token: str, seconds: float, quick: bool, trace: Path | None = None
+) -> None:
     """The gateway alone: a synthetic upstream Subscribe -> frame received, same sockets and load."""
     from gateway_fanout_upstream import start
     from tsmesh.v1 import common_pb2
 
     server, port, upstream = await start()
-    gw = BenchGateway(stack, workers=1, log=tmp / "gateway-fanout.log", TSMESH_QUERY_ADDR=f"127.0.0.1:{port}")
+    traced = {live_trace.ENV: str(trace)} if trace is not None else {}
+    gw = BenchGateway(stack, workers=1, log=tmp / "gateway-fanout.log", TSMESH_QUERY_ADDR=f"127.0.0.1:{port}", **traced)
     total, group, processes = (2_000, 10, 2) if quick else (10_000, 10, 4)
     clients = start_clients(gw.ws_url, token, total, processes)
     loop = asyncio.get_running_loop()
@@ -471,6 +569,8 @@ async def fanout_part(report: Report, stack: Any, tmp: Path, token: str, seconds
         selectors = total // group
         best = 0.0
         for rate in (1_000, 2_000, 4_000, 8_000):
+            if trace is not None:
+                trace_signal(gw.workers, signal.SIGUSR2)
             await loop.run_in_executor(None, ask, clients, "record", True)
             sent: dict[int, int] = {}
             per_tick, started, tick, counter = max(1, rate // 100), time.monotonic(), 0, 0
@@ -490,6 +590,15 @@ async def fanout_part(report: Report, stack: Any, tmp: Path, token: str, seconds
             await loop.run_in_executor(None, ask, clients, "record", False)
             samples = await loop.run_in_executor(None, ask, clients, "collect")
             recorder, delivered = latencies(samples, sent)
+            print(live_trace.timeline(received(samples), sent), flush=True)
+            if trace is not None:
+                trace_signal(gw.workers, signal.SIGUSR1)
+                await asyncio.sleep(1.0)
+                hops = live_trace.load(trace)
+                hops["client"] = received(samples)
+                print(f"gateway alone, per-hop times at {rate} points/s (upstream publish = 0):", flush=True)
+                print("\n".join(live_trace.breakdown(hops, sent)), flush=True)
+                print(f"  garbage collections, gateway: {live_trace.gc_summary(hops.get('gcgateway', []))}")
             summary = recorder.summary()
             expected = len(sent) * group
             print(
@@ -546,17 +655,33 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2,000 sockets instead of 10,000")
     parser.add_argument("--only", choices=("http", "ws", "fanout"), help="run one part only")
     parser.add_argument("--workers", type=int, default=1, help="gateway workers for the HTTP part (default 1)")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="WebSocket part: per-hop times and garbage-collection pauses (bench hooks)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="WebSocket part: py-spy profiles of query and the gateway at 1,000 points/s",
+    )
     args = parser.parse_args()
-    from conftest import drop_database, private_config
     from devstack import Stack
+    from stack_config import drop_database, private_config
 
     tmp = Path(tempfile.mkdtemp(prefix="tsmesh-bench-gateway-"))
     cfg = private_config(tmp / "stack", log_level="WARNING")
-    stack = Stack(
-        cfg,
-        environ={**os.environ, "TSMESH_QUERY_MAX_SUBSCRIBERS": "100000", "TSMESH_QUERY_SUBSCRIBER_QUEUE": "100000"},
-        out=sys.stderr,
-    )
+    environ = {**os.environ, "TSMESH_QUERY_MAX_SUBSCRIBERS": "100000", "TSMESH_QUERY_SUBSCRIBER_QUEUE": "100000"}
+    trace = None
+    if args.trace:
+        trace = tmp / "trace"
+        trace.mkdir()
+        site = str(ROOT / "bench" / "live_trace_site")
+        environ.update(
+            TSMESH_BENCH_TRACE_DIR=str(trace),
+            PYTHONPATH=os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p),
+        )
+    stack = Stack(cfg, environ=environ, out=sys.stderr)
     report = Report("gateway")
     try:
         stack.start()
@@ -571,10 +696,12 @@ async def main() -> None:
                 if args.only in (None, "http"):
                     http_part(report, gw, token, tmp, args.seconds, workers)
                 if args.only in (None, "ws"):
-                    await ws_part(report, stack, gw, token, float(args.seconds), args.quick)
+                    await ws_part(
+                        report, stack, gw, token, float(args.seconds), args.quick, trace, tmp if args.profile else None
+                    )
                 gw.stop()
                 if args.only in (None, "fanout"):
-                    await fanout_part(report, stack, tmp, token, float(args.seconds), args.quick)
+                    await fanout_part(report, stack, tmp, token, float(args.seconds), args.quick, trace)
         finally:
             if gw.proc.poll() is None:
                 gw.stop()

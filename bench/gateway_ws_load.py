@@ -8,6 +8,7 @@ Commands arrive on a pipe: ``connect``, ``subscribe``, ``record``, ``collect``, 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from array import array
 from multiprocessing.connection import Connection
@@ -25,7 +26,7 @@ class Socket:
         self.ws = ws
         self.task: asyncio.Task[None] | None = None
 
-    async def pump(self, samples: array[int], recording: list[bool]) -> None:
+    async def pump(self, store: list[array[int]], recording: list[bool]) -> None:
         message = stream_pb2.StreamServerMessage()
         try:
             async for frame in self.ws:
@@ -35,8 +36,8 @@ class Socket:
                 message.ParseFromString(frame)
                 if message.WhichOneof("message") == "points":
                     for point in message.points.points:
-                        samples.append(point.timestamp_ns)
-                        samples.append(now)
+                        store[0].append(point.timestamp_ns)
+                        store[0].append(now)
         except websockets.ConnectionClosed:
             return
 
@@ -69,10 +70,26 @@ async def _connect(url: str, token: str, count: int, local_ip: str, concurrency:
     return await asyncio.gather(*(one() for _ in range(count)))
 
 
+def _gc_pauses() -> list[float]:
+    """CPU time (ms) of every garbage collection from now on (a long one delays every frame)."""
+    pauses: list[float] = []
+    started = [0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.thread_time_ns()
+        else:
+            pauses.append((time.thread_time_ns() - started[0]) / 1e6)
+
+    gc.callbacks.append(on_gc)
+    return pauses
+
+
 async def _serve(pipe: Connection, url: str, token: str, first_index: int, count: int, local_ip: str) -> None:
     loop = asyncio.get_running_loop()
+    pauses = _gc_pauses()
     sockets: list[Socket] = []
-    samples: array[int] = array("q")
+    store: list[array[int]] = [array("q")]  # swapped (never the pump tasks) when a recording starts
     recording = [False]
     while True:
         command, arg = await loop.run_in_executor(None, pipe.recv)
@@ -96,20 +113,18 @@ async def _serve(pipe: Connection, url: str, token: str, first_index: int, count
                         acks += 1
                         break
             for sock in sockets:
-                sock.task = asyncio.create_task(sock.pump(samples, recording))
+                sock.task = asyncio.create_task(sock.pump(store, recording))
             pipe.send(("subscribed", acks))
         elif command == "record":
-            recording[0] = bool(arg)
             if arg:
-                samples = array("q")
-                for sock in sockets:
-                    if sock.task is not None:
-                        sock.task.cancel()
-                for sock in sockets:
-                    sock.task = asyncio.create_task(sock.pump(samples, recording))
+                pauses.clear()
+                store[0] = array("q")
+            recording[0] = bool(arg)
             pipe.send(("recording", arg))
         elif command == "collect":
-            pipe.send(("samples", samples.tobytes()))
+            pipe.send(("samples", store[0].tobytes()))
+            if pauses:
+                print(f"client {local_ip}: {len(pauses)} collections, longest {max(pauses):.1f} ms CPU", flush=True)
         elif command == "close":
             for sock in sockets:
                 if sock.task is not None:

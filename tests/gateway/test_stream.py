@@ -15,6 +15,7 @@ from testkit import eventually
 from tsmesh.v1 import common_pb2, stream_pb2
 
 from tsmesh_common.redis_keys import REVOCATION_CHANNEL
+from tsmesh_gateway.stream.hub import HeapFreezer
 
 JSON = "tsmesh.json.v1"
 PROTO = "tsmesh.proto.v1"
@@ -201,3 +202,31 @@ async def test_expired_token_closes_the_socket(served) -> None:
             while True:
                 await asyncio.wait_for(ws.recv(), 10)
     assert ws.close_code == 4401 and ws.close_reason == "token expired"
+
+
+def test_heap_freezer_freezes_as_sockets_grow_and_thaws_after_churn() -> None:
+    calls: list[str] = []
+    full = [0]
+    heap = HeapFreezer(
+        minimum=100,
+        freeze=lambda: calls.append("freeze"),
+        unfreeze=lambda: calls.append("unfreeze"),
+        full_collections=lambda: full[0],
+    )
+    heap.check(99)
+    assert calls == []
+    heap.check(100)
+    heap.check(125)  # less than a quarter more than at the last freeze
+    assert calls == ["freeze"]
+    heap.check(126)
+    assert calls == ["freeze", "freeze"]
+    for _ in range(62):
+        heap.closed()
+    assert calls[-1] == "freeze"
+    heap.closed()  # half of the 126 sockets frozen have closed: their garbage must become collectable
+    assert calls[-1] == "unfreeze"
+    heap.check(500)
+    assert calls.count("freeze") == 2  # not before a full collection has run
+    full[0] = 1
+    heap.check(500)
+    assert calls == ["freeze", "freeze", "unfreeze", "freeze"]

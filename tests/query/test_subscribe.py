@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from test_selectors import RE, sel
+import uvloop
+from test_selectors import EQ, NE, RE, sel
 from tsmesh.v1 import common_pb2, query_pb2
 from tsq_support import Running
 
 from tsmesh_common.errors import ResourceExhausted, Unauthenticated
 from tsmesh_common.redis_keys import live_channel
+from tsmesh_query import live
 from tsmesh_query.config import QueryLimits, SubscribeConfig
 from tsmesh_query.live import LiveHub
 from tsmesh_query.selectors import parse_selector
@@ -108,8 +111,7 @@ async def test_fan_out_reaches_exactly_the_matching_selectors_among_many() -> No
 
     def received(sub) -> list[tuple[str, int, int]]:
         out = []
-        while not sub.queue.empty():
-            response = sub.queue.get_nowait()
+        for response in sub.take():
             out += [
                 (p.metric, p.timestamp_ns, sid)
                 for p, sid in zip(response.points.points, response.points.series_ids, strict=True)
@@ -163,3 +165,91 @@ def test_one_tenant_cannot_take_every_slot() -> None:
     with pytest.raises(ResourceExhausted, match="max_subscribers_per_tenant"):
         hub.open("greedy", selector)
     assert hub.open("other", selector).tenant == "other"
+
+
+async def test_equality_index_finds_one_selector_among_many_on_a_metric() -> None:
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=16))
+    limits = QueryLimits()
+    by_host = {h: hub.open("t1", parse_selector(sel("cpu", ("host", EQ, f"h{h}")), limits)) for h in range(1000)}
+    two_labels = hub.open("t1", parse_selector(sel("cpu", ("dc", EQ, "eu"), ("host", EQ, "h7")), limits))
+    not_h7 = hub.open("t1", parse_selector(sel("cpu", ("host", NE, "h7")), limits))
+    regex = hub.open("t1", parse_selector(sel("cpu", ("host", RE, "h7|h8")), limits))
+    published = common_pb2.PointBatch(
+        tenant_id="t1",
+        points=[
+            common_pb2.Point(metric="cpu", labels={"host": "h7", "dc": "eu"}, timestamp_ns=1, value=1),
+            common_pb2.Point(metric="cpu", labels={"host": "h8"}, timestamp_ns=2, value=2),
+            common_pb2.Point(metric="cpu", labels={"dc": "eu"}, timestamp_ns=3, value=3),
+        ],
+    )
+    hub.dispatch(live_channel("t1"), published.SerializeToString())
+
+    def stamps(sub) -> list[int]:
+        return [p.timestamp_ns for r in sub.take() for p in r.points.points]
+
+    assert {h: stamps(s) for h, s in by_host.items() if s.batches} == {7: [1], 8: [2]}
+    assert stamps(two_labels) == [1]
+    assert stamps(not_h7) == [2, 3]
+    assert stamps(regex) == [1, 2]
+    for sub in [*by_host.values(), two_labels, not_h7, regex]:
+        hub.close(sub)
+    assert hub.subscriber_count == 0 and not hub._index
+
+
+async def test_batches_waiting_for_a_stream_go_out_as_one_response() -> None:
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=8))
+    stream = hub.stream("t1", parse_selector(sel("cpu"), QueryLimits()))
+    assert (await anext(stream)).HasField("heartbeat")
+    first, second = batch("t1", "a", "b"), batch("t1", "c")
+    second.accepted_at_ns = first.accepted_at_ns + 5
+    hub.dispatch(live_channel("t1"), first.SerializeToString())
+    hub.dispatch(live_channel("t1"), second.SerializeToString())  # before the stream had a turn
+    merged = (await anext(stream)).points
+    assert [p.labels["host"] for p in merged.points] == ["a", "b", "c"]
+    assert list(merged.series_ids) == [100, 101, 100]
+    assert merged.accepted_at_ns == first.accepted_at_ns and merged.tenant_id == "t1"
+    await stream.aclose()
+
+
+async def test_feed_through_redis_py_when_the_url_is_not_plain_tcp(
+    monkeypatch: pytest.MonkeyPatch, redis_client: aioredis.Redis
+) -> None:
+    monkeypatch.setattr(live, "_plain_tcp", lambda redis: None)  # as for rediss:// and unix sockets
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig())
+    follower = asyncio.create_task(hub.follow())
+    try:
+        await asyncio.wait_for(hub.connected.wait(), 5)
+        stream = hub.stream("t-py", parse_selector(sel("cpu"), QueryLimits()))
+        assert (await anext(stream)).HasField("heartbeat")
+        await redis_client.publish(live_channel("t-py"), batch("t-py", "x").SerializeToString())
+        got = await asyncio.wait_for(anext(stream), 5)
+        assert [p.labels["host"] for p in got.points.points] == ["x"]
+        await stream.aclose()
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+
+
+def test_lean_feed_runs_on_uvloop() -> None:
+    """The service runs on uvloop, whose transports are not asyncio.Transport subclasses."""
+
+    async def scenario() -> list[str]:
+        hub = LiveHub(aioredis.Redis(), SubscribeConfig())
+        follower = asyncio.create_task(hub.follow())
+        publisher = aioredis.Redis()
+        try:
+            await asyncio.wait_for(hub.connected.wait(), 5)
+            stream = hub.stream("t-uv", parse_selector(sel("cpu"), QueryLimits()))
+            await anext(stream)
+            await publisher.publish(live_channel("t-uv"), batch("t-uv", "u").SerializeToString())
+            got = await asyncio.wait_for(anext(stream), 5)
+            await stream.aclose()
+            return [p.labels["host"] for p in got.points.points]
+        finally:
+            await publisher.aclose()
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+
+    assert uvloop.run(scenario()) == ["u"]

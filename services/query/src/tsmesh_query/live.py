@@ -1,21 +1,28 @@
 """Live subscriptions: ONE Redis PSUBSCRIBE per process, fanned out by tenant, metric, then selector.
 
-Subscriptions are indexed tenant -> metric -> selector fingerprint, so a published batch costs one
-index lookup per point plus one label match per distinct selector of that point's metric: never a
-pass over every subscriber. Each matching selector's points are put straight into its
-subscribers' bounded queues. A subscriber whose queue is full is dropped (its stream ends with
-RESOURCE_EXHAUSTED): memory stays bounded and fast subscribers are never held back.
-A ticker puts a heartbeat into every queue every few seconds. The feed reconnects by itself.
+Subscriptions are indexed tenant -> metric -> equality label (name, value) -> selector, so a
+published batch costs, per point, one lookup per label name the metric's selectors are indexed
+by plus one match per selector actually found: 1,000 selectors ``host="..."`` on one metric cost
+O(1) per point, not 1,000 matches. Selectors without an equality matcher are matched one by one.
+Each matching selector's points go into its subscribers' bounded mailboxes; a stream sends
+everything waiting as one response (one wake-up and one gRPC message per burst, see ADR 0405).
+A subscriber with too many batches waiting is dropped (its stream ends with RESOURCE_EXHAUSTED):
+memory stays bounded and fast subscribers are never held back. A ticker marks a heartbeat due on
+every subscriber every few seconds. The feed reconnects by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import cast
 
+import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from tsmesh.v1 import common_pb2, query_pb2
 
 from tsmesh_common.errors import ResourceExhausted, Unauthenticated
@@ -24,42 +31,127 @@ from tsmesh_query.config import SubscribeConfig
 from tsmesh_query.metrics import LIVE_BATCHES, LIVE_DELAY, SUBSCRIBERS, SUBSCRIBERS_DROPPED
 from tsmesh_query.selectors import Selector
 
+EQUAL = common_pb2.MATCH_OP_EQUAL
+
 log = logging.getLogger(__name__)
 
-_DROPPED = query_pb2.SubscribeResponse()
-_REVOKED = query_pb2.SubscribeResponse()
+DROPPED = "dropped"
+REVOKED = "revoked"
+MERGE_MAX_POINTS = 4096  # points per coalesced response (the gRPC message limit is 8 MiB)
 
 
 class Subscription:
-    """One Subscribe stream: its selector and bounded queue of responses."""
+    """One Subscribe stream: its selector and a bounded mailbox of point batches.
 
-    __slots__ = ("dropped", "expires_at", "queue", "selector", "tenant", "token_id")
+    Batches wait in a plain list; the stream takes everything waiting at once and sends it as ONE
+    response (:meth:`take`), so a burst costs one wake-up and one gRPC message, not one per batch.
+    More than ``size`` batches waiting drops the subscriber.
+    """
+
+    __slots__ = ("batches", "beat", "ended", "expires_at", "selector", "size", "tenant", "token_id", "waiter")
 
     def __init__(
         self, tenant: str, selector: Selector, size: int, token_id: str = "", expires_at: float | None = None
     ) -> None:
         self.tenant = tenant
         self.selector = selector
-        self.queue: asyncio.Queue[query_pb2.SubscribeResponse] = asyncio.Queue(size)
-        self.dropped = False
+        self.size = size
+        self.batches: list[query_pb2.SubscribeResponse] = []  # each holds points; shared by a group
+        self.beat = False
+        self.ended: str | None = None
         self.token_id = token_id
         self.expires_at = expires_at
+        self.waiter: asyncio.Future[None] | None = None
 
-    def end(self, sentinel: query_pb2.SubscribeResponse) -> None:
-        """Replace whatever is queued by ``sentinel``: the stream ends at its next read."""
-        self.dropped = True
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(sentinel)
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    def offer(self, response: query_pb2.SubscribeResponse) -> None:
-        if self.dropped:
+    def end(self, reason: str) -> None:
+        """Drop whatever waits: the stream ends with ``reason`` at its next read."""
+        if self.ended is None:
+            self.ended = reason
+            self.batches.clear()
+            self._wake()
+
+    def offer(self, batch: query_pb2.SubscribeResponse) -> None:
+        if self.ended is not None:
             return
-        try:
-            self.queue.put_nowait(response)
-        except asyncio.QueueFull:
+        if len(self.batches) >= self.size:
             SUBSCRIBERS_DROPPED.inc()
-            self.end(_DROPPED)
+            self.end(DROPPED)
+            return
+        self.batches.append(batch)
+        self._wake()
+
+    def heartbeat(self) -> None:
+        if self.ended is None:
+            self.beat = True
+            self._wake()
+
+    def ready(self) -> bool:
+        return bool(self.batches) or self.beat or self.ended is not None
+
+    async def wait(self) -> None:
+        """Until something is ready (points, a heartbeat, or the end)."""
+        if self.ready():
+            return
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    def take(self) -> list[query_pb2.SubscribeResponse]:
+        """Everything waiting: the batches merged into as few responses as possible, then the
+        heartbeat if one is due. A merged batch carries the earliest ``accepted_at_ns``; batches
+        with and without series ids are never merged together."""
+        out: list[query_pb2.SubscribeResponse] = []
+        waiting, self.batches = self.batches, []
+        run: list[common_pb2.PointBatch] = []
+        count = 0
+        for response in waiting:
+            batch = response.points
+            if run and (count + len(batch.points) > MERGE_MAX_POINTS or _has_ids(batch) != _has_ids(run[0])):
+                out.append(_response(run, waiting))
+                run, count = [], 0
+            run.append(batch)
+            count += len(batch.points)
+        if run:
+            out.append(_response(run, waiting))
+        if self.beat:
+            self.beat = False
+            out.append(query_pb2.SubscribeResponse(heartbeat=query_pb2.Heartbeat(server_time_ns=time.time_ns())))
+        return out
+
+
+def _response(
+    run: list[common_pb2.PointBatch], waiting: list[query_pb2.SubscribeResponse]
+) -> query_pb2.SubscribeResponse:
+    """The one response for ``run``: the shared response itself when nothing was merged."""
+    if len(waiting) == 1:
+        return waiting[0]
+    return query_pb2.SubscribeResponse(points=merge(run))
+
+
+def _has_ids(batch: common_pb2.PointBatch) -> bool:
+    return len(batch.series_ids) == len(batch.points)
+
+
+def merge(batches: list[common_pb2.PointBatch]) -> common_pb2.PointBatch:
+    """One batch holding the points (and series ids) of ``batches``, in order."""
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0]
+    accepted = [b.accepted_at_ns for b in batches if b.accepted_at_ns]
+    out = common_pb2.PointBatch(tenant_id=first.tenant_id, accepted_at_ns=min(accepted, default=0))
+    ids = _has_ids(first)
+    for batch in batches:
+        out.points.extend(batch.points)
+        if ids:
+            out.series_ids.extend(batch.series_ids)
+    return out
 
 
 def select_points(batch: common_pb2.PointBatch, keep: list[int]) -> common_pb2.PointBatch:
@@ -74,13 +166,140 @@ def select_points(batch: common_pb2.PointBatch, keep: list[int]) -> common_pb2.P
 
 
 class _SelectorGroup:
-    """The subscribers sharing one selector: matched once per point, offered once per batch."""
+    """The subscribers sharing one selector: matched once per point, offered once per batch.
+    ``slot`` is the equality matcher (name, value) it is indexed under, if any; ``rest`` the
+    matchers still to check for a point found through that slot."""
 
-    __slots__ = ("selector", "subs")
+    __slots__ = ("rest", "selector", "slot", "subs")
 
-    def __init__(self, selector: Selector) -> None:
+    def __init__(self, selector: Selector, slot: tuple[str, str] | None) -> None:
         self.selector = selector
+        self.slot = slot
+        self.rest = tuple(
+            m for m in selector.matchers if slot is None or (m.name, m.op, m.value) != (*slot[:1], EQUAL, slot[1])
+        )
         self.subs: set[Subscription] = set()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(m.matches(labels) for m in self.rest)
+
+
+class _MetricIndex:
+    """The selector groups of one (tenant, metric). A group with an equality matcher (non-empty
+    value) is found through ``by_label[name][value]``, so a point costs one dict lookup per
+    indexed label name instead of one match per selector; the others are in ``scan``."""
+
+    __slots__ = ("by_label", "groups", "scan")
+
+    def __init__(self) -> None:
+        self.groups: dict[str, _SelectorGroup] = {}
+        self.by_label: dict[str, dict[str, set[_SelectorGroup]]] = {}
+        self.scan: set[_SelectorGroup] = set()
+
+    def add(self, selector: Selector) -> _SelectorGroup:
+        group = self.groups.get(selector.fingerprint)
+        if group is not None:
+            return group
+        equal = sorted((m.name, m.value) for m in selector.matchers if m.op == EQUAL and m.value)
+        # prefer a label name already indexed: the fewer names, the fewer lookups per point
+        slot = next((e for e in equal if e[0] in self.by_label), equal[0] if equal else None)
+        group = self.groups[selector.fingerprint] = _SelectorGroup(selector, slot)
+        if slot is None:
+            self.scan.add(group)
+        else:
+            self.by_label.setdefault(slot[0], {}).setdefault(slot[1], set()).add(group)
+        return group
+
+    def remove(self, group: _SelectorGroup) -> None:
+        del self.groups[group.selector.fingerprint]
+        if group.slot is None:
+            self.scan.discard(group)
+            return
+        name, value = group.slot
+        by_value = self.by_label[name]
+        same = by_value[value]
+        same.discard(group)
+        if not same:
+            del by_value[value]
+            if not by_value:
+                del self.by_label[name]
+
+    def matching(self, labels: Mapping[str, str]) -> list[_SelectorGroup]:
+        found = [g for g in self.scan if g.matches(labels)]
+        for name, by_value in self.by_label.items():
+            groups = by_value.get(labels.get(name, ""))
+            if groups:
+                found.extend(g for g in groups if g.matches(labels))
+        return found
+
+
+def _command(*parts: bytes) -> bytes:
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+def _plain_tcp(redis: Redis) -> tuple[str, int, list[bytes]] | None:
+    """(host, port, AUTH arguments) when ``redis`` connects over plain TCP, else None (TLS and unix
+    sockets keep using redis-py)."""
+    pool = redis.connection_pool
+    if pool.connection_class is not Connection:
+        return None
+    kwargs = pool.connection_kwargs
+    if kwargs.get("credential_provider") is not None:
+        return None
+    password, username = kwargs.get("password"), kwargs.get("username")
+    auth = [part.encode() for part in (username, password) if part] if password else []
+    return str(kwargs.get("host", "localhost")), int(kwargs.get("port", 6379)), auth
+
+
+class _FeedProtocol(asyncio.Protocol):
+    """PSUBSCRIBE on a raw connection; each complete ``pmessage`` is handed to the hub at once."""
+
+    def __init__(self, hub: LiveHub, auth: list[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        self._hub = hub
+        self._auth = auth
+        self._reader = hiredis.Reader()
+        self.subscribed: asyncio.Future[None] = loop.create_future()
+        self.lost: asyncio.Future[Exception] = loop.create_future()  # resolves to why it ended
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = tcp = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport subclass
+        sock = tcp.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        auth = _command(b"AUTH", *self._auth) if self._auth else b""
+        tcp.write(auth + _command(b"PSUBSCRIBE", LIVE_PATTERN.encode()))
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while (reply := self._reader.gets()) is not False:
+            if isinstance(reply, hiredis.ReplyError):
+                self._fail(ConnectionError(f"redis refused the live subscription: {reply}"))
+                return
+            if not isinstance(reply, list) or not reply:
+                continue
+            if reply[0] == b"pmessage" and len(reply) == 4:
+                try:
+                    self._hub._receive(reply[2], reply[3])
+                except Exception as exc:  # noqa: BLE001 - one bad batch must not end the feed
+                    log.warning("live batch dropped", extra={"error": type(exc).__name__})
+            elif reply[0] == b"psubscribe" and not self.subscribed.done():
+                self.subscribed.set_result(None)
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.subscribed.done():
+            self.subscribed.set_exception(exc)
+        if not self.lost.done():
+            self.lost.set_result(exc)
+        if self._transport is not None:
+            self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionError("redis closed the live connection"))
 
 
 class LiveHub:
@@ -89,8 +308,9 @@ class LiveHub:
     def __init__(self, redis: Redis, cfg: SubscribeConfig) -> None:
         self._redis = redis
         self._cfg = cfg
-        self._index: dict[str, dict[str, dict[str, _SelectorGroup]]] = {}
+        self._index: dict[str, dict[str, _MetricIndex]] = {}
         self._subs: set[Subscription] = set()
+        self._groups: dict[Subscription, _SelectorGroup] = {}
         self._per_tenant: dict[str, int] = {}
         self.connected = asyncio.Event()
 
@@ -107,17 +327,19 @@ class LiveHub:
             )
         sub = Subscription(tenant, selector, self._cfg.queue_size, token_id, expires_at)
         self._per_tenant[tenant] = self._per_tenant.get(tenant, 0) + 1
-        by_metric = self._index.setdefault(tenant, {}).setdefault(selector.metric, {})
-        group = by_metric.get(selector.fingerprint)
-        if group is None:
-            group = by_metric[selector.fingerprint] = _SelectorGroup(selector)
+        index = self._index.setdefault(tenant, {}).get(selector.metric)
+        if index is None:
+            index = self._index[tenant][selector.metric] = _MetricIndex()
+        group = index.add(selector)
         group.subs.add(sub)
+        self._groups[sub] = group
         self._subs.add(sub)
         SUBSCRIBERS.set(len(self._subs))
         return sub
 
     def close(self, sub: Subscription) -> None:
-        if sub not in self._subs:
+        group = self._groups.pop(sub, None)
+        if group is None:
             return
         self._subs.discard(sub)
         left = self._per_tenant[sub.tenant] - 1
@@ -125,13 +347,12 @@ class LiveHub:
             self._per_tenant[sub.tenant] = left
         else:
             del self._per_tenant[sub.tenant]
-        by_metric = self._index[sub.tenant]
-        groups = by_metric[sub.selector.metric]
-        group = groups[sub.selector.fingerprint]
         group.subs.discard(sub)
         if not group.subs:
-            del groups[sub.selector.fingerprint]
-            if not groups:
+            by_metric = self._index[sub.tenant]
+            index = by_metric[sub.selector.metric]
+            index.remove(group)
+            if not index.groups:
                 del by_metric[sub.selector.metric]
                 if not by_metric:
                     del self._index[sub.tenant]
@@ -151,18 +372,21 @@ class LiveHub:
             yield query_pb2.SubscribeResponse(heartbeat=query_pb2.Heartbeat(server_time_ns=time.time_ns()))
             while True:
                 if expires_at is None:
-                    response = await sub.queue.get()
+                    await sub.wait()
                 else:
                     try:
                         async with asyncio.timeout(max(0.0, expires_at - time.time())):
-                            response = await sub.queue.get()
+                            await sub.wait()
                     except TimeoutError:
                         raise Unauthenticated("token expired") from None
-                if response is _DROPPED:
+                    if time.time() >= expires_at:
+                        raise Unauthenticated("token expired")
+                if sub.ended == DROPPED:
                     raise ResourceExhausted("subscriber_queue", "subscriber too slow; reconnect and catch up")
-                if response is _REVOKED:
+                if sub.ended == REVOKED:
                     raise Unauthenticated("token revoked")
-                yield response
+                for response in sub.take():
+                    yield response
         finally:
             self.close(sub)
 
@@ -170,7 +394,7 @@ class LiveHub:
         """End every stream opened with ``token_id`` (an authenticator revocation callback)."""
         for sub in tuple(self._subs):
             if sub.token_id == token_id:
-                sub.end(_REVOKED)
+                sub.end(REVOKED)
 
     def dispatch(self, channel: str, data: bytes) -> None:
         """Fan one published PointBatch out to the channel tenant's matching subscribers."""
@@ -183,53 +407,71 @@ class LiveHub:
             LIVE_DELAY.observe(max(0.0, (time.time_ns() - batch.accepted_at_ns) / 1e9))
         matched: dict[_SelectorGroup, list[int]] = {}
         for i, point in enumerate(batch.points):
-            groups = by_metric.get(point.metric)
-            if not groups:
+            index = by_metric.get(point.metric)
+            if index is None:
                 continue
-            labels = point.labels
-            for group in groups.values():
-                if group.selector.matches(labels):
-                    keep = matched.get(group)
-                    if keep is None:
-                        matched[group] = [i]
-                    else:
-                        keep.append(i)
+            for group in index.matching(point.labels):
+                keep = matched.get(group)
+                if keep is None:
+                    matched[group] = [i]
+                else:
+                    keep.append(i)
         for group, keep in matched.items():
             response = query_pb2.SubscribeResponse(points=select_points(batch, keep))
-            for sub in tuple(group.subs):
+            for sub in group.subs:
                 sub.offer(response)
 
     async def follow(self) -> None:
         """Consume the shared feed until cancelled; resubscribes after any Redis failure."""
+        lean = _plain_tcp(self._redis)
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.psubscribe(LIVE_PATTERN)
-                self.connected.set()
-                while True:
-                    # the raw reply (no per-message dict): [b"pmessage", pattern, channel, data]
-                    reply = await pubsub.parse_response(block=True)
-                    if not isinstance(reply, list) or len(reply) != 4 or reply[0] != b"pmessage":
-                        continue
-                    channel = reply[2]
-                    self.dispatch(channel.decode() if isinstance(channel, bytes) else channel, reply[3])
+                if lean is None:
+                    await self._follow_pubsub()
+                else:
+                    await self._follow_lean(*lean)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any feed failure: back off and resubscribe
                 log.warning("live feed interrupted, resubscribing", extra={"error": type(exc).__name__})
-                self.connected.clear()
-                await asyncio.sleep(0.5)
-            finally:
-                try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                except Exception:  # noqa: BLE001 - the connection may already be gone
-                    log.debug("pubsub close failed")
+            self.connected.clear()
+            await asyncio.sleep(0.5)
+
+    async def _follow_lean(self, host: str, port: int, auth: list[bytes]) -> None:
+        """The feed on a plain TCP connection parsed by hiredis: every message is dispatched from
+        the socket's read callback, with no task wake-up and no redis-py machinery per message."""
+        loop = asyncio.get_running_loop()
+        transport, feed = await loop.create_connection(lambda: _FeedProtocol(self, auth), host, port)
+        try:
+            await feed.subscribed
+            self.connected.set()
+            raise await feed.lost
+        finally:
+            transport.close()
+
+    async def _follow_pubsub(self) -> None:
+        """The feed through redis-py (TLS or unix-socket URLs)."""
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.psubscribe(LIVE_PATTERN)
+            self.connected.set()
+            while True:
+                # the raw reply (no per-message dict): [b"pmessage", pattern, channel, data]
+                reply = await pubsub.parse_response(block=True)
+                if isinstance(reply, list) and len(reply) == 4 and reply[0] == b"pmessage":
+                    self._receive(reply[2], reply[3])
+        finally:
+            try:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            except Exception:  # noqa: BLE001 - the connection may already be gone
+                log.debug("pubsub close failed")
+
+    def _receive(self, channel: bytes | str, data: bytes) -> None:
+        self.dispatch(channel.decode() if isinstance(channel, bytes) else channel, data)
 
     async def heartbeats(self) -> None:
-        """Put a heartbeat into every subscriber's queue every ``heartbeat_s`` seconds."""
+        """Mark a heartbeat due on every subscriber every ``heartbeat_s`` seconds."""
         while True:
             await asyncio.sleep(self._cfg.heartbeat_s)
-            beat = query_pb2.SubscribeResponse(heartbeat=query_pb2.Heartbeat(server_time_ns=time.time_ns()))
-            for sub in tuple(self._subs):
-                if not sub.queue.full():
-                    sub.offer(beat)
+            for sub in self._subs:
+                sub.heartbeat()

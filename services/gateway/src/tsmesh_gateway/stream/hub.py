@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -150,6 +151,53 @@ class Flusher:
             POINTS.inc(points)
 
 
+class HeapFreezer:
+    """Keeps long-lived socket state out of the garbage collector's way (ADR 0405).
+
+    At 10,000 sockets a worker holds ~1 M tracked objects, and collections there took 18-57 ms of
+    CPU (a full one 401 ms) on the thread that writes every frame. Once the open sockets have grown
+    by a quarter since the last freeze (and number at least ``minimum``), ``gc.freeze()`` moves every
+    tracked object into the permanent generation, which collections skip. Frozen garbage (the
+    cycles of sockets closed later) is never collected while frozen, so once half as many sockets
+    as were frozen have closed, ``gc.unfreeze()`` hands everything back, and nothing is frozen
+    again until a full collection has run.
+    """
+
+    def __init__(
+        self,
+        minimum: int = 1000,
+        freeze: Callable[[], None] = gc.freeze,
+        unfreeze: Callable[[], None] = gc.unfreeze,
+        full_collections: Callable[[], int] = lambda: int(gc.get_stats()[2]["collections"]),
+    ) -> None:
+        self._minimum = minimum
+        self._freeze = freeze
+        self._unfreeze = unfreeze
+        self._full_collections = full_collections
+        self._frozen_with = 0  # sockets open at the last freeze (0: nothing frozen)
+        self._closed = 0  # sockets closed since then
+        self._thawed_at: int | None = None  # full collections counted at the last unfreeze
+
+    def check(self, open_sockets: int) -> None:
+        """Freeze if the sockets have grown enough (called by the sweeper every second)."""
+        if self._thawed_at is not None:
+            if self._full_collections() == self._thawed_at:
+                return
+            self._thawed_at = None
+        if open_sockets >= max(self._minimum, self._frozen_with + self._frozen_with // 4 + 1):
+            self._freeze()
+            self._frozen_with, self._closed = open_sockets, 0
+
+    def closed(self) -> None:
+        if not self._frozen_with:
+            return
+        self._closed += 1
+        if 2 * self._closed >= self._frozen_with:
+            self._unfreeze()
+            self._frozen_with, self._closed = 0, 0
+            self._thawed_at = self._full_collections()
+
+
 class Hub:
     """All sockets and upstream feeds of this process."""
 
@@ -172,6 +220,7 @@ class Hub:
         self.by_token: dict[str, set[Connection]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.flusher = Flusher()
+        self.heap = HeapFreezer()
 
     def start(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="ws-sweeper")
@@ -201,6 +250,8 @@ class Hub:
         self._verified[conn] = time.monotonic()
 
     def unregister(self, conn: Connection) -> None:
+        if conn in self.connections:
+            self.heap.closed()
         self.connections.discard(conn)
         self._verified.pop(conn, None)
         SOCKETS.set(len(self.connections))
@@ -257,6 +308,7 @@ class Hub:
         while True:
             await asyncio.sleep(interval)
             self.sweep_once()
+            self.heap.check(len(self.connections))
             if self._authenticate is not None and (self._reauth is None or self._reauth.done()):
                 self._reauth = asyncio.get_running_loop().create_task(self.reauthenticate_due(), name="ws-reauth")
 

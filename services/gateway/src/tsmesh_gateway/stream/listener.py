@@ -16,6 +16,7 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.server import Server, ServerConnection
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
@@ -27,6 +28,10 @@ AsgiApp = Callable[
     [dict[str, Any], Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
 ]
 PATH = "/v1/stream"
+WIRE = "tsmesh.wire"  # cache key of a shared data message: its complete serialized server frame
+# like the HTTP port's: asyncio's default of 100 overflows in a reconnect storm and every dropped
+# SYN costs its client a 1 s (then 3 s) retransmission
+BACKLOG = 4096
 
 
 class LeanListener:
@@ -68,6 +73,7 @@ class LeanListener:
                 self._host,
                 self._port,
                 reuse_port=True,
+                backlog=BACKLOG,
                 subprotocols=[Subprotocol(PROTO_PROTOCOL), Subprotocol(JSON_PROTOCOL)],
                 select_subprotocol=_select,
                 compression=None,
@@ -134,22 +140,31 @@ class LeanListener:
 
 def _sender_now(ws: ServerConnection) -> Callable[[Message], bool]:
     """A synchronous write of one data frame when the socket can take it at once (open, no send in
-    progress, transport not paused by backpressure): the frame goes to the transport with no task
-    and no await. False means "use the awaiting send", which applies backpressure and close errors.
+    progress, no fragmented message, transport not paused by backpressure): no task, no await.
+    False means "use the awaiting send", which applies backpressure and close errors.
+
+    A server frame is not masked and compression is off, so a frame's bytes are the same for every
+    socket: they are serialized once, cached in the (shared) message under :data:`WIRE`, and
+    written straight to each transport.
     """
     protocol = ws.protocol
 
     def send_now(message: Message) -> bool:
         if ws.send_in_progress is not None or ws.paused or protocol.state is not State.OPEN:
             return False
-        data = message.get("bytes")
+        if protocol.expect_continuation_frame or protocol.extensions or protocol.writes:
+            return False
+        wire = message.get(WIRE)
         try:
-            if data is not None:
-                protocol.send_binary(data)
-            else:
-                utf8 = message.get(UTF8)
-                protocol.send_text(utf8 if utf8 is not None else message["text"].encode())
-            ws.send_data()
+            if wire is None:
+                data = message.get("bytes")
+                if data is not None:
+                    frame = Frame(Opcode.BINARY, data)
+                else:
+                    utf8 = message.get(UTF8)
+                    frame = Frame(Opcode.TEXT, utf8 if utf8 is not None else message["text"].encode())
+                wire = message[WIRE] = frame.serialize(mask=False, extensions=[])
+            ws.transport.write(wire)
         except Exception as exc:  # noqa: BLE001 - the awaiting send reports the failure
             log.debug("websocket direct send failed", extra={"error": type(exc).__name__})
             return False
