@@ -1,7 +1,8 @@
 """Ingest benchmark (``make bench-ingest``): end-to-end points/s vs raw binary COPY, ack latency, rollup lag.
 
-Starts its own broker (tansu), its own PostgreSQL cluster, and two ingest processes (one API, one
-writer), then measures in one run:
+Starts its own broker (tansu), its own PostgreSQL cluster, and ingest processes (one API and
+``--writers`` writers, 1 by default: a consumer group sharing the topic's partitions, as ``k8s/``
+scales them), then measures in one run:
 
 1. baseline: asyncpg binary COPY (``copy_records_to_table``) of N rows into ``ts.points``;
 2. end to end: the same number of points sent as 1,000-point messages on gRPC client streams
@@ -133,10 +134,11 @@ def _pg_cpu_seconds(data_dir: Path) -> float:
 
 
 def _cpu_snapshot(children: list[subprocess.Popen[bytes]], pg_data: Path, broker: Any) -> dict[str, float]:
-    """CPU seconds so far of the writer, the API, PostgreSQL, the broker and this client process."""
+    """CPU seconds so far of the writers (all), the API (the last child), PostgreSQL, the broker and
+    this client process."""
     return {
-        "writer": _cpu_seconds(children[0].pid),
-        "api": _cpu_seconds(children[1].pid),
+        "writer": sum(_cpu_seconds(child.pid) for child in children[:-1]),
+        "api": _cpu_seconds(children[-1].pid),
         "postgres": _pg_cpu_seconds(pg_data),
         "tansu": _cpu_seconds(broker._proc.pid),
         "client": time.process_time(),
@@ -147,21 +149,34 @@ def _metrics(metrics_port: int) -> str:
     return str(urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode())
 
 
-def _committed_rows(metrics_port: int) -> float:
-    match = re.search(r"^tsmesh_ingest_writer_batch_rows_sum ([0-9.e+]+)$", _metrics(metrics_port), re.M)
-    return float(match.group(1)) if match else 0.0
+def _summed(found: list[tuple[str, str]], total: dict[Any, float], key: Any) -> dict[Any, float]:
+    for k, n in found:
+        total[key(k)] = total.get(key(k), 0.0) + float(n)
+    return total
 
 
-def _bucket_paths(metrics_port: int) -> dict[str, float]:
-    """1m rollup buckets refreshed so far, by path (append / recompute)."""
+def _committed_rows(metrics_ports: list[int]) -> float:
+    """Rows committed so far by all writers."""
+    pattern = r"^tsmesh_ingest_writer_batch_rows_sum ([0-9.e+]+)$"
+    return sum(float(n) for port in metrics_ports for n in re.findall(pattern, _metrics(port), re.M))
+
+
+def _bucket_paths(metrics_ports: list[int]) -> dict[str, float]:
+    """1m rollup buckets updated so far by all writers, by path (merge / recompute)."""
     pattern = r'^tsmesh_ingest_rollup_buckets_total\{path="([a-z]+)"\} ([0-9.e+]+)$'
-    return {path: float(n) for path, n in re.findall(pattern, _metrics(metrics_port), re.M)}
+    total: dict[str, float] = {}
+    for port in metrics_ports:
+        _summed(re.findall(pattern, _metrics(port), re.M), total, str)
+    return total
 
 
-def _histogram(metrics_port: int, name: str) -> dict[float, float]:
-    """Cumulative bucket counts of a Prometheus histogram, by upper bound."""
+def _histogram(metrics_ports: list[int], name: str) -> dict[float, float]:
+    """Cumulative bucket counts of a Prometheus histogram, by upper bound, summed over processes."""
     pattern = rf'^{name}_bucket\{{le="([^"]+)"\}} ([0-9.e+]+)$'
-    return {float(le): float(n) for le, n in re.findall(pattern, _metrics(metrics_port), re.M)}
+    total: dict[float, float] = {}
+    for port in metrics_ports:
+        _summed(re.findall(pattern, _metrics(port), re.M), total, float)
+    return total
 
 
 def _quantile(before: dict[float, float], after: dict[float, float], q: float) -> tuple[float, float]:
@@ -172,10 +187,10 @@ def _quantile(before: dict[float, float], after: dict[float, float], q: float) -
     return next((b for b, n in zip(bounds, counts, strict=True) if total and n >= q * total), float("nan")), total
 
 
-async def _wait_committed(metrics_port: int, target: float, timeout: float) -> float:
+async def _wait_committed(metrics_ports: list[int], target: float, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await asyncio.to_thread(_committed_rows, metrics_port) >= target:
+        if await asyncio.to_thread(_committed_rows, metrics_ports) >= target:
             return time.monotonic()
         await asyncio.sleep(0.1)  # each scrape costs the writer process CPU
     raise TimeoutError(f"the writer did not commit {target:.0f} rows within {timeout}s")
@@ -273,7 +288,7 @@ def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-async def main(rounds: int, streams: int, latency_seconds: float) -> None:
+async def main(rounds: int, streams: int, latency_seconds: float, writers: int) -> None:
     import asyncpg
     import grpc
     from harness import Report
@@ -290,7 +305,8 @@ async def main(rounds: int, streams: int, latency_seconds: float) -> None:
     broker = TansuBroker()
     pg = ThrowawayPostgres()
     children: list[subprocess.Popen[bytes]] = []
-    report = Report(f"ingest: {total:,} points, {SERIES:,} series, {BATCH:,}-point messages, {streams} streams")
+    title = f"ingest: {total:,} points, {SERIES:,} series, {BATCH:,}-point messages, {streams} streams"
+    report = Report(f"{title}, {writers} writer process{'es' if writers > 1 else ''}")
     try:
         await asyncio.to_thread(upgrade, pg.dsn("tsmesh_ingest"))
         conn = await asyncpg.connect(pg.dsn("tsmesh_ingest"))
@@ -307,7 +323,8 @@ async def main(rounds: int, streams: int, latency_seconds: float) -> None:
         print(f"baseline COPY: {copy_rate:,.0f} rows/s", flush=True)
 
         token, jwk, tenant = _mint()
-        api_port, api_metrics, writer_metrics = free_port(), free_port(), free_port()
+        api_port, api_metrics = free_port(), free_port()
+        writer_metrics = [free_port() for _ in range(writers)]
         common = {
             **os.environ,
             "TSMESH_KAFKA_BOOTSTRAP": broker.bootstrap,
@@ -322,12 +339,14 @@ async def main(rounds: int, streams: int, latency_seconds: float) -> None:
             "TSMESH_GRPC_PORT": "0",
         }
         await create_topics(IngestConfig.from_env(common).kafka)
-        children.append(_spawn({**common, "TSMESH_INGEST_MODE": "writer", "TSMESH_METRICS_PORT": str(writer_metrics),
-                                "TSMESH_GRPC_PORT": str(free_port())}, pg.dir / "writer.log"))  # fmt: skip
+        for n, port in enumerate(writer_metrics):
+            children.append(_spawn({**common, "TSMESH_INGEST_MODE": "writer", "TSMESH_METRICS_PORT": str(port),
+                                    "TSMESH_GRPC_PORT": str(free_port())}, pg.dir / f"writer{n}.log"))  # fmt: skip
         children.append(_spawn({**common, "TSMESH_INGEST_MODE": "api", "TSMESH_METRICS_PORT": str(api_metrics),
                                 "TSMESH_GRPC_PORT": str(api_port)}, pg.dir / "api.log"))  # fmt: skip
         await asyncio.to_thread(wait_for_port, api_port, 30)
-        await asyncio.to_thread(wait_for_port, writer_metrics, 30)
+        for port in writer_metrics:
+            await asyncio.to_thread(wait_for_port, port, 30)
         channel = grpc.aio.insecure_channel(
             f"127.0.0.1:{api_port}", options=[("grpc.max_send_message_length", 8 * 1024 * 1024)]
         )
@@ -363,7 +382,7 @@ async def main(rounds: int, streams: int, latency_seconds: float) -> None:
         lag_name, produce_name = "tsmesh_ingest_rollup_commit_lag_seconds", "tsmesh_ingest_produce_seconds"
         lag_before = await asyncio.to_thread(_histogram, writer_metrics, lag_name)
         paths_before = await asyncio.to_thread(_bucket_paths, writer_metrics)
-        produce_before = await asyncio.to_thread(_histogram, api_metrics, produce_name)
+        produce_before = await asyncio.to_thread(_histogram, [api_metrics], produce_name)
         probes = asyncio.create_task(_rollup_probes(channel, token, tenant, pg.dsn(), latency_seconds))
         recorder, calls = await _paced_latency(channel, token, latency_requests, half_calls, latency_seconds)
         lag = (await probes).summary()
@@ -373,7 +392,9 @@ async def main(rounds: int, streams: int, latency_seconds: float) -> None:
         }
         commit_p50, refreshes = _quantile(lag_before, lag_after, 0.5)
         commit_max, _ = _quantile(lag_before, lag_after, 1.0)
-        produce_p99, _ = _quantile(produce_before, await asyncio.to_thread(_histogram, api_metrics, produce_name), 0.99)
+        produce_p99, _ = _quantile(
+            produce_before, await asyncio.to_thread(_histogram, [api_metrics], produce_name), 0.99
+        )
         lat = recorder.summary()
         await channel.close()
         await conn.close()
@@ -419,10 +440,11 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=100, help="points per series in the throughput phase")
     parser.add_argument("--streams", type=int, default=4, help="concurrent client streams")
     parser.add_argument("--latency-seconds", type=float, default=15.0)
+    parser.add_argument("--writers", type=int, default=1, help="writer processes (one consumer group)")
     args = parser.parse_args()
     if args.serve:
         from tsmesh_common.server import run
 
         run(_serve_child)
     else:
-        asyncio.run(main(args.rounds, args.streams, args.latency_seconds))
+        asyncio.run(main(args.rounds, args.streams, args.latency_seconds, max(1, args.writers)))
