@@ -30,6 +30,11 @@ class GatedRedis:
         await self.gate.wait()
         return snapshot
 
+    async def eval(self, script: str, numkeys: int, *keys: str) -> list[bytes]:
+        """``INIT_GENERATIONS_LUA``: missing keys are set (to 100 here), then read."""
+        self.sent.append(["EVAL", *keys])
+        return [self.values.setdefault(k, b"100") for k in keys]
+
 
 async def test_reads_arriving_during_a_fetch_join_the_next_one_and_see_the_bump() -> None:
     redis = GatedRedis()
@@ -46,8 +51,11 @@ async def test_reads_arriving_during_a_fetch_join_the_next_one_and_see_the_bump(
     assert len(redis.sent) == 1  # they wait: the in-flight read was sent before they arrived
     redis.gate.set()
     assert await asyncio.gather(*first) == [b"1", b"1", b"1"]
-    assert await asyncio.gather(*later) == [b"2", b"0"]
-    assert redis.sent[1] == [data_generation_key("t1"), data_generation_key("t2")]
+    assert await asyncio.gather(*later) == [b"2", b"100"]  # t2 was missing: set, never read as a constant
+    assert redis.sent[1:] == [
+        [data_generation_key("t1"), data_generation_key("t2")],
+        ["EVAL", data_generation_key("t2")],
+    ]
     assert reader.fetches == 2
 
 
@@ -62,8 +70,9 @@ async def test_a_failed_fetch_fails_its_waiters_only(redis_client) -> None:
     tenant = f"t-{uuid.uuid4().hex}"
     await redis_client.set(data_generation_key(tenant), 7)
     real = GenerationReader(redis_client)
-    assert await asyncio.gather(real.read(tenant), real.read(f"{tenant}-x")) == [b"7", b"0"]
-    await redis_client.delete(data_generation_key(tenant))
+    seven, fresh = await asyncio.gather(real.read(tenant), real.read(f"{tenant}-x"))
+    assert seven == b"7" and fresh == await redis_client.get(data_generation_key(f"{tenant}-x"))
+    await redis_client.delete(data_generation_key(tenant), data_generation_key(f"{tenant}-x"))
 
 
 async def test_lean_redis_reads_pipelines_reconnects_and_fails_fast(redis_client) -> None:

@@ -132,7 +132,9 @@ async def test_generation_reader_batches_both_generations_and_refuses_junk(
         await bump_late(redis_client, tenant_id)
         await bump_late(redis_client, tenant_id)
         first, second = await asyncio.gather(reader.get(tenant_id), reader.get(other))
-        assert first == Generations(1, 2) and second == Generations(0, 0)
+        assert first == Generations(1, 2) and second is not None
+        set_now = await redis_client.mget(data_generation_key(other), late_generation_key(other))
+        assert second == Generations(*map(int, set_now)) and second.data > 2  # missing keys: set (ADR 0305)
         assert reader.reads == 1  # one MGET for both callers
         await redis_client.set(data_generation_key(other), "junk")
         assert await reader.get(other) is None  # unknown: callers bypass the caches
@@ -140,5 +142,8 @@ async def test_generation_reader_batches_both_generations_and_refuses_junk(
         await reader.close()
         await client.aclose()
         await redis_client.delete(
-            data_generation_key(tenant_id), late_generation_key(tenant_id), data_generation_key(other)
+            data_generation_key(tenant_id),
+            late_generation_key(tenant_id),
+            data_generation_key(other),
+            late_generation_key(other),
         )

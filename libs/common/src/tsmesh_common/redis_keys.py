@@ -7,9 +7,12 @@
   writer's clock when the commit returned; the query service keys its immutable (older than its
   late-arrival window) cache entries on it, so a late point is seen by the next query;
 - both generations only grow, and never revisit a value even if Redis loses them (a restart
-  without persistence, a failover): each bump sets ``max(previous + 1, now in microseconds)``
-  (``BUMP_GENERATION_LUA``), so a counter that starts again from nothing jumps past every value
-  a cache entry could have been keyed on;
+  without persistence, a failover): each bump sets ``max(previous + 1, now)``
+  (``BUMP_GENERATION_LUA``) and a reader that finds a key missing sets it to ``now`` if it is
+  still missing (``INIT_GENERATIONS_LUA``), ``now`` being the Redis server's clock (``TIME``, in
+  microseconds) in both, so a key that starts again from nothing starts past every value a cache
+  entry could have been keyed on. A missing key never reads as a value of its own (such as 0,
+  which an entry cached before the loss may carry); see ADR 0305;
 - the live feed: ingest publishes accepted batches (tsmesh.v1.PointBatch) per tenant, query
   subscribes to the pattern once per process;
 - token revocations: auth publishes revoked token ids, every authenticator evicts them.
@@ -23,13 +26,31 @@ REVOCATION_CHANNEL = "tsmesh:auth:revocations"
 # data as immutable only past a window of at least this plus the worst clock skew between hosts.
 LATE_WRITE_SECONDS = 300
 
-# KEYS[1] = a generation key, ARGV[1] = now in microseconds; returns the new generation.
+# Both scripts read the clock of the Redis server (a number of microseconds, exact in Lua's doubles
+# until the year 2255), so that values set by writers and readers on different hosts are comparable.
+# A Lua number given to redis.call is written in full decimal digits.
+
+# KEYS[1] = a generation key; sets and returns max(previous + 1, now).
 BUMP_GENERATION_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local next = (tonumber(redis.call('GET', KEYS[1])) or 0) + 1
-local floor = tonumber(ARGV[1])
-if floor > next then next = floor end
+if now > next then next = now end
 redis.call('SET', KEYS[1], next)
 return next
+"""
+
+# KEYS = generation keys a read found missing; sets each one still missing to now, returns their
+# values (as GET would, in the order of KEYS).
+INIT_GENERATIONS_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local values = {}
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, now, 'NX')
+  values[i] = redis.call('GET', key)
+end
+return values
 """
 
 

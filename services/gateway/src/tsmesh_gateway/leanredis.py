@@ -1,4 +1,4 @@
-"""A lean Redis connection for the hot read of the micro-cache: GET and MGET only.
+"""A lean Redis connection for the hot read of the micro-cache: GET, MGET and EVAL only.
 
 redis-py costs about 170 us of CPU per command here (pool, retry and connection machinery in
 Python); this client costs a few microseconds: one asyncio Protocol, commands pipelined on one
@@ -58,7 +58,7 @@ class _Protocol(asyncio.Protocol):
 
 
 class LeanRedis:
-    """GET/MGET over one pipelined connection; a lost connection is re-opened on the next call."""
+    """GET/MGET/EVAL over one pipelined connection; a lost connection is re-opened on the next call."""
 
     def __init__(
         self,
@@ -134,6 +134,11 @@ class LeanRedis:
             await self._connection(), _command(b"MGET", *(k.encode() for k in keys))
         )
         return reply
+
+    async def eval(self, script: str, numkeys: int, *keys_and_args: str) -> Any:
+        """``EVAL`` (redis-py's signature): the script's reply."""
+        parts = (b"EVAL", script.encode(), str(numkeys).encode(), *(a.encode() for a in keys_and_args))
+        return await self._send(await self._connection(), _command(*parts))
 
     async def aclose(self) -> None:
         protocol, self._protocol = self._protocol, None

@@ -4,6 +4,11 @@ An answer is stored with the generation read BEFORE the upstream call, and serve
 generation in Redis is unchanged: once the ingest writer has committed and bumped, the next read
 misses (read-your-writes). Concurrent generation reads share one in-flight MGET, and each waiter joins
 only a read sent after it arrived. Without Redis the cache is bypassed.
+
+A missing generation key (a tenant never written, or Redis restarted without persistence) is set to
+the Redis server's clock by ``INIT_GENERATIONS_LUA`` and read as that value, never as a constant: an
+answer cached before the loss must not match again (ADR 0305). Only a read that found a key missing
+runs the script.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from tsmesh_common.redis_keys import data_generation_key
+from tsmesh_common.redis_keys import INIT_GENERATIONS_LUA, data_generation_key
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +54,7 @@ class GenerationReader:
         self.fetches = 0
 
     async def read(self, tenant_id: str) -> bytes | None:
-        """The tenant's generation (``b"0"`` when never bumped); raises when Redis is unreachable."""
+        """The tenant's generation (a missing key is set first); raises when Redis is unreachable."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes | None] = loop.create_future()
         waiters = self._pending.get(tenant_id)
@@ -78,12 +83,18 @@ class GenerationReader:
 
     async def _fetch(self, batch: dict[str, list[asyncio.Future[bytes | None]]]) -> None:
         tenants = list(batch)
+        keys = [data_generation_key(t) for t in tenants]
         try:
             async with asyncio.timeout(self._timeout):
-                if len(tenants) == 1:
-                    values = [await self._redis.get(data_generation_key(tenants[0]))]
+                if len(keys) == 1:
+                    values = [await self._redis.get(keys[0])]
                 else:
-                    values = await self._redis.mget([data_generation_key(t) for t in tenants])
+                    values = await self._redis.mget(keys)
+                missing = [i for i, value in enumerate(values) if value is None]
+                if missing:
+                    found = await self._redis.eval(INIT_GENERATIONS_LUA, len(missing), *(keys[i] for i in missing))
+                    for i, value in zip(missing, found, strict=True):
+                        values[i] = value
         except Exception as exc:  # noqa: BLE001 - every waiter gets the failure
             for futures in batch.values():
                 for future in futures:
@@ -93,7 +104,7 @@ class GenerationReader:
         for tenant, value in zip(tenants, values, strict=True):
             for future in batch[tenant]:
                 if not future.done():
-                    future.set_result(value if value is not None else b"0")
+                    future.set_result(value)
 
 
 def _consume(task: asyncio.Future[None]) -> None:

@@ -255,12 +255,11 @@ class Writer:
         delay = 0.05
         while True:
             try:
-                now_us = str(self._clock_ns() // 1000)
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for tenant in tenants:
-                        pipe.eval(BUMP_GENERATION_LUA, 1, data_generation_key(tenant), now_us)
+                        pipe.eval(BUMP_GENERATION_LUA, 1, data_generation_key(tenant))
                         if tenant in late:
-                            pipe.eval(BUMP_GENERATION_LUA, 1, late_generation_key(tenant), now_us)
+                            pipe.eval(BUMP_GENERATION_LUA, 1, late_generation_key(tenant))
                     await pipe.execute()
                 return
             except (RedisError, OSError) as exc:

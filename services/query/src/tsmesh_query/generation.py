@@ -7,6 +7,11 @@ which reads both generations of every waiting tenant. It runs on one dedicated c
 the client's pool (same address, credentials, database and timeouts), without the client's
 per-command pool and retry machinery: this read happens on every QueryRange call. When Redis is
 unreachable the generations are unknown (``None``) and callers bypass the caches.
+
+A missing key (a tenant never written, or Redis restarted without persistence) is set to the
+Redis server's clock by ``INIT_GENERATIONS_LUA`` and read as that value, never as 0: an entry
+cached under a generation from before a loss must not match again (ADR 0305). Only a read that
+found a key missing runs the script; the usual read is the one MGET.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from redis.exceptions import RedisError
 
 from tsmesh_common.breaker import CircuitBreaker
 from tsmesh_common.errors import Unavailable
-from tsmesh_common.redis_keys import data_generation_key, late_generation_key
+from tsmesh_common.redis_keys import INIT_GENERATIONS_LUA, data_generation_key, late_generation_key
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +43,15 @@ LONE_IDLE_TICKS = 2
 BATCH_MAX_TICKS = 128
 
 
-def _pack_mget(keys: list[str]) -> bytes:
-    """The RESP encoding of ``MGET keys...`` (what the client's generic packer does, minus its cost)."""
-    parts = [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)]
-    for key in keys:
-        raw = key.encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(parts)
+_INIT_SCRIPT = INIT_GENERATIONS_LUA.encode()
+
+
+def _pack(*parts: bytes) -> bytes:
+    """The RESP encoding of a command (what the client's generic packer does, minus its cost)."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
 
 
 class Generations(NamedTuple):
@@ -123,23 +130,35 @@ class GenerationReader:
             keys += (data_generation_key(tenant), late_generation_key(tenant))
         self.reads += 1
         try:
-            raw = await self._breaker.call(lambda: self._mget(keys))
+            raw = await self._breaker.call(lambda: self._fetch(keys))
         except (RedisError, OSError, Unavailable) as exc:
             log.debug("generation read failed", extra={"error": type(exc).__name__})
             return [None] * len(tenants)
         try:
-            return [Generations(int(raw[i] or 0), int(raw[i + 1] or 0)) for i in range(0, len(raw), 2)]
+            return [Generations(int(raw[i]), int(raw[i + 1])) for i in range(0, len(raw), 2)]
         except (TypeError, ValueError):
             log.warning("unreadable generation value; bypassing caches")
             return [None] * len(tenants)
 
-    async def _mget(self, keys: list[str]) -> list[Any]:
+    async def _fetch(self, keys: list[str]) -> list[Any]:
+        """The values of ``keys``, setting the missing ones first (one MGET, plus one EVAL if some were)."""
+        encoded = [key.encode() for key in keys]
+        values = await self._command(_pack(b"MGET", *encoded))
+        missing = [i for i, value in enumerate(values) if value is None]
+        if missing:
+            count = str(len(missing)).encode()
+            found = await self._command(_pack(b"EVAL", _INIT_SCRIPT, count, *(encoded[i] for i in missing)))
+            for i, value in zip(missing, found, strict=True):
+                values[i] = value
+        return values
+
+    async def _command(self, packed: bytes) -> list[Any]:
         conn = self._conn
         if conn is None:
             conn = self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
             self._conn = conn
         try:
-            await conn.send_packed_command(_pack_mget(keys), check_health=False)
+            await conn.send_packed_command(packed, check_health=False)
             values: list[Any] = await conn.read_response()
         except BaseException:
             self._conn = None
