@@ -54,8 +54,12 @@ async def test_get_answers_like_post_and_is_cached_until_the_generation_moves(
         ([("metric", "cpu"), ("start_ns", 0), ("end_ns", 1), ("aggregation", "median")], "aggregation"),
         (
             [("metric", "cpu"), *[("match", f"l{i}=v") for i in range(33)], ("start_ns", 0), ("end_ns", 1)],
-            "selector.matchers",
+            "match",
         ),
+        # Checks shared with the JSON body name the parameter too, not the body's field.
+        ([("metric", ""), ("start_ns", 0), ("end_ns", 1)], "metric"),
+        ([("metric", "m" * 300), ("start_ns", 0), ("end_ns", 1)], "metric"),
+        ([("metric", "cpu"), ("match", "a=1"), ("match", "b=" + "v" * 1100), ("start_ns", 0), ("end_ns", 1)], "match"),
     ],
 )
 async def test_bad_query_strings_name_the_parameter(gateway, params: list, field: str) -> None:

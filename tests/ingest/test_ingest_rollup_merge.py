@@ -241,3 +241,42 @@ async def test_fast_path_merges_racing_refresh_passes_never_lose_or_double_a_par
             assert await conn.fetchval("SELECT sum(count) FROM ts.rollup_1h") == 25 * 60
     finally:
         await pool.close()
+
+
+@pytest.mark.integration
+async def test_sums_past_the_float8_range_saturate_instead_of_failing_the_batch_or_the_pass(
+    ts_db: Any, tenant_id: str
+) -> None:
+    """Finite values whose sum leaves the float8 range: PostgreSQL's float8 ``+`` and ``sum()``
+    raise on that overflow. The writer's merge must still store the (valid, acknowledged) points,
+    not refuse the batch (it would be dead-lettered), and a refresh pass over such a bucket must
+    not fail (it would fail every pass after it): both give +-Infinity, as the raw sum does."""
+    pool = await asyncpg.create_pool(ts_db.dsn("tsmesh_ingest"), min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            await PartitionManager().ensure_window(conn, 1, 1)
+        store = PointStore(pool, PartitionManager(), KnownSeries())
+        refresher = RollupRefresher(pool)
+        t0 = (time.time_ns() // HOUR_NS - 1) * HOUR_NS
+        s, big = 10**9, 1.5e308
+        tiny = 5e-324  # and the smallest subnormal: float8 ``*`` and ``/`` raise on underflow to 0
+        for ts in (t0, t0 + s):  # two fast-path batches into the same buckets: the merge overflows
+            points = [point("huge", ts, big), point("huge", ts, -big, n="1"), point("huge", ts, tiny, n="2")]
+            assert await store.write([item(tenant_id, points)]) == 3
+        async with pool.acquire() as conn:
+            assert await check_contract(conn) == 0
+            sums = sorted(await conn.fetchval("SELECT array_agg(sum) FROM ts.rollup_1h"))
+            assert sums == [-math.inf, 2 * tiny, math.inf]
+        redelivered = [point("huge", t0 + s, big), point("huge", t0 + 2 * s, big), point("huge", t0 + s, -big, n="1")]
+        await store.write([item(tenant_id, redelivered)])  # conflict path: the pass recomputes from raw
+        assert await refresher.refresh_once() > 0
+        async with pool.acquire() as conn:
+            assert await check_contract(conn) == 0
+            assert await conn.fetchval("SELECT count(*) FROM ts.rollup_pending") == 0
+            assert sorted(await conn.fetchval("SELECT array_agg(sum) FROM ts.rollup_1m")) == [
+                -math.inf,
+                2 * tiny,
+                math.inf,
+            ]
+    finally:
+        await pool.close()

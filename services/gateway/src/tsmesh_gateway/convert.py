@@ -175,6 +175,8 @@ def range_from_json(value: Any) -> query_pb2.QueryRangeRequest:
 RANGE_QUERY_PARAMETERS = ("metric", "match", "start_ns", "end_ns", "step_ns", "aggregation", "fill", "group_by")
 _MATCH = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(=~|!~|!=|=)(.*)", re.DOTALL)
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
+_MATCHER_FIELD = re.compile(r"selector\.matchers\[([0-9]+)\]")
+_QUERY_PARAMETER_OF = {"selector": "metric", "selector.metric": "metric", "selector.matchers": "match"}
 
 
 def range_from_query(raw: bytes) -> query_pb2.QueryRangeRequest:
@@ -213,7 +215,14 @@ def range_from_query(raw: bytes) -> query_pb2.QueryRangeRequest:
     obj["selector"] = selector
     if group_by:
         obj["group_by"] = group_by
-    return range_from_json(obj)
+    try:
+        return range_from_json(obj)
+    except InvalidArgument as exc:  # name the query parameter, not the JSON body's field
+        field, reason = exc.field, str(exc).removeprefix(f"{exc.field}: ")
+        found = _MATCHER_FIELD.match(field)
+        if found is not None:
+            raise InvalidArgument("match", f"{reason} (match number {int(found[1]) + 1})") from None
+        raise InvalidArgument(_QUERY_PARAMETER_OF.get(field, field), reason) from None
 
 
 def range_to_json(response: query_pb2.QueryRangeResponse) -> dict[str, Any]:

@@ -24,6 +24,8 @@ import logging
 import time
 from typing import Any
 
+import asyncpg
+
 from tsmesh_ingest.metrics import ROLLUP_BUCKETS, ROLLUP_COMMIT_LAG, ROLLUP_LAG, ROLLUP_PENDING, ROLLUP_SECONDS
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,31 @@ REFRESH_SQL = (
 )
 
 
+def _saturating(numeric_sum: str) -> str:
+    """A numeric sum as float8, saturated to +-Infinity instead of raising on overflow."""
+    return (
+        f"CASE WHEN {numeric_sum} = 'NaN'::numeric THEN 'NaN'::float8 "
+        f"WHEN {numeric_sum} > 1.7976931348623157e308 THEN 'Infinity'::float8 "
+        f"WHEN {numeric_sum} < -1.7976931348623157e308 THEN '-Infinity'::float8 "
+        f"ELSE ({numeric_sum})::float8 END"
+    )
+
+
+# float8 sum() raises "value out of range: overflow" when finite values add past the float8 range.
+# A statement that does is run again with these saturating (numeric) sums, so one tenant's huge
+# values neither block every pass nor disagree with the writer's merge (store.SATURATING_SUM).
+_SUMS = (
+    ("sum(p.value) AS sum", _saturating("sum(p.value::numeric)") + " AS sum"),  # 1m from raw
+    ("sum(r.sum),", _saturating("sum(r.sum::numeric)") + ","),  # 1h from 1m
+)
+OVERFLOW_SAFE_SQL = {
+    i: statement.replace(plain, safe)
+    for i, statement in enumerate(REFRESH_SQL)
+    for plain, safe in _SUMS
+    if plain in statement
+}
+
+
 class RollupRefresher:
     """Keeps the rollups current; ``refresh_once`` is the unit, ``run`` the periodic loop."""
 
@@ -118,8 +145,8 @@ class RollupRefresher:
                 return 0
             await conn.execute(REFRESH_SQL[2])
             buckets = int((await conn.execute(REFRESH_SQL[3])).split()[-1])
-            for statement in REFRESH_SQL[4:]:
-                await conn.execute(statement)
+            for i in range(4, len(REFRESH_SQL)):
+                await self._execute(conn, i)
             oldest = await conn.fetchval(
                 "SELECT extract(epoch FROM clock_timestamp() - min(created_at)) FROM rollup_claim"
             )
@@ -130,6 +157,17 @@ class RollupRefresher:
         ROLLUP_COMMIT_LAG.observe(lag)
         ROLLUP_SECONDS.observe(time.perf_counter() - start)
         return consumed
+
+    @staticmethod
+    async def _execute(conn: Any, i: int) -> None:
+        if i not in OVERFLOW_SAFE_SQL:
+            await conn.execute(REFRESH_SQL[i])
+            return
+        try:
+            async with conn.transaction():  # a savepoint: an overflow leaves the pass usable
+                await conn.execute(REFRESH_SQL[i])
+        except asyncpg.NumericValueOutOfRangeError:
+            await conn.execute(OVERFLOW_SAFE_SQL[i])
 
     async def pending(self) -> int:
         async with self._pool.acquire() as conn:

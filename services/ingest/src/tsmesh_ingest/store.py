@@ -71,6 +71,21 @@ PARTIAL_DDL = (
     "last_ts bigint, last double precision) ON COMMIT DELETE ROWS"
 )
 PARTIAL_COLUMNS = ("width", "series_id", "bucket", "count", "sum", "min", "max", "first_ts", "first", "last_ts", "last")
+# float8 ``+`` raises "value out of range: overflow" when two finite sums overflow (the refresher's
+# ``sum()`` too); valid points must never fail a batch, so the merge saturates to +-Infinity, as
+# numpy's sums of the partials do. Only operands both above 1e291 (under half an ulp of the largest
+# float8) can overflow; for those, half the sum cannot (and halving is exact, never an underflow,
+# which float8 ``*`` would raise too) and exceeds half the largest float8 exactly when the sum would.
+# NaN operands (and inf + -inf) give NaN.
+_HALF_SUM = "(r.sum * 0.5::float8 + EXCLUDED.sum * 0.5::float8)"
+_HALF_MAX = "('1.7976931348623157e308'::float8 * 0.5::float8)"
+SATURATING_SUM = (
+    "CASE WHEN abs(r.sum) < '1e291'::float8 OR abs(EXCLUDED.sum) < '1e291'::float8 THEN r.sum + EXCLUDED.sum "
+    f"WHEN {_HALF_SUM} = 'NaN'::float8 THEN 'NaN'::float8 "
+    f"WHEN {_HALF_SUM} > {_HALF_MAX} THEN 'Infinity'::float8 "
+    f"WHEN {_HALF_SUM} < -{_HALF_MAX} THEN '-Infinity'::float8 "
+    "ELSE r.sum + EXCLUDED.sum END"
+)
 # Merging a partial of points new to the table (the fast path proved it) is exact: counts and sums
 # add, min/max compare (least/greatest rank NaN like min()/max() do), first/last go to the earlier /
 # later timestamp. Rows arrive sorted by (series_id, bucket), so concurrent merges lock in one order.
@@ -80,7 +95,7 @@ MERGE_PARTIALS_SQL = ";".join(
     SELECT series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last
     FROM ingest_partial WHERE width = {width}
     ON CONFLICT (series_id, bucket) DO UPDATE SET
-        count = r.count + EXCLUDED.count, sum = r.sum + EXCLUDED.sum,
+        count = r.count + EXCLUDED.count, sum = {SATURATING_SUM},
         min = least(r.min, EXCLUDED.min), max = greatest(r.max, EXCLUDED.max),
         first_ts = least(r.first_ts, EXCLUDED.first_ts),
         first = CASE WHEN EXCLUDED.first_ts < r.first_ts THEN EXCLUDED.first ELSE r.first END,
@@ -156,7 +171,9 @@ def _runs(sids: npt.NDArray[np.int64], buckets: npt.NDArray[np.int64]) -> tuple[
 
 
 def _reduce(ufunc: np.ufunc, values: npt.NDArray[Any], starts: npt.NDArray[np.intp]) -> npt.NDArray[Any]:
-    return ufunc.reduceat(values, starts) if len(starts) else values[:0]
+    # Sums past the float8 range are +-inf (or NaN), as the merge's SATURATING_SUM gives them.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return ufunc.reduceat(values, starts) if len(starts) else values[:0]
 
 
 def partials_of(
