@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import orjson
@@ -74,6 +75,10 @@ def reference(
                 for left, right in itertools.pairwise(known):
                     v0, v1 = rows[left][1], rows[right][1]
                     for i in range(left + 1, right):
-                        rows[i] = (rows[i][0], v0 + (v1 - v0) * (i - left) / (right - left), 0)
+                        line = v0 + (v1 - v0) * (i - left) / (right - left)
+                        if not math.isfinite(line) and math.isfinite(v0) and math.isfinite(v1):
+                            t = (i - left) / (right - left)  # v1 - v0 overflowed
+                            line = v0 * (1.0 - t) + v1 * t
+                        rows[i] = (rows[i][0], line, 0)
         result.append((labels, rows))
     return result

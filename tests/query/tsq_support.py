@@ -32,6 +32,13 @@ ROOT = HERE.parent.parent
 DAY_NS = 86_400 * 1_000_000_000
 MINUTE_NS = 60 * 1_000_000_000
 HOUR_NS = 60 * MINUTE_NS
+# ingest's refresher sum: a numeric sum as float8, +-Infinity past the float8 range, NaN kept
+SATURATING_SUM = (
+    "CASE WHEN sum(value::numeric) = 'NaN'::numeric THEN 'NaN'::float8 "
+    "WHEN sum(value::numeric) > 1.7976931348623157e308 THEN 'Infinity'::float8 "
+    "WHEN sum(value::numeric) < -1.7976931348623157e308 THEN '-Infinity'::float8 "
+    "ELSE sum(value::numeric)::float8 END"
+)
 
 
 def migrate_ts(db: Database) -> None:
@@ -103,14 +110,15 @@ class Loader:
 
     async def refresh_rollups(self, series_ids: Sequence[int]) -> None:
         """Recompute the 1m and 1h buckets of these series from raw and clear their pending ranges
-        (what ingest's refresher does, in one transaction)."""
+        (what ingest's refresher does, in one transaction; sums past the float8 range saturate to
+        +-Infinity as its overflow fallback does)."""
         async with self.conn.transaction():
             for table, width in (("rollup_1m", MINUTE_NS), ("rollup_1h", HOUR_NS)):
                 await self.conn.execute(f"DELETE FROM ts.{table} WHERE series_id = ANY($1::bigint[])", series_ids)
                 await self.conn.execute(
                     f"""
                     INSERT INTO ts.{table}
-                    SELECT series_id, ts - ts % {width}, count(*), sum(value), min(value), max(value), min(ts),
+                    SELECT series_id, ts - ts % {width}, count(*), {SATURATING_SUM}, min(value), max(value), min(ts),
                            (array_agg(value ORDER BY ts))[1], max(ts), (array_agg(value ORDER BY ts DESC))[1]
                     FROM ts.points WHERE series_id = ANY($1::bigint[]) GROUP BY 1, 2
                     """,

@@ -12,6 +12,7 @@ import itertools
 import struct
 from array import array
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -106,18 +107,24 @@ def group_arrays(groups: bytes, buckets: bytes, values: bytes, counts: bytes) ->
         keys, starts, vals, ns = keys[order], starts[order], vals[order], ns[order]
         firsts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
     cuts = [0, *firsts.tolist(), len(keys)]
-    start_bytes, value_bytes, count_bytes = starts.tobytes(), vals.tobytes(), ns.tobytes()
+    views = [column.data.cast("B") for column in (starts, vals, ns)]  # one copy per group, below
     return [
         (
             int(keys[a]),
             GroupSeries(
-                array("q", start_bytes[8 * a : 8 * b]),
-                array("d", value_bytes[8 * a : 8 * b]),
-                array("q", count_bytes[8 * a : 8 * b]),
+                _array("q", views[0][8 * a : 8 * b]),
+                _array("d", views[1][8 * a : 8 * b]),
+                _array("q", views[2][8 * a : 8 * b]),
             ),
         )
         for a, b in itertools.pairwise(cuts)
     ]
+
+
+def _array(code: str, data: memoryview) -> array[Any]:
+    out = array(code)
+    out.frombytes(data)
+    return out
 
 
 def reduce_partials(

@@ -277,17 +277,24 @@ class RangeEngine:
         RESOLUTIONS.labels(RESOLUTION_NAMES[resolution]).inc(len(run))
         merged: dict[str, GroupSeries] = {}
         if target.ids:
-            row = await conn.fetchrow(
-                range_sql(resolution, query.aggregation, query.step, target.one_per_group),
-                target.ids,
-                target.groups,
-                run[0].lo,
-                run[-1].hi,
-                timeout=timeout,
-            )
+            args = (target.ids, target.groups, run[0].lo, run[-1].hi)
+            try:
+                rows = await conn.fetch(
+                    range_sql(resolution, query.aggregation, query.step, target.one_per_group), *args, timeout=timeout
+                )
+            except asyncpg.NumericValueOutOfRangeError:  # float8 sum() overflowed: sum as numeric instead
+                rows = await conn.fetch(
+                    range_sql(resolution, query.aggregation, query.step, target.one_per_group, saturating=True),
+                    *args,
+                    timeout=timeout,
+                )
             mode = row_mode(resolution, query.aggregation, query.step, target.one_per_group)
-            if row is not None and row["groups"] is not None:
-                arrays = (row["groups"], row["buckets"], row["vals"], row["counts"])
+            filled = [row for row in rows if row["groups"] is not None]  # one per row source with buckets
+            if filled:
+                packed: list[bytes] = [
+                    filled[0][i] if len(filled) == 1 else b"".join(row[i] for row in filled) for i in range(4)
+                ]
+                arrays = (packed[0], packed[1], packed[2], packed[3])
                 if mode == BY_SERIES:
                     for key, buckets in group_arrays(*arrays):
                         merged[target.names[target.group_of[key]]] = buckets

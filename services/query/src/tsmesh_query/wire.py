@@ -32,6 +32,30 @@ def _keep(mask: Bools) -> Keep:
     return False if not bool(mask.any()) else mask
 
 
+# Bits 0-55 of a uint64 spread to 8 bytes of 7 bits (byte k holds bits 7k..7k+6) in three halvings:
+# 28-bit halves to 32-bit words, 14-bit quarters to 16-bit words, 7-bit eighths to bytes.
+_LOW56 = np.uint64((1 << 56) - 1)
+_SPREAD = [
+    (np.uint64(4), np.uint64(0x000000000FFFFFFF), np.uint64(0x00FFFFFFF0000000)),
+    (np.uint64(2), np.uint64(0x00003FFF00003FFF), np.uint64(0x0FFFC0000FFFC000)),
+    (np.uint64(1), np.uint64(0x007F007F007F007F), np.uint64(0x3F803F803F803F80)),
+]
+
+
+def _septets(unsigned: npt.NDArray[np.uint64], width: int) -> npt.NDArray[np.uint8]:
+    """The first ``min(width, 8)`` septets of each value, one per byte, with the continuation bit
+    set on all but septet ``width - 1`` (an (n, min(width, 8)) view)."""
+    low = unsigned & _LOW56
+    moved = np.empty_like(low)
+    for shift, keep, move in _SPREAD:
+        np.bitwise_and(low, move, out=moved)
+        low &= keep
+        moved <<= shift
+        low |= moved
+    low |= np.uint64(sum(0x80 << (8 * k) for k in range(min(width - 1, 8))))
+    return low.astype("<u8", copy=False).view(np.uint8).reshape(-1, 8)[:, : min(width, 8)]
+
+
 def _varint_blocks(values: I64, tag: int) -> list[Block]:
     """``tag`` and the canonical varint of each value, a value of zero omitted (proto3 scalars);
     only as many septet columns as the largest value needs."""
@@ -39,8 +63,8 @@ def _varint_blocks(values: I64, tag: int) -> list[Block]:
     top, bottom = int(unsigned.max()), int(unsigned.min())
     width = max(1, (top.bit_length() + 6) // 7)
     if bottom > 0 and (bottom.bit_length() + 6) // 7 == width:  # every value has the same length
-        blocks: list[Block] = [(tag, True)]
-        for k in range(width):
+        blocks: list[Block] = [(tag, True), (_septets(unsigned, width), True)]
+        for k in range(8, width):  # septets 8 and 9 of values of 57 bits and more
             septet = ((unsigned >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
             blocks.append((septet | np.uint8(0x80) if k < width - 1 else septet, True))
         return blocks
@@ -56,17 +80,19 @@ def _varint_blocks(values: I64, tag: int) -> list[Block]:
     return blocks
 
 
-def encode_buckets(starts: I64, values: F64, has_value: Bools, counts: I64) -> tuple[bytes, npt.NDArray[np.intp]]:
-    """The wire bytes of every bucket, concatenated, and the end offset of each bucket record.
+def encode_buckets(starts: I64, values: F64, has_value: Bools, counts: I64) -> tuple[memoryview, npt.NDArray[np.intp]]:
+    """The wire bytes of every bucket, concatenated (a view of a buffer no one else holds), and the
+    end offset of each bucket record.
 
     A record is ``0x1a len [0x08 varint start] [0x11 f64 value] [0x18 varint count]``. The records
-    are rows of a byte table built column by column; when every row has the same shape (all values
-    present, every start and every count of one varint length) the table is the answer as is,
-    otherwise a keep mask drops the absent bytes of each row.
+    are rows of a byte table built column by column (blocks of several columns written as one
+    fixed-size field per row); when every row has the same shape (all values present, every start
+    and every count of one varint length) the table is the answer as is, otherwise a keep mask drops
+    the absent bytes of each row.
     """
     n = len(starts)
     if n == 0:
-        return b"", np.zeros(0, dtype=np.intp)
+        return memoryview(b""), np.zeros(0, dtype=np.intp)
     has = _keep(has_value)
     blocks: list[Block] = [(0x1A, True), (0, True)]  # the length byte is written below
     blocks += _varint_blocks(starts, 0x08)
@@ -79,16 +105,20 @@ def encode_buckets(starts: I64, values: F64, has_value: Bools, counts: I64) -> t
     keep = None if uniform else np.empty(table.shape, dtype=np.bool_)
     at = 0
     for (data, rows), width in zip(blocks, widths, strict=True):
-        table[:, at : at + width] = data if isinstance(data, int) or data.ndim == 2 else data[:, None]
+        if isinstance(data, int) or data.ndim == 1:
+            table[:, at] = data
+        else:  # one fixed-size field per row: far cheaper than a 2-D byte copy
+            field = np.ndarray((n,), dtype=f"V{width}", buffer=table, offset=at, strides=(table.shape[1],))
+            field[...] = data.view(f"V{width}")[:, 0]
         if keep is not None:
             keep[:, at : at + width] = rows if isinstance(rows, bool) else rows[:, None]
         at += width
     if keep is None:
         table[:, 1] = at - 2  # at most 31: a one-byte length
-        return table.tobytes(), np.arange(1, n + 1, dtype=np.intp) * at
+        return table.reshape(-1).data, np.arange(1, n + 1, dtype=np.intp) * at
     sizes = keep.sum(axis=1)
     table[:, 1] = (sizes - 2).astype(np.uint8)
-    return table[keep].tobytes(), np.cumsum(sizes)
+    return table[keep].data, np.cumsum(sizes)
 
 
 def _varint(value: int) -> bytes:
@@ -103,9 +133,9 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def encode_response(heads: Sequence[bytes], bodies: Sequence[bytes], resolution: int) -> bytes:
+def encode_response(heads: Sequence[bytes], bodies: Sequence[bytes | memoryview], resolution: int) -> bytes:
     """A QueryRangeResponse from per-series ``SeriesResult`` prefixes (metric, labels) and bucket bytes."""
-    parts: list[bytes] = []
+    parts: list[bytes | memoryview] = []
     for head, body in zip(heads, bodies, strict=True):
         parts += (b"\x0a", _varint(len(head) + len(body)), head, body)
     if resolution:
