@@ -136,3 +136,60 @@ async def test_acquire_many_in_redis_matches_acquire(redis_client) -> None:
     single = await limiter.acquire("a", rate=1.0, burst=3)
     assert single.allowed and single.remaining == 0
     assert await limiter.acquire_many([]) == []
+
+
+async def test_one_pipeline_in_flight_and_requests_meanwhile_share_the_next() -> None:
+    clock = Clock()
+    fake = FakeLimiter(clock)
+    gate = asyncio.Event()
+    exact = fake.acquire_many
+
+    async def gated(requests):
+        await gate.wait()
+        return await exact(requests)
+
+    fake.acquire_many = gated  # type: ignore[method-assign]
+    limiter = BatchingLimiter(fake, clock=clock, window=0.0)
+    first = asyncio.ensure_future(limiter.decide([("k", 1.0, 10, 1)]))  # tight: no lease
+    await asyncio.sleep(0.01)
+    assert len(fake.batches) == 0 and limiter.round_trips == 1  # sent, waiting on the gate
+    later = [asyncio.ensure_future(limiter.decide([("k", 1.0, 10, 1)])) for _ in range(3)]
+    for _ in range(5):  # several windows pass: nothing else is sent while the first is out
+        await asyncio.sleep(0.005)
+    assert limiter.round_trips == 1
+    gate.set()
+    await asyncio.gather(first, *later)
+    assert limiter.round_trips == 2 and [len(b) for b in fake.batches] == [1, 1]
+    assert fake.batches[1] == [("k", 1.0, 10, 3)]  # the three that waited, in one purchase
+
+
+async def test_an_expired_lease_halves_the_next_once_however_many_requests_see_it() -> None:
+    clock = Clock()
+    fake = FakeLimiter(clock)
+    limiter = BatchingLimiter(fake, clock=clock, max_lease=8, growth=8)
+    for _ in range(1 + 8 + 1 + 16 + 1):
+        assert (await limiter.decide([("hot", 1000.0, 10_000, 1)]))[0].allowed
+    assert [batch[0][3] for batch in fake.batches] == [1 + 8, 1 + 16, 1 + 32]
+    clock.now += 1.0  # the 32-unit lease expires unspent while five requests arrive together
+    await asyncio.gather(*(limiter.decide([("hot", 1000.0, 10_000, 1)]) for _ in range(5)))
+    assert fake.batches[-1] == [("hot", 1000.0, 10_000, 5 + 16)]
+
+
+async def test_a_hot_lease_is_renewed_ahead_and_requests_never_wait() -> None:
+    clock = Clock()
+    fake = FakeLimiter(clock)
+    limiter = BatchingLimiter(fake, clock=clock, max_lease=8, window=0.0)
+    await limiter.decide([("k", 1000.0, 1000, 1)])  # buys 1 + a lease of 8
+    assert fake.batches == [[("k", 1000.0, 1000, 9)]]
+    spent = [limiter.spend("k") for _ in range(6)]  # down to a quarter left: the next is bought ahead
+    assert all(rate is not None for rate in spent) and len(fake.batches) == 1
+    await asyncio.sleep(0.01)
+    assert fake.batches[-1] == [("k", 1000.0, 1000, 16)]  # ran low: doubled, no request waiting on it
+    assert all(limiter.spend("k") is not None for _ in range(16))  # ran low again on the way
+    await asyncio.sleep(0.01)
+    assert fake.batches[-1] == [("k", 1000.0, 1000, 32)]
+    clock.now += 0.08  # late in the 32-unit lease with most of it left: renewed ahead at half the size
+    assert limiter.spend("k") is not None
+    await asyncio.sleep(0.01)
+    assert fake.batches[-1] == [("k", 1000.0, 1000, 16)]
+    assert limiter.round_trips == len(fake.batches) == 4

@@ -1,16 +1,23 @@
-"""The generation reader: concurrent reads share one in-flight MGET, never one sent before they arrived."""
+"""The generation reader (concurrent reads share one in-flight MGET, never one sent before they
+arrived) and the micro-cache's byte accounting and gzipped answers."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import gzip
+import os
 import socket
+import tracemalloc
 import uuid
 
+import orjson
 import pytest
 
 from tsmesh_common.redis_keys import data_generation_key
+from tsmesh_gateway import microcache
 from tsmesh_gateway.leanredis import LeanRedis
-from tsmesh_gateway.microcache import GenerationReader
+from tsmesh_gateway.microcache import GenerationReader, MicroCache
 
 
 class GatedRedis:
@@ -59,6 +66,27 @@ async def test_reads_arriving_during_a_fetch_join_the_next_one_and_see_the_bump(
     assert reader.fetches == 2
 
 
+async def test_one_waiter_going_away_does_not_fail_the_others_of_its_batch() -> None:
+    redis = GatedRedis()
+    reader = GenerationReader(redis)
+    redis.values[data_generation_key("t1")] = b"7"
+
+    async def request() -> bytes | None:
+        return await reader.read("t1")
+
+    gone, stays = asyncio.ensure_future(request()), asyncio.ensure_future(request())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(redis.sent) == 1  # one shared read in flight
+    gone.cancel()  # a client disconnects while its read is in flight
+    for _ in range(5):
+        await asyncio.sleep(0)
+    redis.gate.set()
+    assert await stays == b"7"
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+
+
 async def test_a_failed_fetch_fails_its_waiters_only(redis_client) -> None:
     class Broken:
         async def get(self, key: str) -> bytes | None:
@@ -103,3 +131,52 @@ async def test_lean_redis_reads_pipelines_reconnects_and_fails_fast(redis_client
     down = LeanRedis("127.0.0.1", port)
     with pytest.raises(OSError):
         await down.get("k")
+
+
+class StaticGenerations:
+    async def read(self, tenant_id: str) -> bytes | None:
+        return b"1"
+
+
+@pytest.mark.parametrize("size", [10, 1000, 10_000])
+def test_byte_accounting_is_within_ten_percent_of_tracemalloc(size: int) -> None:
+    cache = MicroCache(StaticGenerations(), ttl=60.0, max_bytes=1 << 40)  # type: ignore[arg-type]
+    tenant = "tenant-" + uuid.uuid4().hex
+    entries = 3000
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(entries):  # what a cached answer brings: its body, key and generation
+            cache.put(tenant, os.urandom(16), b"%d" % (1732780800000000 + i), os.urandom(size))
+        traced = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert cache.size_bytes == pytest.approx(traced, rel=0.10)
+
+
+def test_gzipped_answer_is_compressed_once_kept_beside_the_body_and_counted(monkeypatch) -> None:
+    compressed: list[bytes] = []
+
+    def counting_gzip(body: bytes) -> bytes:
+        compressed.append(body)
+        return gzip.compress(body)
+
+    monkeypatch.setattr(microcache, "gzip_body", counting_gzip)
+    cache = MicroCache(StaticGenerations(), ttl=60.0, max_bytes=1 << 20)  # type: ignore[arg-type]
+    body = orjson.dumps({"series": [{"metric": "cpu", "buckets": list(range(2000))}]})
+    cache.put("t", b"k" * 16, b"1", body)
+    plain = cache.size_bytes
+    hit = cache.get("t", b"k" * 16, b"1")
+    assert hit is body
+    first = cache.gzipped("t", b"k" * 16, hit)
+    assert gzip.decompress(first) == body and cache.size_bytes == plain + len(first) + microcache.BYTES_OVERHEAD
+    assert cache.gzipped("t", b"k" * 16, cache.get("t", b"k" * 16, b"1") or b"") is first
+    assert len(compressed) == 1
+    # a body that is not the cached one (a stale flight, a bypass) is compressed but not kept
+    other = bytes(bytearray(body))  # equal, not the same object
+    assert gzip.decompress(cache.gzipped("t", b"k" * 16, other)) == body and len(compressed) == 2
+    assert cache.size_bytes == plain + len(first) + microcache.BYTES_OVERHEAD
+    # replacing the entry gives back both bodies' bytes
+    cache.put("t", b"k" * 16, b"2", b"{}")
+    assert cache.size_bytes == 2 + 16 + 1 + microcache.ENTRY_OVERHEAD

@@ -186,3 +186,26 @@ def test_the_old_entry_bound_is_refused_by_name() -> None:
     with pytest.raises(ConfigError, match="TSMESH_GATEWAY_CACHE_MAX_BYTES"):
         GatewayConfig.from_env({"TSMESH_GATEWAY_CACHE_ENTRIES": "10000"})
     assert GatewayConfig.from_env({"TSMESH_GATEWAY_CACHE_MAX_BYTES": "1048576"}).cache_max_bytes == 1048576
+
+
+async def test_positive_auth_cache_is_keyed_on_the_token_and_evicts_the_oldest_not_everyone() -> None:
+    auth, clock = FakeAuthenticator(), Clock()
+    cache = PrincipalCache(auth, size=32, clock=clock)  # type: ignore[arg-type]
+    token = "eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.e30.c2ln"
+    principal = Principal("t", "u", frozenset({"read"}), None, "id-1", "jwt")
+    auth.answers[token] = [principal]
+    # one token sent with endless variants of the header is one entry, checked by auth once
+    for i in range(200):
+        scheme = "".join(c.upper() if (i >> n) & 1 else c for n, c in enumerate("bearer"))
+        assert await cache.authenticate_header(f"{scheme} {' ' * (i % 3)}{token}{' ' * (i % 5)}") is principal
+    assert await cache.authenticate_header(f"Token {token}") is principal
+    assert await cache.authenticate(token) is principal  # the stream's bare token shares the entry
+    assert auth.calls[token] == 1 and len(cache._entries) == 1
+    # when full, the oldest entries go and the others stay cached
+    others = [f"tsm_{i:04d}_{'s' * 24}" for i in range(40)]
+    for i, other in enumerate(others):
+        auth.answers[other] = [Principal("t", f"u{i}", frozenset({"read"}), None, f"id-{i}", "api_token")]
+        await cache.authenticate_header(f"Bearer {other}")
+    assert len(cache._entries) <= 32
+    assert token not in cache._entries and others[-1] in cache._entries
+    assert cache.cached(others[-2]) is not None and sum(auth.calls[o] for o in others) == 40

@@ -90,3 +90,26 @@ async def test_fast_path_gzips_large_answers_for_clients_that_accept_it(gateway)
         "/v1/query/range?" + urlencode(GET), headers={"accept-encoding": "gzip", **gateway.bearer("read")}
     )
     assert small.status_code == 200 and "content-encoding" not in small.headers
+
+
+@pytest.mark.parametrize("fast", ["true", "false"], ids=["fast-path", "starlette"])
+async def test_gzip_is_cached_on_hits_and_q0_refuses_it(gateway_factory, monkeypatch, fast: str) -> None:
+    from tsmesh_gateway import microcache
+
+    compressed: list[int] = []
+    real = microcache.gzip_body
+    monkeypatch.setattr(microcache, "gzip_body", lambda body: compressed.append(len(body)) or real(body))
+    gw = await gateway_factory(TSMESH_GATEWAY_FAST_PATH=fast)
+    auth = gw.bearer("read", tenant="t-" + "y" * 1200)  # the fake query echoes the tenant: over 1 KB
+    url = "/v1/query/range?" + urlencode(GET)
+    for expected in ("miss", "hit", "hit"):
+        answer = await gw.client.get(url, headers={"accept-encoding": "gzip, deflate", **auth})
+        assert answer.headers["x-cache"] == expected and answer.headers["content-encoding"] == "gzip"
+        assert answer.headers.get_list("vary") == ["Accept-Encoding"]
+    assert len(compressed) == 1  # once, on the miss; the hits send the kept gzipped body
+    for refused in ("gzip;q=0", "gzip; q=0.0, identity", "br, GZIP ; Q=0", "deflate;q=1, gzip;q=0"):
+        answer = await gw.client.get(url, headers={"accept-encoding": refused, **auth})
+        assert answer.status_code == 200 and answer.headers["x-cache"] == "hit"
+        assert "content-encoding" not in answer.headers, refused
+    weighted = await gw.client.get(url, headers={"accept-encoding": "br;q=1.0, gzip;q=0.5", **auth})
+    assert weighted.headers["content-encoding"] == "gzip"

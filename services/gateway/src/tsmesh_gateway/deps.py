@@ -10,10 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tsmesh_common.context import Principal
-from tsmesh_common.ratelimit import RateDecision
 from tsmesh_gateway.bodies import BodyWatchdog, read_body, read_json
 from tsmesh_gateway.config import GatewayConfig
-from tsmesh_gateway.guard import PrincipalCache, RouteLimits, principal_key, rate_headers
+from tsmesh_gateway.guard import PrincipalCache, Rate, RouteLimits, authorization_token, principal_key, rate_headers
 from tsmesh_gateway.http_errors import to_http_error
 from tsmesh_gateway.microcache import MicroCache
 from tsmesh_gateway.upstreams import Upstreams
@@ -28,7 +27,7 @@ class Caller:
 
     principal: Principal
     authorization: str
-    rate: RateDecision | None
+    rate: Rate | None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -55,13 +54,22 @@ class Deps:
     async def authorize_header(self, header: str | None, address: str, route_class: str, scope: str | None) -> Caller:
         """:meth:`authorize` from the raw ``Authorization`` value and client address (ASGI fast path).
 
-        The per-address budget is spent first, so refused floods never reach authentication."""
-        spent = await self.limits.check_address(route_class, address)
-        principal = await self.principals.authenticate_header(header)
+        The per-address budget is spent first, so refused floods never reach authentication. The
+        common case (limits covered by local leases, the token cached) awaits nothing."""
+        limits = self.limits
+        spent = None
+        if limits.enabled:
+            spent = limits.address_now(route_class, address) or await limits.check_address(route_class, address)
+        principal = self.principals.cached(authorization_token(header)) if header is not None else None
+        if principal is None:
+            principal = await self.principals.authenticate_header(header)
         if scope is not None:
             principal.require(scope)
         if spent is not None:
-            spent = await self.limits.check_identity(route_class, principal_key(principal), spent)
+            identity = principal_key(principal)
+            spent = limits.identity_now(route_class, identity, spent) or await limits.check_identity(
+                route_class, identity, spent
+            )
         assert header is not None
         return Caller(principal, header, spent)
 

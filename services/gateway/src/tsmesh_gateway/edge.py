@@ -17,16 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tsmesh_common.context import request_id_var
 from tsmesh_gateway.http_errors import to_http_error
+from tsmesh_gateway.tally import TallyCounter, TallyHistogram
 
 log = logging.getLogger(__name__)
 
 REQUESTS = Counter("tsmesh_gateway_http_requests_total", "HTTP requests answered", ["route_class", "status"])
-LATENCY = Histogram(
-    "tsmesh_gateway_http_duration_seconds",
-    "HTTP request duration",
-    ["route_class"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
-)
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+LATENCY = Histogram("tsmesh_gateway_http_duration_seconds", "HTTP request duration", ["route_class"], buckets=_BUCKETS)
 
 _VALID_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 CSP = (
@@ -132,17 +129,27 @@ class EdgeMiddleware:
         observe(klass, status, seconds)
 
 
-_COUNTERS: dict[tuple[str, int], Any] = {}
-_HISTOGRAMS: dict[str, Any] = {}
+_COUNTERS: dict[tuple[str, int], TallyCounter] = {}
+_HISTOGRAMS: dict[str, TallyHistogram] = {}
+
+
+def requests_tally(klass: str, status: int) -> TallyCounter:
+    """The tally of ``tsmesh_gateway_http_requests_total`` for ``klass`` and ``status``."""
+    counter = _COUNTERS.get((klass, status))
+    if counter is None:
+        counter = _COUNTERS[(klass, status)] = TallyCounter(REQUESTS.labels(klass, str(status)))
+    return counter
+
+
+def latency_tally(klass: str) -> TallyHistogram:
+    """The tally of ``tsmesh_gateway_http_duration_seconds`` for ``klass``."""
+    histogram = _HISTOGRAMS.get(klass)
+    if histogram is None:
+        histogram = _HISTOGRAMS[klass] = TallyHistogram(LATENCY.labels(klass), _BUCKETS)
+    return histogram
 
 
 def observe(klass: str, status: int, seconds: float) -> None:
-    """Count one answered request of ``klass`` (label children cached, not looked up per request)."""
-    counter = _COUNTERS.get((klass, status))
-    if counter is None:
-        counter = _COUNTERS[(klass, status)] = REQUESTS.labels(klass, str(status))
-    counter.inc()
-    histogram = _HISTOGRAMS.get(klass)
-    if histogram is None:
-        histogram = _HISTOGRAMS[klass] = LATENCY.labels(klass)
-    histogram.observe(seconds)
+    """Count one answered request of ``klass`` (tallies, see :mod:`tsmesh_gateway.tally`)."""
+    requests_tally(klass, status).n += 1
+    latency_tally(klass).observe(seconds)

@@ -13,16 +13,23 @@ application unchanged.
 
 from __future__ import annotations
 
-import gzip
 import time
 
 from starlette.types import Receive, Scope, Send
 
 from tsmesh_common.context import request_id_var
 from tsmesh_gateway.bodies import too_large
-from tsmesh_gateway.compression import MINIMUM_SIZE
+from tsmesh_gateway.compression import accepts_gzip
 from tsmesh_gateway.deps import Deps
-from tsmesh_gateway.edge import HSTS, SECURITY_HEADERS, new_request_id, observe, request_id_from
+from tsmesh_gateway.edge import (
+    HSTS,
+    SECURITY_HEADERS,
+    latency_tally,
+    new_request_id,
+    observe,
+    request_id_from,
+    requests_tally,
+)
 from tsmesh_gateway.guard import rate_header_bytes
 from tsmesh_gateway.http_errors import HttpError, to_http_error
 from tsmesh_gateway.routes_data import CachedAnswer
@@ -32,6 +39,7 @@ _BASE = [_JSON, *SECURITY_HEADERS]
 _BASE_TLS = [*_BASE, HSTS]
 _GZIP = [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]
 _CACHE_VALUES = {o: (b"x-cache", o.encode()) for o in ("hit", "miss", "shared", "bypass")}
+_OK, _LATENCY = requests_tally("query", 200), latency_tally("query")
 
 
 class FastQueries:
@@ -59,7 +67,7 @@ class FastQueries:
             elif key == b"x-request-id":
                 request_id = request_id_from(scope)
             elif key == b"accept-encoding":
-                gzip_ok = b"gzip" in value
+                gzip_ok = accepts_gzip(value)
             elif (key == b"content-encoding" and value.strip().lower() not in (b"", b"identity")) or (
                 key == b"origin" and self._cors
             ):
@@ -69,20 +77,23 @@ class FastQueries:
             request_id = new_request_id()
         request_id_var.set(request_id)
         base = _BASE_TLS if scope.get("scheme") == "https" else _BASE
-        status = 500
         try:
-            body, outcome, rate = await self._answer(scope, receive, answer, authorization, declared)
-            status = 200
-            if gzip_ok and len(body) >= MINIMUM_SIZE:
-                body = gzip.compress(body, 9)
-                rate.extend(_GZIP)
+            deps = self._deps
+            client = scope.get("client")
+            caller = await deps.authorize_header(authorization, client[0] if client else "unknown", "query", "read")
+            raw = scope["query_string"] if scope["method"] == "GET" else await self._body(receive, declared)
+            body, gzipped, outcome = await answer(caller, raw, gzip_ok)
             headers = [
                 *base,
                 (b"content-length", b"%d" % len(body)),
                 (b"x-request-id", request_id.encode()),
                 _CACHE_VALUES[outcome],
-                *rate,
             ]
+            if caller.rate is not None:
+                headers += rate_header_bytes(caller.rate)
+            if gzipped:
+                headers += _GZIP
+            status = 200
         except Exception as exc:  # noqa: BLE001 - mapped to the JSON error body, 500 only for the unknown
             error = to_http_error(exc)
             status, body = error.status, error.body()
@@ -96,18 +107,12 @@ class FastQueries:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         finally:
-            observe("query", status, time.perf_counter() - started)
+            if status == 200:
+                _OK.n += 1
+                _LATENCY.observe(time.perf_counter() - started)
+            else:
+                observe("query", status, time.perf_counter() - started)
         return True
-
-    async def _answer(
-        self, scope: Scope, receive: Receive, answer: CachedAnswer, authorization: str | None, declared: bytes | None
-    ) -> tuple[bytes, str, list[tuple[bytes, bytes]]]:
-        deps = self._deps
-        client = scope.get("client")
-        caller = await deps.authorize_header(authorization, client[0] if client else "unknown", "query", "read")
-        raw = scope["query_string"] if scope["method"] == "GET" else await self._body(receive, declared)
-        body, outcome = await answer(caller, raw)
-        return body, outcome, rate_header_bytes(caller.rate) if caller.rate is not None else []
 
     async def _body(self, receive: Receive, declared: bytes | None) -> bytes:
         deps = self._deps

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 import math
 import re
 import time
@@ -29,6 +30,7 @@ RATE_LIMITED = Counter("tsmesh_gateway_rate_limited_total", "Requests refused by
 
 
 Decision = tuple[str, float, int, int]  # key, rate, burst, cost
+Rate = tuple[int, int, float]  # what the RateLimit-* headers say: limit, remaining, seconds until reset
 
 
 class Limiter(Protocol):
@@ -38,13 +40,18 @@ class Limiter(Protocol):
 
 
 class _Lease:
-    """Units of one key already paid for in Redis, spendable here until ``expires``."""
+    """Units of one key already paid for in Redis, spendable here until ``expires``; the next one is
+    bought ahead once a quarter of the units or of the period is left (``low``, ``renew_at``)."""
 
-    __slots__ = ("expires", "limit", "remaining", "reset_after", "units")
+    __slots__ = ("expires", "limit", "low", "rate", "remaining", "renew_at", "renewing", "reset_after", "units")
 
-    def __init__(self, units: int, expires: float, decision: RateDecision) -> None:
+    def __init__(self, units: int, now: float, period: float, rate: float, decision: RateDecision) -> None:
         self.units = units
-        self.expires = expires
+        self.low = units // 4
+        self.expires = now + period
+        self.renew_at = now + period * 0.75
+        self.renewing = False
+        self.rate = rate
         self.limit = decision.limit
         self.remaining = decision.remaining
         self.reset_after = decision.reset_after
@@ -54,14 +61,19 @@ class BatchingLimiter:
     """Rate-limit decisions shared through Redis at a fraction of a round trip per request.
 
     - decisions of every request arriving within ``window`` go to Redis in ONE pipeline
-      (``RateLimiter.acquire_many``);
+      (``RateLimiter.acquire_many``), and only one pipeline is in flight: requests arriving
+      meanwhile share the next one, sent when it returns (under load, a lease running out no
+      longer starts a pipeline per window while the first is still out, each buying a lease);
     - for generous budgets a worker buys a small lease of units at once (at most ``burst // 20``,
-      starting at ``max_lease``) and spends them locally for ``lease_seconds``; unspent units
-      expire, so a worker is at most one lease stricter than exact, never more permissive. A lease
-      used up before it expires doubles the next one for that key (up to ``burst // 20`` and
-      ``max_lease * growth``), so a hot key costs a few Redis round trips per second whatever the
-      request rate; a lease that expires unspent halves the size. Tight budgets (burst < 40) are
-      decided unit by unit.
+      starting at ``max_lease``) and spends them locally for ``lease_seconds``. On the hot path
+      (:meth:`spend`) the next lease is bought ahead, when a quarter of the units or of the period
+      is left, and replaces the current one when it arrives (its rest is dropped); unspent units
+      expire, so a worker is at most two leases stricter than exact, never more permissive. A
+      lease running low doubles the next one for that key (up to ``burst // 20`` and
+      ``max_lease * growth``: 32,768 units per 0.1 s lease by default, above one worker's rate
+      for one key), one more than half unspent late in its period or at expiry halves it, so a
+      hot key costs about ten Redis round trips per second whatever the request rate and its
+      requests do not wait on them. Tight budgets (burst < 40) are decided unit by unit.
     """
 
     def __init__(
@@ -71,7 +83,7 @@ class BatchingLimiter:
         window: float = 0.0005,
         max_lease: int = 32,
         lease_seconds: float = 0.1,
-        growth: int = 64,
+        growth: int = 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._limiter = limiter
@@ -84,41 +96,77 @@ class BatchingLimiter:
         self._sizes: dict[str, int] = {}
         self._hungry: set[str] = set()
         self.round_trips = 0
-        self._pending: list[tuple[Sequence[Decision], asyncio.Future[list[RateDecision]]]] = []
+        # requests and their waiter (None: a lease bought ahead, see _renew)
+        self._pending: list[tuple[Sequence[Decision], asyncio.Future[list[RateDecision]] | None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._running: set[asyncio.Future[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def decide_now(self, requests: Sequence[Decision]) -> list[RateDecision] | None:
-        """The decisions when local leases cover them all (nothing awaited), else None."""
-        return self._from_leases(requests)
+    def spend(self, key: str) -> Rate | None:
+        """One unit of ``key`` from its local lease (nothing awaited, no decision object), or None
+        when the lease does not cover it (then :meth:`decide`)."""
+        now = self._clock()
+        lease = self._usable(key, 1, now)
+        if lease is None:
+            return None
+        lease.units -= 1
+        if not lease.renewing and (lease.units <= lease.low or now >= lease.renew_at):
+            self._renew(key, lease)
+        return lease.limit, lease.remaining + lease.units, lease.reset_after
+
+    def _renew(self, key: str, lease: _Lease) -> None:
+        """Buy the key's next lease while this one still serves (a hot key never waits on Redis):
+        a lease running low doubles the next, one more than half unspent near its end halves it."""
+        lease.renewing = True
+        if lease.units <= lease.low:
+            self._hungry.add(key)
+        elif lease.units > 2 * lease.low:
+            self._sizes[key] = max(self._max_lease, self._sizes.get(key, self._max_lease) // 2)
+        self._pending.append((((key, lease.rate, lease.limit, 0),), None))
+        self._schedule()
 
     async def decide(self, requests: Sequence[Decision]) -> list[RateDecision]:
         """One decision per ``(key, rate, burst, cost)``, in order."""
         local = self._from_leases(requests)
         if local is not None:
             return local
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or loop.is_closed():  # looked up once: asyncio.get_running_loop() is a getpid() on 3.11
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[list[RateDecision]] = loop.create_future()
         self._pending.append((requests, future))
+        self._schedule()
+        return await future
+
+    def _schedule(self) -> None:
+        if self._running:
+            return  # sent when the batch in flight returns
         if len(self._pending) >= 128:
             self._flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self._window, self._flush)
-        return await future
+            assert self._loop is not None
+            self._timer = self._loop.call_later(self._window, self._flush)
+
+    def _usable(self, key: str, cost: int, now: float) -> _Lease | None:
+        lease = self._leases.get(key)
+        if lease is None:
+            return None
+        if lease.expires <= now:
+            if lease.units > 0:  # bought too much: halve the next lease (one bad period does not reset it)
+                self._sizes[key] = max(self._max_lease, self._sizes.get(key, self._max_lease) // 2)
+            del self._leases[key]  # halved once, not again by every request until the next lease
+            return None
+        if lease.units < cost:
+            self._hungry.add(key)
+            return None
+        return lease
 
     def _from_leases(self, requests: Sequence[Decision]) -> list[RateDecision] | None:
         now = self._clock()
         leases = []
         for key, _, _, cost in requests:
-            lease = self._leases.get(key)
+            lease = self._usable(key, cost, now)
             if lease is None:
-                return None
-            if lease.expires <= now:
-                if lease.units > 0:  # bought too much: halve the next lease (one bad period does not reset it)
-                    self._sizes[key] = max(self._max_lease, self._sizes.get(key, self._max_lease) // 2)
-                return None
-            if lease.units < cost:
-                self._hungry.add(key)
                 return None
             leases.append(lease)
         decisions = []
@@ -142,22 +190,30 @@ class BatchingLimiter:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._running:
+            return
         batch, self._pending = self._pending, []
         if batch:
-            task = asyncio.ensure_future(self._run(batch))
+            assert self._loop is not None
+            task = self._loop.create_task(self._run(batch))
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            task.add_done_callback(self._sent)
 
-    async def _run(self, batch: list[tuple[Sequence[Decision], asyncio.Future[list[RateDecision]]]]) -> None:
+    def _sent(self, task: asyncio.Future[None]) -> None:
+        self._running.discard(task)
+        if self._pending:  # arrived while it was in flight: they have waited a round trip already
+            self._flush()
+
+    async def _run(self, batch: list[tuple[Sequence[Decision], asyncio.Future[list[RateDecision]] | None]]) -> None:
         try:
             answers = await self._decide_batch([requests for requests, _ in batch])
         except Exception as exc:  # noqa: BLE001 - every waiter gets the failure
             for _, future in batch:
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_exception(exc)
             return
         for (_, future), answer in zip(batch, answers, strict=True):
-            if not future.done():
+            if future is not None and not future.done():
                 future.set_result(answer)
 
     async def _decide_batch(self, batch: list[Sequence[Decision]]) -> list[list[RateDecision]]:
@@ -186,7 +242,7 @@ class BatchingLimiter:
         for (key, _, _, bought), decision in zip(purchases, (decided[k] for k in keys), strict=True):
             extra = bought - totals[key][2]
             if decision.allowed and extra > 0:
-                self._leases[key] = _Lease(extra, now + self._lease_seconds, decision)
+                self._leases[key] = _Lease(extra, now, self._lease_seconds, totals[key][0], decision)
         if len(self._leases) > 100_000:
             self._leases.clear()
             self._sizes.clear()
@@ -240,13 +296,17 @@ def malformed(token: str) -> bool:
 class PrincipalCache:
     """Verified credentials for a short while, so hot paths skip token checks; revocations evict.
 
-    Keyed on the credential string as received (the whole ``Authorization`` value on HTTP, the
-    token on the stream), so a hit costs one dict lookup. Refusals are remembered too (negative
-    cache by token digest, ``refused_ttl`` seconds, at most ``refused_size`` entries, oldest evicted first), but
-    only those that cannot turn into a success: malformed tokens (:func:`malformed`) and API tokens
-    auth reported unknown, expired or revoked. A well-formed JWT that fails is never remembered (its
-    key may be one auth published a moment ago, fetched on the next try), nor is an auth outage.
-    A freshly created token is a string nobody presented before, so it is never in the cache.
+    Keyed on the token itself (parsed out of the ``Authorization`` value on HTTP, whatever the
+    scheme's case or the surrounding whitespace; as sent on the stream), so variants of one header
+    share an entry. At most ``size`` entries: when full, the sixteenth of them authenticated
+    longest ago is dropped (an entry moves to the end when its token is checked again), never the
+    whole cache.
+    Refusals are remembered too (negative cache by token digest, ``refused_ttl`` seconds, at most
+    ``refused_size`` entries, oldest evicted first), but only those that cannot turn into a success:
+    malformed tokens (:func:`malformed`) and API tokens auth reported unknown, expired or revoked.
+    A well-formed JWT that fails is never remembered (its key may be one auth published a moment
+    ago, fetched on the next try), nor is an auth outage. A freshly created token is a string
+    nobody presented before, so it is never in the cache.
     """
 
     def __init__(
@@ -269,26 +329,22 @@ class PrincipalCache:
         self._refused: OrderedDict[bytes, tuple[str, float]] = OrderedDict()  # token digest -> (message, until)
         authenticator.on_revocation(self.evict_token_id)
 
-    def cached(self, credential: str) -> Principal | None:
-        """The principal remembered for ``credential``, without awaiting anything."""
-        entry = self._entries.get(credential)
+    def cached(self, token: str) -> Principal | None:
+        """The principal remembered for ``token``, without awaiting anything."""
+        entry = self._entries.get(token)
         if entry is not None and entry[1] > self._clock():
             return entry[0]
         return None
 
     async def authenticate_header(self, header: str | None) -> Principal:
-        """The principal of an ``Authorization`` value (``Bearer <t>`` or ``Token <t>``)."""
-        if header is not None:
-            principal = self.cached(header)
-            if principal is not None:
-                return principal
-        return await self._check(header, authorization_token(header))
+        """The principal of an ``Authorization`` value (``Bearer <t>`` or ``Token <t>``, any case)."""
+        return await self.authenticate(authorization_token(header))
 
     async def authenticate(self, token: str) -> Principal:
         """The principal of a bare token (the stream's first message)."""
-        return self.cached(token) or await self._check(token, token)
+        return self.cached(token) or await self._check(token)
 
-    async def _check(self, credential: str | None, token: str) -> Principal:
+    async def _check(self, token: str) -> Principal:
         now = self._clock()
         digest = hashlib.blake2b(token.encode("utf-8", "backslashreplace"), digest_size=16).digest()
         refused = self._refused.get(digest)
@@ -309,9 +365,12 @@ class PrincipalCache:
         until = now + self._ttl
         if principal.expires_at is not None:
             until = min(until, principal.expires_at)
-        if len(self._entries) >= self._size:
-            self._entries.clear()
-        self._entries[credential or token] = (principal, until)
+        entries = self._entries
+        entries.pop(token, None)  # re-inserted last: the dict's order is the order of authentication
+        if len(entries) >= self._size:  # the oldest 1/16 go, not everyone's
+            for old in list(itertools.islice(entries, max(1, self._size // 16))):
+                del entries[old]
+        entries[token] = (principal, until)
         return principal
 
     def _remember_refusal(self, digest: bytes, message: str, now: float) -> None:
@@ -349,32 +408,47 @@ class RouteLimits:
             spent = await self.check_identity(route_class, identity, spent)
         return rate_headers(spent)
 
-    async def check_address(self, route_class: str, address: str) -> RateDecision | None:
+    @property
+    def enabled(self) -> bool:
+        return self._limits.enabled
+
+    def address_now(self, route_class: str, address: str) -> Rate | None:
+        """:meth:`check_address` when the local lease covers it (limits on), else None: nothing spent."""
+        return self._limiter.spend(f"{route_class}:addr:{address}")
+
+    def identity_now(self, route_class: str, identity: str, spent: Rate) -> Rate | None:
+        """:meth:`check_identity` when the local lease covers it, else None: nothing spent."""
+        rate = self._limiter.spend(f"{route_class}:{identity}")
+        if rate is None:
+            return None
+        return rate if rate[1] <= spent[1] else spent
+
+    async def check_address(self, route_class: str, address: str) -> Rate | None:
         """Spend the per-client-address budget (BEFORE authentication, so a flood of bad tokens is
         refused here without reaching auth); None when limits are off, 429 when refused."""
         if not self._limits.enabled:
             return None
-        limit = self._limits.per_address[route_class]
-        request = ((f"{route_class}:addr:{address}", limit.rate, limit.burst, 1),)
-        decision = (self._limiter.decide_now(request) or await self._limiter.decide(request))[0]
-        if not decision.allowed:
-            self._refuse(route_class, "address", decision)
-        return decision
+        key = f"{route_class}:addr:{address}"
+        return self._limiter.spend(key) or await self._decide(route_class, "address", key)
 
-    async def check_identity(self, route_class: str, identity: str, spent: RateDecision) -> RateDecision:
+    async def check_identity(self, route_class: str, identity: str, spent: Rate) -> Rate:
         """Spend the per-token-or-user budget; the tighter of it and ``spent`` (what the
         ``RateLimit-*`` headers describe)."""
-        limit = self._limits.per_principal[route_class]
-        request = ((f"{route_class}:{identity}", limit.rate, limit.burst, 1),)
-        decision = (self._limiter.decide_now(request) or await self._limiter.decide(request))[0]
+        key = f"{route_class}:{identity}"
+        rate = self._limiter.spend(key) or await self._decide(route_class, "principal", key)
+        return rate if rate[1] <= spent[1] else spent
+
+    async def _decide(self, route_class: str, by: str, key: str) -> Rate:
+        limit = (self._limits.per_address if by == "address" else self._limits.per_principal)[route_class]
+        decision = (await self._limiter.decide(((key, limit.rate, limit.burst, 1),)))[0]
         if not decision.allowed:
-            self._refuse(route_class, "principal", decision)
-        return decision if decision.remaining <= spent.remaining else spent
+            self._refuse(route_class, by, decision)
+        return decision.limit, decision.remaining, decision.reset_after
 
     def _refuse(self, route_class: str, by: str, decision: RateDecision) -> NoReturn:
         RATE_LIMITED.labels(route_class, by).inc()
         retry = decision.retry_after if math.isfinite(decision.retry_after) else 60.0
-        headers = rate_headers(decision)
+        headers = rate_headers((decision.limit, decision.remaining, decision.reset_after))
         headers["Retry-After"] = str(max(1, math.ceil(retry)))
         raise HttpError(
             429,
@@ -385,18 +459,20 @@ class RouteLimits:
         )
 
 
-def rate_headers(decision: RateDecision) -> dict[str, str]:
+def rate_headers(rate: Rate) -> dict[str, str]:
+    limit, remaining, reset_after = rate
     return {
-        "RateLimit-Limit": str(decision.limit),
-        "RateLimit-Remaining": str(decision.remaining),
-        "RateLimit-Reset": str(max(0, math.ceil(decision.reset_after))),
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(remaining),
+        "RateLimit-Reset": str(max(0, math.ceil(reset_after))),
     }
 
 
-def rate_header_bytes(decision: RateDecision) -> list[tuple[bytes, bytes]]:
+def rate_header_bytes(rate: Rate) -> list[tuple[bytes, bytes]]:
     """:func:`rate_headers` as raw ASGI headers (the fast path)."""
+    limit, remaining, reset_after = rate
     return [
-        (b"ratelimit-limit", b"%d" % decision.limit),
-        (b"ratelimit-remaining", b"%d" % decision.remaining),
-        (b"ratelimit-reset", b"%d" % max(0, math.ceil(decision.reset_after))),
+        (b"ratelimit-limit", b"%d" % limit),
+        (b"ratelimit-remaining", b"%d" % remaining),
+        (b"ratelimit-reset", b"%d" % max(0, math.ceil(reset_after))),
     ]

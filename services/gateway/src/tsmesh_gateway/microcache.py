@@ -23,18 +23,37 @@ from typing import Any
 from prometheus_client import Counter
 
 from tsmesh_common.redis_keys import INIT_GENERATIONS_LUA, data_generation_key
+from tsmesh_gateway.compression import gzip_body
+from tsmesh_gateway.tally import TallyCounter
 
 log = logging.getLogger(__name__)
 
 LOOKUPS = Counter("tsmesh_gateway_cache_lookups_total", "Micro-cache lookups", ["outcome"])
-_HIT, _MISS, _BYPASS = LOOKUPS.labels("hit"), LOOKUPS.labels("miss"), LOOKUPS.labels("bypass")
+_HIT, _MISS, _BYPASS = (
+    TallyCounter(LOOKUPS.labels("hit")),
+    TallyCounter(LOOKUPS.labels("miss")),
+    LOOKUPS.labels("bypass"),
+)
 EVICTIONS = Counter(
     "tsmesh_gateway_cache_evictions_total", "Micro-cache answers dropped to stay within TSMESH_GATEWAY_CACHE_MAX_BYTES"
 )
-ENTRY_OVERHEAD = 256  # bytes of bookkeeping per entry (key tuple, dict slot, value tuple), counted with the body
+# Bytes of bookkeeping per entry, counted with the body, key and tenant: the body's and key's bytes headers,
+# the key tuple, the OrderedDict slot and node, the entry object, its expiry float and generation bytes
+# (tracemalloc: 307-335 bytes per entry beyond the lengths counted, for 1,000-5,000 entries;
+# tests/gateway/test_microcache.py keeps the accounting within 10% of it).
+ENTRY_OVERHEAD = 320
+BYTES_OVERHEAD = 33  # the header of a bytes object (sys.getsizeof(b"")), counted with a gzipped body
 GENERATION_FETCHES = Counter(
     "tsmesh_gateway_generation_fetches_total", "Redis reads of data generations (each shared by concurrent requests)"
 )
+
+
+class _Shared(asyncio.Future[Any]):
+    """A future awaited by every request of a batch: one waiter's cancellation must not cancel it for
+    the others (the cancelled task is still cancelled, when the fetch completes)."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
 
 
 class GenerationReader:
@@ -43,29 +62,31 @@ class GenerationReader:
     A read joins the NEXT MGET, never one already sent: reads arriving while an MGET is in flight
     wait for it to finish and then share a single follow-up MGET. So every answer was read after
     the request arrived (a generation bumped before that is always seen), and under load Redis
-    sees one MGET per round trip instead of one per request, with no timer delay when idle.
+    sees one MGET per round trip instead of one per request, with no timer delay when idle. The
+    reads of one tenant in one batch share ONE future (no per-request future or task).
     """
 
     def __init__(self, redis: Any, timeout: float = 0.25) -> None:
         self._redis = redis
         self._timeout = timeout
-        self._pending: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._pending: dict[str, _Shared] = {}
         self._busy = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.fetches = 0
 
-    async def read(self, tenant_id: str) -> bytes | None:
-        """The tenant's generation (a missing key is set first); raises when Redis is unreachable."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bytes | None] = loop.create_future()
-        waiters = self._pending.get(tenant_id)
-        if waiters is None:
-            self._pending[tenant_id] = [future]
-        else:
-            waiters.append(future)
-        if not self._busy:
-            self._busy = True
-            loop.call_soon(self._flush)
-        return await future
+    def read(self, tenant_id: str) -> asyncio.Future[bytes | None]:
+        """The tenant's generation, to await (a missing key is set first); fails when Redis is
+        unreachable."""
+        future = self._pending.get(tenant_id)
+        if future is None:
+            loop = self._loop
+            if loop is None or loop.is_closed():  # looked up once: asyncio.get_running_loop() is a getpid() on 3.11
+                loop = self._loop = asyncio.get_running_loop()
+            future = self._pending[tenant_id] = _Shared(loop=loop)
+            if not self._busy:
+                self._busy = True
+                loop.call_soon(self._flush)
+        return future
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, {}
@@ -74,14 +95,15 @@ class GenerationReader:
             return
         self.fetches += 1
         GENERATION_FETCHES.inc()
-        task = asyncio.ensure_future(self._fetch(batch))
+        assert self._loop is not None
+        task = self._loop.create_task(self._fetch(batch))
         task.add_done_callback(self._fetched)
 
     def _fetched(self, task: asyncio.Future[None]) -> None:
         _consume(task)
         self._flush()
 
-    async def _fetch(self, batch: dict[str, list[asyncio.Future[bytes | None]]]) -> None:
+    async def _fetch(self, batch: dict[str, _Shared]) -> None:
         tenants = list(batch)
         keys = [data_generation_key(t) for t in tenants]
         try:
@@ -96,15 +118,12 @@ class GenerationReader:
                     for i, value in zip(missing, found, strict=True):
                         values[i] = value
         except Exception as exc:  # noqa: BLE001 - every waiter gets the failure
-            for futures in batch.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
+            for future in batch.values():
+                future.set_exception(exc)
+                future.exception()  # retrieved: a batch nobody awaits any more logs nothing
             return
         for tenant, value in zip(tenants, values, strict=True):
-            for future in batch[tenant]:
-                if not future.done():
-                    future.set_result(value)
+            batch[tenant].set_result(value)
 
 
 def _consume(task: asyncio.Future[None]) -> None:
@@ -112,11 +131,24 @@ def _consume(task: asyncio.Future[None]) -> None:
         log.warning("generation fetch failed", extra={"error": type(task.exception()).__name__})
 
 
+class _Entry:
+    """One cached answer: the plain body and, once a client accepting gzip asked, the gzipped one."""
+
+    __slots__ = ("body", "expires", "generation", "gzipped")
+
+    def __init__(self, generation: bytes, expires: float, body: bytes) -> None:
+        self.generation = generation
+        self.expires = expires
+        self.body = body
+        self.gzipped: bytes | None = None
+
+
 class MicroCache:
-    """LRU of ``(tenant, key) -> (generation, expiry, body)``, never shared across tenants, bounded in
-    bytes: bodies plus :data:`ENTRY_OVERHEAD` per entry stay within ``max_bytes`` (least recently used
-    answers are evicted first, counted by ``tsmesh_gateway_cache_evictions_total``); an answer larger
-    than an eighth of the budget is not cached at all."""
+    """LRU of ``(tenant, key) -> (generation, expiry, body[, gzipped body])``, never shared across
+    tenants, bounded in bytes: bodies (and gzipped bodies) plus :data:`ENTRY_OVERHEAD` per entry stay
+    within ``max_bytes`` (least recently used answers are evicted first, counted by
+    ``tsmesh_gateway_cache_evictions_total``); an answer larger than an eighth of the budget is not
+    cached at all."""
 
     def __init__(
         self,
@@ -130,7 +162,7 @@ class MicroCache:
         self._ttl = ttl
         self._max_bytes = max_bytes
         self._clock = clock
-        self._entries: OrderedDict[tuple[str, bytes], tuple[bytes, float, bytes]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, bytes], _Entry] = OrderedDict()
         self.size_bytes = 0
 
     @property
@@ -149,27 +181,45 @@ class MicroCache:
 
     def get(self, tenant_id: str, key: bytes, generation: bytes) -> bytes | None:
         entry = self._entries.get((tenant_id, key))
-        if entry is None or entry[0] != generation or entry[1] < self._clock():
-            _MISS.inc()
+        if entry is None or entry.generation != generation or entry.expires < self._clock():
+            _MISS.n += 1
             return None
-        _HIT.inc()
+        _HIT.n += 1
         self._entries.move_to_end((tenant_id, key))
-        return entry[2]
+        return entry.body
+
+    def gzipped(self, tenant_id: str, key: bytes, body: bytes) -> bytes:
+        """``body`` gzipped: compressed once and kept beside it (counted in the budget) while the
+        entry of ``(tenant_id, key)`` holds this very body; compressed uncached otherwise."""
+        entry = self._entries.get((tenant_id, key))
+        if entry is None or entry.body is not body:
+            return gzip_body(body)
+        if entry.gzipped is None:
+            entry.gzipped = gzipped = gzip_body(body)
+            self.size_bytes += len(gzipped) + BYTES_OVERHEAD
+            self._evict()
+            return gzipped
+        return entry.gzipped
 
     def put(self, tenant_id: str, key: bytes, generation: bytes, body: bytes) -> None:
-        cost = _cost(tenant_id, key, body)
+        entry = _Entry(generation, self._clock() + self._ttl, body)
+        cost = _cost(tenant_id, key, entry)
         if cost > self._max_bytes // 8:
             return
         old = self._entries.pop((tenant_id, key), None)
         if old is not None:
-            self.size_bytes -= _cost(tenant_id, key, old[2])
-        self._entries[(tenant_id, key)] = (generation, self._clock() + self._ttl, body)
+            self.size_bytes -= _cost(tenant_id, key, old)
+        self._entries[(tenant_id, key)] = entry
         self.size_bytes += cost
+        self._evict()
+
+    def _evict(self) -> None:
         while self.size_bytes > self._max_bytes:
-            (evicted_tenant, evicted_key), (_, _, evicted_body) = self._entries.popitem(last=False)
-            self.size_bytes -= _cost(evicted_tenant, evicted_key, evicted_body)
+            (tenant_id, key), evicted = self._entries.popitem(last=False)
+            self.size_bytes -= _cost(tenant_id, key, evicted)
             EVICTIONS.inc()
 
 
-def _cost(tenant_id: str, key: bytes, body: bytes) -> int:
-    return len(body) + len(key) + len(tenant_id) + ENTRY_OVERHEAD
+def _cost(tenant_id: str, key: bytes, entry: _Entry) -> int:
+    cost = len(entry.body) + len(key) + len(tenant_id) + ENTRY_OVERHEAD
+    return cost if entry.gzipped is None else cost + len(entry.gzipped) + BYTES_OVERHEAD

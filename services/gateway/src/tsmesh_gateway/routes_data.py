@@ -17,11 +17,13 @@ from tsmesh.v1 import query_pb2
 from tsmesh_common.errors import InvalidArgument
 from tsmesh_gateway import convert
 from tsmesh_gateway.bodies import JSON_TYPE, JSONResponse, json_object, parse_json
+from tsmesh_gateway.compression import MINIMUM_SIZE, accepts_gzip
 from tsmesh_gateway.deps import Caller, Deps, endpoint
 
 Render = Callable[[Any], Awaitable[bytes]]
-# (caller, raw request: JSON body or query string) -> (JSON body, X-Cache outcome)
-CachedAnswer = Callable[[Caller, bytes], Awaitable[tuple[bytes, str]]]
+# (caller, raw request: JSON body or query string, client accepts gzip)
+#   -> (JSON body, gzipped or not, X-Cache outcome)
+CachedAnswer = Callable[[Caller, bytes, bool], Awaitable[tuple[bytes, bool, str]]]
 
 
 def query_routes(deps: Deps, handlers: dict[tuple[str, str], CachedAnswer] | None = None) -> list[Route]:
@@ -37,8 +39,9 @@ def query_routes(deps: Deps, handlers: dict[tuple[str, str], CachedAnswer] | Non
             caller = await deps.authorize(request, "query", "read")
             method = "GET" if request.method == "HEAD" else request.method
             raw = request.scope["query_string"] if method == "GET" else await deps.body(request)
-            body, outcome = await answers[method](caller, raw)
-            return _json_bytes(body, caller, outcome)
+            gzip_ok = accepts_gzip(request.headers.get("accept-encoding", "").encode("latin-1"))
+            body, gzipped, outcome = await answers[method](caller, raw, gzip_ok)
+            return _json_bytes(body, gzipped, caller, outcome)
 
         return route
 
@@ -68,6 +71,7 @@ def cached_queries(deps: Deps) -> dict[tuple[str, str], CachedAnswer]:
     stub = deps.upstreams.query_stub
     in_flight: dict[tuple[str, bytes, bytes | None], asyncio.Future[bytes]] = {}
     max_depth = deps.cfg.max_json_depth
+    cache = deps.cache
 
     def from_json(build: Callable[[Any], Message]) -> Callable[[bytes], Message]:
         return lambda raw: build(json_object(parse_json(raw, max_depth)))
@@ -75,27 +79,35 @@ def cached_queries(deps: Deps) -> dict[tuple[str, str], CachedAnswer]:
     def cached(kind: str, parse: Callable[[bytes], Message], call: Render) -> CachedAnswer:
         prefix = kind.encode() + b"\0"
 
-        async def answer(caller: Caller, raw: bytes) -> tuple[bytes, str]:
+        async def answer(caller: Caller, raw: bytes, gzip_ok: bool) -> tuple[bytes, bool, str]:
             tenant = caller.principal.tenant_id
-            key = hashlib.blake2b(prefix + raw, digest_size=16).digest()
+            # short requests (the GET query strings, small bodies) are their own key; longer ones a digest
+            key = prefix + raw if len(raw) <= 512 else b"#" + hashlib.blake2b(prefix + raw, digest_size=16).digest()
             generation = await deps.cache.generation(tenant)
             if generation is not None:
                 hit = deps.cache.get(tenant, key, generation)
                 if hit is not None:
-                    return hit, "hit"
+                    if gzip_ok and len(hit) >= MINIMUM_SIZE:
+                        return cache.gzipped(tenant, key, hit), True, "hit"
+                    return hit, False, "hit"
             message = parse(raw)
             flight_key = (tenant, key, generation)
             flight = in_flight.get(flight_key)
             if flight is not None:
-                return await asyncio.shield(flight), "shared"
-            flight = in_flight[flight_key] = asyncio.ensure_future(call((message, caller)))
-            try:
                 body = await asyncio.shield(flight)
-            finally:
-                in_flight.pop(flight_key, None)
-            if generation is not None:
-                deps.cache.put(tenant, key, generation, body)
-            return body, "miss" if generation is not None else "bypass"
+                outcome = "shared"
+            else:
+                flight = in_flight[flight_key] = asyncio.ensure_future(call((message, caller)))
+                try:
+                    body = await asyncio.shield(flight)
+                finally:
+                    in_flight.pop(flight_key, None)
+                if generation is not None:
+                    cache.put(tenant, key, generation, body)
+                outcome = "miss" if generation is not None else "bypass"
+            if gzip_ok and len(body) >= MINIMUM_SIZE:
+                return cache.gzipped(tenant, key, body), True, outcome
+            return body, False, outcome
 
         return answer
 
@@ -145,7 +157,10 @@ def cached_queries(deps: Deps) -> dict[tuple[str, str], CachedAnswer]:
     }
 
 
-def _json_bytes(body: bytes, caller: Caller, outcome: str) -> Response:
+def _json_bytes(body: bytes, gzipped: bool, caller: Caller, outcome: str) -> Response:
     headers = dict(caller.headers)
     headers["X-Cache"] = outcome
+    if gzipped:  # passes through GzipWhenAccepted untouched
+        headers["Content-Encoding"] = "gzip"
+        headers["Vary"] = "Accept-Encoding"
     return Response(body, 200, headers=headers, media_type=JSON_TYPE)

@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from tsmesh_gateway import tally
 from tsmesh_gateway.bodies import JSON_TYPE
 from tsmesh_gateway.upstreams import Upstreams
 
@@ -30,7 +31,9 @@ DOCS_INIT = 'window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagge
 
 
 def metrics_bytes(multiprocess_dir: str | None) -> bytes:
-    """The exposition of this worker, or of every worker in Prometheus multiprocess mode."""
+    """The exposition of this worker, or of every worker in Prometheus multiprocess mode (this
+    worker's tallies flushed first, the others' are at most a second old)."""
+    tally.flush()
     if multiprocess_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
