@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 from tsmesh.v1 import query_pb2
 
+from tsmesh_common.protowire import varint
+
 _THRESHOLDS = [np.uint64(1 << (7 * k)) for k in range(1, 10)]
 
 I64 = npt.NDArray[np.int64]
@@ -121,25 +123,13 @@ def encode_buckets(starts: I64, values: F64, has_value: Bools, counts: I64) -> t
     return table[keep].data, np.cumsum(sizes)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def encode_response(heads: Sequence[bytes], bodies: Sequence[bytes | memoryview], resolution: int) -> bytes:
     """A QueryRangeResponse from per-series ``SeriesResult`` prefixes (metric, labels) and bucket bytes."""
     parts: list[bytes | memoryview] = []
     for head, body in zip(heads, bodies, strict=True):
-        parts += (b"\x0a", _varint(len(head) + len(body)), head, body)
+        parts += (b"\x0a", varint(len(head) + len(body)), head, body)
     if resolution:
-        parts += (b"\x10", _varint(resolution))
+        parts += (b"\x10", varint(resolution))
     return b"".join(parts)
 
 

@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError
 from tsmesh.v1 import common_pb2, stream_pb2
 
 from tsmesh_common.errors import InvalidArgument
+from tsmesh_common.protowire import varint
 from tsmesh_gateway.convert import point_to_json, selector_from_json, selector_to_json
 
 JSON_PROTOCOL = "tsmesh.json.v1"
@@ -155,18 +156,6 @@ class JsonCodec:
         return {"type": "websocket.send", "text": utf8.decode(), UTF8: utf8}
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 class ProtoCodec:
     """``StreamClientMessage`` / ``StreamServerMessage`` from ``protos/tsmesh/v1/stream.proto``."""
 
@@ -221,8 +210,8 @@ class ProtoCodec:
 
     def points(self, sub_id: str, fragments: list[Fragments]) -> Message:
         encoded_id = sub_id.encode()
-        inner = b"\x0a" + _varint(len(encoded_id)) + encoded_id + b"".join(f.proto for f in fragments)
-        return {"type": "websocket.send", "bytes": b"\x1a" + _varint(len(inner)) + inner}
+        inner = b"\x0a" + varint(len(encoded_id)) + encoded_id + b"".join(f.proto for f in fragments)
+        return {"type": "websocket.send", "bytes": b"\x1a" + varint(len(inner)) + inner}
 
 
 JSON_CODEC = JsonCodec()
