@@ -4,6 +4,7 @@ bounded in bytes."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -209,3 +210,23 @@ async def test_positive_auth_cache_is_keyed_on_the_token_and_evicts_the_oldest_n
     assert len(cache._entries) <= 32
     assert token not in cache._entries and others[-1] in cache._entries
     assert cache.cached(others[-2]) is not None and sum(auth.calls[o] for o in others) == 40
+
+
+async def test_concurrent_checks_of_one_token_ask_auth_once() -> None:
+    auth, clock = FakeAuthenticator(), Clock()
+    cache = PrincipalCache(auth, clock=clock)  # type: ignore[arg-type]
+    token = "eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.e30.c2ln"
+    principal = Principal("t", "u", frozenset({"read"}), None, "id-1", "jwt")
+    refused = _unknown_api_token()
+    auth.answers[token] = [principal, principal]
+    auth.answers[refused] = [Unauthenticated("unknown token")]
+    # a hot token's entry expiring: its in-flight requests share one check (no herd on auth)
+    got = await asyncio.gather(*(cache.authenticate_header(f"Bearer {token}") for _ in range(64)))
+    assert all(p is principal for p in got) and auth.calls[token] == 1 and not cache._flights
+    clock.now += 10.0  # expired: checked again, once
+    got = await asyncio.gather(*(cache.authenticate(token) for _ in range(8)))
+    assert all(p is principal for p in got) and auth.calls[token] == 2
+    # a refusal reaches every waiter, each with an exception of its own
+    errors = await asyncio.gather(*(cache.authenticate(refused) for _ in range(4)), return_exceptions=True)
+    assert all(isinstance(e, Unauthenticated) and e.message == "unknown token" for e in errors)
+    assert len({id(e) for e in errors}) == 4 and auth.calls[refused] == 1 and not cache._flights

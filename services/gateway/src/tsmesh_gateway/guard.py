@@ -327,6 +327,7 @@ class PrincipalCache:
         self._refused_ttl = refused_ttl
         self._refused_size = refused_size
         self._refused: OrderedDict[bytes, tuple[str, float]] = OrderedDict()  # token digest -> (message, until)
+        self._flights: dict[str, asyncio.Future[Principal]] = {}  # checks with auth in progress, by token
         authenticator.on_revocation(self.evict_token_id)
 
     def cached(self, token: str) -> Principal | None:
@@ -341,8 +342,25 @@ class PrincipalCache:
         return await self.authenticate(authorization_token(header))
 
     async def authenticate(self, token: str) -> Principal:
-        """The principal of a bare token (the stream's first message)."""
-        return self.cached(token) or await self._check(token)
+        """The principal of a bare token (the stream's first message). Concurrent checks of one
+        token share one (when a hot token's entry expires, its in-flight requests ask auth once)."""
+        principal = self.cached(token)
+        if principal is not None:
+            return principal
+        flight = self._flights.get(token)
+        if flight is None:
+            flight = self._flights[token] = asyncio.ensure_future(self._check(token))
+            flight.add_done_callback(lambda done: self._landed(token, done))
+        try:
+            return await asyncio.shield(flight)
+        except Unauthenticated as exc:  # a fresh exception per waiter: re-raising one would grow its traceback
+            raise Unauthenticated(exc.message) from None
+
+    def _landed(self, token: str, flight: asyncio.Future[Principal]) -> None:
+        if self._flights.get(token) is flight:
+            del self._flights[token]
+        if not flight.cancelled():
+            flight.exception()  # retrieved: a check every waiter gave up on logs nothing
 
     async def _check(self, token: str) -> Principal:
         now = self._clock()
