@@ -160,3 +160,24 @@ async def test_unreachable_redis_does_not_block_the_caller() -> None:
         assert _fallbacks(prefix) == 2
     finally:
         await client.aclose()
+
+
+@pytest.mark.integration
+async def test_batched_decisions_send_no_script_exists_and_survive_a_script_flush(
+    redis_client: aioredis.Redis,
+) -> None:
+    prefix = f"test:rl:{uuid.uuid4().hex[:8]}"
+    limiter = RateLimiter(redis_client, prefix=prefix)
+
+    async def script_exists_calls() -> int:
+        stats = await redis_client.info("commandstats")
+        return int(stats.get("cmdstat_script|exists", {}).get("calls", 0))
+
+    await redis_client.script_flush()  # as after a Redis restart: the first pipeline meets NOSCRIPT
+    first = await limiter.acquire_many([("a", 10.0, 4, 1), ("b", 10.0, 4, 4)])
+    assert [d.allowed for d in first] == [True, True] and [d.remaining for d in first] == [3, 0]
+    before = await script_exists_calls()
+    again = await limiter.acquire_many([("a", 10.0, 4, 1), ("b", 10.0, 4, 1)])
+    assert [d.allowed for d in again] == [True, False]
+    assert await script_exists_calls() == before  # EVALSHA straight away: one round trip per batch
+    assert _fallbacks(prefix) == 0

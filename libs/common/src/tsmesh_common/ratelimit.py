@@ -26,6 +26,7 @@ from typing import Any
 
 from prometheus_client import Counter
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,24 @@ class RateLimiter:
         self._fallback.inc()
         return self._local.acquire(key, interval_us, tolerance_us, cost, burst)
 
+    async def _pipelined(self, prepared: Sequence[tuple[str, int, int, int, int]]) -> list[Any]:
+        """One pipeline of EVALSHA calls. redis-py's script objects would send SCRIPT EXISTS before
+        every pipeline (an extra round trip); here the script is loaded only when Redis answers
+        NOSCRIPT (first use, or after a restart or SCRIPT FLUSH), and the pipeline is sent again."""
+
+        def pipeline() -> Any:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, interval_us, tolerance_us, cost, _ in prepared:
+                pipe.evalsha(self._script.sha, 1, f"{self._prefix}:{key}", interval_us, tolerance_us, cost)
+            return pipe
+
+        try:
+            results: list[Any] = await pipeline().execute()
+        except NoScriptError:
+            await self._redis.script_load(GCRA_LUA)
+            results = await pipeline().execute()
+        return results
+
     async def acquire_many(self, requests: Sequence[tuple[str, float, int, int]]) -> list[RateDecision]:
         """Several ``(key, rate, burst, cost)`` decisions in ONE Redis round trip (a pipeline of the
         same script), for callers that batch many requests; same semantics as :meth:`acquire`."""
@@ -169,12 +188,7 @@ class RateLimiter:
             return []
         if time.monotonic() >= self._down_until:
             try:
-                pipe = self._redis.pipeline(transaction=False)
-                for key, interval_us, tolerance_us, cost, _ in prepared:
-                    await self._script(
-                        keys=[f"{self._prefix}:{key}"], args=[interval_us, tolerance_us, cost], client=pipe
-                    )
-                results = await asyncio.wait_for(pipe.execute(), self._timeout)
+                results = await asyncio.wait_for(self._pipelined(prepared), self._timeout)
             except _REDIS_DOWN as exc:
                 self._down_until = time.monotonic() + self._retry_interval
                 log.warning("rate limiter falling back to local state", extra={"error": type(exc).__name__})
