@@ -13,6 +13,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
+# grpcio >= 1.81 can abort a child between fork and exec when the parent has gRPC running
+# (epoll_wait EBADF in the restarted poller, grpc/grpc#43055; seen once as a service "exiting with
+# code -6 during start-up"). Every child here execs at once and never uses the parent's gRPC, so
+# gRPC's fork handlers are off; set before anything initialises gRPC (children inherit it too).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import stack_checks
 from stack_config import DEMO_EMAIL, DEMO_TENANT, GRPC_SERVICES, ROOT, SERVICES, StackConfig, redact
 from stack_demo import provision_demo, read_env_file, write_env_file

