@@ -10,8 +10,10 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -60,7 +62,7 @@ async def drop_database(db: Database) -> None:
         await conn.close()
 
 
-async def eventually(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+async def eventually(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
     """Poll an async or sync predicate until it returns a truthy value; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -16,6 +14,7 @@ import asyncpg
 import grpc
 import pytest
 from aiokafka import AIOKafkaProducer
+from testkit import eventually
 from tsmesh.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 
 from tsmesh_common.server import create_server
@@ -26,26 +25,6 @@ from tsmesh_ingest.store import WriterHooks
 from tsmesh_ingest.topics import create_topics
 
 REDIS_URL = os.environ.get("TSMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def eventually(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    """Poll an async or sync predicate until truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 def ingest_env(db_dsn: str, bootstrap: str, **extra: str) -> dict[str, str]:

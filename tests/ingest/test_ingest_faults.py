@@ -11,8 +11,9 @@ import asyncpg
 import grpc
 import ingest_harness
 import pytest
-from ingest_harness import eventually, free_port, point
-from throwaway import TansuBroker, ThrowawayPostgres
+from ingest_harness import point
+from testkit import eventually
+from throwaway import TansuBroker, ThrowawayPostgres, free_port
 
 from tsmesh_ingest.migrate import upgrade
 

@@ -12,7 +12,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import asyncpg
@@ -128,16 +128,23 @@ async def check_contract(conn: Any) -> int:
     return covered
 
 
+@contextlib.asynccontextmanager
+async def writer_parts(ts_db: Any, connections: int) -> AsyncIterator[tuple[Any, PointStore, RollupRefresher]]:
+    """A pool on the ts schema with today's partitions, a writer's store and a refresher on it."""
+    pool = await asyncpg.create_pool(ts_db.dsn("tsmesh_ingest"), min_size=1, max_size=connections)
+    try:
+        async with pool.acquire() as conn:
+            await PartitionManager().ensure_window(conn, 1, 1)
+        yield pool, PointStore(pool, PartitionManager(), KnownSeries()), RollupRefresher(pool)
+    finally:
+        await pool.close()
+
+
 @pytest.mark.integration
 async def test_merged_partials_keep_rollups_exact_under_late_rewritten_and_redelivered_batches(
     ts_db: Any, tenant_id: str
 ) -> None:
-    pool = await asyncpg.create_pool(ts_db.dsn("tsmesh_ingest"), min_size=1, max_size=3)
-    try:
-        async with pool.acquire() as conn:
-            await PartitionManager().ensure_window(conn, 1, 1)
-        store = PointStore(pool, PartitionManager(), KnownSeries())
-        refresher = RollupRefresher(pool)
+    async with writer_parts(ts_db, 3) as (pool, store, refresher):
         rng = random.Random(2205)
         t0 = (time.time_ns() // HOUR_NS - 2) * HOUR_NS  # two hours back: batches straddle hour boundaries
         sent: list[list[Item]] = []
@@ -171,17 +178,11 @@ async def test_merged_partials_keep_rollups_exact_under_late_rewritten_and_redel
             assert await check_contract(conn) == 0
             merged = await conn.fetchval("SELECT count(*) FROM ts.rollup_1m")
         assert covered > 0 and merged > 0  # both paths ran
-    finally:
-        await pool.close()
 
 
 @pytest.mark.integration
 async def test_a_fast_path_batch_commits_its_rollups_with_its_points(ts_db: Any, tenant_id: str) -> None:
-    pool = await asyncpg.create_pool(ts_db.dsn("tsmesh_ingest"), min_size=1, max_size=2)
-    try:
-        async with pool.acquire() as conn:
-            await PartitionManager().ensure_window(conn, 1, 1)
-        store = PointStore(pool, PartitionManager(), KnownSeries())
+    async with writer_parts(ts_db, 2) as (pool, store, _):
         t0 = (time.time_ns() // HOUR_NS) * HOUR_NS - 2 * MINUTE_NS
         first = [point("fast", t0 + i * 10**9 * 20, float(i), s=str(i % 2)) for i in range(12)]
         await store.write([item(tenant_id, first)])
@@ -192,8 +193,6 @@ async def test_a_fast_path_batch_commits_its_rollups_with_its_points(ts_db: Any,
             assert await check_contract(conn) == 0
             hours = await conn.fetch("SELECT bucket, count FROM ts.rollup_1h ORDER BY series_id, bucket")
         assert sum(r["count"] for r in hours) == 14
-    finally:
-        await pool.close()
 
 
 @pytest.mark.integration
@@ -202,12 +201,7 @@ async def test_fast_path_merges_racing_refresh_passes_never_lose_or_double_a_par
 ) -> None:
     """Refresh passes recompute pending buckets while fast-path batches merge into the same buckets,
     on other connections: whichever way the row locks fall, the contract holds."""
-    pool = await asyncpg.create_pool(ts_db.dsn("tsmesh_ingest"), min_size=2, max_size=4)
-    try:
-        async with pool.acquire() as conn:
-            await PartitionManager().ensure_window(conn, 1, 1)
-        store = PointStore(pool, PartitionManager(), KnownSeries())
-        refresher = RollupRefresher(pool)
+    async with writer_parts(ts_db, 4) as (pool, store, refresher):
         t0 = (time.time_ns() // HOUR_NS - 1) * HOUR_NS
         s = 10**9
 
@@ -239,8 +233,6 @@ async def test_fast_path_merges_racing_refresh_passes_never_lose_or_double_a_par
             assert await check_contract(conn) == 0
             assert await conn.fetchval("SELECT sum(count) FROM ts.rollup_1m") == 25 * 60
             assert await conn.fetchval("SELECT sum(count) FROM ts.rollup_1h") == 25 * 60
-    finally:
-        await pool.close()
 
 
 @pytest.mark.integration
@@ -251,12 +243,7 @@ async def test_sums_past_the_float8_range_saturate_instead_of_failing_the_batch_
     raise on that overflow. The writer's merge must still store the (valid, acknowledged) points,
     not refuse the batch (it would be dead-lettered), and a refresh pass over such a bucket must
     not fail (it would fail every pass after it): both give +-Infinity, as the raw sum does."""
-    pool = await asyncpg.create_pool(ts_db.dsn("tsmesh_ingest"), min_size=1, max_size=2)
-    try:
-        async with pool.acquire() as conn:
-            await PartitionManager().ensure_window(conn, 1, 1)
-        store = PointStore(pool, PartitionManager(), KnownSeries())
-        refresher = RollupRefresher(pool)
+    async with writer_parts(ts_db, 2) as (pool, store, refresher):
         t0 = (time.time_ns() // HOUR_NS - 1) * HOUR_NS
         s, big = 10**9, 1.5e308
         tiny = 5e-324  # and the smallest subnormal: float8 ``*`` and ``/`` raise on underflow to 0
@@ -278,5 +265,3 @@ async def test_sums_past_the_float8_range_saturate_instead_of_failing_the_batch_
                 2 * tiny,
                 math.inf,
             ]
-    finally:
-        await pool.close()

@@ -9,7 +9,8 @@ from typing import Any
 import ingest_harness
 import pytest
 from aiokafka import AIOKafkaConsumer
-from ingest_harness import Ingest, eventually, point
+from ingest_harness import Ingest, point
+from testkit import eventually
 from tsmesh.v1 import common_pb2
 
 from tsmesh_common.config import ConfigError
