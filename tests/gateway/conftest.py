@@ -24,11 +24,12 @@ from gw_fakes import (
     stop_gateway,
 )
 from starlette.applications import Starlette
-from testkit import REDIS_URL, TokenMint
+from testkit import REDIS_URL, TokenMint, eventually
 from throwaway import free_port, wait_for_port
 
 from tsmesh_common.authn import Authenticator, AuthenticatorConfig
 from tsmesh_common.ratelimit import RateLimiter
+from tsmesh_common.redis_keys import BUMP_GENERATION_LUA, data_generation_key
 from tsmesh_common.server import GrpcApp
 from tsmesh_gateway.app import Parts, build_app
 from tsmesh_gateway.config import GatewayConfig
@@ -70,6 +71,15 @@ class Gateway:
 
     def bearer(self, scopes: str = "read write admin", tenant: str | None = None, **claims: Any) -> dict[str, str]:
         return {"authorization": f"Bearer {self.mesh.mint.token(tenant or self.tenant, scopes, **claims)}"}
+
+    async def bump_generation(self, redis: aioredis.Redis) -> int:
+        """Bump the tenant's data generation as the ingest writer does after a commit, and return once
+        this gateway can see it: at once when it reads generations from Redis, or after the
+        announcement reached its generation feed (a moment later, ADR 0406)."""
+        value = int(await redis.eval(BUMP_GENERATION_LUA, 1, data_generation_key(self.tenant)))
+        cache = self.app.state.deps.cache
+        await eventually(lambda: (cache.current(self.tenant) or value) >= value, timeout=5.0, interval=0.001)
+        return value
 
 
 GatewayFactory = Callable[..., Any]

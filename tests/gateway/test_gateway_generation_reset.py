@@ -28,7 +28,7 @@ async def test_an_answer_cached_before_any_write_is_not_served_after_a_redis_los
         assert (await gw.client.post("/v1/query/range", json=RANGE, headers=auth)).headers["x-cache"] == "hit"
         calls = mesh.query.calls["QueryRange"]
 
-        await redis_client.eval(BUMP_GENERATION_LUA, 1, key)  # the writer commits and bumps
+        await gw.bump_generation(redis_client)  # the writer commits and bumps
         await redis_client.delete(key)  # Redis restarts without persistence
 
         after = await gw.client.post("/v1/query/range", json=RANGE, headers=auth)

@@ -186,7 +186,7 @@ async def test_identical_queries_hit_the_micro_cache_until_the_generation_moves(
     second = await gateway.client.post("/v1/query/range", json=RANGE, headers=auth)
     assert second.headers["x-cache"] == "hit" and second.json() == first.json()
     assert mesh.query.calls["QueryRange"] == before + 1
-    await redis_client.incr(data_generation_key(gateway.tenant))
+    await gateway.bump_generation(redis_client)
     third = await gateway.client.post("/v1/query/range", json=RANGE, headers=auth)
     assert third.headers["x-cache"] == "miss"
     assert mesh.query.calls["QueryRange"] == before + 2

@@ -148,7 +148,7 @@ def test_byte_accounting_is_within_ten_percent_of_tracemalloc(size: int) -> None
     try:
         before = tracemalloc.get_traced_memory()[0]
         for i in range(entries):  # what a cached answer brings: its body, key and generation
-            cache.put(tenant, os.urandom(16), b"%d" % (1732780800000000 + i), os.urandom(size))
+            cache.put(tenant, os.urandom(16), 1732780800000000 + i, os.urandom(size))
         traced = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
@@ -165,13 +165,13 @@ def test_gzipped_answer_is_compressed_once_kept_beside_the_body_and_counted(monk
     monkeypatch.setattr(microcache, "gzip_body", counting_gzip)
     cache = MicroCache(StaticGenerations(), ttl=60.0, max_bytes=1 << 20)  # type: ignore[arg-type]
     body = orjson.dumps({"series": [{"metric": "cpu", "buckets": list(range(2000))}]})
-    cache.put("t", b"k" * 16, b"1", body)
+    cache.put("t", b"k" * 16, 1, body)
     plain = cache.size_bytes
-    hit = cache.get("t", b"k" * 16, b"1")
+    hit = cache.get("t", b"k" * 16, 1)
     assert hit is body
     first = cache.gzipped("t", b"k" * 16, hit)
     assert gzip.decompress(first) == body and cache.size_bytes == plain + len(first) + microcache.BYTES_OVERHEAD
-    assert cache.gzipped("t", b"k" * 16, cache.get("t", b"k" * 16, b"1") or b"") is first
+    assert cache.gzipped("t", b"k" * 16, cache.get("t", b"k" * 16, 1) or b"") is first
     assert len(compressed) == 1
     # a body that is not the cached one (a stale flight, a bypass) is compressed but not kept
     other = bytes(bytearray(body))  # equal, not the same object

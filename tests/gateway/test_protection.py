@@ -165,22 +165,22 @@ async def test_micro_cache_is_bounded_in_bytes_and_counts_evictions() -> None:
     entry = 1000 + 16 + 1 + ENTRY_OVERHEAD  # body, key, tenant, bookkeeping
     budget = 8 * entry
     cache = MicroCache(StaticGenerations(), ttl=60.0, max_bytes=budget)  # type: ignore[arg-type]
-    assert await cache.generation("t") == b"1"
+    assert await cache.generation("t") == 1
     before = _evictions()
     keys = [bytes([i]) * 16 for i in range(10)]
     for key in keys[:8]:
-        cache.put("t", key, b"1", b"x" * 1000)
+        cache.put("t", key, 1, b"x" * 1000)
     assert cache.size_bytes == budget and _evictions() == before
-    assert cache.get("t", keys[0], b"1") is not None  # used: the least recently used is now keys[1]
-    cache.put("t", keys[8], b"1", b"y" * 1000)
+    assert cache.get("t", keys[0], 1) is not None  # used: the least recently used is now keys[1]
+    cache.put("t", keys[8], 1, b"y" * 1000)
     assert cache.size_bytes <= budget and _evictions() == before + 1
-    assert cache.get("t", keys[1], b"1") is None
-    assert cache.get("t", keys[0], b"1") == b"x" * 1000
-    cache.put("t", keys[8], b"1", b"z" * 1000)  # replacing an answer evicts nothing
+    assert cache.get("t", keys[1], 1) is None
+    assert cache.get("t", keys[0], 1) == b"x" * 1000
+    cache.put("t", keys[8], 1, b"z" * 1000)  # replacing an answer evicts nothing
     assert cache.size_bytes <= budget and _evictions() == before + 1
-    cache.put("t", keys[9], b"1", b"w" * (budget // 8))  # larger than an eighth of the budget: not kept
-    assert cache.get("t", keys[9], b"1") is None and _evictions() == before + 1
-    assert cache.get("t", keys[8], b"1") == b"z" * 1000
+    cache.put("t", keys[9], 1, b"w" * (budget // 8))  # larger than an eighth of the budget: not kept
+    assert cache.get("t", keys[9], 1) is None and _evictions() == before + 1
+    assert cache.get("t", keys[8], 1) == b"z" * 1000
 
 
 def test_the_old_entry_bound_is_refused_by_name() -> None:

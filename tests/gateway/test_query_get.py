@@ -36,7 +36,7 @@ async def test_get_answers_like_post_and_is_cached_until_the_generation_moves(
     second = await gw.client.get(url, headers=auth)
     assert second.headers["x-cache"] == "hit" and second.json() == first.json()
     assert mesh.query.calls["QueryRange"] == before + 2  # the GET miss and the POST miss
-    await redis_client.incr(data_generation_key(gw.tenant))
+    await gw.bump_generation(redis_client)
     third = await gw.client.get(url, headers=auth)
     assert third.headers["x-cache"] == "miss"
     await redis_client.delete(data_generation_key(gw.tenant))

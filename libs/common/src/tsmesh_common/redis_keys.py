@@ -13,6 +13,10 @@
   microseconds) in both, so a key that starts again from nothing starts past every value a cache
   entry could have been keyed on. A missing key never reads as a value of its own (such as 0,
   which an entry cached before the loss may carry); see ADR 0305;
+- generation changes are announced: both scripts PUBLISH ``"<value> <key>"`` on
+  ``GENERATION_CHANNEL`` for every value they set, in the same atomic script, so a reader that
+  subscribed before it read a key can follow it without reading it again (the gateway's
+  micro-cache, ADR 0406);
 - the live feed: ingest publishes accepted batches (tsmesh.v1.PointBatch) per tenant, query
   subscribes to the pattern once per process;
 - token revocations: auth publishes revoked token ids, every authenticator evicts them.
@@ -22,32 +26,37 @@ from __future__ import annotations
 
 LIVE_PATTERN = "tsmesh:live:*"
 REVOCATION_CHANNEL = "tsmesh:auth:revocations"
+GENERATION_CHANNEL = "tsmesh:generations"
 # A point older than this when its commit returns bumps the tenant's late generation. Readers treat
 # data as immutable only past a window of at least this plus the worst clock skew between hosts.
 LATE_WRITE_SECONDS = 300
 
 # Both scripts read the clock of the Redis server (a number of microseconds, exact in Lua's doubles
 # until the year 2255), so that values set by writers and readers on different hosts are comparable.
-# A Lua number given to redis.call is written in full decimal digits.
+# A Lua number given to redis.call is written in full decimal digits; '%.0f' writes the same digits
+# into the announcement (Lua's own tostring would round them to 14).
 
-# KEYS[1] = a generation key; sets and returns max(previous + 1, now).
-BUMP_GENERATION_LUA = """
+# KEYS[1] = a generation key; sets and returns max(previous + 1, now), and announces it.
+BUMP_GENERATION_LUA = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local next = (tonumber(redis.call('GET', KEYS[1])) or 0) + 1
 if now > next then next = now end
 redis.call('SET', KEYS[1], next)
+redis.call('PUBLISH', '{GENERATION_CHANNEL}', string.format('%.0f %s', next, KEYS[1]))
 return next
 """
 
-# KEYS = generation keys a read found missing; sets each one still missing to now, returns their
-# values (as GET would, in the order of KEYS).
-INIT_GENERATIONS_LUA = """
+# KEYS = generation keys a read found missing; sets each one still missing to now (announcing it),
+# returns their values (as GET would, in the order of KEYS).
+INIT_GENERATIONS_LUA = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local values = {}
+local values = {{}}
 for i, key in ipairs(KEYS) do
-  redis.call('SET', key, now, 'NX')
+  if redis.call('SET', key, now, 'NX') then
+    redis.call('PUBLISH', '{GENERATION_CHANNEL}', string.format('%.0f %s', now, key))
+  end
   values[i] = redis.call('GET', key)
 end
 return values

@@ -34,6 +34,7 @@ from tsmesh_gateway.config import GatewayConfig
 from tsmesh_gateway.deps import Deps
 from tsmesh_gateway.edge import EdgeMiddleware
 from tsmesh_gateway.fastpath import FastQueries
+from tsmesh_gateway.generation_feed import FEED_NAME, GenerationFeed
 from tsmesh_gateway.guard import BatchingLimiter, Limiter, PrincipalCache, RouteLimits
 from tsmesh_gateway.leanredis import LeanRedis
 from tsmesh_gateway.microcache import GenerationReader, MicroCache
@@ -76,8 +77,19 @@ def build_app(parts: Parts) -> Starlette:
     """The gateway application over existing collaborators; background work starts in its lifespan."""
     cfg = parts.cfg
     principals = PrincipalCache(parts.authenticator)
+    caching = cfg.cache_ttl_seconds > 0 and cfg.cache_max_bytes > 0
+    # the feed needs the lean client's subscriptions (a redis:// URL); otherwise every read goes to Redis
+    feed = None
+    if caching and parts.lean_redis is not None:
+        lean = parts.lean_redis
+        feed = GenerationFeed(
+            lambda channel, on_message, on_lost: lean.subscribe(channel, on_message, on_lost, client_name=FEED_NAME)
+        )
     cache = MicroCache(
-        GenerationReader(parts.lean_redis or parts.redis), ttl=cfg.cache_ttl_seconds, max_bytes=cfg.cache_max_bytes
+        GenerationReader(parts.lean_redis or parts.redis),
+        ttl=cfg.cache_ttl_seconds,
+        max_bytes=cfg.cache_max_bytes,
+        feed=feed,
     )
     deps = Deps(cfg, parts.upstreams, principals, RouteLimits(BatchingLimiter(parts.limiter), cfg.limits), cache)
     hub = Hub(parts.upstreams.query_stub, cfg.stream, authenticate=parts.authenticator.authenticate)
@@ -101,11 +113,14 @@ def build_app(parts: Parts) -> Starlette:
             parts.authenticator.follow_revocations(parts.redis, REVOCATION_CHANNEL), name="revocations"
         )
         flusher = asyncio.get_running_loop().create_task(tally.flush_every(1.0), name="metric-tallies")
+        tasks = [flusher, follower, watchdog]
+        if feed is not None:
+            tasks.append(asyncio.get_running_loop().create_task(feed.run(), name="generation-feed"))
         try:
             yield
         finally:
             tally.flush()
-            for task in (flusher, follower, watchdog):
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

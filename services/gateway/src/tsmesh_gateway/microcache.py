@@ -2,8 +2,10 @@
 
 An answer is stored with the generation read BEFORE the upstream call, and served only while the
 generation in Redis is unchanged: once the ingest writer has committed and bumped, the next read
-misses (read-your-writes). Concurrent generation reads share one in-flight MGET, and each waiter joins
-only a read sent after it arrived. Without Redis the cache is bypassed.
+misses. A tenant's generation comes from the worker's :class:`~tsmesh_gateway.generation_feed.GenerationFeed`
+(a local copy kept current by Redis pub/sub, no round trip) once the feed knows it, and otherwise from
+Redis: concurrent reads share one in-flight MGET, and each waiter joins only a read sent after it
+arrived. Without Redis the cache is bypassed.
 
 A missing generation key (a tenant never written, or Redis restarted without persistence) is set to
 the Redis server's clock by ``INIT_GENERATIONS_LUA`` and read as that value, never as a constant: an
@@ -24,6 +26,7 @@ from prometheus_client import Counter
 
 from tsmesh_common.redis_keys import INIT_GENERATIONS_LUA, data_generation_key
 from tsmesh_gateway.compression import gzip_body
+from tsmesh_gateway.generation_feed import GenerationFeed
 from tsmesh_gateway.tally import TallyCounter
 
 log = logging.getLogger(__name__)
@@ -38,7 +41,7 @@ EVICTIONS = Counter(
     "tsmesh_gateway_cache_evictions_total", "Micro-cache answers dropped to stay within TSMESH_GATEWAY_CACHE_MAX_BYTES"
 )
 # Bytes of bookkeeping per entry, counted with the body, key and tenant: the body's and key's bytes headers,
-# the key tuple, the OrderedDict slot and node, the entry object, its expiry float and generation bytes
+# the key tuple, the OrderedDict slot and node, the entry object, its expiry float and generation int
 # (tracemalloc: 307-335 bytes per entry beyond the lengths counted, for 1,000-5,000 entries;
 # tests/gateway/test_microcache.py keeps the accounting within 10% of it).
 ENTRY_OVERHEAD = 320
@@ -136,7 +139,7 @@ class _Entry:
 
     __slots__ = ("body", "expires", "generation", "gzipped")
 
-    def __init__(self, generation: bytes, expires: float, body: bytes) -> None:
+    def __init__(self, generation: int, expires: float, body: bytes) -> None:
         self.generation = generation
         self.expires = expires
         self.body = body
@@ -157,8 +160,10 @@ class MicroCache:
         ttl: float,
         max_bytes: int,
         clock: Callable[[], float] = time.monotonic,
+        feed: GenerationFeed | None = None,
     ) -> None:
         self._generations = generations
+        self.feed = feed
         self._ttl = ttl
         self._max_bytes = max_bytes
         self._clock = clock
@@ -169,17 +174,28 @@ class MicroCache:
     def enabled(self) -> bool:
         return self._ttl > 0 and self._max_bytes > 0
 
-    async def generation(self, tenant_id: str) -> bytes | None:
-        """The current generation, or None when it cannot be read (the cache is then bypassed)."""
+    def current(self, tenant_id: str) -> int | None:
+        """The generation from the feed's local copy, without waiting; None: await :meth:`generation`."""
+        feed = self.feed
+        return None if feed is None else feed.current(tenant_id)
+
+    async def generation(self, tenant_id: str) -> int | None:
+        """The current generation read from Redis (and taught to the feed), or None when it cannot be
+        read (the cache is then bypassed)."""
         if not self.enabled:
             return None
+        feed = self.feed
+        epoch = 0 if feed is None else feed.track(tenant_id)
         try:
-            return await self._generations.read(tenant_id)
-        except Exception:  # noqa: BLE001 - Redis trouble means no caching, never a failed query
+            value = int(await self._generations.read(tenant_id) or b"")
+        except Exception:  # noqa: BLE001 - Redis trouble (or a value that is no number) means no caching
             _BYPASS.inc()
             return None
+        if feed is not None:
+            feed.learn(tenant_id, value, epoch)
+        return value
 
-    def get(self, tenant_id: str, key: bytes, generation: bytes) -> bytes | None:
+    def get(self, tenant_id: str, key: bytes, generation: int) -> bytes | None:
         entry = self._entries.get((tenant_id, key))
         if entry is None or entry.generation != generation or entry.expires < self._clock():
             _MISS.n += 1
@@ -201,7 +217,7 @@ class MicroCache:
             return gzipped
         return entry.gzipped
 
-    def put(self, tenant_id: str, key: bytes, generation: bytes, body: bytes) -> None:
+    def put(self, tenant_id: str, key: bytes, generation: int, body: bytes) -> None:
         entry = _Entry(generation, self._clock() + self._ttl, body)
         cost = _cost(tenant_id, key, entry)
         if cost > self._max_bytes // 8:

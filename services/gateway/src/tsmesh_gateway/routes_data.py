@@ -69,7 +69,7 @@ def cached_queries(deps: Deps) -> dict[tuple[str, str], CachedAnswer]:
     Shared by the Starlette routes and the pure-ASGI fast path (:mod:`tsmesh_gateway.fastpath`)."""
     query = deps.upstreams.query
     stub = deps.upstreams.query_stub
-    in_flight: dict[tuple[str, bytes, bytes | None], asyncio.Future[bytes]] = {}
+    in_flight: dict[tuple[str, bytes, int | None], asyncio.Future[bytes]] = {}
     max_depth = deps.cfg.max_json_depth
     cache = deps.cache
 
@@ -83,9 +83,11 @@ def cached_queries(deps: Deps) -> dict[tuple[str, str], CachedAnswer]:
             tenant = caller.principal.tenant_id
             # short requests (the GET query strings, small bodies) are their own key; longer ones a digest
             key = prefix + raw if len(raw) <= 512 else b"#" + hashlib.blake2b(prefix + raw, digest_size=16).digest()
-            generation = await deps.cache.generation(tenant)
+            generation = cache.current(tenant)
+            if generation is None:
+                generation = await cache.generation(tenant)
             if generation is not None:
-                hit = deps.cache.get(tenant, key, generation)
+                hit = cache.get(tenant, key, generation)
                 if hit is not None:
                     if gzip_ok and len(hit) >= MINIMUM_SIZE:
                         return cache.gzipped(tenant, key, hit), True, "hit"
