@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv6Network, ip_network
 
 from tsmesh_common.config import CommonConfig, ConfigError, Env
+from tsmesh_gateway.clientaddr import Network
 
 ROUTE_CLASSES = ("write", "query", "auth")
 _DEFAULT_LIMITS = {
@@ -74,6 +76,7 @@ class GatewayConfig:
     stream: StreamConfig = field(default_factory=StreamConfig)
     fast_path: bool = True
     max_write_points: int = 10_000
+    trusted_proxies: tuple[Network, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewayConfig:
@@ -121,7 +124,25 @@ class GatewayConfig:
             stream=stream,
             fast_path=env.get_bool("TSMESH_GATEWAY_FAST_PATH", True),
             max_write_points=env.get_int("TSMESH_GATEWAY_MAX_WRITE_POINTS", 10_000, minimum=1),
+            trusted_proxies=_trusted_proxies(env),
         )
+
+
+def _trusted_proxies(env: Env) -> tuple[Network, ...]:
+    """The proxies whose X-Forwarded-For is believed: IPs or CIDRs, IPv4 or IPv6 (ADR 0451)."""
+    name = "TSMESH_GATEWAY_TRUSTED_PROXIES"
+    networks: list[Network] = []
+    for entry in env.get_list(name):
+        try:
+            network = ip_network(entry)
+        except ValueError as exc:  # names the entry: "... does not appear to be ...", "... has host bits set"
+            raise ConfigError(name, f"bad entry {entry!r}: {exc}") from None
+        if network.prefixlen == 0:
+            raise ConfigError(name, f"bad entry {entry!r}: trusting every address lets any client choose its own")
+        if isinstance(network, IPv6Network) and network.network_address.ipv4_mapped is not None:
+            raise ConfigError(name, f"bad entry {entry!r}: list IPv4-mapped addresses as IPv4")
+        networks.append(network)
+    return tuple(networks)
 
 
 def _limits(env: Env) -> RateLimits:

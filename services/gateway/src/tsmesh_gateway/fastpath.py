@@ -79,8 +79,7 @@ class FastQueries:
         base = _BASE_TLS if scope.get("scheme") == "https" else _BASE
         try:
             deps = self._deps
-            client = scope.get("client")
-            caller = await deps.authorize_header(authorization, client[0] if client else "unknown", "query", "read")
+            caller = await deps.authorize_header(authorization, deps.client_address(scope), "query", "read")
             raw = scope["query_string"] if scope["method"] == "GET" else await self._body(receive, declared)
             body, gzipped, outcome = await answer(caller, raw, gzip_ok)
             headers = [

@@ -12,7 +12,7 @@ from tsmesh.v1 import auth_pb2
 from tsmesh_common.errors import InvalidArgument
 from tsmesh_gateway.bodies import JSONResponse, json_object, parse_json
 from tsmesh_gateway.convert import _int, _str
-from tsmesh_gateway.deps import Deps, client_address, endpoint
+from tsmesh_gateway.deps import Deps, endpoint
 
 SCOPES = ("read", "write", "admin")
 MAX_SECONDS = 10 * 366 * 86_400
@@ -47,9 +47,10 @@ def _token_id(request: Request) -> str:
     return token_id
 
 
-def _from_client(request: Request) -> tuple[tuple[str, str], ...]:
-    """Tell auth who the client is, so its per-address login throttle and audit see the real caller."""
-    return ((CLIENT_ADDRESS_HEADER, client_address(request)[:64]),)
+def _from_client(deps: Deps, request: Request) -> tuple[tuple[str, str], ...]:
+    """Tell auth who the client is, so its per-address login throttle and audit see the real caller
+    (behind trusted proxies too, ADR 0451)."""
+    return ((CLIENT_ADDRESS_HEADER, deps.client_address(request.scope)[:64]),)
 
 
 def auth_routes(deps: Deps) -> list[Route]:
@@ -68,7 +69,7 @@ def auth_routes(deps: Deps) -> list[Route]:
             stub.Login,
             auth_pb2.LoginRequest(tenant=tenant, email=email, password=password),
             authorization=None,
-            extra_metadata=_from_client(request),
+            extra_metadata=_from_client(deps, request),
         )
         return JSONResponse(tokens_to_json(answer.tokens), headers=headers)
 
@@ -81,7 +82,7 @@ def auth_routes(deps: Deps) -> list[Route]:
             stub.Refresh,
             auth_pb2.RefreshRequest(refresh_token=refresh_token),
             authorization=None,
-            extra_metadata=_from_client(request),
+            extra_metadata=_from_client(deps, request),
         )
         return JSONResponse(tokens_to_json(answer.tokens), headers=headers)
 
@@ -94,7 +95,7 @@ def auth_routes(deps: Deps) -> list[Route]:
             stub.Logout,
             auth_pb2.LogoutRequest(refresh_token=refresh_token),
             authorization=None,
-            extra_metadata=_from_client(request),
+            extra_metadata=_from_client(deps, request),
         )
         return Response(status_code=204, headers=headers)
 
