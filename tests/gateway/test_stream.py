@@ -230,3 +230,27 @@ def test_heap_freezer_freezes_as_sockets_grow_and_thaws_after_churn() -> None:
     full[0] = 1
     heap.check(500)
     assert calls == ["freeze", "freeze", "unfreeze", "freeze"]
+
+
+def test_heap_freezer_refreezes_the_start_up_state_after_a_thaw_even_with_few_sockets() -> None:
+    calls: list[str] = []
+    full = [0]
+    heap = HeapFreezer(
+        minimum=100,
+        freeze=lambda: calls.append("freeze"),
+        unfreeze=lambda: calls.append("unfreeze"),
+        full_collections=lambda: full[0],
+        collect=lambda: calls.append("collect"),
+    )
+    heap.start()
+    assert calls == ["collect", "freeze"]
+    for _ in range(49):  # sockets opened and closed while fewer than `minimum` were ever open
+        heap.closed()
+    assert calls[-1] == "freeze"
+    heap.closed()  # their garbage may be frozen with the start-up state: hand it back
+    assert calls[-1] == "unfreeze"
+    heap.check(3)
+    assert calls[-1] == "unfreeze"  # not before a full collection has run
+    full[0] = 1
+    heap.check(3)
+    assert calls == ["collect", "freeze", "unfreeze", "freeze"]  # the start-up state is frozen again

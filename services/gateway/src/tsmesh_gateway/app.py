@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -198,11 +197,8 @@ def create_app() -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app_: Starlette) -> AsyncIterator[None]:
         async with inner(app_):
-            # Everything built so far lives as long as the worker: keep it out of the cyclic
-            # collector's full passes, which otherwise walk it again and again under load
-            # (a fifth of a worker's event-loop time in gc_collect_main, ADR 0404).
-            gc.collect()
-            gc.freeze()
+            # everything built so far lives as long as the worker: out of the collector's way
+            app_.state.hub.heap.start()
             try:
                 yield
             finally:

@@ -152,15 +152,18 @@ class Flusher:
 
 
 class HeapFreezer:
-    """Keeps long-lived socket state out of the garbage collector's way (ADR 0405).
+    """The worker's one garbage-collector policy: long-lived state kept out of the collector's way
+    (ADR 0404 for the start-up freeze, ADR 0405 for sockets).
 
-    At 10,000 sockets a worker holds ~1 M tracked objects, and collections there took 18-57 ms of
-    CPU (a full one 401 ms) on the thread that writes every frame. Once the open sockets have grown
-    by a quarter since the last freeze (and number at least ``minimum``), ``gc.freeze()`` moves every
-    tracked object into the permanent generation, which collections skip. Frozen garbage (the
-    cycles of sockets closed later) is never collected while frozen, so once half as many sockets
-    as were frozen have closed, ``gc.unfreeze()`` hands everything back, and nothing is frozen
-    again until a full collection has run.
+    :meth:`start` freezes everything built at start-up (``gc.freeze()`` moves every tracked object
+    into the permanent generation, which collections skip): under HTTP load, full passes over it
+    took a fifth of the event loop. At 10,000 sockets a worker holds ~1 M tracked objects more, and
+    collections there took 18-57 ms of CPU (a full one 401 ms) on the thread that writes every
+    frame, so once the open sockets have grown by a quarter since the last freeze (and number at
+    least ``minimum``), :meth:`check` freezes again. Frozen garbage (the cycles of sockets closed
+    later) is never collected while frozen, so once half as many sockets as were frozen (at least
+    ``minimum / 2``) have closed, ``gc.unfreeze()`` hands everything back; after the next full
+    collection everything still alive (the start-up state included) is frozen again.
     """
 
     def __init__(
@@ -169,30 +172,39 @@ class HeapFreezer:
         freeze: Callable[[], None] = gc.freeze,
         unfreeze: Callable[[], None] = gc.unfreeze,
         full_collections: Callable[[], int] = lambda: int(gc.get_stats()[2]["collections"]),
+        collect: Callable[[], object] = gc.collect,
     ) -> None:
         self._minimum = minimum
         self._freeze = freeze
         self._unfreeze = unfreeze
         self._full_collections = full_collections
-        self._frozen_with = 0  # sockets open at the last freeze (0: nothing frozen)
+        self._collect = collect
+        self._frozen_with = 0  # sockets open at the last freeze
         self._closed = 0  # sockets closed since then
         self._thawed_at: int | None = None  # full collections counted at the last unfreeze
 
+    def start(self) -> None:
+        """Collect, then freeze what start-up built (called once the worker is ready to serve)."""
+        self._collect()
+        self._freeze()
+
     def check(self, open_sockets: int) -> None:
-        """Freeze if the sockets have grown enough (called by the sweeper every second)."""
+        """Freeze again after a thaw once a full collection has run, or when the sockets have grown
+        enough (called by the sweeper every second)."""
         if self._thawed_at is not None:
             if self._full_collections() == self._thawed_at:
                 return
             self._thawed_at = None
+            self._freeze()
+            self._frozen_with, self._closed = open_sockets, 0
+            return
         if open_sockets >= max(self._minimum, self._frozen_with + self._frozen_with // 4 + 1):
             self._freeze()
             self._frozen_with, self._closed = open_sockets, 0
 
     def closed(self) -> None:
-        if not self._frozen_with:
-            return
         self._closed += 1
-        if 2 * self._closed >= self._frozen_with:
+        if self._thawed_at is None and 2 * self._closed >= max(self._frozen_with, self._minimum):
             self._unfreeze()
             self._frozen_with, self._closed = 0, 0
             self._thawed_at = self._full_collections()
