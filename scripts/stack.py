@@ -20,7 +20,17 @@ from typing import IO
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import stack_checks
-from stack_config import DEMO_EMAIL, DEMO_TENANT, GRPC_SERVICES, ROOT, SERVICES, StackConfig, redact
+from stack_config import (
+    DEMO_EMAIL,
+    DEMO_TENANT,
+    GRPC_SERVICES,
+    INGEST_MODES,
+    ROOT,
+    SERVICES,
+    StackConfig,
+    module_of,
+    redact,
+)
 from stack_demo import provision_demo, read_env_file, write_env_file
 from stack_procs import StackError, die_with_parent, failed, http_status, kill_group, run_commands
 
@@ -89,8 +99,10 @@ class Stack:
             env.update(
                 TSMESH_GRPC_PORT=str(self.cfg.grpc_port(svc)),
                 TSMESH_METRICS_PORT=str(self.cfg.metrics_port(svc)),
-                TSMESH_DATABASE_URL=self.database_url(f"tsmesh_{svc}"),
+                TSMESH_DATABASE_URL=self.database_url(module_of(svc)),  # each role is named as its package
             )
+        if svc in INGEST_MODES:
+            env["TSMESH_INGEST_MODE"] = INGEST_MODES[svc]
         if svc == "auth":
             # auth listens on 127.0.0.1 behind the gateway, which forwards each caller's address
             env["TSMESH_AUTH_TRUST_CLIENT_ADDRESS_HEADER"] = "true"
@@ -117,7 +129,7 @@ class Stack:
                 self._start_broker()
             self._run_setup_commands()
             for svc in SERVICES:
-                self._spawn(svc, [sys.executable, "-m", f"tsmesh_{svc}"], self.service_env(svc))
+                self._spawn(svc, [sys.executable, "-m", module_of(svc)], self.service_env(svc))
             self._wait_healthy()
             self._provision_demo()
             self._write_env_file()
@@ -305,6 +317,8 @@ class Stack:
         rows = [("gateway", f"{self.gateway_url}  (/readyz /healthz /metrics /docs)")]
         for svc in ("ingest", "query", "auth"):
             rows.append((svc, f"gRPC {self.grpc_addr(svc)}  metrics {self.metrics_url(svc)}"))
+        writer = "ingest_writer"
+        rows.append(("writer", f"health {self.grpc_addr(writer)}  metrics {self.metrics_url(writer)}  (ingest writer)"))
         broker = "bundled tansu, memory only" if cfg.kafka_bootstrap is None else "TSMESH_KAFKA_BOOTSTRAP"
         rows += [
             ("kafka", f"{self.kafka_bootstrap}  ({broker})"),

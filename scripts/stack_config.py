@@ -13,8 +13,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP_SQL = ROOT / "deploy" / "postgres" / "bootstrap.sql"
-GRPC_SERVICES = ("auth", "ingest", "query")
+# ingest runs as two processes, as k8s/ deploys it: the API (TSMESH_INGEST_MODE=api) and the writer
+# (=writer, its own event loop, so COPYs never stall acknowledgements or the live feed)
+GRPC_SERVICES = ("auth", "ingest", "ingest_writer", "query")
 SERVICES = (*GRPC_SERVICES, "gateway")
+INGEST_MODES = {"ingest": "api", "ingest_writer": "writer"}
+
+
+def module_of(svc: str) -> str:
+    """The Python package that runs process ``svc`` (``ingest_writer`` is ``tsmesh_ingest``)."""
+    return "tsmesh_ingest" if svc in INGEST_MODES else f"tsmesh_{svc}"
+
+
 DEMO_TENANT = "demo"
 DEMO_EMAIL = "admin@demo.local"
 
@@ -41,6 +51,8 @@ class StackConfig:
     auth_metrics_port: int = 9103
     ingest_port: int = 50051
     ingest_metrics_port: int = 9101
+    ingest_writer_port: int = 50054
+    ingest_writer_metrics_port: int = 9104
     query_port: int = 50052
     query_metrics_port: int = 9102
     http_port: int = 8080
@@ -69,6 +81,8 @@ class StackConfig:
             auth_metrics_port=env.get_port("TSMESH_AUTH_METRICS_PORT", d.auth_metrics_port),
             ingest_port=env.get_port("TSMESH_INGEST_GRPC_PORT", d.ingest_port),
             ingest_metrics_port=env.get_port("TSMESH_INGEST_METRICS_PORT", d.ingest_metrics_port),
+            ingest_writer_port=env.get_port("TSMESH_INGEST_WRITER_GRPC_PORT", d.ingest_writer_port),
+            ingest_writer_metrics_port=env.get_port("TSMESH_INGEST_WRITER_METRICS_PORT", d.ingest_writer_metrics_port),
             query_port=env.get_port("TSMESH_QUERY_GRPC_PORT", d.query_port),
             query_metrics_port=env.get_port("TSMESH_QUERY_METRICS_PORT", d.query_metrics_port),
             http_port=env.get_port("TSMESH_HTTP_PORT", d.http_port),
@@ -101,6 +115,8 @@ class StackConfig:
             Port("auth metrics", "TSMESH_AUTH_METRICS_PORT", self.auth_metrics_port),
             Port("ingest gRPC", "TSMESH_INGEST_GRPC_PORT", self.ingest_port),
             Port("ingest metrics", "TSMESH_INGEST_METRICS_PORT", self.ingest_metrics_port),
+            Port("ingest writer gRPC (health)", "TSMESH_INGEST_WRITER_GRPC_PORT", self.ingest_writer_port),
+            Port("ingest writer metrics", "TSMESH_INGEST_WRITER_METRICS_PORT", self.ingest_writer_metrics_port),
             Port("query gRPC", "TSMESH_QUERY_GRPC_PORT", self.query_port),
             Port("query metrics", "TSMESH_QUERY_METRICS_PORT", self.query_metrics_port),
             Port("gateway HTTP", "TSMESH_HTTP_PORT", self.http_port),
@@ -110,11 +126,11 @@ class StackConfig:
         return ports
 
     def grpc_port(self, svc: str) -> int:
-        """The gRPC port of ``svc`` (auth, ingest or query)."""
+        """The gRPC port of ``svc`` (one of :data:`GRPC_SERVICES`)."""
         return int(getattr(self, f"{svc}_port"))
 
     def metrics_port(self, svc: str) -> int:
-        """The Prometheus metrics port of ``svc`` (auth, ingest or query)."""
+        """The Prometheus metrics port of ``svc`` (one of :data:`GRPC_SERVICES`)."""
         return int(getattr(self, f"{svc}_metrics_port"))
 
 
@@ -151,7 +167,7 @@ def private_config(state_dir: Path, **overrides: object) -> StackConfig:
     (drop it with :func:`drop_database`) and its own state folder, so it never touches ``make run``'s.
 
     Dependencies: ``TSMESH_TEST_PG_ADMIN_URL`` and ``TSMESH_TEST_REDIS_URL``, else the local defaults."""
-    ports = free_ports(8)
+    ports = free_ports(10)
     values: dict[str, object] = {
         "pg_admin_url": throwaway_pg_admin_url(),
         "redis_url": os.environ.get("TSMESH_TEST_REDIS_URL", StackConfig.redis_url),
@@ -164,6 +180,8 @@ def private_config(state_dir: Path, **overrides: object) -> StackConfig:
         "query_port": ports[5],
         "query_metrics_port": ports[6],
         "http_port": ports[7],
+        "ingest_writer_port": ports[8],
+        "ingest_writer_metrics_port": ports[9],
         "state_dir": state_dir,
         "log_level": "WARNING",
     }

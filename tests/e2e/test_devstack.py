@@ -101,7 +101,7 @@ def test_private_stack_is_healthy_serves_metrics_and_stops_within_10s(
     try:
         stack.start()
         started = set(stack.children)
-        assert {"auth", "ingest", "query", "gateway", "broker"} <= started
+        assert {"auth", "ingest", "ingest_writer", "query", "gateway", "broker"} <= started
         for svc in GRPC_SERVICES:
             assert health_status(stack.grpc_addr(svc)) == health_pb2.HealthCheckResponse.SERVING, svc
             names = metric_families(stack.metrics_url(svc))
