@@ -124,7 +124,7 @@ def test_private_stack_is_healthy_serves_metrics_and_stops_within_10s(
     assert took < 10.0, f"stop took {took:.1f}s"
     assert stack.children == {}
     assert [pid for pid in pids if alive(pid)] == []
-    for port in (cfg.auth_port, cfg.ingest_port, cfg.query_port, cfg.kafka_port, cfg.http_port):
+    for port in (cfg.auth_port, cfg.ingest_port, cfg.ingest_writer_port, cfg.query_port, cfg.kafka_port, cfg.http_port):
         assert not listening(port)
 
 

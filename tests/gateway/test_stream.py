@@ -232,7 +232,7 @@ def test_heap_freezer_freezes_as_sockets_grow_and_thaws_after_churn() -> None:
     assert calls == ["freeze", "freeze", "unfreeze", "freeze"]
 
 
-def test_heap_freezer_refreezes_the_start_up_state_after_a_thaw_even_with_few_sockets() -> None:
+def test_heap_freezer_freezes_the_start_up_state_and_refreezes_it_after_a_thaw() -> None:
     calls: list[str] = []
     full = [0]
     heap = HeapFreezer(
@@ -244,13 +244,15 @@ def test_heap_freezer_refreezes_the_start_up_state_after_a_thaw_even_with_few_so
     )
     heap.start()
     assert calls == ["collect", "freeze"]
-    for _ in range(49):  # sockets opened and closed while fewer than `minimum` were ever open
+    for _ in range(5000):  # short sessions, never more than `minimum` open: never frozen, nothing to thaw
         heap.closed()
-    assert calls[-1] == "freeze"
-    heap.closed()  # their garbage may be frozen with the start-up state: hand it back
-    assert calls[-1] == "unfreeze"
+    assert calls == ["collect", "freeze"]
+    heap.check(100)
+    for _ in range(50):
+        heap.closed()
+    assert calls[-1] == "unfreeze"  # half of the frozen sockets closed
     heap.check(3)
     assert calls[-1] == "unfreeze"  # not before a full collection has run
     full[0] = 1
-    heap.check(3)
-    assert calls == ["collect", "freeze", "unfreeze", "freeze"]  # the start-up state is frozen again
+    heap.check(3)  # then everything alive is frozen again, the start-up state with it
+    assert calls == ["collect", "freeze", "freeze", "unfreeze", "freeze"]

@@ -75,8 +75,11 @@ class TrustedProxies:
         self._cache_size = cache_size
 
     def _judge(self, text: str) -> Verdict:
-        """(the normalized address, whether it is a trusted proxy), None when ``text`` is no address."""
-        address = parse_address(text) if len(text) <= MAX_ENTRY_CHARS else None
+        """(the normalized address, whether it is a trusted proxy), None when ``text`` is no address
+        (too long to be one: not remembered, so junk entries cannot fill the memory)."""
+        if len(text) > MAX_ENTRY_CHARS:
+            return None
+        address = parse_address(text)
         verdict = None if address is None else (str(address), any(address in net for net in self._networks))
         if len(self._verdicts) >= self._cache_size:
             self._verdicts.clear()
@@ -97,8 +100,10 @@ class TrustedProxies:
         peer = verdicts.get(client[0], _UNSEEN)
         if peer is _UNSEEN:
             peer = self._judge(client[0])
-        if peer is None or not peer[1]:
+        if peer is None:
             return client[0]
+        if not peer[1]:
+            return peer[0]  # normalized as when a proxy names it: one client, one budget
         address = peer[0]
         for key, value in reversed(scope["headers"]):
             if key != FORWARDED_FOR:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -38,6 +39,12 @@ FEED_RESETS = Counter(
 
 FEED_NAME = "tsmesh-gateway-generation-feed"  # the subscription's name in Redis's CLIENT LIST
 _PREFIX = data_generation_key("").encode()[:-1]  # b"tsmesh:gen:{"
+STABLE_SECONDS = 5.0  # a subscription lost sooner than this is retried with backoff
+
+
+def _error(exc: BaseException) -> dict[str, str]:
+    """What to log of a failure: its type and Redis's own words (e.g. an ACL refusing the channel)."""
+    return {"error": type(exc).__name__, "detail": str(exc)[:200]}
 
 
 class Subscription(Protocol):
@@ -69,6 +76,7 @@ class GenerationFeed:
         self._values: dict[str, int] = {}
         self._tracked: set[str] = set()
         self._epoch = 0  # odd while a subscription is up
+        self._version = 0  # moves whenever the copy is emptied: a read from before is not kept
         self.messages = 0
 
     @property
@@ -80,18 +88,20 @@ class GenerationFeed:
         return self._values.get(tenant_id)
 
     def track(self, tenant_id: str) -> int:
-        """Call before sending a read of the tenant's generation; pass the result to :meth:`learn`."""
-        if self._epoch % 2 == 1:
-            if tenant_id not in self._tracked and len(self._tracked) >= self._max_tenants:
-                self._values.clear()
-                self._tracked.clear()
-            self._tracked.add(tenant_id)
-        return self._epoch
+        """Call before sending a read of the tenant's generation; pass the result to :meth:`learn`
+        (-1 while no subscription is up)."""
+        if self._epoch % 2 == 0:
+            return -1
+        if tenant_id not in self._tracked and len(self._tracked) >= self._max_tenants:
+            self._empty()
+        self._tracked.add(tenant_id)
+        return self._version
 
-    def learn(self, tenant_id: str, value: int, epoch: int) -> None:
-        """Keep ``value``, read after :meth:`track` returned ``epoch``, if the subscription that was up
-        then is still up (otherwise a bump may have been missed in between)."""
-        if epoch != self._epoch or epoch % 2 == 0 or tenant_id not in self._tracked:
+    def learn(self, tenant_id: str, value: int, token: int) -> None:
+        """Keep ``value``, read after :meth:`track` returned ``token``, if the copy has not been
+        emptied since (a lost subscription may have missed a bump in between; a copy emptied because
+        it was full has forgotten the announcements that followed the read)."""
+        if token != self._version or token < 0 or tenant_id not in self._tracked:
             return
         known = self._values.get(tenant_id)
         if known is None or value > known:
@@ -124,6 +134,10 @@ class GenerationFeed:
         self._epoch += 1
         FEED_RESETS.inc()
         FEED_UP.set(0)
+        self._empty()
+
+    def _empty(self) -> None:
+        self._version += 1
         self._values.clear()
         self._tracked.clear()
 
@@ -140,24 +154,28 @@ class GenerationFeed:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis unreachable: reads go to Redis meanwhile
-                log.warning("generation feed cannot subscribe", extra={"error": type(exc).__name__})
+                log.warning("generation feed cannot subscribe", extra=_error(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            delay = 0.25
-            self._values.clear()
-            self._tracked.clear()
+            self._empty()
             self._epoch = epoch
             FEED_UP.set(1)
+            began = time.monotonic()
             try:
                 await self._watch(subscription)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a lost or silent connection: start again
-                log.warning("generation feed lost, resubscribing", extra={"error": type(exc).__name__})
+                log.warning("generation feed lost, resubscribing", extra=_error(exc))
             finally:
                 self._end(epoch)
                 subscription.close()
+            if time.monotonic() - began < STABLE_SECONDS:  # lost at once again: back off
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                delay = 0.25
 
     async def _watch(self, subscription: Subscription) -> None:
         # asyncio.timeout and asyncio.wait, not wait_for: on 3.11 wait_for can swallow a cancellation

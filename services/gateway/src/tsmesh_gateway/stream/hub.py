@@ -161,9 +161,10 @@ class HeapFreezer:
     collections there took 18-57 ms of CPU (a full one 401 ms) on the thread that writes every
     frame, so once the open sockets have grown by a quarter since the last freeze (and number at
     least ``minimum``), :meth:`check` freezes again. Frozen garbage (the cycles of sockets closed
-    later) is never collected while frozen, so once half as many sockets as were frozen (at least
-    ``minimum / 2``) have closed, ``gc.unfreeze()`` hands everything back; after the next full
-    collection everything still alive (the start-up state included) is frozen again.
+    later) is never collected while frozen, so once half as many sockets as were frozen have
+    closed, ``gc.unfreeze()`` hands everything back; after the next full collection everything
+    still alive (the start-up state included) is frozen again. Sockets that never outnumbered
+    ``minimum`` were never frozen: their closes thaw nothing.
     """
 
     def __init__(
@@ -203,8 +204,10 @@ class HeapFreezer:
             self._frozen_with, self._closed = open_sockets, 0
 
     def closed(self) -> None:
+        if not self._frozen_with:
+            return
         self._closed += 1
-        if self._thawed_at is None and 2 * self._closed >= max(self._frozen_with, self._minimum):
+        if 2 * self._closed >= self._frozen_with:
             self._unfreeze()
             self._frozen_with, self._closed = 0, 0
             self._thawed_at = self._full_collections()
