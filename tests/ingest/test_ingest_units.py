@@ -11,6 +11,7 @@ from tsmesh.v1 import common_pb2, ingest_pb2
 
 from tsmesh_common.config import ConfigError
 from tsmesh_common.errors import InvalidArgument
+from tsmesh_common.protowire import varint
 from tsmesh_ingest.batching import AdaptiveBatcher
 from tsmesh_ingest.config import IngestConfig
 from tsmesh_ingest.limits import ValidationLimits
@@ -84,10 +85,10 @@ def test_validator_time_window_and_label_checks() -> None:
 def test_request_limits_name_the_field() -> None:
     v = _validator(max_points_per_request=2, max_request_bytes=1024)
     with pytest.raises(InvalidArgument) as many:
-        v.check_request(ingest_pb2.WriteRequest(points=[point("m", 1, 1)] * 3))
+        v.validate_request("t", ingest_pb2.WriteRequest(points=[point("m", 1, 1)] * 3).SerializeToString())
     assert many.value.field == "points"
     with pytest.raises(InvalidArgument, match="bytes"):
-        v.check_request(ingest_pb2.WriteRequest(points=[point("m" * 2000, 1, 1)]))
+        v.validate_request("t", ingest_pb2.WriteRequest(points=[point("m" * 2000, 1, 1)]).SerializeToString())
 
 
 def test_adaptive_batcher_grows_under_lag_and_shrinks_when_idle() -> None:
@@ -166,15 +167,18 @@ def test_records_built_from_point_bytes_equal_upbs_own_point_batches() -> None:
     from tsmesh_ingest.config import KafkaConfig
     from tsmesh_ingest.producer import PointProducer, encode_point_batch
 
+    def framed(p: common_pb2.Point) -> bytes:
+        return varint(p.ByteSize()) + p.SerializeToString()
+
     pts = [point("m", NOW_NS + i, v, host=f"h{i % 3}", dc="eu") for i, v in enumerate([1.5, 0.0, -0.0, 7.0] * 50)]
     pts.append(point("long_" + "x" * 150, NOW_NS, 2.0, **{f"l{i}": "v" * 100 for i in range(3)}))
     ids = [series_id("t", p.metric, p.labels.items()) for p in pts]
-    raws = [p.SerializeToString() for p in pts]
+    raws = [framed(p) for p in pts]
     batch = common_pb2.PointBatch(tenant_id="t", points=pts, series_ids=ids, accepted_at_ns=123)
     # Same message (map entries may serialize in another order, so bytes are compared message-wise).
     assert common_pb2.PointBatch.FromString(encode_point_batch("t", raws, ids, 123)) == batch
     unlabelled = [point("m", NOW_NS + i, float(i)) for i in range(3)]
-    assert encode_point_batch("t", [p.SerializeToString() for p in unlabelled], [1, 2, 3], 9) == (
+    assert encode_point_batch("t", [framed(p) for p in unlabelled], [1, 2, 3], 9) == (
         common_pb2.PointBatch(
             tenant_id="t", points=unlabelled, series_ids=[1, 2, 3], accepted_at_ns=9
         ).SerializeToString()
@@ -200,7 +204,7 @@ def test_validation_cache_keys_on_the_identity_encoding_only() -> None:
     expected = [series_id("t", p.metric, p.labels.items()) for p in request.points]
     assert result.series_ids == expected
     assert len(set(expected)) == 4
-    assert result.raws == [p.SerializeToString() for p in request.points]
+    assert result.framed == [varint(p.ByteSize()) + p.SerializeToString() for p in request.points]
     # A second tenant with the same points gets its own ids (the cache is per tenant).
     assert validator.validate("u", request.points).series_ids == [
         series_id("u", p.metric, p.labels.items()) for p in request.points

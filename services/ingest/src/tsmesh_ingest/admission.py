@@ -5,8 +5,8 @@ the limit (``points_per_second`` or ``max_active_series``) with a retry hint.
 
 Active series = distinct series written within ``window_seconds``, kept in a Redis sorted set per
 tenant (member = series id, score = last write). A replica only tells Redis about a series it has
-not reported in the current ``refresh_seconds`` epoch (a set difference, no per-point Python), so
-steady-state writes cost no Redis work for this check.
+not reported in the current ``refresh_seconds`` epoch (a superset test, then a set difference: no
+per-point Python), so steady-state writes cost no Redis work and build no set for this check.
 """
 
 from __future__ import annotations
@@ -101,9 +101,9 @@ class Admission:
         if epoch != self._epoch or self._tracked > self._max_tracked:
             self._epoch, self._reported, self._tracked = epoch, {}, 0
         reported = self._reported.get(tenant_id)
-        fresh = set(series_ids) if reported is None else set(series_ids) - reported
-        if not fresh:
+        if reported is not None and reported.issuperset(series_ids):  # steady state: no set is built
             return
+        fresh = set(series_ids) if reported is None else set(series_ids) - reported
         try:
             admitted, active = await asyncio.wait_for(
                 self._script(

@@ -24,6 +24,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from tsmesh_common.breaker import CircuitBreaker
 from tsmesh_common.errors import Unavailable
+from tsmesh_common.protowire import varint
 from tsmesh_common.tracing import inject_headers
 from tsmesh_ingest.config import KafkaConfig
 from tsmesh_ingest.metrics import PRODUCE_FAILURES, PRODUCE_SECONDS
@@ -61,34 +62,20 @@ class _Timeout(Exception):
     pass
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_POINT_PREFIX = [b"\x12" + _varint(n) for n in range(1 << 14)]
-
-
 def encode_point_batch(
-    tenant_id: str, points: Sequence[bytes], series_ids: Sequence[int], accepted_at_ns: int
+    tenant_id: str, framed_points: Sequence[bytes], series_ids: Sequence[int], accepted_at_ns: int
 ) -> bytes:
-    """The wire form of ``tsmesh.v1.PointBatch`` from already serialized points (fields in number
-    order, as upb writes them; a unit test checks it parses back to the same message)."""
+    """The wire form of ``tsmesh.v1.PointBatch`` from points already serialized and framed (length
+    varint + bytes, see :class:`~tsmesh_ingest.validation.Validated`): fields in number order, as
+    upb writes them (a unit test checks it parses back to the same message)."""
     tenant = tenant_id.encode()
-    parts = [b"\x0a", _varint(len(tenant)), tenant]
-    prefixes = _POINT_PREFIX
-    for raw in points:
-        size = len(raw)
-        parts.append(prefixes[size] if size < 16384 else b"\x12" + _varint(size))
-        parts.append(raw)
+    parts = [b"\x0a", varint(len(tenant)), tenant]
+    if framed_points:
+        parts += [b"\x12", b"\x12".join(framed_points)]
     if series_ids:
-        parts += [b"\x1a", _varint(8 * len(series_ids)), array("Q", series_ids).tobytes()]
+        parts += [b"\x1a", varint(8 * len(series_ids)), array("Q", series_ids).tobytes()]
     if accepted_at_ns:
-        parts += [b"\x20", _varint(accepted_at_ns)]
+        parts += [b"\x20", varint(accepted_at_ns)]
     return b"".join(parts)
 
 
@@ -153,12 +140,14 @@ class PointProducer:
         self._started = False
         await self._producer.stop()
 
-    def records(self, tenant_id: str, raws: Sequence[bytes], series_ids: Sequence[int]) -> list[tuple[int, bytes]]:
+    def records(
+        self, tenant_id: str, framed_points: Sequence[bytes], series_ids: Sequence[int]
+    ) -> list[tuple[int, bytes]]:
         """Serialized PointBatch records grouped by partition (series id modulo partitions), built by
-        concatenating the points' own serializations (no message is rebuilt or copied)."""
+        joining the points' own framed serializations (no message is rebuilt)."""
         n = self._config.partitions
         groups: dict[int, tuple[list[bytes], list[int]]] = {}
-        for raw, sid in zip(raws, series_ids, strict=True):
+        for raw, sid in zip(framed_points, series_ids, strict=True):
             group = groups.get(sid % n)
             if group is None:
                 group = groups[sid % n] = ([], [])

@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from grpc_health.v1 import health_pb2
-from tsmesh.v1 import ingest_pb2_grpc
 
 from tsmesh_common.audit import AuditReporter
 from tsmesh_common.authn import Authenticator
@@ -30,14 +29,12 @@ from tsmesh_ingest.producer import PointProducer
 from tsmesh_ingest.retention import Retention, RetentionDays
 from tsmesh_ingest.rollups import RollupRefresher
 from tsmesh_ingest.series_id import SeriesIdCache
-from tsmesh_ingest.service import IngestServicer
+from tsmesh_ingest.service import SERVICE_NAME, IngestServicer, add_to_server
 from tsmesh_ingest.store import KnownSeries, PointStore, WriterHooks
 from tsmesh_ingest.validation import Validator
 from tsmesh_ingest.writer import Writer
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAME = "tsmesh.v1.IngestService"
 
 
 @dataclass
@@ -128,9 +125,7 @@ async def build_runtime(
         admission = Admission(redis, StaticLimits(cfg.limits, cfg.limit_overrides), limiter)
         validator = Validator(cfg.validation, SeriesIdCache())
         servicer = IngestServicer(validator, admission, runtime.producer, runtime.live)
-        app.add_service(
-            SERVICE_NAME, lambda server: ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server)
-        )
+        app.add_service(SERVICE_NAME, lambda server: add_to_server(servicer, server))
     if cfg.runs_writer:
         w = cfg.writer
         runtime.pool = await asyncpg.create_pool(
