@@ -9,15 +9,20 @@ class AdaptiveBatcher:
     A batch that filled its target while records were still waiting doubles the target (fewer,
     larger transactions amortise per-commit costs under lag); a batch written because nothing more
     was waiting, at under half the target, halves it (small transactions keep latency low).
-    Collection of one batch never exceeds ``max_wait_seconds``.
+    Collection of one batch never exceeds ``max_wait_seconds``; once its first record is in, it
+    waits ``linger_seconds`` for more even when nothing is waiting (a trickle of small records then
+    costs one transaction per linger, not one each), unless the target is reached first.
     """
 
-    def __init__(self, min_rows: int, max_rows: int, max_wait_seconds: float) -> None:
+    def __init__(self, min_rows: int, max_rows: int, max_wait_seconds: float, linger_seconds: float = 0.0) -> None:
         if not 0 < min_rows <= max_rows:
             raise ValueError("need 0 < min_rows <= max_rows")
+        if not 0 <= linger_seconds <= max_wait_seconds:
+            raise ValueError("need 0 <= linger_seconds <= max_wait_seconds")
         self.min_rows = min_rows
         self.max_rows = max_rows
         self.max_wait_seconds = max_wait_seconds
+        self.linger_seconds = linger_seconds
         self.target = min_rows
 
     def full(self, rows: int) -> bool:

@@ -54,6 +54,7 @@ class WriterConfig:
     min_rows: int
     max_rows: int
     max_wait_ms: int
+    linger_ms: int
     pool_size: int
     retry_max_seconds: float
     rollup_interval_ms: int
@@ -68,10 +69,13 @@ class WriterConfig:
     @classmethod
     def from_env(cls, env: Env) -> WriterConfig:
         min_rows = env.get_int("TSMESH_WRITER_MIN_ROWS", 1000, minimum=1)
+        max_wait_ms = env.get_int("TSMESH_WRITER_MAX_WAIT_MS", 100, minimum=1, maximum=60_000)
         return cls(
             min_rows=min_rows,
             max_rows=env.get_int("TSMESH_WRITER_MAX_ROWS", 50_000, minimum=min_rows),
-            max_wait_ms=env.get_int("TSMESH_WRITER_MAX_WAIT_MS", 100, minimum=1, maximum=60_000),
+            max_wait_ms=max_wait_ms,
+            # how long a batch waits for more once its first record is in (ADR 0207)
+            linger_ms=env.get_int("TSMESH_WRITER_LINGER_MS", min(20, max_wait_ms), minimum=0, maximum=max_wait_ms),
             pool_size=env.get_int("TSMESH_WRITER_POOL_SIZE", 4, minimum=2, maximum=64),
             retry_max_seconds=env.get_float("TSMESH_WRITER_RETRY_MAX_SECONDS", 5.0, minimum=0.1),
             rollup_interval_ms=env.get_int("TSMESH_ROLLUP_INTERVAL_MS", 100, minimum=10),

@@ -155,7 +155,7 @@ async def build_runtime(
             request_timeout_ms=cfg.kafka.request_timeout_ms,
             max_request_size=8 * 1024 * 1024,
         )
-        batcher = AdaptiveBatcher(w.min_rows, w.max_rows, w.max_wait_ms / 1000)
+        batcher = AdaptiveBatcher(w.min_rows, w.max_rows, w.max_wait_ms / 1000, w.linger_ms / 1000)
         runtime.writer = Writer(
             consumer,
             dlq,

@@ -145,9 +145,13 @@ class Writer:
         offsets: dict[Any, int] = {}
         rows = 0
         lagging = False
+        linger_until = deadline
         while True:
-            remaining = max(0.0, deadline - loop.time())
-            timeout_ms = int(batcher.max_wait_seconds * 1000) if not offsets else int(remaining * 1000)
+            until = deadline if lagging else min(deadline, linger_until)
+            timeout_ms = (
+                int(batcher.max_wait_seconds * 1000) if not offsets else int(max(0.0, until - loop.time()) * 1000)
+            )
+            first = not offsets
             try:
                 fetched = await self._consumer.getmany(timeout_ms=timeout_ms)
             except KafkaError as exc:
@@ -166,8 +170,11 @@ class Writer:
                     offsets[tp] = records[-1].offset + 1
             if not offsets:
                 return items, poison, offsets
+            if first:
+                linger_until = loop.time() + batcher.linger_seconds
             lagging = self._lagging(offsets)
-            if batcher.full(rows) or not lagging or loop.time() >= deadline:
+            now = loop.time()
+            if batcher.full(rows) or now >= deadline or (not lagging and now >= linger_until):
                 break
         batcher.observe(rows, lagging)
         return items, poison, offsets
