@@ -161,7 +161,8 @@ async def ws_part(
         watched = {**{n: p.pid for n, p in stack.children.items() if n != "gateway"}, "bench-gateway": gw.workers[0]}
         watched.update({f"client{i}": proc.pid for i, (proc, _) in enumerate(clients)})
         traced = [stack.children["query"].pid, gw.workers[0]]
-        for rate in (1_000, 2_000, 4_000, 8_000):
+        rate: int | None = 1_000
+        while rate is not None:
             profilers: list[subprocess.Popen[bytes]] = []
             if profile is not None and rate == 1_000:
                 profilers = start_profilers(profile, {"query": traced[0], "gateway": traced[1]}, seconds)
@@ -213,10 +214,12 @@ async def ws_part(
                 )
                 report.add("  delivery p50 at the same load", summary["p50"], "ms")
                 report.add("  deliveries/s measured", delivered / seconds, "msg/s", "expected", expected / seconds)
-            if summary["p99"] < 50 and delivered >= 0.99 * expected:
-                best = delivered / seconds
-            else:
-                break
+            held = summary["p99"] < 50 and delivered >= 0.99 * expected
+            if held:
+                best = max(best, delivered / seconds)
+            else:  # let the backlog drain before another rate is measured
+                await asyncio.sleep(min(30.0, summary["p99"] / 1000 + 1.0))
+            rate = next_rate(rate, held)
         report.add("highest delivery rate with p99 < 50 ms", best, "msg/s", "Centrifugo per CPU (Go)", 12_500)
     finally:
         try:
@@ -226,6 +229,19 @@ async def ws_part(
                 proc.join(10)
                 if proc.is_alive():
                     proc.kill()
+
+
+def next_rate(rate: int, held: bool) -> int | None:
+    """The next write rate of the delivery sweep: doubling from 1,000 points/s while p99 holds
+    under 50 ms (up to 8,000); when 1,000 already fails (a machine the target load saturates),
+    halving down to 125 until one holds, so the highest sustainable rate is still a figure."""
+    if rate >= 1_000:
+        if held:
+            return rate * 2 if rate < 8_000 else None
+        return rate // 2 if rate == 1_000 else None
+    if held:
+        return None
+    return rate // 2 if rate > 125 else None
 
 
 def received(samples: list[bytes]) -> list[tuple[int, int]]:
