@@ -204,7 +204,9 @@ async def test_expired_token_closes_the_socket(served) -> None:
     assert ws.close_code == 4401 and ws.close_reason == "token expired"
 
 
-def test_heap_freezer_freezes_as_sockets_grow_and_thaws_after_churn() -> None:
+def recording_freezer() -> tuple[HeapFreezer, list[str], list[int]]:
+    """A HeapFreezer (minimum 100) whose gc calls are recorded; the list's one int is the count of
+    full collections it sees."""
     calls: list[str] = []
     full = [0]
     heap = HeapFreezer(
@@ -212,7 +214,13 @@ def test_heap_freezer_freezes_as_sockets_grow_and_thaws_after_churn() -> None:
         freeze=lambda: calls.append("freeze"),
         unfreeze=lambda: calls.append("unfreeze"),
         full_collections=lambda: full[0],
+        collect=lambda: calls.append("collect"),
     )
+    return heap, calls, full
+
+
+def test_heap_freezer_freezes_as_sockets_grow_and_thaws_after_churn() -> None:
+    heap, calls, full = recording_freezer()
     heap.check(99)
     assert calls == []
     heap.check(100)
@@ -233,15 +241,7 @@ def test_heap_freezer_freezes_as_sockets_grow_and_thaws_after_churn() -> None:
 
 
 def test_heap_freezer_freezes_the_start_up_state_and_refreezes_it_after_a_thaw() -> None:
-    calls: list[str] = []
-    full = [0]
-    heap = HeapFreezer(
-        minimum=100,
-        freeze=lambda: calls.append("freeze"),
-        unfreeze=lambda: calls.append("unfreeze"),
-        full_collections=lambda: full[0],
-        collect=lambda: calls.append("collect"),
-    )
+    heap, calls, full = recording_freezer()
     heap.start()
     assert calls == ["collect", "freeze"]
     for _ in range(5000):  # short sessions, never more than `minimum` open: never frozen, nothing to thaw

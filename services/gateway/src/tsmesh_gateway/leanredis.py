@@ -28,6 +28,8 @@ def _command(*parts: bytes) -> bytes:
 
 
 class _Protocol(asyncio.Protocol):
+    """Replies go to the waiters in order (hiredis parses them); a lost connection fails them all."""
+
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
         self.waiters: deque[asyncio.Future[Any]] = deque()
@@ -43,15 +45,18 @@ class _Protocol(asyncio.Protocol):
             reply = self.reader.gets()
             if reply is False:
                 return
-            if not self.waiters:
-                continue
-            waiter = self.waiters.popleft()
-            if waiter.done():
-                continue
-            if isinstance(reply, hiredis.ReplyError):
-                waiter.set_exception(reply)
-            else:
-                waiter.set_result(reply)
+            self.reply(reply)
+
+    def reply(self, reply: Any) -> None:
+        if not self.waiters:
+            return
+        waiter = self.waiters.popleft()
+        if waiter.done():
+            return
+        if isinstance(reply, hiredis.ReplyError):
+            waiter.set_exception(reply)
+        else:
+            waiter.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = exc or ConnectionError("redis connection closed")
@@ -61,44 +66,27 @@ class _Protocol(asyncio.Protocol):
                 waiter.set_exception(ConnectionError("redis connection lost"))
 
 
-class _Subscriber(asyncio.Protocol):
+class _Subscriber(_Protocol):
     """A connection in subscribed mode: ``message`` pushes go to ``on_message``, other replies (the
-    set-up commands, subscribe confirmations, pongs) to the waiters in order."""
+    set-up commands, subscribe confirmations, pongs) to the waiters in order; ``closed`` completes
+    and ``on_lost`` is called when the connection goes."""
 
     def __init__(self, on_message: Callable[[bytes], None], on_lost: Callable[[], None]) -> None:
-        self.reader = hiredis.Reader()
-        self.waiters: deque[asyncio.Future[Any]] = deque()
-        self.transport: Any = None
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        super().__init__()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._on_message = on_message
         self._on_lost = on_lost
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        while True:
-            reply = self.reader.gets()
-            if reply is False:
-                return
-            if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
-                self._on_message(reply[2])
-            elif self.waiters:
-                waiter = self.waiters.popleft()
-                if not waiter.done():
-                    if isinstance(reply, hiredis.ReplyError):
-                        waiter.set_exception(reply)
-                    else:
-                        waiter.set_result(reply)
+    def reply(self, reply: Any) -> None:
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+            self._on_message(reply[2])
+        else:
+            super().reply(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(None)
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(ConnectionError("redis connection lost"))
+        super().connection_lost(exc)
+        if not self.closed.done():
+            self.closed.set_result(None)
         self._on_lost()
 
 
@@ -108,7 +96,7 @@ class Subscription:
 
     def __init__(self, protocol: _Subscriber) -> None:
         self._protocol = protocol
-        self.lost = protocol.lost
+        self.lost = protocol.closed
 
     async def ping(self) -> None:
         await _request(self._protocol, _command(b"PING"))
@@ -118,7 +106,7 @@ class Subscription:
             self._protocol.transport.close()
 
 
-async def _request(protocol: _Protocol | _Subscriber, command: bytes) -> Any:
+async def _request(protocol: _Protocol, command: bytes) -> Any:
     assert protocol.transport is not None
     waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     protocol.waiters.append(waiter)
