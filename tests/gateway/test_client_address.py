@@ -11,7 +11,13 @@ import httpx
 import pytest
 
 from tsmesh_common.config import ConfigError
-from tsmesh_gateway.clientaddr import TrustedProxies, client_address_resolver, parse_address, peer_address
+from tsmesh_gateway.clientaddr import (
+    TrustedProxies,
+    budget_address,
+    client_address_resolver,
+    parse_address,
+    peer_address,
+)
 from tsmesh_gateway.config import GatewayConfig
 
 PROXIES = (ip_network("10.0.0.0/8"), ip_network("fd00::/8"), ip_network("192.0.2.1/32"))
@@ -233,3 +239,36 @@ async def test_auth_is_told_the_forwarded_client_address(gateway_factory, mesh) 
     assert answer.status_code == 200, answer.text
     seen = [md for name, md in mesh.auth.metadata if name == "Login" and md.get("x-request-id") == request_id]
     assert [md["x-client-address"] for md in seen] == ["203.0.113.10"]
+
+
+@pytest.mark.parametrize(
+    ("address", "budget"),
+    [
+        ("203.0.113.10", "203.0.113.10"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("::ffff:203.0.113.10", "203.0.113.10"),
+        ("unknown", "unknown"),
+        ("not:an:address", "not:an:address"),
+    ],
+)
+def test_ipv6_clients_share_the_budget_of_their_64(address: str, budget: str) -> None:
+    assert budget_address(address) == budget
+
+
+async def test_one_ipv6_64_is_one_per_address_budget(gateway_factory) -> None:
+    gw = await gateway_factory(
+        TSMESH_GATEWAY_TRUSTED_PROXIES="10.99.0.0/16", TSMESH_GATEWAY_LIMIT_QUERY_PER_ADDRESS="0.01:2"
+    )
+
+    async def status(client: httpx.AsyncClient, forwarded_for: str) -> int:
+        answer = await client.post(
+            "/v1/query/range", json=RANGE, headers={**gw.bearer(), "x-forwarded-for": forwarded_for}
+        )
+        return answer.status_code
+
+    async with _behind(gw, "10.99.0.7") as proxy:
+        rotating = [f"2001:db8:7:7::{i:x}" for i in range(1, 4)]  # one host rotating through its /64
+        assert [await status(proxy, address) for address in rotating] == [200, 200, 429]
+        assert await status(proxy, "2001:db8:7:8::1") == 200  # the next /64 is another client

@@ -30,6 +30,35 @@ Verdict = tuple[str, bool] | None
 _UNSEEN: Verdict = ("", False)
 
 
+# One IPv6 host (a home router, a cloud VM) usually holds a whole /64 and can rotate through it:
+# the per-address budgets key IPv6 clients on their /64 (IPv4 on the address itself).
+IPV6_BUDGET_PREFIX = 64
+_budget_keys: dict[str, str] = {}
+_BUDGET_KEYS_MAX = 4096
+
+
+def budget_address(address: str) -> str:
+    """The per-address rate-limit key of a client address: the address for IPv4 (and anything that
+    is no IP address, e.g. "unknown"), its /64 for IPv6 (an IPv4-mapped one counts as its IPv4)."""
+    if ":" not in address:
+        return address
+    found = _budget_keys.get(address)
+    if found is None:
+        try:
+            parsed = IPv6Address(address)
+        except ValueError:
+            found = address
+        else:
+            if parsed.ipv4_mapped is not None:
+                found = str(parsed.ipv4_mapped)
+            else:
+                found = str(IPv6Network((parsed, IPV6_BUDGET_PREFIX), strict=False))
+        if len(_budget_keys) >= _BUDGET_KEYS_MAX:
+            _budget_keys.clear()
+        _budget_keys[address] = found
+    return found
+
+
 def peer_address(scope: Scope) -> str:
     """The socket peer's address ("unknown" without one, e.g. a Unix socket): the client when no
     proxy is trusted."""

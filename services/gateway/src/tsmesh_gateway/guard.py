@@ -20,6 +20,7 @@ from tsmesh_common.authn import ALLOWED_ALGORITHMS, API_TOKEN_PREFIX, MAX_TOKEN_
 from tsmesh_common.context import Principal
 from tsmesh_common.errors import Unauthenticated
 from tsmesh_common.ratelimit import RateDecision
+from tsmesh_gateway.clientaddr import budget_address
 from tsmesh_gateway.config import RateLimits
 from tsmesh_gateway.http_errors import HttpError
 
@@ -432,7 +433,7 @@ class RouteLimits:
 
     def address_now(self, route_class: str, address: str) -> Rate | None:
         """:meth:`check_address` when the local lease covers it (limits on), else None: nothing spent."""
-        return self._limiter.spend(f"{route_class}:addr:{address}")
+        return self._limiter.spend(f"{route_class}:addr:{budget_address(address)}")
 
     def identity_now(self, route_class: str, identity: str, spent: Rate) -> Rate | None:
         """:meth:`check_identity` when the local lease covers it, else None: nothing spent."""
@@ -446,7 +447,7 @@ class RouteLimits:
         refused here without reaching auth); None when limits are off, 429 when refused."""
         if not self._limits.enabled:
             return None
-        key = f"{route_class}:addr:{address}"
+        key = f"{route_class}:addr:{budget_address(address)}"
         return self._limiter.spend(key) or await self._decide(route_class, "address", key)
 
     async def check_identity(self, route_class: str, identity: str, spent: Rate) -> Rate:
