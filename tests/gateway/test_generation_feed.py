@@ -4,8 +4,9 @@ current by the announcements of the generation scripts, and emptied whenever its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -64,23 +65,23 @@ class FakeRedis:
         self._on_message(data)
 
 
-async def running(feed: GenerationFeed) -> asyncio.Task[None]:
+@contextlib.asynccontextmanager
+async def following(**settings: float) -> AsyncIterator[tuple[FakeRedis, GenerationFeed]]:
+    """A feed over a :class:`FakeRedis`, running (subscribed) inside the block, stopped after it."""
+    redis = FakeRedis()
+    feed = GenerationFeed(redis.subscribe, **settings)  # type: ignore[arg-type]
     task = asyncio.create_task(feed.run())
-    await eventually(lambda: feed.up, timeout=2.0, interval=0.001)
-    return task
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    try:
+        await eventually(lambda: feed.up, timeout=2.0, interval=0.001)
+        yield redis, feed
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 async def test_follows_the_announcements_of_the_tenants_it_was_asked_about_only() -> None:
-    redis = FakeRedis()
-    feed = GenerationFeed(redis.subscribe)
-    task = await running(feed)
-    try:
+    async with following() as (redis, feed):
         assert redis.channels == [GENERATION_CHANNEL]
         assert feed.current("t1") is None  # never read: the caller reads Redis
         feed.learn("t1", 5, feed.track("t1"))
@@ -94,28 +95,18 @@ async def test_follows_the_announcements_of_the_tenants_it_was_asked_about_only(
         assert feed.current("t2") is None and feed.current("t1") == 7
         redis.deliver(b"6 " + data_generation_key("t1").encode())  # values only grow
         assert feed.current("t1") == 7
-    finally:
-        await stop(task)
 
 
 async def test_an_announcement_that_overtakes_the_read_is_kept() -> None:
-    redis = FakeRedis()
-    feed = GenerationFeed(redis.subscribe)
-    task = await running(feed)
-    try:
+    async with following() as (redis, feed):
         epoch = feed.track("t1")  # the read is on its way
         redis.deliver(b"8 " + data_generation_key("t1").encode())  # a bump after Redis answered the read
         feed.learn("t1", 5, epoch)  # the read's (older) reply arrives last
         assert feed.current("t1") == 8
-    finally:
-        await stop(task)
 
 
 async def test_a_lost_subscription_empties_the_copy_and_reads_from_before_it_are_not_kept() -> None:
-    redis = FakeRedis()
-    feed = GenerationFeed(redis.subscribe)
-    task = await running(feed)
-    try:
+    async with following() as (redis, feed):
         feed.learn("t1", 5, feed.track("t1"))
         pending = feed.track("t2")
         redis.subscriptions[-1].close()  # the connection goes: a bump may be missed from now on
@@ -126,8 +117,6 @@ async def test_a_lost_subscription_empties_the_copy_and_reads_from_before_it_are
         assert feed.current("t2") is None and feed.current("t1") is None
         feed.learn("t2", 10, feed.track("t2"))
         assert feed.current("t2") == 10
-    finally:
-        await stop(task)
 
 
 async def test_nothing_is_kept_while_no_subscription_is_up() -> None:
@@ -138,24 +127,16 @@ async def test_nothing_is_kept_while_no_subscription_is_up() -> None:
 
 
 async def test_a_connection_that_stops_answering_is_replaced() -> None:
-    redis = FakeRedis()
-    feed = GenerationFeed(redis.subscribe, ping_seconds=0.01, ping_timeout=0.05)
-    task = await running(feed)
-    try:
+    async with following(ping_seconds=0.01, ping_timeout=0.05) as (redis, feed):
         feed.learn("t1", 5, feed.track("t1"))
         await eventually(lambda: redis.subscriptions[0].pings >= 2, timeout=2.0, interval=0.005)
         redis.subscriptions[0].silent = True  # half-open: no error, just no answers
         await eventually(lambda: len(redis.subscriptions) == 2 and feed.up, timeout=2.0, interval=0.005)
         assert redis.subscriptions[0].lost.done() and feed.current("t1") is None
-    finally:
-        await stop(task)
 
 
 async def test_the_copy_is_bounded() -> None:
-    redis = FakeRedis()
-    feed = GenerationFeed(redis.subscribe, max_tenants=3)
-    task = await running(feed)
-    try:
+    async with following(max_tenants=3) as (_, feed):
         for tenant in ("a", "b", "c", "d"):
             feed.learn(tenant, 1, feed.track(tenant))
         assert [feed.current(t) for t in ("a", "b", "c", "d")] == [None, None, None, 1]
@@ -165,8 +146,6 @@ async def test_the_copy_is_bounded() -> None:
         feed.track("x")  # x is asked for again
         feed.learn("x", 5, late)  # the first read's reply predates announcements the copy forgot
         assert feed.current("x") is None
-    finally:
-        await stop(task)
 
 
 async def test_the_scripts_announce_every_value_they_set(redis_client: aioredis.Redis) -> None:

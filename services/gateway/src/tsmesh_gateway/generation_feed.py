@@ -77,7 +77,6 @@ class GenerationFeed:
         self._tracked: set[str] = set()
         self._epoch = 0  # odd while a subscription is up
         self._version = 0  # moves whenever the copy is emptied: a read from before is not kept
-        self.messages = 0
 
     @property
     def up(self) -> bool:
@@ -110,7 +109,6 @@ class GenerationFeed:
     def _message(self, data: bytes) -> None:
         """``b"<value> tsmesh:gen:{<tenant>}"``; other keys (late generations) and tenants nobody
         asked about are ignored."""
-        self.messages += 1
         value, _, key = data.partition(b" ")
         if not key.startswith(_PREFIX) or not key.endswith(b"}"):
             return

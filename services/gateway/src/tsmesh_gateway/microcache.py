@@ -185,14 +185,14 @@ class MicroCache:
         if not self.enabled:
             return None
         feed = self.feed
-        epoch = 0 if feed is None else feed.track(tenant_id)
+        token = -1 if feed is None else feed.track(tenant_id)
         try:
             value = int(await self._generations.read(tenant_id) or b"")
         except Exception:  # noqa: BLE001 - Redis trouble (or a value that is no number) means no caching
             _BYPASS.inc()
             return None
         if feed is not None:
-            feed.learn(tenant_id, value, epoch)
+            feed.learn(tenant_id, value, token)
         return value
 
     def get(self, tenant_id: str, key: bytes, generation: int) -> bytes | None:
