@@ -154,7 +154,7 @@ async def ws_part(
             f"memory per idle connection ({total:,} sockets)", per_conn / 1024, "KiB", "Centrifugo (Go)", 30, "<= 30 KB"
         )
         report.add(f"time to connect {total:,} sockets", took, "s")
-        acks = sum(ask(clients, "subscribe", group))
+        acks = sum(ask(clients, "subscribe", total // group))
         assert acks == total, acks
         selectors = total // group
         best = 0.0
@@ -268,7 +268,7 @@ async def fanout_part(
     loop = asyncio.get_running_loop()
     try:
         await loop.run_in_executor(None, ask, clients, "connect")
-        await loop.run_in_executor(None, ask, clients, "subscribe", group)
+        await loop.run_in_executor(None, ask, clients, "subscribe", total // group)
         selectors = total // group
         best = 0.0
         for rate in (1_000, 2_000, 4_000, 8_000):
