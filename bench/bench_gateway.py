@@ -258,7 +258,7 @@ async def main() -> None:
     report = Report("gateway")
     try:
         stack.start()
-        workers = args.workers if args.only == "http" else 1
+        workers = args.workers if args.only in ("http", "ws") else 1
         gw = BenchGateway(stack, workers=workers, log=tmp / "gateway.log")
         try:
             token, _ = await prepare(gw.url, stack)

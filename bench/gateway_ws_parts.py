@@ -158,14 +158,16 @@ async def ws_part(
         assert acks == total, acks
         selectors = total // group
         best = 0.0
-        watched = {**{n: p.pid for n, p in stack.children.items() if n != "gateway"}, "bench-gateway": gw.workers[0]}
+        watched = {n: p.pid for n, p in stack.children.items() if n != "gateway"}
+        watched.update({f"gateway{i}": pid for i, pid in enumerate(gw.workers)})
         watched.update({f"client{i}": proc.pid for i, (proc, _) in enumerate(clients)})
-        traced = [stack.children["query"].pid, gw.workers[0]]
+        traced = [stack.children["query"].pid, stack.children["ingest"].pid, *gw.workers]
         rate: int | None = 1_000
         while rate is not None:
             profilers: list[subprocess.Popen[bytes]] = []
             if profile is not None and rate == 1_000:
-                profilers = start_profilers(profile, {"query": traced[0], "gateway": traced[1]}, seconds)
+                names = {"query": traced[0], "ingest": traced[1], "gateway": traced[2]}
+                profilers = start_profilers(profile, names, seconds)
             if trace is not None:
                 trace_signal(traced, signal.SIGUSR2)
             before_cpu = {name: cpu_seconds(pid) for name, pid in watched.items()}
@@ -199,7 +201,8 @@ async def ws_part(
                 hops["client"] = received(samples)
                 print(f"per-hop times at {rate} points/s (write ack = 0):", flush=True)
                 print("\n".join(live_trace.breakdown(hops, written)), flush=True)
-                for name in ("gcquery", "gcgateway"):
+                print(live_trace.tail(hops, written), flush=True)
+                for name in ("gcingest", "gcquery", "gcgateway"):
                     print(f"  garbage collections, {name[2:]}: {live_trace.gc_summary(hops.get(name, []))}")
             summary = recorder.summary()
             expected = len(written) * group

@@ -4,7 +4,9 @@ Each hop records ``(point timestamp, wall clock ns)`` pairs; the benchmark write
 unique timestamps, so it can join every hop with the write acknowledgement and the frame receipt.
 Hooks are installed by monkeypatching, never by product code:
 
-- query (through ``live_trace_site/sitecustomize.py`` on ``PYTHONPATH``): ``accepted`` (ingest's
+- ingest (through ``live_trace_site/sitecustomize.py`` on ``PYTHONPATH``): ``publish`` (the
+  acknowledged batch is queued for its Redis PUBLISH);
+- query (the same way): ``accepted`` (ingest's
   ``accepted_at_ns`` of the published batch), ``redis`` (the batch reaches ``LiveHub.dispatch``),
   ``stream`` (the Subscribe generator hands the response to gRPC);
 - gateway (from ``bench_gateway.create_bench_app``): ``gateway`` (an upstream message reaches its
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 ENV = "TSMESH_BENCH_TRACE_DIR"
-HOPS = ("accepted", "redis", "stream", "gateway", "socket", "client")
+HOPS = ("accepted", "publish", "redis", "stream", "gateway", "socket", "client")
 _records: dict[str, array[int]] = {}
 
 
@@ -81,6 +83,23 @@ def _stamp(hop: array[int], points: Iterable[Any]) -> None:
     for point in points:
         hop.append(point.timestamp_ns)
         hop.append(now)
+
+
+def install_ingest() -> None:
+    from tsmesh.v1 import common_pb2
+
+    from tsmesh_ingest import live
+
+    published = _rec("publish")
+    publish = live.LivePublisher.publish
+
+    def traced_publish(self: Any, tenant_id: str, batches: Any) -> None:
+        for value in batches:
+            _stamp(published, common_pb2.PointBatch.FromString(value).points)
+        publish(self, tenant_id, batches)
+
+    live.LivePublisher.publish = traced_publish  # type: ignore[method-assign]
+    _signals("ingest")
 
 
 def install_query() -> None:
@@ -192,3 +211,38 @@ def breakdown(hops: dict[str, list[tuple[int, int]]], acks: dict[int, int]) -> l
         if first[hop]:
             previous = hop
     return lines
+
+
+def tail(hops: dict[str, list[tuple[int, int]]], acks: dict[int, int], over_ms: float = 5.0) -> str:
+    """Where the late deliveries spent their time: for every point one of whose frames arrived more
+    than ``over_ms`` after its ack, the mean time of each hop on its slowest path (first sighting
+    up to the gateway, last sighting after it), so the hops add up to its worst delivery."""
+    pick = {"publish": min, "redis": min, "stream": min, "gateway": min, "socket": max, "client": max}
+    at: dict[str, dict[int, int]] = {}
+    for hop, choose in pick.items():
+        seen: dict[int, int] = {}
+        for ts, when in hops.get(hop, ()):
+            if ts in acks:
+                seen[ts] = choose(seen[ts], when) if ts in seen else when
+        at[hop] = seen
+    late = [ts for ts, when in at["client"].items() if (when - acks[ts]) / 1e6 > over_ms]
+    if not late:
+        return f"  no point delivered later than {over_ms:g} ms"
+    sums = dict.fromkeys(pick, 0.0)
+    counted = 0
+    for ts in late:
+        if not all(ts in at[hop] for hop in pick):
+            continue
+        counted += 1
+        previous = acks[ts]
+        for hop in pick:
+            sums[hop] += (at[hop][ts] - previous) / 1e6
+            previous = at[hop][ts]
+    parts = " + ".join(f"{hop} {total / max(1, counted):.2f}" for hop, total in sums.items())
+    worst = max(late, key=lambda ts: at["client"][ts] - acks[ts])
+    chain = " ".join(f"{hop} {(at[hop][worst] - acks[worst]) / 1e6:.2f}" for hop in pick if worst in at[hop])
+    start = min(acks.values())
+    return (
+        f"  {len(late)} of {len(at['client'])} points had a frame later than {over_ms:g} ms; mean ms to: {parts}\n"
+        f"  slowest point, acked {(acks[worst] - start) / 1e9:.2f} s into the run, ms after its ack: {chain}"
+    )

@@ -148,6 +148,30 @@ async def test_revoked_token_ends_its_streams_only() -> None:
     assert hub.subscriber_count == 0
 
 
+def test_heartbeats_go_to_quiet_subscribers_a_share_per_tick() -> None:
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(heartbeat_s=0.5))  # 5 ticks of 0.1 s per period
+    selector = parse_selector(sel("cpu"), QueryLimits())
+    busy = hub.open("t1", selector)
+    quiet = [hub.open("t1", parse_selector(sel("mem"), QueryLimits())) for _ in range(9)]
+    beating: list[int] = []
+    for _ in range(5):  # one period: everyone visited once, a fifth of them per tick
+        hub.dispatch(live_channel("t1"), batch("t1", "a").SerializeToString())
+        assert busy.take()  # points went out: no heartbeat needed
+        hub.heartbeat_tick()
+        beating.append(sum(sub.beat for sub in quiet))
+    steps = [b - a for a, b in zip([0, *beating], beating, strict=False)]
+    assert beating[-1] == 9 and all(1 <= step <= 2 for step in steps), beating
+    assert not busy.beat
+    taken = quiet[0].take()
+    assert [r.HasField("heartbeat") for r in taken] == [True]
+    for _ in range(5):  # a heartbeat is not activity: a quiet stream beats every period
+        hub.heartbeat_tick()
+    assert quiet[0].beat
+    for _ in range(5):  # the busy one, quiet now, gets its heartbeat too
+        hub.heartbeat_tick()
+    assert busy.beat
+
+
 async def test_stream_ends_when_its_token_expires() -> None:
     hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=8))
     stream = hub.stream("t1", parse_selector(sel("cpu"), QueryLimits()), token_id="t", expires_at=time.time() + 0.2)

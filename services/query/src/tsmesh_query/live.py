@@ -7,8 +7,10 @@ O(1) per point, not 1,000 matches. Selectors without an equality matcher are mat
 Each matching selector's points go into its subscribers' bounded mailboxes; a stream sends
 everything waiting as one response (one wake-up and one gRPC message per burst, see ADR 0405).
 A subscriber with too many batches waiting is dropped (its stream ends with RESOURCE_EXHAUSTED):
-memory stays bounded and fast subscribers are never held back. A ticker marks a heartbeat due on
-every subscriber every few seconds. The feed reconnects by itself.
+memory stays bounded and fast subscribers are never held back. A subscriber that sent nothing for
+a heartbeat period gets a heartbeat; the ticker visits a different slice of the subscribers on each
+tick, so heartbeats never leave as one burst (1,000 streams' heartbeats at once held live points
+back by 15-30 ms). The feed reconnects by itself.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 DROPPED = "dropped"
 REVOKED = "revoked"
 MERGE_MAX_POINTS = 4096  # points per coalesced response (the gRPC message limit is 8 MiB)
+HEARTBEAT_TICK_S = 0.1
 
 
 class Subscription:
@@ -48,7 +51,19 @@ class Subscription:
     More than ``size`` batches waiting drops the subscriber.
     """
 
-    __slots__ = ("batches", "beat", "ended", "expires_at", "selector", "size", "tenant", "token_id", "waiter")
+    __slots__ = (
+        "batches",
+        "beat",
+        "ended",
+        "expires_at",
+        "selector",
+        "sent",
+        "share",
+        "size",
+        "tenant",
+        "token_id",
+        "waiter",
+    )
 
     def __init__(
         self, tenant: str, selector: Selector, size: int, token_id: str = "", expires_at: float | None = None
@@ -58,10 +73,12 @@ class Subscription:
         self.size = size
         self.batches: list[query_pb2.SubscribeResponse] = []  # each holds points; shared by a group
         self.beat = False
+        self.sent = False  # points went out since the heartbeat ticker last looked
         self.ended: str | None = None
         self.token_id = token_id
         self.expires_at = expires_at
         self.waiter: asyncio.Future[None] | None = None
+        self.share = 0  # which of the hub's heartbeat shares it is in
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -85,8 +102,11 @@ class Subscription:
         self.batches.append(batch)
         self._wake()
 
-    def heartbeat(self) -> None:
-        if self.ended is None:
+    def heartbeat_if_quiet(self) -> None:
+        """A heartbeat is due unless something was sent since the last call."""
+        if self.sent:
+            self.sent = False
+        elif self.ended is None:
             self.beat = True
             self._wake()
 
@@ -109,6 +129,8 @@ class Subscription:
         with and without series ids are never merged together."""
         out: list[query_pb2.SubscribeResponse] = []
         waiting, self.batches = self.batches, []
+        if waiting:
+            self.sent = True
         run: list[common_pb2.PointBatch] = []
         count = 0
         for response in waiting:
@@ -311,6 +333,11 @@ class LiveHub:
         self._index: dict[str, dict[str, _MetricIndex]] = {}
         self._subs: set[Subscription] = set()
         self._groups: dict[Subscription, _SelectorGroup] = {}
+        # the heartbeat ticker visits one share per tick, each subscriber once per heartbeat period
+        shares = max(1, round(cfg.heartbeat_s / HEARTBEAT_TICK_S))
+        self._shares: list[set[Subscription]] = [set() for _ in range(shares)]
+        self._opened = 0
+        self._turn = 0
         self._per_tenant: dict[str, int] = {}
         self.connected = asyncio.Event()
 
@@ -334,6 +361,9 @@ class LiveHub:
         group.subs.add(sub)
         self._groups[sub] = group
         self._subs.add(sub)
+        self._opened += 1
+        sub.share = self._opened % len(self._shares)
+        self._shares[sub.share].add(sub)
         SUBSCRIBERS.set(len(self._subs))
         return sub
 
@@ -342,6 +372,7 @@ class LiveHub:
         if group is None:
             return
         self._subs.discard(sub)
+        self._shares[sub.share].discard(sub)
         left = self._per_tenant[sub.tenant] - 1
         if left:
             self._per_tenant[sub.tenant] = left
@@ -470,8 +501,15 @@ class LiveHub:
         self.dispatch(channel.decode() if isinstance(channel, bytes) else channel, data)
 
     async def heartbeats(self) -> None:
-        """Mark a heartbeat due on every subscriber every ``heartbeat_s`` seconds."""
+        """Visit the next share every tick: each subscriber once per heartbeat period."""
+        tick = self._cfg.heartbeat_s / len(self._shares)
         while True:
-            await asyncio.sleep(self._cfg.heartbeat_s)
-            for sub in self._subs:
-                sub.heartbeat()
+            await asyncio.sleep(tick)
+            self.heartbeat_tick()
+
+    def heartbeat_tick(self) -> None:
+        """A heartbeat for each subscriber of the next share that sent no points since the ticker
+        last visited it (one heartbeat period ago)."""
+        for sub in self._shares[self._turn]:
+            sub.heartbeat_if_quiet()
+        self._turn = (self._turn + 1) % len(self._shares)
