@@ -28,12 +28,12 @@ from testkit import REDIS_URL, TokenMint, eventually
 from throwaway import free_port, wait_for_port
 
 from tsmesh_common.authn import Authenticator, AuthenticatorConfig
+from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.ratelimit import RateLimiter
 from tsmesh_common.redis_keys import BUMP_GENERATION_LUA, data_generation_key
 from tsmesh_common.server import GrpcApp
 from tsmesh_gateway.app import Parts, build_app
 from tsmesh_gateway.config import GatewayConfig
-from tsmesh_gateway.leanredis import LeanRedis
 from tsmesh_gateway.upstreams import Upstreams
 
 

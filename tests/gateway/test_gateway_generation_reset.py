@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
+from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.redis_keys import BUMP_GENERATION_LUA, data_generation_key
-from tsmesh_gateway.leanredis import LeanRedis
 from tsmesh_gateway.microcache import GenerationReader
 
 RANGE = {"selector": {"metric": "cpu"}, "start_ns": 0, "end_ns": 10**12, "step_ns": 10**9}

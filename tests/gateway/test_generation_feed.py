@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from testkit import eventually
 
+from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.redis_keys import (
     BUMP_GENERATION_LUA,
     GENERATION_CHANNEL,
@@ -21,7 +22,6 @@ from tsmesh_common.redis_keys import (
     late_generation_key,
 )
 from tsmesh_gateway.generation_feed import FEED_NAME, GenerationFeed
-from tsmesh_gateway.leanredis import LeanRedis
 
 RANGE = {"selector": {"metric": "cpu"}, "start_ns": 0, "end_ns": 10**12, "step_ns": 10**9}
 

@@ -14,9 +14,9 @@ import uuid
 import orjson
 import pytest
 
+from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.redis_keys import data_generation_key
 from tsmesh_gateway import microcache
-from tsmesh_gateway.leanredis import LeanRedis
 from tsmesh_gateway.microcache import GenerationReader, MicroCache
 
 

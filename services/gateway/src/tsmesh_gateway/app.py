@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from tsmesh_common.authn import Authenticator, AuthenticatorConfig, GrpcAuthSource
 from tsmesh_common.config import load_or_exit
+from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.logs import configure_logging
 from tsmesh_common.ratelimit import RateLimiter
 from tsmesh_common.redis_keys import REVOCATION_CHANNEL
@@ -35,7 +36,6 @@ from tsmesh_gateway.edge import EdgeMiddleware
 from tsmesh_gateway.fastpath import FastQueries
 from tsmesh_gateway.generation_feed import FEED_NAME, GenerationFeed
 from tsmesh_gateway.guard import BatchingLimiter, Limiter, PrincipalCache, RouteLimits
-from tsmesh_gateway.leanredis import LeanRedis
 from tsmesh_gateway.microcache import GenerationReader, MicroCache
 from tsmesh_gateway.openapi import spec
 from tsmesh_gateway.routes_auth import auth_routes

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2
 
 from tsmesh_common.audit import AuditReporter
 from tsmesh_common.authn import Authenticator
+from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.ratelimit import RateLimiter
 from tsmesh_common.server import GrpcApp
 from tsmesh_ingest.admission import Admission
@@ -120,7 +121,7 @@ async def build_runtime(
     runtime = IngestRuntime(cfg=cfg, app=app)
     if cfg.runs_api:
         runtime.producer = PointProducer(cfg.kafka)
-        runtime.live = LivePublisher(redis)
+        runtime.live = LivePublisher(redis, lean=LeanRedis.from_url(cfg.common.redis_url))
         limiter = RateLimiter(redis, prefix="tsmesh:ingest:rate")
         admission = Admission(redis, StaticLimits(cfg.limits, cfg.limit_overrides), limiter)
         validator = Validator(cfg.validation, SeriesIdCache())

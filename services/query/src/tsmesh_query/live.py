@@ -28,6 +28,7 @@ from redis.asyncio.connection import Connection
 from tsmesh.v1 import common_pb2, query_pb2
 
 from tsmesh_common.errors import ResourceExhausted, Unauthenticated
+from tsmesh_common.leanredis import command
 from tsmesh_common.redis_keys import LIVE_PATTERN, tenant_of_live_channel
 from tsmesh_query.config import SubscribeConfig
 from tsmesh_query.metrics import LIVE_BATCHES, LIVE_DELAY, SUBSCRIBERS, SUBSCRIBERS_DROPPED
@@ -255,13 +256,6 @@ class _MetricIndex:
         return found
 
 
-def _command(*parts: bytes) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
-    return b"".join(out)
-
-
 def _plain_tcp(redis: Redis) -> tuple[str, int, list[bytes]] | None:
     """(host, port, AUTH arguments) when ``redis`` connects over plain TCP, else None (TLS and unix
     sockets keep using redis-py)."""
@@ -293,8 +287,8 @@ class _FeedProtocol(asyncio.Protocol):
         sock = tcp.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        auth = _command(b"AUTH", *self._auth) if self._auth else b""
-        tcp.write(auth + _command(b"PSUBSCRIBE", LIVE_PATTERN.encode()))
+        auth = command(b"AUTH", *self._auth) if self._auth else b""
+        tcp.write(auth + command(b"PSUBSCRIBE", LIVE_PATTERN.encode()))
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)

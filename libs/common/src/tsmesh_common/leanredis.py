@@ -1,4 +1,6 @@
-"""A lean Redis connection for the hot read of the micro-cache: GET, MGET and EVAL, and SUBSCRIBE.
+"""A lean Redis connection for hot paths: GET, MGET and EVAL (the gateway's micro-cache), a
+command written at once without awaiting (:meth:`LeanRedis.send`: ingest's live PUBLISH), and
+SUBSCRIBE.
 
 redis-py costs about 170 us of CPU per command here (pool, retry and connection machinery in
 Python); this client costs a few microseconds: one asyncio Protocol, commands pipelined on one
@@ -20,7 +22,8 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 
 
-def _command(*parts: bytes) -> bytes:
+def command(*parts: bytes) -> bytes:
+    """One command in Redis's wire protocol (RESP)."""
     out = [b"*%d\r\n" % len(parts)]
     for part in parts:
         out.append(b"$%d\r\n%s\r\n" % (len(part), part))
@@ -99,7 +102,7 @@ class Subscription:
         self.lost = protocol.closed
 
     async def ping(self) -> None:
-        await _request(self._protocol, _command(b"PING"))
+        await _request(self._protocol, command(b"PING"))
 
     def close(self) -> None:
         if self._protocol.transport is not None:
@@ -132,12 +135,14 @@ class LeanRedis:
         self._setup: list[bytes] = []
         if password is not None:
             auth = (b"AUTH", username.encode(), password.encode()) if username else (b"AUTH", password.encode())
-            self._setup.append(_command(*auth))
+            self._setup.append(command(*auth))
         if db:
-            self._setup.append(_command(b"SELECT", str(db).encode()))
+            self._setup.append(command(b"SELECT", str(db).encode()))
         self._connect_timeout = connect_timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
+        self._backlog: list[tuple[bytes, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> LeanRedis | None:
@@ -196,29 +201,72 @@ class LeanRedis:
                 for setup in self._setup:
                     await _request(protocol, setup)
                 if client_name is not None:
-                    await _request(protocol, _command(b"CLIENT", b"SETNAME", client_name.encode()))
-                await _request(protocol, _command(b"SUBSCRIBE", channel.encode()))
+                    await _request(protocol, command(b"CLIENT", b"SETNAME", client_name.encode()))
+                await _request(protocol, command(b"SUBSCRIBE", channel.encode()))
             except BaseException:
                 transport.close()
                 raise
         return Subscription(protocol)
 
+    @property
+    def in_flight(self) -> int:
+        """Commands sent (or waiting for the connection) whose replies have not arrived."""
+        protocol = self._protocol
+        waiting = len(self._backlog)
+        return waiting + (len(protocol.waiters) if protocol is not None and protocol.lost is None else 0)
+
+    def send(self, wire: bytes) -> asyncio.Future[Any]:
+        """Write ``wire`` (exactly one command, see :func:`command`) at once on the open connection,
+        without a task or an await; the future gets its reply. With no connection open, the
+        command waits for the one being opened (opened now if need be) and fails if that fails."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        protocol = self._protocol
+        if protocol is not None and protocol.lost is None and not self._backlog:
+            protocol.waiters.append(waiter)
+            protocol.transport.write(wire)
+            return waiter
+        self._backlog.append((wire, waiter))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush_backlog())
+        return waiter
+
+    async def _flush_backlog(self) -> None:
+        try:
+            protocol = await self._connection()
+        except BaseException as exc:
+            self._flusher = None
+            failed, self._backlog = self._backlog, []
+            for _, waiter in failed:
+                if not waiter.done():
+                    waiter.set_exception(ConnectionError(f"redis unreachable: {type(exc).__name__}"))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._flusher = None
+        waiting, self._backlog = self._backlog, []
+        for wire, waiter in waiting:
+            protocol.waiters.append(waiter)
+            protocol.transport.write(wire)
+
     async def get(self, key: str) -> bytes | None:
-        reply: bytes | None = await _request(await self._connection(), _command(b"GET", key.encode()))
+        reply: bytes | None = await _request(await self._connection(), command(b"GET", key.encode()))
         return reply
 
     async def mget(self, keys: list[str]) -> list[bytes | None]:
         reply: list[bytes | None] = await _request(
-            await self._connection(), _command(b"MGET", *(k.encode() for k in keys))
+            await self._connection(), command(b"MGET", *(k.encode() for k in keys))
         )
         return reply
 
     async def eval(self, script: str, numkeys: int, *keys_and_args: str) -> Any:
         """``EVAL`` (redis-py's signature): the script's reply."""
         parts = (b"EVAL", script.encode(), str(numkeys).encode(), *(a.encode() for a in keys_and_args))
-        return await _request(await self._connection(), _command(*parts))
+        return await _request(await self._connection(), command(*parts))
 
     async def aclose(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()

@@ -1,0 +1,90 @@
+"""The live publisher's lean path: PUBLISH written at once, in order, never raising or waiting on
+Redis; failures and overflow counted (real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from tsmesh_common.leanredis import LeanRedis, command
+from tsmesh_common.redis_keys import live_channel
+from tsmesh_ingest.live import LivePublisher
+
+pytestmark = pytest.mark.integration
+
+FAILURES = "tsmesh_ingest_live_publish_failures_total"
+
+
+def failures() -> float:
+    return REGISTRY.get_sample_value(FAILURES) or 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_batches_are_published_in_order_without_awaiting(redis_client: Any) -> None:
+    tenant = f"t-{uuid.uuid4().hex}"
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(live_channel(tenant))
+    publisher = LivePublisher(redis_client, lean=LeanRedis.from_url("redis://127.0.0.1:6379/0"))
+    try:
+        before = failures()
+        publisher.publish(tenant, [b"one", b"two"])  # no connection yet: they wait for it
+        await asyncio.sleep(0.05)
+        publisher.publish(tenant, [b"three"])  # connected: written at once
+        got = []
+        for _ in range(50):
+            message = await pubsub.get_message(timeout=0.1)
+            if message is not None:
+                got.append(message["data"])
+            if len(got) == 3:
+                break
+        assert got == [b"one", b"two", b"three"]
+        assert failures() == before
+    finally:
+        await publisher.drain()
+        await pubsub.aclose()
+
+
+async def test_unreachable_redis_drops_and_counts_without_raising() -> None:
+    publisher = LivePublisher(None, lean=LeanRedis("127.0.0.1", free_port()))
+    before = failures()
+    publisher.publish("t1", [b"a", b"b"])
+    publisher.publish("t1", [b"c"])
+    await publisher.drain(timeout=2)
+    assert failures() == before + 3
+
+
+async def test_more_than_max_pending_in_flight_is_dropped_and_counted() -> None:
+    lean = LeanRedis("127.0.0.1", free_port())
+    publisher = LivePublisher(None, max_pending=2, lean=lean)
+    before = failures()
+    publisher.publish("t1", [b"a", b"b"])  # waiting for a connection: in flight
+    publisher.publish("t1", [b"c"])  # over the bound: dropped at once
+    assert failures() == before + 1
+    await publisher.drain(timeout=2)
+    assert failures() == before + 3
+
+
+async def test_lean_send_answers_each_command_in_order(redis_client: Any) -> None:
+    key = f"k-{uuid.uuid4().hex}"
+    lean = LeanRedis.from_url("redis://127.0.0.1:6379/0")
+    assert lean is not None
+    try:
+        replies = [lean.send(command(b"INCR", key.encode())) for _ in range(3)]
+        assert lean.in_flight == 3
+        assert await asyncio.gather(*replies) == [1, 2, 3]
+        assert lean.in_flight == 0
+        with pytest.raises(Exception, match="WRONGTYPE"):
+            await lean.send(command(b"LPUSH", key.encode(), b"x"))
+    finally:
+        await lean.aclose()
+        await redis_client.delete(key)
