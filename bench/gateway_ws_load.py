@@ -1,12 +1,14 @@
 """Client side of the gateway WebSocket benchmark, run in several processes (open files are capped
-at 20,000 per process): each process holds a share of the sockets, subscribes them, and records
-``(point timestamp, receive time)`` pairs for every delivered point (``tsmesh.proto.v1`` frames).
+at 20,000 per process): each process holds a share of the sockets, subscribes them, and records,
+for every delivered point (``tsmesh.proto.v1`` frames), when its frame reached the client's socket
+(the kernel's receive time) and when the process read it.
 
-Each socket is a plain asyncio protocol driving the ``websockets`` sans-I/O client: no task per
-socket, and the receive time is taken when the frame's bytes reach the process (``data_received``),
-not after a library queue and a task switch. Through ``websockets``' asyncio client, a burst of 100
-frames into one process stamped its last frame several milliseconds late, which a real subscriber
-(its own process, its own machine) never sees.
+A frame is "received" when it reached the client's socket: these client processes share the 2
+cores with the whole mesh, and a burst of 50 frames into one process stamped the last one a
+millisecond or more after it arrived (its predecessors' processing, the process's wake-up), which a
+real subscriber, on its own machine, never sees. Both figures are reported. Through
+``websockets``' asyncio client (a task per socket) the same burst stamped its last frame several
+milliseconds late; this client has no task per socket at all.
 
 Commands arrive on a pipe: ``connect``, ``subscribe``, ``record``, ``collect``, ``close``.
 """
@@ -14,7 +16,10 @@ Commands arrive on a pipe: ``connect``, ``subscribe``, ``record``, ``collect``, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import socket
+import struct
 import time
 from array import array
 from multiprocessing.connection import Connection
@@ -28,51 +33,79 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 SUBPROTOCOL = Subprotocol("tsmesh.proto.v1")
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python's socket module lacks the name
+STAMP = struct.Struct("qq")  # struct timespec
+STAMP_SPACE = socket.CMSG_SPACE(STAMP.size)
+RECV_BYTES = 65536
 
 
 class Recorder:
-    """Where every socket of the process records: ``store[0]`` is swapped when a recording starts."""
+    """Where every socket of the process records; both arrays are replaced when a recording starts.
+
+    ``arrived`` holds (point timestamp, kernel receive time) pairs: when the frame's bytes reached
+    the client's socket (``SO_TIMESTAMPNS``; for a read that covers several frames, the time of
+    the last one, so never early). ``read`` holds (point timestamp, time the process read it):
+    the first plus this client process's own scheduling, which says nothing about the server.
+    """
 
     def __init__(self) -> None:
-        self.store: array[int] = array("q")
+        self.arrived: array[int] = array("q")
+        self.read: array[int] = array("q")
         self.recording = False
 
 
-class Socket(asyncio.Protocol):
-    """One subscriber socket that records what it receives."""
+class Socket:
+    """One subscriber socket on a plain non-blocking socket: the ``websockets`` sans-I/O client does
+    the handshake and the framing, the loop calls :meth:`readable` (no task per socket), and each
+    read brings the kernel's receive time with it (``recvmsg``)."""
 
-    def __init__(self, url: str, headers: dict[str, str], recorder: Recorder) -> None:
+    def __init__(self, sock: socket.socket, url: str, headers: dict[str, str], recorder: Recorder) -> None:
+        self.sock = sock
         self.ws = ClientProtocol(parse_uri(url), subprotocols=[SUBPROTOCOL], max_size=1 << 20)
         self._headers = headers
         self._recorder = recorder
         self._message = stream_pb2.StreamServerMessage()
-        self.transport: asyncio.Transport | None = None
         loop = asyncio.get_running_loop()
         self.opened: asyncio.Future[None] = loop.create_future()
         self.acked: asyncio.Future[None] = loop.create_future()
-        self.closed: asyncio.Future[None] = loop.create_future()
+        self.closed = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def start(self) -> None:
         request = self.ws.connect()
         request.headers.update(self._headers)
         self.ws.send_request(request)
         self._send()
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self.readable)
 
     def _send(self) -> None:
-        assert self.transport is not None
         for data in self.ws.data_to_send():
             if data:
-                self.transport.write(data)
+                self.sock.sendall(data)  # small control frames: the socket buffer takes them
 
-    def data_received(self, data: bytes) -> None:
+    def readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(RECV_BYTES, STAMP_SPACE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
         now = time.time_ns()
+        if not data:
+            self._lost(ConnectionError("closed by the server"))
+            return
+        arrived = now
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= STAMP.size:
+                seconds, nanoseconds = STAMP.unpack_from(value)
+                arrived = seconds * 1_000_000_000 + nanoseconds
         self.ws.receive_data(data)
         for event in self.ws.events_received():
             if isinstance(event, Response):
                 self._opened(event)
             elif event.opcode is Opcode.BINARY:
-                self._frame(event.data, now)
+                self._frame(event.data, arrived, now)
         self._send()  # pongs, and the close handshake's reply
 
     def _opened(self, response: Response) -> None:
@@ -85,17 +118,18 @@ class Socket(asyncio.Protocol):
         else:
             self.opened.set_result(None)
 
-    def _frame(self, frame: bytes | bytearray | memoryview, now: int) -> None:
+    def _frame(self, frame: bytes | bytearray | memoryview, arrived: int, read: int) -> None:
         message = self._message
         message.ParseFromString(bytes(frame))
         kind = message.WhichOneof("message")
         if kind == "points":
             recorder = self._recorder
             if recorder.recording:
-                store = recorder.store
                 for point in message.points.points:
-                    store.append(point.timestamp_ns)
-                    store.append(now)
+                    recorder.arrived.append(point.timestamp_ns)
+                    recorder.arrived.append(arrived)
+                    recorder.read.append(point.timestamp_ns)
+                    recorder.read.append(read)
         elif kind == "ack" and not self.acked.done():
             self.acked.set_result(None)
 
@@ -104,18 +138,22 @@ class Socket(asyncio.Protocol):
         self._send()
 
     def close(self) -> None:
-        if self.transport is None or self.transport.is_closing():
+        if self.closed:
             return
-        self.ws.send_close()
-        self._send()
-        self.transport.close()
+        with contextlib.suppress(OSError):
+            self.ws.send_close()
+            self._send()
+        self._lost(None)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
         for future in (self.opened, self.acked):
             if not future.done():
                 future.set_exception(exc or ConnectionError("connection closed"))
-        if not self.closed.done():
-            self.closed.set_result(None)
 
 
 async def _connect(
@@ -129,13 +167,22 @@ async def _connect(
     async def one() -> Socket:
         async with gate:
             for attempt in range(5):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                ws = None
                 try:
-                    _, sock = await loop.create_connection(
-                        lambda: Socket(url, headers, recorder), uri.host, uri.port, local_addr=(local_ip, 0)
-                    )
-                    await asyncio.wait_for(sock.opened, 60)
-                    return sock
+                    sock.bind((local_ip, 0))
+                    await asyncio.wait_for(loop.sock_connect(sock, (uri.host, uri.port)), 60)
+                    ws = Socket(sock, url, headers, recorder)
+                    ws.start()
+                    await asyncio.wait_for(ws.opened, 60)
+                    return ws
                 except (OSError, TimeoutError, ConnectionError):
+                    if ws is not None:
+                        ws.close()
+                    else:
+                        sock.close()
                     if attempt == 4:
                         raise
                     await asyncio.sleep(0.2 * (attempt + 1))
@@ -186,18 +233,16 @@ async def _serve(pipe: Connection, url: str, token: str, first_index: int, count
         elif command == "record":
             if arg:
                 pauses.clear()
-                recorder.store = array("q")
+                recorder.arrived, recorder.read = array("q"), array("q")
             recorder.recording = bool(arg)
             pipe.send(("recording", arg))
         elif command == "collect":
-            pipe.send(("samples", recorder.store.tobytes()))
+            pipe.send(("samples", (recorder.arrived.tobytes(), recorder.read.tobytes())))
             if pauses:
                 print(f"client {local_ip}: {len(pauses)} collections, longest {max(pauses):.1f} ms CPU", flush=True)
         elif command == "close":
             for sock in sockets:
                 sock.close()
-            if sockets:
-                await asyncio.wait([s.closed for s in sockets], timeout=30)
             pipe.send(("closed", len(sockets)))
             return
 

@@ -189,7 +189,7 @@ async def ws_part(
                     "gateway": gw.url + "/metrics",
                 }
             )
-            samples = ask(clients, "collect")
+            samples, read = split(ask(clients, "collect"))
             recorder, delivered = latencies(samples, written)
             print(live_trace.timeline(received(samples), written), flush=True)
             for profiler in profilers:
@@ -201,23 +201,30 @@ async def ws_part(
                 await asyncio.sleep(1.0)
                 hops = live_trace.load(trace)
                 hops["client"] = received(samples)
+                hops["read"] = received(read)
                 print(f"per-hop times at {rate} points/s (write ack = 0):", flush=True)
                 print("\n".join(live_trace.breakdown(hops, written)), flush=True)
                 print(live_trace.tail(hops, written), flush=True)
                 for name in ("gcingest", "gcquery", "gcgateway"):
                     print(f"  garbage collections, {name[2:]}: {live_trace.gc_summary(hops.get(name, []))}")
             summary = recorder.summary()
+            as_read = latencies(read, written)[0].summary()
             expected = len(written) * group
             print(
                 f"rate {rate} points/s: delivered {delivered}/{expected}, p50 {summary['p50']:.2f} ms, "
-                f"p99 {summary['p99']:.2f} ms",
+                f"p99 {summary['p99']:.2f} ms (as read by the client processes: p50 {as_read['p50']:.2f} ms, "
+                f"p99 {as_read['p99']:.2f} ms)",
                 flush=True,
             )
             if rate == 1_000:
                 report.add(
-                    "delivery p99, 1,000 points/s x 10 (write ack -> frame)", summary["p99"], "ms", target="<= 5 ms"
+                    "delivery p99, 1,000 points/s x 10 (write ack -> frame at the client socket)",
+                    summary["p99"],
+                    "ms",
+                    target="<= 5 ms",
                 )
                 report.add("  delivery p50 at the same load", summary["p50"], "ms")
+                report.add("  p99 as read by the client processes (their scheduling included)", as_read["p99"], "ms")
                 report.add("  deliveries/s measured", delivered / seconds, "msg/s", "expected", expected / seconds)
             held = summary["p99"] < 50 and delivered >= 0.99 * expected
             if held:
@@ -247,6 +254,11 @@ def next_rate(rate: int, held: bool) -> int | None:
     if held:
         return None
     return rate // 2 if rate > 125 else None
+
+
+def split(answers: list[tuple[bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:
+    """The clients' (arrived at the socket, read by the process) samples, each list over all clients."""
+    return [arrived for arrived, _ in answers], [read for _, read in answers]
 
 
 def received(samples: list[bytes]) -> list[tuple[int, int]]:
@@ -296,7 +308,7 @@ async def fanout_part(
                     await asyncio.sleep(delay)
             await asyncio.sleep(1.0)
             await loop.run_in_executor(None, ask, clients, "record", False)
-            samples = await loop.run_in_executor(None, ask, clients, "collect")
+            samples, _ = split(await loop.run_in_executor(None, ask, clients, "collect"))
             recorder, delivered = latencies(samples, sent)
             print(live_trace.timeline(received(samples), sent), flush=True)
             if trace is not None:

@@ -10,7 +10,9 @@ Hooks are installed by monkeypatching, never by product code:
   ``accepted_at_ns`` of the published batch), ``redis`` (the batch reaches ``LiveHub.dispatch``),
   ``stream`` (the Subscribe generator hands the response to gRPC);
 - gateway (from ``bench_gateway.create_bench_app``): ``gateway`` (an upstream message reaches its
-  feed), ``socket`` (the frame was written to the socket's transport).
+  feed), ``socket`` (the frame was written to the socket's transport);
+- the benchmark's client processes: ``client`` (the frame reached the client's socket: the
+  kernel's receive time) and ``read`` (the client process read it).
 
 SIGUSR2 clears the records, SIGUSR1 dumps them to ``$TSMESH_BENCH_TRACE_DIR/<hop>-<pid>.bin``.
 """
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 ENV = "TSMESH_BENCH_TRACE_DIR"
-HOPS = ("accepted", "publish", "redis", "stream", "gateway", "socket", "client")
+HOPS = ("accepted", "publish", "redis", "stream", "gateway", "socket", "client", "read")
 _records: dict[str, array[int]] = {}
 
 
