@@ -227,7 +227,12 @@ async def main() -> None:
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("TSMESH_BENCH_SECONDS", "8")))
     parser.add_argument("--quick", action="store_true", help="2,000 sockets instead of 10,000")
     parser.add_argument("--only", choices=("http", "ws", "fanout"), help="run one part only")
-    parser.add_argument("--workers", type=int, default=1, help="gateway workers for the HTTP part (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gateway workers for the HTTP part, or the WebSocket part with --only ws (default 1)",
+    )
     parser.add_argument(
         "--trace",
         action="store_true",

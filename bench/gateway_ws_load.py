@@ -3,8 +3,10 @@ at 20,000 per process): each process holds a share of the sockets, subscribes th
 for every delivered point (``tsmesh.proto.v1`` frames), when its frame reached the client's socket
 (the kernel's receive time) and when the process read it.
 
-A frame is "received" when it reached the client's socket: these client processes share the 2
-cores with the whole mesh, and a burst of 50 frames into one process stamped the last one a
+A frame is "received" when it reached the client's socket (on loopback the kernel stamps it
+inside the gateway's send call, so this is the moment the server handed it to the network: no
+wire time is in it, as on one host there is none): these client processes share the 2 cores with
+the whole mesh, and a burst of 50 frames into one process stamped the last one a
 millisecond or more after it arrived (its predecessors' processing, the process's wake-up), which a
 real subscriber, on its own machine, never sees. Both figures are reported. Through
 ``websockets``' asyncio client (a task per socket) the same burst stamped its last frame several
@@ -154,6 +156,7 @@ class Socket:
         for future in (self.opened, self.acked):
             if not future.done():
                 future.set_exception(exc or ConnectionError("connection closed"))
+                future.exception()  # whoever awaits it still gets the error; nobody else must
 
 
 async def _connect(

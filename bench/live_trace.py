@@ -218,7 +218,9 @@ def breakdown(hops: dict[str, list[tuple[int, int]]], acks: dict[int, int]) -> l
 def tail(hops: dict[str, list[tuple[int, int]]], acks: dict[int, int], over_ms: float = 5.0) -> str:
     """Where the late deliveries spent their time: for every point one of whose frames arrived more
     than ``over_ms`` after its ack, the mean time of each hop on its slowest path (first sighting
-    up to the gateway, last sighting after it), so the hops add up to its worst delivery."""
+    up to the gateway, last sighting after it), so the hops add up to its worst delivery. The last
+    ``socket`` and the last ``client`` sighting may be different sockets' frames: read those two
+    hops together."""
     pick = {"publish": min, "redis": min, "stream": min, "gateway": min, "socket": max, "client": max}
     at: dict[str, dict[int, int]] = {}
     for hop, choose in pick.items():
@@ -240,7 +242,9 @@ def tail(hops: dict[str, list[tuple[int, int]]], acks: dict[int, int], over_ms: 
         for hop in pick:
             sums[hop] += (at[hop][ts] - previous) / 1e6
             previous = at[hop][ts]
-    parts = " + ".join(f"{hop} {total / max(1, counted):.2f}" for hop, total in sums.items())
+    if not counted:
+        return f"  {len(late)} points had a frame later than {over_ms:g} ms; no hop times for them (traces missing)"
+    parts = " + ".join(f"{hop} {total / counted:.2f}" for hop, total in sums.items())
     worst = max(late, key=lambda ts: at["client"][ts] - acks[ts])
     chain = " ".join(f"{hop} {(at[hop][worst] - acks[worst]) / 1e6:.2f}" for hop in pick if worst in at[hop])
     start = min(acks.values())

@@ -4,6 +4,7 @@ Redis; failures and overflow counted (real Redis)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import uuid
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from tsmesh_common import leanredis
 from tsmesh_common.leanredis import LeanRedis, command
 from tsmesh_common.redis_keys import live_channel
 from tsmesh_ingest.live import LivePublisher
@@ -39,7 +41,9 @@ async def test_batches_are_published_in_order_without_awaiting(redis_client: Any
         before = failures()
         publisher.publish(tenant, [b"one", b"two"])  # no connection yet: they wait for it
         await asyncio.sleep(0.05)
-        publisher.publish(tenant, [b"three"])  # connected: written at once
+        publisher.publish(tenant, [b"three"])  # connected: written at once, no task
+        assert publisher._lean is not None and publisher._lean._flusher is None
+        assert publisher._lean.in_flight == 1
         got = []
         for _ in range(50):
             message = await pubsub.get_message(timeout=0.1)
@@ -54,11 +58,27 @@ async def test_batches_are_published_in_order_without_awaiting(redis_client: Any
         await pubsub.aclose()
 
 
+async def test_drain_waits_for_what_was_just_published(redis_client: Any) -> None:
+    tenant = f"t-{uuid.uuid4().hex}"
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(live_channel(tenant))
+    publisher = LivePublisher(redis_client, lean=LeanRedis.from_url("redis://127.0.0.1:6379/0"))
+    try:
+        publisher.publish(tenant, [b"last words"])
+        await publisher.drain()  # shutdown: the reply came before the connection closed
+        message = None
+        for _ in range(20):
+            message = message or await pubsub.get_message(timeout=0.1)
+        assert message is not None and message["data"] == b"last words"
+    finally:
+        await pubsub.aclose()
+
+
 async def test_unreachable_redis_drops_and_counts_without_raising() -> None:
     publisher = LivePublisher(None, lean=LeanRedis("127.0.0.1", free_port()))
     before = failures()
     publisher.publish("t1", [b"a", b"b"])
-    publisher.publish("t1", [b"c"])
+    publisher.publish("t1", [b"c"])  # within the retry pause: fails at once, no new attempt
     await publisher.drain(timeout=2)
     assert failures() == before + 3
 
@@ -72,6 +92,20 @@ async def test_more_than_max_pending_in_flight_is_dropped_and_counted() -> None:
     assert failures() == before + 1
     await publisher.drain(timeout=2)
     assert failures() == before + 3
+
+
+async def test_lean_send_leaks_no_socket_when_connection_setup_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(leanredis, "RETRY_PAUSE_S", 0.0)  # a new attempt for every command
+    wrong = LeanRedis("127.0.0.1", 6379, password="not-the-password")  # AUTH fails during set-up
+    opened = len(os.listdir("/proc/self/fd"))
+    results = []
+    for _ in range(20):
+        results.append(wrong.send(command(b"PING")))
+        await asyncio.sleep(0.01)
+    done = await asyncio.gather(*results, return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in done), done
+    assert len(os.listdir("/proc/self/fd")) <= opened + 1  # failed set-ups closed their sockets
+    await wrong.aclose()
 
 
 async def test_lean_send_answers_each_command_in_order(redis_client: Any) -> None:

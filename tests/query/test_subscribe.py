@@ -148,28 +148,39 @@ async def test_revoked_token_ends_its_streams_only() -> None:
     assert hub.subscriber_count == 0
 
 
-def test_heartbeats_go_to_quiet_subscribers_a_share_per_tick() -> None:
+def test_heartbeats_go_to_quiet_subscribers_spread_over_the_period() -> None:
     hub = LiveHub(aioredis.Redis(), SubscribeConfig(heartbeat_s=0.5))  # 5 ticks of 0.1 s per period
-    selector = parse_selector(sel("cpu"), QueryLimits())
-    busy = hub.open("t1", selector)
+    busy = hub.open("t1", parse_selector(sel("cpu"), QueryLimits()))
     quiet = [hub.open("t1", parse_selector(sel("mem"), QueryLimits())) for _ in range(9)]
     beating: list[int] = []
-    for _ in range(5):  # one period: everyone visited once, a fifth of them per tick
+    for _ in range(5):  # one period: every quiet one beats once, a fifth of them per tick
         hub.dispatch(live_channel("t1"), batch("t1", "a").SerializeToString())
         assert busy.take()  # points went out: no heartbeat needed
-        hub.heartbeat_tick()
+        hub.wheel.tick()
         beating.append(sum(sub.beat for sub in quiet))
     steps = [b - a for a, b in zip([0, *beating], beating, strict=False)]
     assert beating[-1] == 9 and all(1 <= step <= 2 for step in steps), beating
     assert not busy.beat
-    taken = quiet[0].take()
-    assert [r.HasField("heartbeat") for r in taken] == [True]
+    assert [r.HasField("heartbeat") for r in quiet[0].take()] == [True]
     for _ in range(5):  # a heartbeat is not activity: a quiet stream beats every period
-        hub.heartbeat_tick()
+        hub.wheel.tick()
     assert quiet[0].beat
-    for _ in range(5):  # the busy one, quiet now, gets its heartbeat too
-        hub.heartbeat_tick()
-    assert busy.beat
+
+
+def test_a_stream_is_never_quiet_for_more_than_a_period() -> None:
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(heartbeat_s=0.5))
+    sub = hub.open("t1", parse_selector(sel("cpu"), QueryLimits()))
+    for sent_at in range(5):  # whichever tick of the period its last points went out at
+        for _ in range(sent_at):
+            hub.wheel.tick()
+        sub.take()  # clear any heartbeat so far
+        hub.dispatch(live_channel("t1"), batch("t1", "a").SerializeToString())
+        assert sub.take()
+        ticks = 0
+        while not sub.beat:
+            hub.wheel.tick()
+            ticks += 1
+        assert ticks == 5, (sent_at, ticks)  # exactly one period after its last points
 
 
 async def test_stream_ends_when_its_token_expires() -> None:

@@ -21,6 +21,8 @@ from urllib.parse import unquote, urlsplit
 
 import hiredis
 
+RETRY_PAUSE_S = 0.5
+
 
 def command(*parts: bytes) -> bytes:
     """One command in Redis's wire protocol (RESP)."""
@@ -111,6 +113,8 @@ class Subscription:
 
 async def _request(protocol: _Protocol, command: bytes) -> Any:
     assert protocol.transport is not None
+    if protocol.lost is not None:  # lost between being handed out and this write
+        raise ConnectionError("redis connection lost")
     waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     protocol.waiters.append(waiter)
     protocol.transport.write(command)
@@ -143,6 +147,7 @@ class LeanRedis:
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._backlog: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._down_until = 0.0  # loop time before which no new connection is attempted
 
     @classmethod
     def from_url(cls, url: str) -> LeanRedis | None:
@@ -173,10 +178,21 @@ class LeanRedis:
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self._connect_timeout):
-            _, protocol = await loop.create_connection(_Protocol, self._host, self._port)
-            for setup in self._setup:
-                await _request(protocol, setup)
+        if loop.time() < self._down_until:
+            raise ConnectionError("redis unreachable (retrying shortly)")
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                transport, protocol = await loop.create_connection(_Protocol, self._host, self._port)
+                try:
+                    for setup in self._setup:
+                        await _request(protocol, setup)
+                except BaseException:
+                    transport.close()
+                    raise
+        except Exception:
+            # a fast refusal would otherwise be retried by every caller: one attempt per pause
+            self._down_until = loop.time() + RETRY_PAUSE_S
+            raise
         self._protocol = protocol
         return protocol
 
@@ -218,7 +234,8 @@ class LeanRedis:
     def send(self, wire: bytes) -> asyncio.Future[Any]:
         """Write ``wire`` (exactly one command, see :func:`command`) at once on the open connection,
         without a task or an await; the future gets its reply. With no connection open, the
-        command waits for the one being opened (opened now if need be) and fails if that fails."""
+        command waits for the one being opened (opened now if need be) and fails if that fails;
+        after a failed attempt, commands fail at once for :data:`RETRY_PAUSE_S`."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         protocol = self._protocol
@@ -234,12 +251,10 @@ class LeanRedis:
     async def _flush_backlog(self) -> None:
         try:
             protocol = await self._connection()
+            if protocol.lost is not None:  # lost in the loop turns since it was opened
+                raise ConnectionError("redis connection lost")
         except BaseException as exc:
-            self._flusher = None
-            failed, self._backlog = self._backlog, []
-            for _, waiter in failed:
-                if not waiter.done():
-                    waiter.set_exception(ConnectionError(f"redis unreachable: {type(exc).__name__}"))
+            self._fail_backlog(ConnectionError(f"redis unreachable: {type(exc).__name__}"))
             if not isinstance(exc, Exception):
                 raise
             return
@@ -248,6 +263,13 @@ class LeanRedis:
         for wire, waiter in waiting:
             protocol.waiters.append(waiter)
             protocol.transport.write(wire)
+
+    def _fail_backlog(self, exc: Exception) -> None:
+        self._flusher = None
+        failed, self._backlog = self._backlog, []
+        for _, waiter in failed:
+            if not waiter.done():
+                waiter.set_exception(exc)
 
     async def get(self, key: str) -> bytes | None:
         reply: bytes | None = await _request(await self._connection(), command(b"GET", key.encode()))
@@ -267,6 +289,7 @@ class LeanRedis:
     async def aclose(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
+        self._fail_backlog(ConnectionError("redis client closed"))
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()

@@ -27,7 +27,7 @@ class LivePublisher:
 
     Over a plain TCP Redis URL (``lean``), each PUBLISH is written to the socket at once, inside the
     write's own handler: no task, no redis-py machinery (ADR 0208: publish -> query receipt p50
-    0.50 -> 0.2 ms). Otherwise (TLS, unix sockets) one sender task pipelines through redis-py:
+    0.50 -> 0.30 ms). Otherwise (TLS, unix sockets) one sender task pipelines through redis-py:
     everything published while a pipeline is in flight goes out in the next one. At most
     ``max_pending`` batches are in flight; beyond that (or on a Redis error) batches are dropped and
     counted in ``tsmesh_ingest_live_publish_failures_total``.

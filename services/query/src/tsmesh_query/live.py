@@ -8,8 +8,8 @@ Each matching selector's points go into its subscribers' bounded mailboxes; a st
 everything waiting as one response (one wake-up and one gRPC message per burst, see ADR 0405).
 A subscriber with too many batches waiting is dropped (its stream ends with RESOURCE_EXHAUSTED):
 memory stays bounded and fast subscribers are never held back. A subscriber that sent nothing for
-a heartbeat period gets a heartbeat; the ticker visits a different slice of the subscribers on each
-tick, so heartbeats never leave as one burst (1,000 streams' heartbeats at once held live points
+a heartbeat period gets a heartbeat (:class:`HeartbeatWheel`); subscribers are spread over the
+period's ticks, so heartbeats never leave as one burst (1,000 streams' heartbeats at once held live points
 back by 15-30 ms). The feed reconnects by itself.
 """
 
@@ -58,12 +58,12 @@ class Subscription:
         "ended",
         "expires_at",
         "selector",
-        "sent",
-        "share",
         "size",
+        "slot",
         "tenant",
         "token_id",
         "waiter",
+        "wheel",
     )
 
     def __init__(
@@ -74,12 +74,12 @@ class Subscription:
         self.size = size
         self.batches: list[query_pb2.SubscribeResponse] = []  # each holds points; shared by a group
         self.beat = False
-        self.sent = False  # points went out since the heartbeat ticker last looked
         self.ended: str | None = None
         self.token_id = token_id
         self.expires_at = expires_at
         self.waiter: asyncio.Future[None] | None = None
-        self.share = 0  # which of the hub's heartbeat shares it is in
+        self.wheel: HeartbeatWheel | None = None  # set by the hub that opened it
+        self.slot = 0  # the wheel's slot it waits in
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -103,11 +103,8 @@ class Subscription:
         self.batches.append(batch)
         self._wake()
 
-    def heartbeat_if_quiet(self) -> None:
-        """A heartbeat is due unless something was sent since the last call."""
-        if self.sent:
-            self.sent = False
-        elif self.ended is None:
+    def heartbeat(self) -> None:
+        if self.ended is None:
             self.beat = True
             self._wake()
 
@@ -130,8 +127,8 @@ class Subscription:
         with and without series ids are never merged together."""
         out: list[query_pb2.SubscribeResponse] = []
         waiting, self.batches = self.batches, []
-        if waiting:
-            self.sent = True
+        if waiting and self.wheel is not None:
+            self.wheel.sent(self)
         run: list[common_pb2.PointBatch] = []
         count = 0
         for response in waiting:
@@ -147,6 +144,43 @@ class Subscription:
             self.beat = False
             out.append(query_pb2.SubscribeResponse(heartbeat=query_pb2.Heartbeat(server_time_ns=time.time_ns())))
         return out
+
+
+class HeartbeatWheel:
+    """Subscribers by the tick at which their heartbeat falls due: one heartbeat period is
+    ``len(slots)`` ticks, and each tick gives a heartbeat to everyone in the next slot. New
+    subscribers are dealt round the slots (opened together, they still beat apart); one that sends
+    points moves to the slot just visited, a whole period away. So a stream is never quiet for more
+    than a period (plus a tick), a busy one never gets a heartbeat, and no tick beats for more than
+    its share of the idle ones."""
+
+    __slots__ = ("_dealt", "slots", "turn")
+
+    def __init__(self, slots: int) -> None:
+        self.slots: list[set[Subscription]] = [set() for _ in range(slots)]
+        self.turn = 0  # the slot the next tick visits
+        self._dealt = 0
+
+    def add(self, sub: Subscription) -> None:
+        self._dealt += 1
+        sub.wheel, sub.slot = self, self._dealt % len(self.slots)
+        self.slots[sub.slot].add(sub)
+
+    def remove(self, sub: Subscription) -> None:
+        self.slots[sub.slot].discard(sub)
+
+    def sent(self, sub: Subscription) -> None:
+        """``sub`` just sent points: its heartbeat falls due a full period from now."""
+        behind = self.turn - 1 if self.turn else len(self.slots) - 1
+        if sub.slot != behind:
+            self.slots[sub.slot].discard(sub)
+            sub.slot = behind
+            self.slots[behind].add(sub)
+
+    def tick(self) -> None:
+        for sub in self.slots[self.turn]:
+            sub.heartbeat()
+        self.turn = (self.turn + 1) % len(self.slots)
 
 
 def _response(
@@ -327,11 +361,7 @@ class LiveHub:
         self._index: dict[str, dict[str, _MetricIndex]] = {}
         self._subs: set[Subscription] = set()
         self._groups: dict[Subscription, _SelectorGroup] = {}
-        # the heartbeat ticker visits one share per tick, each subscriber once per heartbeat period
-        shares = max(1, round(cfg.heartbeat_s / HEARTBEAT_TICK_S))
-        self._shares: list[set[Subscription]] = [set() for _ in range(shares)]
-        self._opened = 0
-        self._turn = 0
+        self.wheel = HeartbeatWheel(max(1, round(cfg.heartbeat_s / HEARTBEAT_TICK_S)))
         self._per_tenant: dict[str, int] = {}
         self.connected = asyncio.Event()
 
@@ -355,9 +385,7 @@ class LiveHub:
         group.subs.add(sub)
         self._groups[sub] = group
         self._subs.add(sub)
-        self._opened += 1
-        sub.share = self._opened % len(self._shares)
-        self._shares[sub.share].add(sub)
+        self.wheel.add(sub)
         SUBSCRIBERS.set(len(self._subs))
         return sub
 
@@ -366,7 +394,7 @@ class LiveHub:
         if group is None:
             return
         self._subs.discard(sub)
-        self._shares[sub.share].discard(sub)
+        self.wheel.remove(sub)
         left = self._per_tenant[sub.tenant] - 1
         if left:
             self._per_tenant[sub.tenant] = left
@@ -495,15 +523,8 @@ class LiveHub:
         self.dispatch(channel.decode() if isinstance(channel, bytes) else channel, data)
 
     async def heartbeats(self) -> None:
-        """Visit the next share every tick: each subscriber once per heartbeat period."""
-        tick = self._cfg.heartbeat_s / len(self._shares)
+        """Turn the heartbeat wheel one slot per tick."""
+        tick = self._cfg.heartbeat_s / len(self.wheel.slots)
         while True:
             await asyncio.sleep(tick)
-            self.heartbeat_tick()
-
-    def heartbeat_tick(self) -> None:
-        """A heartbeat for each subscriber of the next share that sent no points since the ticker
-        last visited it (one heartbeat period ago)."""
-        for sub in self._shares[self._turn]:
-            sub.heartbeat_if_quiet()
-        self._turn = (self._turn + 1) % len(self._shares)
+            self.wheel.tick()
