@@ -66,7 +66,9 @@ _ID_STATE: list[Any] = []
 
 
 def _reseed() -> None:
-    _ID_STATE[:] = [os.urandom(10).hex(), itertools.count(int.from_bytes(os.urandom(3), "big"))]
+    # the counter starts at 2**48 plus a random 24-bit offset, so hex() of it is "0x1" and 12 digits
+    # (for the next 2**48 - 2**24 ids of the process, centuries at any request rate)
+    _ID_STATE[:] = [os.urandom(10).hex(), itertools.count((1 << 48) + int.from_bytes(os.urandom(3), "big"))]
 
 
 _reseed()
@@ -76,8 +78,8 @@ os.register_at_fork(after_in_child=_reseed)
 def new_request_id() -> str:
     """A fresh 32-hex-digit id: a random per-process prefix (new in every forked worker) and a
     counter, instead of a uuid4 per request."""
-    prefix, counter = _ID_STATE
-    return f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
+    prefix: str = _ID_STATE[0]
+    return prefix + hex(next(_ID_STATE[1]))[3:]
 
 
 class EdgeMiddleware:

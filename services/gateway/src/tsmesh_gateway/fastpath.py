@@ -40,6 +40,10 @@ _BASE_TLS = [*_BASE, HSTS]
 _GZIP = [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]
 _CACHE_VALUES = {o: (b"x-cache", o.encode()) for o in ("hit", "miss", "shared", "bypass")}
 _OK, _LATENCY = requests_tally("query", 200), latency_tally("query")
+# the request headers the fast path looks at; any other costs one set lookup
+_READ = frozenset(
+    (b"authorization", b"content-length", b"x-request-id", b"accept-encoding", b"content-encoding", b"origin")
+)
 
 
 class FastQueries:
@@ -60,6 +64,8 @@ class FastQueries:
         request_id: str | None = None
         gzip_ok = False
         for key, value in scope["headers"]:
+            if key not in _READ:
+                continue
             if key == b"authorization":
                 authorization = value.decode("latin-1")
             elif key == b"content-length":

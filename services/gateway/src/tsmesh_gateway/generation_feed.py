@@ -73,7 +73,9 @@ class GenerationFeed:
         self._ping_seconds = ping_seconds
         self._ping_timeout = ping_timeout
         self._max_tenants = max_tenants
-        self._values: dict[str, int] = {}
+        self._values: dict[str, int] = {}  # emptied in place, never replaced: :attr:`current` is its get
+        # the tenant's generation, or None when it must be read from Redis (a C call on the hit path)
+        self.current: Callable[[str], int | None] = self._values.get
         self._tracked: set[str] = set()
         self._epoch = 0  # odd while a subscription is up
         self._version = 0  # moves whenever the copy is emptied: a read from before is not kept
@@ -81,10 +83,6 @@ class GenerationFeed:
     @property
     def up(self) -> bool:
         return self._epoch % 2 == 1
-
-    def current(self, tenant_id: str) -> int | None:
-        """The tenant's generation, or None when it must be read from Redis."""
-        return self._values.get(tenant_id)
 
     def track(self, tenant_id: str) -> int:
         """Call before sending a read of the tenant's generation; pass the result to :meth:`learn`

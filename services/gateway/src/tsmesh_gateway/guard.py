@@ -107,8 +107,9 @@ class BatchingLimiter:
         """One unit of ``key`` from its local lease (nothing awaited, no decision object), or None
         when the lease does not cover it (then :meth:`decide`)."""
         now = self._clock()
-        lease = self._usable(key, 1, now)
-        if lease is None:
+        lease = self._leases.get(key)
+        if lease is None or lease.expires <= now or lease.units < 1:
+            self._usable(key, 1, now)  # the bookkeeping of an expired or spent lease
             return None
         lease.units -= 1
         if not lease.renewing and (lease.units <= lease.low or now >= lease.renew_at):
@@ -416,6 +417,7 @@ class RouteLimits:
     def __init__(self, limiter: BatchingLimiter, limits: RateLimits) -> None:
         self._limiter = limiter
         self._limits = limits
+        self.enabled = limits.enabled
 
     async def check(self, route_class: str, *, address: str, identity: str | None) -> dict[str, str]:
         """The ``RateLimit-*`` headers for this request, or a 429 :class:`HttpError`: the per-address
@@ -426,10 +428,6 @@ class RouteLimits:
         if identity is not None:
             spent = await self.check_identity(route_class, identity, spent)
         return rate_headers(spent)
-
-    @property
-    def enabled(self) -> bool:
-        return self._limits.enabled
 
     def address_now(self, route_class: str, address: str) -> Rate | None:
         """:meth:`check_address` when the local lease covers it (limits on), else None: nothing spent."""
@@ -445,7 +443,7 @@ class RouteLimits:
     async def check_address(self, route_class: str, address: str) -> Rate | None:
         """Spend the per-client-address budget (BEFORE authentication, so a flood of bad tokens is
         refused here without reaching auth); None when limits are off, 429 when refused."""
-        if not self._limits.enabled:
+        if not self.enabled:
             return None
         key = f"{route_class}:addr:{budget_address(address)}"
         return self._limiter.spend(key) or await self._decide(route_class, "address", key)
@@ -487,11 +485,22 @@ def rate_headers(rate: Rate) -> dict[str, str]:
     }
 
 
+_LIMIT_HEADERS: dict[int, tuple[bytes, bytes]] = {}  # by limit: the configured bursts, a handful
+_RESET_HEADERS = [(b"ratelimit-reset", b"%d" % seconds) for seconds in range(64)]
+
+
 def rate_header_bytes(rate: Rate) -> list[tuple[bytes, bytes]]:
-    """:func:`rate_headers` as raw ASGI headers (the fast path)."""
+    """:func:`rate_headers` as raw ASGI headers (the fast path); the limit and reset headers are made
+    once and reused, only the remaining count is formatted per request."""
     limit, remaining, reset_after = rate
+    limit_header = _LIMIT_HEADERS.get(limit)
+    if limit_header is None:
+        if len(_LIMIT_HEADERS) >= 1024:
+            _LIMIT_HEADERS.clear()
+        limit_header = _LIMIT_HEADERS[limit] = (b"ratelimit-limit", b"%d" % limit)
+    reset = math.ceil(reset_after)
     return [
-        (b"ratelimit-limit", b"%d" % limit),
+        limit_header,
         (b"ratelimit-remaining", b"%d" % remaining),
-        (b"ratelimit-reset", b"%d" % max(0, math.ceil(reset_after))),
+        _RESET_HEADERS[reset] if 0 <= reset < 64 else (b"ratelimit-reset", b"%d" % max(0, reset)),
     ]

@@ -196,12 +196,13 @@ class MicroCache:
         return value
 
     def get(self, tenant_id: str, key: bytes, generation: int) -> bytes | None:
-        entry = self._entries.get((tenant_id, key))
+        slot = (tenant_id, key)
+        entry = self._entries.get(slot)
         if entry is None or entry.generation != generation or entry.expires < self._clock():
             _MISS.n += 1
             return None
         _HIT.n += 1
-        self._entries.move_to_end((tenant_id, key))
+        self._entries.move_to_end(slot)
         return entry.body
 
     def gzipped(self, tenant_id: str, key: bytes, body: bytes) -> bytes:
