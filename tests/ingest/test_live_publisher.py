@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -32,11 +33,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_batches_are_published_in_order_without_awaiting(redis_client: Any) -> None:
+@pytest.fixture
+async def listening(redis_client: Any) -> AsyncIterator[tuple[str, Any, LivePublisher]]:
+    """A fresh tenant, a subscription to its live channel and a lean publisher."""
     tenant = f"t-{uuid.uuid4().hex}"
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(live_channel(tenant))
-    publisher = LivePublisher(redis_client, lean=LeanRedis.from_url("redis://127.0.0.1:6379/0"))
+    try:
+        yield tenant, pubsub, LivePublisher(redis_client, lean=LeanRedis.from_url("redis://127.0.0.1:6379/0"))
+    finally:
+        await pubsub.aclose()
+
+
+async def test_batches_are_published_in_order_without_awaiting(listening: tuple[str, Any, LivePublisher]) -> None:
+    tenant, pubsub, publisher = listening
     try:
         before = failures()
         publisher.publish(tenant, [b"one", b"two"])  # no connection yet: they wait for it
@@ -55,23 +65,16 @@ async def test_batches_are_published_in_order_without_awaiting(redis_client: Any
         assert failures() == before
     finally:
         await publisher.drain()
-        await pubsub.aclose()
 
 
-async def test_drain_waits_for_what_was_just_published(redis_client: Any) -> None:
-    tenant = f"t-{uuid.uuid4().hex}"
-    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(live_channel(tenant))
-    publisher = LivePublisher(redis_client, lean=LeanRedis.from_url("redis://127.0.0.1:6379/0"))
-    try:
-        publisher.publish(tenant, [b"last words"])
-        await publisher.drain()  # shutdown: the reply came before the connection closed
-        message = None
-        for _ in range(20):
-            message = message or await pubsub.get_message(timeout=0.1)
-        assert message is not None and message["data"] == b"last words"
-    finally:
-        await pubsub.aclose()
+async def test_drain_waits_for_what_was_just_published(listening: tuple[str, Any, LivePublisher]) -> None:
+    tenant, pubsub, publisher = listening
+    publisher.publish(tenant, [b"last words"])
+    await publisher.drain()  # shutdown: the reply came before the connection closed
+    message = None
+    for _ in range(20):
+        message = message or await pubsub.get_message(timeout=0.1)
+    assert message is not None and message["data"] == b"last words"
 
 
 async def test_unreachable_redis_drops_and_counts_without_raising() -> None:

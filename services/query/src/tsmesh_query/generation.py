@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from tsmesh_common.breaker import CircuitBreaker
 from tsmesh_common.errors import Unavailable
+from tsmesh_common.leanredis import command
 from tsmesh_common.redis_keys import INIT_GENERATIONS_LUA, data_generation_key, late_generation_key
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,6 @@ BATCH_MAX_TICKS = 128
 
 
 _INIT_SCRIPT = INIT_GENERATIONS_LUA.encode()
-
-
-def _pack(*parts: bytes) -> bytes:
-    """The RESP encoding of a command (what the client's generic packer does, minus its cost)."""
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
-    return b"".join(out)
 
 
 class Generations(NamedTuple):
@@ -143,11 +136,11 @@ class GenerationReader:
     async def _fetch(self, keys: list[str]) -> list[Any]:
         """The values of ``keys``, setting the missing ones first (one MGET, plus one EVAL if some were)."""
         encoded = [key.encode() for key in keys]
-        values = await self._command(_pack(b"MGET", *encoded))
+        values = await self._command(command(b"MGET", *encoded))
         missing = [i for i, value in enumerate(values) if value is None]
         if missing:
             count = str(len(missing)).encode()
-            found = await self._command(_pack(b"EVAL", _INIT_SCRIPT, count, *(encoded[i] for i in missing)))
+            found = await self._command(command(b"EVAL", _INIT_SCRIPT, count, *(encoded[i] for i in missing)))
             for i, value in zip(missing, found, strict=True):
                 values[i] = value
         return values
