@@ -5,7 +5,9 @@ revocation and expiry closing live sockets."""
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
+import urllib.request
 import uuid
 
 import orjson
@@ -15,10 +17,16 @@ from testkit import eventually
 from tsmesh.v1 import common_pb2, stream_pb2
 
 from tsmesh_common.redis_keys import REVOCATION_CHANNEL
+from tsmesh_gateway.config import GatewayConfig, socket_budget
 from tsmesh_gateway.stream.hub import HeapFreezer
 
 JSON = "tsmesh.json.v1"
 PROTO = "tsmesh.proto.v1"
+
+
+def urlopen_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return str(answer.read().decode())
 
 
 def _points(metric: str, n: int, label: str = "a") -> list[common_pb2.Point]:
@@ -217,6 +225,53 @@ def recording_freezer() -> tuple[HeapFreezer, list[str], list[int]]:
         collect=lambda: calls.append("collect"),
     )
     return heap, calls, full
+
+
+async def test_a_full_worker_refuses_new_sockets_fast_and_explicitly(served_factory) -> None:
+    full = served_factory(TSMESH_GATEWAY_WS_MAX_CONNECTIONS="2")
+    headers = {"Authorization": f"Bearer {full.mesh.mint.token(f't-{uuid.uuid4().hex[:8]}', 'read')}"}
+    held = [await websockets.connect(full.ws_url, additional_headers=headers) for _ in range(2)]
+    try:
+
+        async def lean_refused() -> int | None:
+            try:
+                async with websockets.connect(full.ws_url, additional_headers=headers, open_timeout=5):
+                    return None  # not registered yet: the two may still be on their way in
+            except websockets.InvalidStatus as exc:
+                assert exc.response.headers["Retry-After"] == "5"
+                return exc.response.status_code
+
+        assert await eventually(lean_refused, timeout=5) == 503  # before the upgrade
+        async with websockets.connect(full.granian_ws_url, additional_headers=headers) as late:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(late.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013  # try again later
+        metrics = (await asyncio.to_thread(urlopen_text, f"{full.http}/metrics")).splitlines()
+        assert any(
+            line.startswith("tsmesh_gateway_ws_refused_total ") and float(line.split()[1]) >= 2 for line in metrics
+        )
+        await held.pop().close()
+
+        async def admitted() -> bool | None:
+            try:
+                async with websockets.connect(full.ws_url, additional_headers=headers, open_timeout=5):
+                    return True
+            except websockets.InvalidStatus:
+                return None
+
+        assert await eventually(admitted, timeout=5)  # a socket closed: room again
+    finally:
+        for ws in held:
+            await ws.close()
+
+
+def test_socket_budget_caps_the_configured_maximum() -> None:
+    assert GatewayConfig.from_env({}).stream.max_connections == socket_budget()
+    assert GatewayConfig.from_env({"TSMESH_GATEWAY_WS_MAX_CONNECTIONS": "7"}).stream.max_connections == 7
+    huge = GatewayConfig.from_env({"TSMESH_GATEWAY_WS_MAX_CONNECTIONS": str(10**9)})
+    assert huge.stream.max_connections == socket_budget() < 10**9
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert socket_budget() == max(1, soft - 1024)
 
 
 def test_heap_freezer_freezes_as_sockets_grow_and_thaws_after_churn() -> None:

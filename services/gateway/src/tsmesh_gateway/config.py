@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Network, ip_network
@@ -35,6 +36,18 @@ class RateLimits:
     enabled: bool = True
 
 
+FD_HEADROOM = 1024  # upstream channels, Redis, logs, the listening sockets
+
+
+def socket_budget() -> int:
+    """WebSockets one worker can hold: its open-file limit less :data:`FD_HEADROOM` (a worker at its
+    file limit could open no upstream connection either)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(1, soft - FD_HEADROOM)
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     """WebSocket settings of ``/v1/stream``."""
@@ -49,6 +62,7 @@ class StreamConfig:
     reauth_seconds: float = 30.0
     listener: bool = True
     port: int = 8081
+    max_connections: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,9 @@ class GatewayConfig:
             reauth_seconds=env.get_float("TSMESH_GATEWAY_WS_REAUTH_SECONDS", 30.0, minimum=0.1),
             listener=env.get_bool("TSMESH_GATEWAY_WS_LISTENER", True),
             port=env.get_port("TSMESH_GATEWAY_WS_PORT", env.get_port("TSMESH_HTTP_PORT", 8080) + 1),
+            max_connections=min(
+                env.get_int("TSMESH_GATEWAY_WS_MAX_CONNECTIONS", socket_budget(), minimum=1), socket_budget()
+            ),
         )
         return cls(
             common=common,

@@ -35,6 +35,7 @@ MAX_POINTS_PER_FRAME = 500
 FRAMES = Counter("tsmesh_gateway_ws_frames_total", "WebSocket point frames sent")
 POINTS = Counter("tsmesh_gateway_ws_points_total", "Points delivered over WebSocket")
 CLOSED = Counter("tsmesh_gateway_ws_closed_total", "WebSockets closed by the gateway", ["reason"])
+REFUSED = Counter("tsmesh_gateway_ws_refused_total", "WebSocket handshakes refused: the worker is full")
 
 Send = Callable[[Message], Awaitable[None]]
 SendNow = Callable[[Message], bool]

@@ -24,6 +24,7 @@ from tsmesh_gateway.stream.codec import JSON_PROTOCOL, PROTO_PROTOCOL, SEND_NOW,
 from tsmesh_gateway.stream.connection import (
     CLOSE_BAD_MESSAGE,
     CLOSE_UNAUTHENTICATED,
+    REFUSED,
     Connection,
 )
 from tsmesh_gateway.stream.hub import Hub
@@ -43,6 +44,10 @@ class StreamEndpoint:
         self._principals = principals
         self._cfg = cfg
 
+    def full(self) -> bool:
+        """This worker holds ``max_connections`` sockets: new ones are refused (1013 / 503)."""
+        return len(self._hub.connections) >= self._cfg.max_connections
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         first = await receive()
         if first["type"] != "websocket.connect":
@@ -56,6 +61,11 @@ class StreamEndpoint:
         if protocol is not None:
             accept["subprotocol"] = protocol
         await send(accept)
+        if self.full():
+            # the lean listener refuses these before the upgrade (503); Granian's port cannot
+            REFUSED.inc()
+            await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER, "reason": "gateway worker full"})
+            return
         conn = Connection(send, codec_for(protocol or JSON_PROTOCOL), self._cfg.send_queue_points)
         conn.send_now = scope.get(SEND_NOW)
         conn.handler = asyncio.current_task()

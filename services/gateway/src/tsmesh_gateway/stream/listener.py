@@ -21,6 +21,7 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from tsmesh_gateway.stream.codec import JSON_PROTOCOL, PROTO_PROTOCOL, SEND_NOW, UTF8, Message
+from tsmesh_gateway.stream.connection import REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ WIRE = "tsmesh.wire"  # cache key of a shared data message: its complete seriali
 # like the HTTP port's: asyncio's default of 100 overflows in a reconnect storm and every dropped
 # SYN costs its client a 1 s (then 3 s) retransmission
 BACKLOG = 4096
+RETRY_AFTER_SECONDS = "5"
 
 
 class LeanListener:
@@ -44,9 +46,11 @@ class LeanListener:
         port: int,
         *,
         max_message_bytes: int,
+        full: Callable[[], bool] = lambda: False,
         tls: tuple[str, str] | None = None,
     ) -> None:
         self._endpoint = endpoint
+        self._full = full
         self._host = host
         self._port = port
         self._max_message_bytes = max_message_bytes
@@ -81,7 +85,7 @@ class LeanListener:
                 max_size=self._max_message_bytes,
                 max_queue=16,
                 write_limit=64 * 1024,
-                process_request=_only_stream_path,
+                process_request=self._admit,
                 ssl=context,
                 server_header=None,
             )
@@ -90,6 +94,17 @@ class LeanListener:
                 "websocket listener not started (TSMESH_GATEWAY_WS_PORT moves it)",
                 extra={"port": self._port, "error": str(exc)},
             )
+
+    def _admit(self, connection: ServerConnection, request: Any) -> Any:
+        """:func:`_only_stream_path`, then 503 with ``Retry-After`` while the worker is ``full``
+        (``TSMESH_GATEWAY_WS_MAX_CONNECTIONS``): refused before the upgrade, cheaply, instead of
+        running the worker out of file descriptors (its upstream channels need some too)."""
+        refused = _only_stream_path(connection, request)
+        if refused is None and self._full():
+            REFUSED.inc()
+            refused = connection.respond(503, "this gateway worker is full: retry later or elsewhere\n")
+            refused.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return refused
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -181,7 +196,7 @@ def _select(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Sub
 
 
 def _only_stream_path(connection: ServerConnection, request: Any) -> Any:
-    """404 for other paths; 400 when the client offers subprotocols but none of ours."""
+    """404 for other paths; 400 when the client offers subprotocols but none of ours; else None."""
     if request.path.split("?", 1)[0] != PATH:
         return connection.respond(404, "only /v1/stream is served here\n")
     offered = {p.strip() for v in request.headers.get_all("Sec-WebSocket-Protocol") for p in v.split(",")} - {""}
