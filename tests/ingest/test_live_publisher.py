@@ -99,7 +99,7 @@ async def test_more_than_max_pending_in_flight_is_dropped_and_counted() -> None:
 
 async def test_lean_send_leaks_no_socket_when_connection_setup_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(leanredis, "RETRY_PAUSE_S", 0.0)  # a new attempt for every command
-    wrong = LeanRedis("127.0.0.1", 6379, password="not-the-password")  # AUTH fails during set-up
+    wrong = LeanRedis("127.0.0.1", 6379, password=uuid.uuid4().hex)  # a wrong password: AUTH fails in set-up
     opened = len(os.listdir("/proc/self/fd"))
     results = []
     for _ in range(20):
