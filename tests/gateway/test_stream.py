@@ -17,7 +17,7 @@ from testkit import eventually
 from tsmesh.v1 import common_pb2, stream_pb2
 
 from tsmesh_common.redis_keys import REVOCATION_CHANNEL
-from tsmesh_gateway.config import GatewayConfig, socket_budget
+from tsmesh_gateway.config import GatewayConfig, raise_open_file_limit, socket_budget
 from tsmesh_gateway.stream.hub import HeapFreezer
 
 JSON = "tsmesh.json.v1"
@@ -254,9 +254,10 @@ async def test_a_full_worker_refuses_new_sockets_fast_and_explicitly(served_fact
 
         async def admitted() -> bool | None:
             try:
-                async with websockets.connect(full.ws_url, additional_headers=headers, open_timeout=5):
+                async with websockets.connect(full.ws_url, additional_headers=headers, open_timeout=5) as ws:
+                    await asyncio.wait_for(ws.ping(), 5)  # served, not closed right after the upgrade
                     return True
-            except websockets.InvalidStatus:
+            except (websockets.InvalidStatus, websockets.ConnectionClosed):
                 return None
 
         assert await eventually(admitted, timeout=5)  # a socket closed: room again
@@ -270,8 +271,15 @@ def test_socket_budget_caps_the_configured_maximum() -> None:
     assert GatewayConfig.from_env({"TSMESH_GATEWAY_WS_MAX_CONNECTIONS": "7"}).stream.max_connections == 7
     huge = GatewayConfig.from_env({"TSMESH_GATEWAY_WS_MAX_CONNECTIONS": str(10**9)})
     assert huge.stream.max_connections == socket_budget() < 10**9
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert socket_budget() == max(1, soft - 1024)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert socket_budget() == max(1, soft - min(1024 + 4096, soft // 4))
+    try:  # a small limit keeps three quarters for sockets, not one
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        assert socket_budget() == 768
+        raise_open_file_limit()  # what the gateway does at start: soft up to the hard limit
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_heap_freezer_freezes_as_sockets_grow_and_thaws_after_churn() -> None:

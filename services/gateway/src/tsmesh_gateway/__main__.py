@@ -14,10 +14,11 @@ import tempfile
 from pathlib import Path
 
 from tsmesh_common.config import load_or_exit
-from tsmesh_gateway.config import GatewayConfig
+from tsmesh_gateway.config import GatewayConfig, raise_open_file_limit
 
 
 def main() -> None:
+    raise_open_file_limit()  # before the budget of sockets per worker is derived from it
     cfg = load_or_exit(GatewayConfig.from_env, os.environ)
     if cfg.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tsmesh-gateway-metrics-")

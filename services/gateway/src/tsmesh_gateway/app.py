@@ -99,7 +99,7 @@ def build_app(parts: Parts) -> Starlette:
         cfg.http_host,
         cfg.stream.port,
         max_message_bytes=cfg.stream.max_message_bytes,
-        full=stream.full,
+        max_connections=cfg.stream.max_connections,
         tls=(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import resource
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,16 +37,27 @@ class RateLimits:
     enabled: bool = True
 
 
-FD_HEADROOM = 1024  # upstream channels, Redis, logs, the listening sockets
+# descriptors a worker keeps beyond its WebSockets: upstream channels, Redis, logs, listening sockets,
+# HTTP clients, and a burst of handshakes still being answered (the listen backlog is 4,096)
+FD_HEADROOM = 1024 + 4096
+
+
+def raise_open_file_limit() -> None:
+    """Raise the soft open-file limit to the hard one (as Go's runtime does at start): a 1,024 soft
+    limit under a higher hard one is a shell or systemd default, not a decision. The workers inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):  # a hard limit above the kernel's nr_open: keep it
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def socket_budget() -> int:
-    """WebSockets one worker can hold: its open-file limit less :data:`FD_HEADROOM` (a worker at its
-    file limit could open no upstream connection either)."""
+    """WebSockets one worker can hold: its open-file limit less :data:`FD_HEADROOM`, or less a quarter
+    of it when the limit is small (a worker at its file limit could open no upstream connection)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return 1_000_000
-    return max(1, soft - FD_HEADROOM)
+    return max(1, soft - min(FD_HEADROOM, soft // 4))
 
 
 @dataclass(frozen=True)

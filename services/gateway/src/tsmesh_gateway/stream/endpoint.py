@@ -62,7 +62,8 @@ class StreamEndpoint:
             accept["subprotocol"] = protocol
         await send(accept)
         if self.full():
-            # the lean listener refuses these before the upgrade (503); Granian's port cannot
+            # Granian's port cannot refuse before the upgrade (the lean listener answers 503 there,
+            # but handshakes it admitted together may still end up here)
             REFUSED.inc()
             await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER, "reason": "gateway worker full"})
             return

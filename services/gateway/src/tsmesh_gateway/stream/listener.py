@@ -46,11 +46,11 @@ class LeanListener:
         port: int,
         *,
         max_message_bytes: int,
-        full: Callable[[], bool] = lambda: False,
+        max_connections: int,
         tls: tuple[str, str] | None = None,
     ) -> None:
         self._endpoint = endpoint
-        self._full = full
+        self._max_connections = max_connections
         self._host = host
         self._port = port
         self._max_message_bytes = max_message_bytes
@@ -96,11 +96,14 @@ class LeanListener:
             )
 
     def _admit(self, connection: ServerConnection, request: Any) -> Any:
-        """:func:`_only_stream_path`, then 503 with ``Retry-After`` while the worker is ``full``
-        (``TSMESH_GATEWAY_WS_MAX_CONNECTIONS``): refused before the upgrade, cheaply, instead of
-        running the worker out of file descriptors (its upstream channels need some too)."""
+        """:func:`_only_stream_path`, then 503 with ``Retry-After`` when this listener already holds
+        ``max_connections`` upgraded sockets (open or still closing: each holds a descriptor;
+        ``TSMESH_GATEWAY_WS_MAX_CONNECTIONS``): refused before the upgrade, cheaply, instead of
+        running the worker out of file descriptors (its upstream channels need some too). Sockets
+        still in their handshake are not counted: the headroom left for them covers a full backlog."""
         refused = _only_stream_path(connection, request)
-        if refused is None and self._full():
+        # all_connections: upgraded until their handler ended; len() is O(1), unlike ``connections``
+        if refused is None and self._server is not None and len(self._server.all_connections) >= self._max_connections:
             REFUSED.inc()
             refused = connection.respond(503, "this gateway worker is full: retry later or elsewhere\n")
             refused.headers["Retry-After"] = RETRY_AFTER_SECONDS
