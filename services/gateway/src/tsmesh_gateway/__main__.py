@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from tsmesh_common.config import load_or_exit
-from tsmesh_gateway.config import GatewayConfig, raise_open_file_limit
+from tsmesh_gateway.config import LISTEN_BACKLOG, GatewayConfig, raise_open_file_limit
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
         workers=cfg.workers,
         loop=Loops.uvloop,
         websockets=True,
-        backlog=4096,
+        backlog=LISTEN_BACKLOG,
         log_access=False,
         ssl_cert=Path(cfg.tls_cert) if cfg.tls_cert else None,
         ssl_key=Path(cfg.tls_key) if cfg.tls_key else None,

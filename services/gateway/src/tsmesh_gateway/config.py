@@ -37,9 +37,12 @@ class RateLimits:
     enabled: bool = True
 
 
+# the listen backlog of the HTTP and WebSocket ports: asyncio's default of 100 overflows in a reconnect
+# storm and every dropped SYN costs its client a 1 s (then 3 s) retransmission
+LISTEN_BACKLOG = 4096
 # descriptors a worker keeps beyond its WebSockets: upstream channels, Redis, logs, listening sockets,
-# HTTP clients, and a burst of handshakes still being answered (the listen backlog is 4,096)
-FD_HEADROOM = 1024 + 4096
+# HTTP clients, and a full backlog of handshakes still being answered
+FD_HEADROOM = 1024 + LISTEN_BACKLOG
 
 
 def raise_open_file_limit() -> None:
@@ -117,6 +120,7 @@ class GatewayConfig:
         origins = env.get_list("TSMESH_GATEWAY_CORS_ORIGINS")
         if "*" in origins:
             raise ConfigError("TSMESH_GATEWAY_CORS_ORIGINS", "'*' is not allowed (credentials are sent); list origins")
+        budget = socket_budget()
         stream = StreamConfig(
             auth_timeout_seconds=env.get_float("TSMESH_GATEWAY_WS_AUTH_TIMEOUT_SECONDS", 5.0, minimum=0.1),
             ping_interval_seconds=env.get_float("TSMESH_GATEWAY_WS_PING_SECONDS", 20.0, minimum=0.1),
@@ -127,9 +131,7 @@ class GatewayConfig:
             reauth_seconds=env.get_float("TSMESH_GATEWAY_WS_REAUTH_SECONDS", 30.0, minimum=0.1),
             listener=env.get_bool("TSMESH_GATEWAY_WS_LISTENER", True),
             port=env.get_port("TSMESH_GATEWAY_WS_PORT", env.get_port("TSMESH_HTTP_PORT", 8080) + 1),
-            max_connections=min(
-                env.get_int("TSMESH_GATEWAY_WS_MAX_CONNECTIONS", socket_budget(), minimum=1), socket_budget()
-            ),
+            max_connections=min(env.get_int("TSMESH_GATEWAY_WS_MAX_CONNECTIONS", budget, minimum=1), budget),
         )
         return cls(
             common=common,

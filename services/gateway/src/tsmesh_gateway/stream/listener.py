@@ -20,6 +20,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
+from tsmesh_gateway.config import LISTEN_BACKLOG
 from tsmesh_gateway.stream.codec import JSON_PROTOCOL, PROTO_PROTOCOL, SEND_NOW, UTF8, Message
 from tsmesh_gateway.stream.connection import REFUSED
 
@@ -30,9 +31,6 @@ AsgiApp = Callable[
 ]
 PATH = "/v1/stream"
 WIRE = "tsmesh.wire"  # cache key of a shared data message: its complete serialized server frame
-# like the HTTP port's: asyncio's default of 100 overflows in a reconnect storm and every dropped
-# SYN costs its client a 1 s (then 3 s) retransmission
-BACKLOG = 4096
 RETRY_AFTER_SECONDS = "5"
 
 
@@ -77,7 +75,7 @@ class LeanListener:
                 self._host,
                 self._port,
                 reuse_port=True,
-                backlog=BACKLOG,
+                backlog=LISTEN_BACKLOG,
                 subprotocols=[Subprotocol(PROTO_PROTOCOL), Subprotocol(JSON_PROTOCOL)],
                 select_subprotocol=_select,
                 compression=None,
