@@ -8,7 +8,7 @@ PROTO_OUT := libs/proto
 PROTOS := $(wildcard protos/tsmesh/v1/*.proto)
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck contracts unit check-protos protos bench bench-tools bench-auth bench-ingest bench-query bench-gateway bench-gateway-100k clean
+.PHONY: tools install run test lint typecheck contracts unit check-protos protos bench bench-tools bench-auth bench-ingest bench-query bench-gateway bench-gateway-100k clean
 
 $(STAMP): requirements-dev.txt constraints.txt libs/*/pyproject.toml services/*/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: lint typecheck check-protos
+test: tools lint typecheck check-protos
 	$(PY) -m pytest
 
 bench-auth: $(STAMP)
@@ -46,9 +46,16 @@ bench-ingest: $(STAMP)
 bench-query: $(STAMP)
 	$(PY) bench/bench_query.py
 
-# wrk drives the HTTP part of bench-gateway; Debian ships it (installed here when missing, as root or via sudo)
+# Real clients the tests drive, from Debian's packages (command=package; installed when missing)
+TEST_TOOLS :=
+# wrk drives the HTTP part of bench-gateway
+BENCH_TOOLS := wrk=wrk
+
+tools:
+	@scripts/debian_tools.sh $(TEST_TOOLS)
+
 bench-tools:
-	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q wrk >/dev/null; }
+	@scripts/debian_tools.sh $(BENCH_TOOLS)
 
 bench-gateway: $(STAMP) bench-tools
 	$(PY) bench/bench_gateway.py
