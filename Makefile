@@ -3,14 +3,14 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PACKAGES := -e libs/proto -e libs/common -e services/auth -e services/ingest -e services/query -e services/gateway
+PACKAGES := -e libs/proto -e libs/common -e services/auth -e services/ingest -e services/query -e services/gateway -e cli
 PROTO_OUT := libs/proto
 PROTOS := $(wildcard protos/tsmesh/v1/*.proto)
 STAMP := $(VENV)/.installed
 
 .PHONY: tools install run test lint typecheck contracts unit check-protos protos bench bench-tools bench-auth bench-ingest bench-query bench-gateway bench-gateway-100k clean
 
-$(STAMP): requirements-dev.txt constraints.txt libs/*/pyproject.toml services/*/pyproject.toml
+$(STAMP): requirements-dev.txt constraints.txt libs/*/pyproject.toml services/*/pyproject.toml cli/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements-dev.txt $(PACKAGES)
 	@touch $@
