@@ -1,0 +1,136 @@
+"""The ``tsmesh`` script against a real private stack: import with progress, resume after a kill, query, tail.
+
+``make test`` imports 100,000 lines; ``make test-cli-big`` (TSMESH_CLI_BIG=1) runs the 1,000,000-line
+import of the issue (a few minutes on a busy 2-core box)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from cli_stack import Cli, stored_count
+from devstack import Stack
+
+pytestmark = pytest.mark.e2e
+
+BIG = os.environ.get("TSMESH_CLI_BIG") == "1"
+IMPORT_LINES = 1_000_000 if BIG else 100_000
+
+
+def line_protocol(path: Path, measurement: str, lines: int, hosts: int = 10) -> tuple[int, int]:
+    """``lines`` points 1 ms apart, ending now, spread over ``hosts`` series; the time range written."""
+    end = time.time_ns() - 10**9
+    start = end - (lines - 1) * 10**6
+    with path.open("w") as f:
+        f.writelines(f"{measurement},host=h{i % hosts} value={i}.5 {start + i * 10**6}\n" for i in range(lines))
+    return start, end
+
+
+def test_dev_env_is_the_default_profile(cli: Cli, stack: Stack) -> None:
+    shown = cli.run("profile", "show")
+    assert shown.returncode == 0, shown.stderr
+    assert stack.gateway_url in shown.stdout
+    assert "dev.env" in shown.stdout
+
+
+def test_import_shows_progress_and_stores_every_point(cli: Cli, stack: Stack, tmp_path: Path) -> None:
+    measurement = f"cli_imp_{uuid.uuid4().hex[:8]}"
+    start, end = line_protocol(tmp_path / "points.lp", measurement, IMPORT_LINES)
+    done = cli.run("write", str(tmp_path / "points.lp"), "--batch", "5000", timeout=1200)
+    assert done.returncode == 0, done.stderr
+    assert "points/s" in done.stderr
+    assert f"sent {IMPORT_LINES:,} points this run (0 before)" in done.stderr
+    assert stored_count(stack, f"{measurement}_value", start, end, IMPORT_LINES) == IMPORT_LINES
+
+
+def test_second_run_after_a_kill_resumes_without_resending(cli: Cli, stack: Stack, tmp_path: Path) -> None:
+    lines = 60_000
+    measurement = f"cli_res_{uuid.uuid4().hex[:8]}"
+    source = tmp_path / "resume.lp"
+    start, end = line_protocol(source, measurement, lines)
+    first = cli.popen("write", str(source), "--batch", "1000")
+    checkpoints = Path(cli.env["XDG_STATE_HOME"]) / "tsmesh" / "checkpoints"
+    acknowledged = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and first.poll() is None:
+        for found in checkpoints.glob("*.json"):
+            try:
+                acknowledged = json.loads(found.read_text())["points"]
+            except (ValueError, OSError, KeyError):
+                continue
+        if acknowledged >= 5_000:
+            break
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    assert first.returncode == -signal.SIGKILL, "the first run finished before it could be killed"
+    resumed = json.loads(next(checkpoints.glob("*.json")).read_text())
+    assert 0 < resumed["points"] < lines
+
+    second = cli.run("write", str(source), "--batch", "1000")
+    assert second.returncode == 0, second.stderr
+    assert f"resuming after {resumed['points']:,} acknowledged points" in second.stderr
+    assert f"sent {lines - resumed['points']:,} points this run ({resumed['points']:,} before)" in second.stderr
+    assert not list(checkpoints.glob("*.json"))
+    assert stored_count(stack, f"{measurement}_value", start, end, lines) == lines
+
+
+def test_query_as_json_and_csv(cli: Cli, stack: Stack, tmp_path: Path) -> None:
+    metric = f"cli_q_{uuid.uuid4().hex[:8]}"
+    now = time.time_ns() - 10**9
+    rows = ["metric,timestamp_ns,value,host"] + [f"{metric},{now - i * 10**9},{i},a" for i in range(30)]
+    (tmp_path / "q.csv").write_text("\n".join(rows) + "\n")
+    assert cli.run("write", str(tmp_path / "q.csv")).returncode == 0
+    assert stored_count(stack, metric, now - 40 * 10**9, now, 30) == 30
+    answer = cli.run("query", f'{metric}{{host="a"}}', "--start", "-5m", "--step", "5m", "--agg", "sum", "-o", "json")
+    assert answer.returncode == 0, answer.stderr
+    buckets = [b for s in json.loads(answer.stdout)["series"] for b in s["buckets"]]
+    assert sum(b["value"] or 0 for b in buckets) == sum(range(30))
+    table = cli.run("query", metric, "--start", "-5m", "--step", "1m", "-o", "csv")
+    assert table.stdout.splitlines()[0] == "series,time,value,count"
+    chart = cli.run("query", metric, "--start", "-5m", "--step", "10s", "-o", "chart")
+    assert chart.returncode == 0 and metric in chart.stdout
+
+
+def test_promql_on_a_gateway_without_it_says_so(cli: Cli, stack: Stack) -> None:
+    probe = httpx.get(f"{stack.gateway_url}/api/v1/query_range", headers={"Authorization": f"Bearer {stack.token}"})
+    if probe.status_code != 404:
+        pytest.skip("this gateway has the PromQL API")
+    answer = cli.run("query", "rate(x[5m])")
+    assert answer.returncode == 5
+    assert "no PromQL API" in answer.stderr
+
+
+def test_tail_sees_a_point_written_after_it_started(cli: Cli, stack: Stack) -> None:
+    metric = f"cli_tail_{uuid.uuid4().hex[:8]}"
+    tail = cli.popen("tail", metric, "--count", "1", "--output", "jsonl")
+    assert tail.stderr is not None
+    assert "tailing" in tail.stderr.readline()
+    time.sleep(0.5)  # the subscription is sent right after the banner; give the gateway a moment to register it
+    headers = {"Authorization": f"Bearer {stack.token}"}
+    point = {"metric": metric, "labels": {"k": "v"}, "timestamp_ns": time.time_ns(), "value": 7.0}
+    assert httpx.post(f"{stack.gateway_url}/v1/write", json={"points": [point]}, headers=headers).status_code == 200
+    out, _ = tail.communicate(timeout=60)
+    assert tail.returncode == 0
+    assert json.loads(out.splitlines()[0]) | {"labels": {"k": "v"}} == point
+
+
+def test_series_labels_and_errors_follow_http(cli: Cli, stack: Stack) -> None:
+    metric = f"cli_s_{uuid.uuid4().hex[:8]}"
+    lines = "".join(f"{metric},host=h{i} value=1 {time.time_ns() - i}\n" for i in range(3))
+    assert cli.run("write", "-", "--format", "lp", stdin=lines.encode()).returncode == 0
+    assert stored_count(stack, f"{metric}_value", time.time_ns() - 60 * 10**9, time.time_ns(), 3) == 3
+    listed = cli.run("series", f"{metric}_value", "-o", "json")
+    assert sorted(s["labels"]["host"] for s in json.loads(listed.stdout)["series"]) == ["h0", "h1", "h2"]
+    values = cli.run("labels", "host", "--match", f"{metric}_value", "-o", "csv")
+    assert values.stdout.split() == ["host", "h0", "h1", "h2"]
+    refused = cli.run("--token", "tsm_not_a_real_token", "series", metric)
+    assert refused.returncode == 3, refused.stderr
+    forbidden = cli.run("tokens", "create", "--name", "x", "--scope", "admin")
+    assert forbidden.returncode in (3, 4), forbidden.stderr
