@@ -74,8 +74,8 @@ def parse_time_ns(text: str, now_ns: int | None = None) -> int:
         return now - parse_duration_ns(text[1:])
     if text.lstrip("-").isdigit():
         value = int(text)
-        for scale in (10**9, 10**6, 10**3):
-            if abs(value) < 10**19 // scale // 10:
+        for limit, scale in ((10**11, 10**9), (10**14, 10**6), (10**17, 10**3)):
+            if abs(value) < limit:
                 return value * scale
         return value
     try:
