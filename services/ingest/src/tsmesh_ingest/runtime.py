@@ -23,6 +23,9 @@ from tsmesh_common.server import GrpcApp
 from tsmesh_ingest.admission import Admission
 from tsmesh_ingest.batching import AdaptiveBatcher
 from tsmesh_ingest.config import IngestConfig
+from tsmesh_ingest.lifecycle import SERVICE_NAME as LIFECYCLE_SERVICE
+from tsmesh_ingest.lifecycle import LifecycleServicer
+from tsmesh_ingest.lifecycle import add_to_server as add_lifecycle
 from tsmesh_ingest.limits import StaticLimits
 from tsmesh_ingest.live import LivePublisher
 from tsmesh_ingest.partitions import PartitionManager
@@ -171,8 +174,9 @@ async def build_runtime(
         runtime.refresher = RollupRefresher(
             runtime.pool, batch=w.rollup_batch, interval_seconds=w.rollup_interval_ms / 1000
         )
-        runtime.retention = Retention(
-            runtime.pool, runtime.partitions, RetentionDays(w.raw_days, w.rollup_1m_days, w.rollup_1h_days)
-        )
+        defaults = RetentionDays(w.raw_days, w.rollup_1m_days, w.rollup_1h_days)
+        runtime.retention = Retention(runtime.pool, runtime.partitions, defaults)
+        lifecycle = LifecycleServicer(runtime.pool, defaults, StaticLimits(cfg.limits, cfg.limit_overrides), redis)
+        app.add_service(LIFECYCLE_SERVICE, lambda server: add_lifecycle(lifecycle, server))
     app.on_shutdown(runtime.close)
     return runtime

@@ -1,0 +1,115 @@
+"""The data lifecycle service on the real database: retention get/set (read by the next pass), cardinality."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import ingest_harness
+import pytest
+from tsmesh.v1 import lifecycle_pb2
+
+from tsmesh_common.context import Principal, principal_var
+from tsmesh_common.errors import InvalidArgument, PermissionDenied
+from tsmesh_ingest.lifecycle import LifecycleServicer
+from tsmesh_ingest.limits import StaticLimits, TenantLimits
+from tsmesh_ingest.partitions import DAY_NS, PartitionManager
+from tsmesh_ingest.retention import Retention, RetentionDays
+
+pytestmark = pytest.mark.integration
+
+ts_db = ingest_harness.ts_db
+DEFAULTS = RetentionDays(raw=7, rollup_1m=30, rollup_1h=365)
+
+
+def as_caller(tenant_id: str, *scopes: str) -> None:
+    principal_var.set(Principal(tenant_id, "test", frozenset(scopes), None, "tok", "api_token"))
+
+
+@pytest.fixture
+async def pool(ts_db: Any) -> AsyncIterator[Any]:
+    created = await asyncpg.create_pool(ts_db.dsn("tsmesh_ingest"), min_size=1, max_size=2)
+    yield created
+    await created.close()
+
+
+@pytest.fixture
+def servicer(pool: Any, redis_client: Any) -> LifecycleServicer:
+    limits = StaticLimits(TenantLimits(), {"small": TenantLimits(max_active_series=50)})
+    return LifecycleServicer(pool, DEFAULTS, limits, redis_client)
+
+
+async def test_retention_set_takes_effect_at_the_next_pass(pool: Any, servicer: LifecycleServicer) -> None:
+    now = time.time_ns()
+    async with pool.acquire() as conn:
+        await PartitionManager().ensure_window(conn, past_days=8, ahead_days=1)
+        await conn.execute(
+            "INSERT INTO ts.series (series_id, tenant_id, metric, labels) "
+            "VALUES (1, 'a', 'm', '{}'), (2, 'b', 'm', '{}')"
+        )
+        for sid in (1, 2):
+            await conn.executemany(
+                "INSERT INTO ts.points VALUES ($1, $2, 1.0)", [(sid, now - 3 * DAY_NS), (sid, now - DAY_NS // 2)]
+            )
+    as_caller("a", "admin")
+    before = await servicer.GetRetention(lifecycle_pb2.GetRetentionRequest(), None)
+    assert before.tenant.raw_days == 0 and before.defaults.raw_days == 7
+    retention = Retention(pool, PartitionManager(), DEFAULTS)
+    await retention.run_once(now)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM ts.points") == 4
+
+    answer = await servicer.SetRetention(lifecycle_pb2.SetRetentionRequest(raw_days=2), None)
+    assert (answer.tenant.raw_days, answer.tenant.rollup_1m_days) == (2, 0)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM ts.points") == 4  # nothing deleted by the call itself
+    await retention.run_once(now)
+    async with pool.acquire() as conn:
+        left = await conn.fetch("SELECT series_id, ts FROM ts.points ORDER BY 1, 2")
+    assert [(r["series_id"], r["ts"]) for r in left] == [
+        (1, now - DAY_NS // 2),
+        (2, now - 3 * DAY_NS),
+        (2, now - DAY_NS // 2),
+    ]
+
+    again = await servicer.SetRetention(lifecycle_pb2.SetRetentionRequest(rollup_1h_days=400), None)
+    assert (again.tenant.raw_days, again.tenant.rollup_1h_days) == (2, 400)
+    reset = await servicer.SetRetention(lifecycle_pb2.SetRetentionRequest(raw_days=0), None)
+    assert (reset.tenant.raw_days, reset.tenant.rollup_1h_days) == (0, 400)
+    with pytest.raises(InvalidArgument):
+        await servicer.SetRetention(lifecycle_pb2.SetRetentionRequest(raw_days=-1), None)
+    as_caller("b", "admin")
+    assert (await servicer.GetRetention(lifecycle_pb2.GetRetentionRequest(), None)).tenant.rollup_1h_days == 0
+
+
+async def test_lifecycle_needs_the_admin_scope(servicer: LifecycleServicer) -> None:
+    for scopes in (("read",), ("write",), ("read", "write")):
+        as_caller("a", *scopes)
+        with pytest.raises(PermissionDenied):
+            await servicer.GetRetention(lifecycle_pb2.GetRetentionRequest(), None)
+        with pytest.raises(PermissionDenied):
+            await servicer.SetRetention(lifecycle_pb2.SetRetentionRequest(raw_days=1), None)
+        with pytest.raises(PermissionDenied):
+            await servicer.GetCardinality(lifecycle_pb2.GetCardinalityRequest(), None)
+
+
+async def test_cardinality_counts_the_callers_series_only(
+    pool: Any, servicer: LifecycleServicer, redis_client: Any
+) -> None:
+    rows = [(i, "small", "cpu", f'{{"host": "h{i}", "dc": "d{i % 2}"}}') for i in range(1, 7)]
+    rows += [(7, "small", "mem", '{"host": "h1"}'), (8, "other", "cpu", '{"host": "x", "pod": "p"}')]
+    async with pool.acquire() as conn:
+        await conn.executemany(
+            "INSERT INTO ts.series (series_id, tenant_id, metric, labels) VALUES ($1, $2, $3, $4)", rows
+        )
+    key = "tsmesh:ingest:active:{small}"
+    await redis_client.delete(key)
+    await redis_client.zadd(key, {"1": time.time(), "2": time.time(), "3": time.time() - 7200})
+    as_caller("small", "admin")
+    answer = await servicer.GetCardinality(lifecycle_pb2.GetCardinalityRequest(limit=5), None)
+    await redis_client.delete(key)
+    assert [(m.metric, m.series) for m in answer.series_per_metric] == [("cpu", 6), ("mem", 1)]
+    assert [(x.label, x.values) for x in answer.top_labels] == [("host", 6), ("dc", 2)]
+    assert (answer.total_series, answer.active_series, answer.max_active_series) == (7, 2, 50)
