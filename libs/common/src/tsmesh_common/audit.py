@@ -34,14 +34,15 @@ class AuditReporter:
 
     def permission_denied(self, authorization: str, method: str, reason: str, client_address: str = "") -> None:
         """Queue one report; dropped (and counted) when too many are already in flight."""
+        self.report(authorization, PERMISSION_DENIED_ACTION, "denied", f"{method}: {reason}", client_address)
+
+    def report(self, authorization: str, action: str, outcome: str, detail: str, client_address: str = "") -> None:
+        """Queue one event of any action (auth accepts actions other than permission_denied from admins only)."""
         if len(self._in_flight) >= self._max_in_flight:
             REPORTS.labels("dropped").inc()
             return
         request = auth_pb2.ReportAuditEventRequest(
-            action=PERMISSION_DENIED_ACTION,
-            outcome="denied",
-            detail=f"{method}: {reason}"[:1000],
-            client_address=client_address[:64],
+            action=action[:100], outcome=outcome[:100], detail=detail[:1000], client_address=client_address[:64]
         )
         task = asyncio.create_task(self._send(request, authorization))
         self._in_flight.add(task)

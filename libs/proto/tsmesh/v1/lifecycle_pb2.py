@@ -22,31 +22,36 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from tsmesh.v1 import common_pb2 as tsmesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tsmesh/v1/lifecycle.proto\x12\ttsmesh.v1\"Q\n\rRetentionDays\x12\x10\n\x08raw_days\x18\x01 \x01(\x05\x12\x16\n\x0erollup_1m_days\x18\x02 \x01(\x05\x12\x16\n\x0erollup_1h_days\x18\x03 \x01(\x05\"\x15\n\x13GetRetentionRequest\"\x99\x01\n\x13SetRetentionRequest\x12\x15\n\x08raw_days\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x0erollup_1m_days\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1b\n\x0erollup_1h_days\x18\x03 \x01(\x05H\x02\x88\x01\x01\x42\x0b\n\t_raw_daysB\x11\n\x0f_rollup_1m_daysB\x11\n\x0f_rollup_1h_days\"a\n\tRetention\x12(\n\x06tenant\x18\x01 \x01(\x0b\x32\x18.tsmesh.v1.RetentionDays\x12*\n\x08\x64\x65\x66\x61ults\x18\x02 \x01(\x0b\x32\x18.tsmesh.v1.RetentionDays\"&\n\x15GetCardinalityRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\".\n\x0cMetricSeries\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0e\n\x06series\x18\x02 \x01(\x03\"1\n\x10LabelValuesCount\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x01(\x03\"\xba\x01\n\x0b\x43\x61rdinality\x12\x32\n\x11series_per_metric\x18\x01 \x03(\x0b\x32\x17.tsmesh.v1.MetricSeries\x12/\n\ntop_labels\x18\x02 \x03(\x0b\x32\x1b.tsmesh.v1.LabelValuesCount\x12\x14\n\x0ctotal_series\x18\x03 \x01(\x03\x12\x15\n\ractive_series\x18\x04 \x01(\x03\x12\x19\n\x11max_active_series\x18\x05 \x01(\x03\x32\xee\x01\n\x14\x44\x61taLifecycleService\x12\x44\n\x0cGetRetention\x12\x1e.tsmesh.v1.GetRetentionRequest\x1a\x14.tsmesh.v1.Retention\x12\x44\n\x0cSetRetention\x12\x1e.tsmesh.v1.SetRetentionRequest\x1a\x14.tsmesh.v1.Retention\x12J\n\x0eGetCardinality\x12 .tsmesh.v1.GetCardinalityRequest\x1a\x16.tsmesh.v1.Cardinalityb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tsmesh/v1/lifecycle.proto\x12\ttsmesh.v1\x1a\x16tsmesh/v1/common.proto\"Q\n\rRetentionDays\x12\x10\n\x08raw_days\x18\x01 \x01(\x05\x12\x16\n\x0erollup_1m_days\x18\x02 \x01(\x05\x12\x16\n\x0erollup_1h_days\x18\x03 \x01(\x05\"\x15\n\x13GetRetentionRequest\"\x99\x01\n\x13SetRetentionRequest\x12\x15\n\x08raw_days\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x0erollup_1m_days\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1b\n\x0erollup_1h_days\x18\x03 \x01(\x05H\x02\x88\x01\x01\x42\x0b\n\t_raw_daysB\x11\n\x0f_rollup_1m_daysB\x11\n\x0f_rollup_1h_days\"a\n\tRetention\x12(\n\x06tenant\x18\x01 \x01(\x0b\x32\x18.tsmesh.v1.RetentionDays\x12*\n\x08\x64\x65\x66\x61ults\x18\x02 \x01(\x0b\x32\x18.tsmesh.v1.RetentionDays\"&\n\x15GetCardinalityRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\".\n\x0cMetricSeries\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0e\n\x06series\x18\x02 \x01(\x03\"1\n\x10LabelValuesCount\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x01(\x03\"\xba\x01\n\x0b\x43\x61rdinality\x12\x32\n\x11series_per_metric\x18\x01 \x03(\x0b\x32\x17.tsmesh.v1.MetricSeries\x12/\n\ntop_labels\x18\x02 \x03(\x0b\x32\x1b.tsmesh.v1.LabelValuesCount\x12\x14\n\x0ctotal_series\x18\x03 \x01(\x03\x12\x15\n\ractive_series\x18\x04 \x01(\x03\x12\x19\n\x11max_active_series\x18\x05 \x01(\x03\"^\n\x13\x44\x65leteSeriesRequest\x12%\n\x08selector\x18\x01 \x01(\x0b\x32\x13.tsmesh.v1.Selector\x12\x10\n\x08start_ns\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ns\x18\x03 \x01(\x03\">\n\x14\x44\x65leteSeriesResponse\x12\x0e\n\x06series\x18\x01 \x01(\x03\x12\x16\n\x0epoints_deleted\x18\x02 \x01(\x03\x32\xbf\x02\n\x14\x44\x61taLifecycleService\x12\x44\n\x0cGetRetention\x12\x1e.tsmesh.v1.GetRetentionRequest\x1a\x14.tsmesh.v1.Retention\x12\x44\n\x0cSetRetention\x12\x1e.tsmesh.v1.SetRetentionRequest\x1a\x14.tsmesh.v1.Retention\x12J\n\x0eGetCardinality\x12 .tsmesh.v1.GetCardinalityRequest\x1a\x16.tsmesh.v1.Cardinality\x12O\n\x0c\x44\x65leteSeries\x12\x1e.tsmesh.v1.DeleteSeriesRequest\x1a\x1f.tsmesh.v1.DeleteSeriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tsmesh.v1.lifecycle_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RETENTIONDAYS']._serialized_start=40
-  _globals['_RETENTIONDAYS']._serialized_end=121
-  _globals['_GETRETENTIONREQUEST']._serialized_start=123
-  _globals['_GETRETENTIONREQUEST']._serialized_end=144
-  _globals['_SETRETENTIONREQUEST']._serialized_start=147
-  _globals['_SETRETENTIONREQUEST']._serialized_end=300
-  _globals['_RETENTION']._serialized_start=302
-  _globals['_RETENTION']._serialized_end=399
-  _globals['_GETCARDINALITYREQUEST']._serialized_start=401
-  _globals['_GETCARDINALITYREQUEST']._serialized_end=439
-  _globals['_METRICSERIES']._serialized_start=441
-  _globals['_METRICSERIES']._serialized_end=487
-  _globals['_LABELVALUESCOUNT']._serialized_start=489
-  _globals['_LABELVALUESCOUNT']._serialized_end=538
-  _globals['_CARDINALITY']._serialized_start=541
-  _globals['_CARDINALITY']._serialized_end=727
-  _globals['_DATALIFECYCLESERVICE']._serialized_start=730
-  _globals['_DATALIFECYCLESERVICE']._serialized_end=968
+  _globals['_RETENTIONDAYS']._serialized_start=64
+  _globals['_RETENTIONDAYS']._serialized_end=145
+  _globals['_GETRETENTIONREQUEST']._serialized_start=147
+  _globals['_GETRETENTIONREQUEST']._serialized_end=168
+  _globals['_SETRETENTIONREQUEST']._serialized_start=171
+  _globals['_SETRETENTIONREQUEST']._serialized_end=324
+  _globals['_RETENTION']._serialized_start=326
+  _globals['_RETENTION']._serialized_end=423
+  _globals['_GETCARDINALITYREQUEST']._serialized_start=425
+  _globals['_GETCARDINALITYREQUEST']._serialized_end=463
+  _globals['_METRICSERIES']._serialized_start=465
+  _globals['_METRICSERIES']._serialized_end=511
+  _globals['_LABELVALUESCOUNT']._serialized_start=513
+  _globals['_LABELVALUESCOUNT']._serialized_end=562
+  _globals['_CARDINALITY']._serialized_start=565
+  _globals['_CARDINALITY']._serialized_end=751
+  _globals['_DELETESERIESREQUEST']._serialized_start=753
+  _globals['_DELETESERIESREQUEST']._serialized_end=847
+  _globals['_DELETESERIESRESPONSE']._serialized_start=849
+  _globals['_DELETESERIESRESPONSE']._serialized_end=911
+  _globals['_DATALIFECYCLESERVICE']._serialized_start=914
+  _globals['_DATALIFECYCLESERVICE']._serialized_end=1233
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from tsmesh.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -218,3 +219,53 @@ class Cardinality(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Cardinality: _TypeAlias = Cardinality  # noqa: Y015
+
+@_typing.final
+class DeleteSeriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    START_NS_FIELD_NUMBER: _builtins.int
+    END_NS_FIELD_NUMBER: _builtins.int
+    start_ns: _builtins.int
+    """[start_ns, end_ns): nanoseconds since the epoch."""
+    end_ns: _builtins.int
+    @_builtins.property
+    def selector(self) -> _common_pb2.Selector: ...
+    def __init__(
+        self,
+        *,
+        selector: _common_pb2.Selector | None = ...,
+        start_ns: _builtins.int = ...,
+        end_ns: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_ns", b"end_ns", "selector", b"selector", "start_ns", b"start_ns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSeriesRequest: _TypeAlias = DeleteSeriesRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSeriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIES_FIELD_NUMBER: _builtins.int
+    POINTS_DELETED_FIELD_NUMBER: _builtins.int
+    series: _builtins.int
+    """Series that had points in the range, and the points deleted."""
+    points_deleted: _builtins.int
+    def __init__(
+        self,
+        *,
+        series: _builtins.int = ...,
+        points_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["points_deleted", b"points_deleted", "series", b"series"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSeriesResponse: _TypeAlias = DeleteSeriesResponse  # noqa: Y015

@@ -52,6 +52,11 @@ class DataLifecycleServiceStub:
                 request_serializer=tsmesh_dot_v1_dot_lifecycle__pb2.GetCardinalityRequest.SerializeToString,
                 response_deserializer=tsmesh_dot_v1_dot_lifecycle__pb2.Cardinality.FromString,
                 _registered_method=True)
+        self.DeleteSeries = channel.unary_unary(
+                '/tsmesh.v1.DataLifecycleService/DeleteSeries',
+                request_serializer=tsmesh_dot_v1_dot_lifecycle__pb2.DeleteSeriesRequest.SerializeToString,
+                response_deserializer=tsmesh_dot_v1_dot_lifecycle__pb2.DeleteSeriesResponse.FromString,
+                _registered_method=True)
 
 
 class DataLifecycleServiceServicer:
@@ -80,6 +85,14 @@ class DataLifecycleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteSeries(self, request, context):
+        """Deletes the raw points of the matching series in [start_ns, end_ns), recomputes the rollup
+        buckets they touched before answering, bumps the tenant's data generations (caches) and audits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataLifecycleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +110,11 @@ def add_DataLifecycleServiceServicer_to_server(servicer, server):
                     servicer.GetCardinality,
                     request_deserializer=tsmesh_dot_v1_dot_lifecycle__pb2.GetCardinalityRequest.FromString,
                     response_serializer=tsmesh_dot_v1_dot_lifecycle__pb2.Cardinality.SerializeToString,
+            ),
+            'DeleteSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSeries,
+                    request_deserializer=tsmesh_dot_v1_dot_lifecycle__pb2.DeleteSeriesRequest.FromString,
+                    response_serializer=tsmesh_dot_v1_dot_lifecycle__pb2.DeleteSeriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +201,33 @@ class DataLifecycleService:
             '/tsmesh.v1.DataLifecycleService/GetCardinality',
             tsmesh_dot_v1_dot_lifecycle__pb2.GetCardinalityRequest.SerializeToString,
             tsmesh_dot_v1_dot_lifecycle__pb2.Cardinality.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tsmesh.v1.DataLifecycleService/DeleteSeries',
+            tsmesh_dot_v1_dot_lifecycle__pb2.DeleteSeriesRequest.SerializeToString,
+            tsmesh_dot_v1_dot_lifecycle__pb2.DeleteSeriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,10 @@ class DataLifecycleServiceStub:
     set to 0 returns it to the server's default.
     """
     GetCardinality: _grpc.UnaryUnaryMultiCallable[_lifecycle_pb2.GetCardinalityRequest, _lifecycle_pb2.Cardinality]
+    DeleteSeries: _grpc.UnaryUnaryMultiCallable[_lifecycle_pb2.DeleteSeriesRequest, _lifecycle_pb2.DeleteSeriesResponse]
+    """Deletes the raw points of the matching series in [start_ns, end_ns), recomputes the rollup
+    buckets they touched before answering, bumps the tenant's data generations (caches) and audits.
+    """
 
 @_typing.type_check_only
 class DataLifecycleServiceAsyncStub(DataLifecycleServiceStub):
@@ -57,6 +61,10 @@ class DataLifecycleServiceAsyncStub(DataLifecycleServiceStub):
     set to 0 returns it to the server's default.
     """
     GetCardinality: _aio.UnaryUnaryMultiCallable[_lifecycle_pb2.GetCardinalityRequest, _lifecycle_pb2.Cardinality]  # type: ignore[assignment]
+    DeleteSeries: _aio.UnaryUnaryMultiCallable[_lifecycle_pb2.DeleteSeriesRequest, _lifecycle_pb2.DeleteSeriesResponse]  # type: ignore[assignment]
+    """Deletes the raw points of the matching series in [start_ns, end_ns), recomputes the rollup
+    buckets they touched before answering, bumps the tenant's data generations (caches) and audits.
+    """
 
 class DataLifecycleServiceServicer(metaclass=_abc_1.ABCMeta):
     """DataLifecycleService answers "how long is my data kept" and "what uses my series budget".
@@ -87,5 +95,15 @@ class DataLifecycleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lifecycle_pb2.GetCardinalityRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lifecycle_pb2.Cardinality, _abc.Awaitable[_lifecycle_pb2.Cardinality]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteSeries(
+        self,
+        request: _lifecycle_pb2.DeleteSeriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lifecycle_pb2.DeleteSeriesResponse, _abc.Awaitable[_lifecycle_pb2.DeleteSeriesResponse]]:
+        """Deletes the raw points of the matching series in [start_ns, end_ns), recomputes the rollup
+        buckets they touched before answering, bumps the tenant's data generations (caches) and audits.
+        """
 
 def add_DataLifecycleServiceServicer_to_server(servicer: DataLifecycleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -176,7 +176,8 @@ async def build_runtime(
         )
         defaults = RetentionDays(w.raw_days, w.rollup_1m_days, w.rollup_1h_days)
         runtime.retention = Retention(runtime.pool, runtime.partitions, defaults)
-        lifecycle = LifecycleServicer(runtime.pool, defaults, StaticLimits(cfg.limits, cfg.limit_overrides), redis)
+        limits = StaticLimits(cfg.limits, cfg.limit_overrides)
+        lifecycle = LifecycleServicer(runtime.pool, defaults, limits, redis, refresher=runtime.refresher, audit=audit)
         app.add_service(LIFECYCLE_SERVICE, lambda server: add_lifecycle(lifecycle, server))
     app.on_shutdown(runtime.close)
     return runtime
