@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
@@ -149,6 +149,15 @@ class Database:
             return rows
 
         return await self.read(run)
+
+    async def cursor(self, sql: str, *args: Any, prefetch: int = 5000) -> AsyncIterator[asyncpg.Record]:
+        """Rows of one statement through a server-side cursor, ``prefetch`` at a time, in one read-only
+        snapshot on the first healthy server (no failover once rows flow): memory stays constant."""
+        target = self._order()[0]
+        pool = await target.pool()
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            async for row in conn.cursor(sql, *args, prefetch=prefetch):
+                yield row
 
     async def close(self) -> None:
         for target in (*self._replicas, self._primary):

@@ -16,6 +16,9 @@ from tsmesh_common.server import GrpcApp
 from tsmesh_query.cache import LruCache, RedisCache
 from tsmesh_query.config import QueryConfig
 from tsmesh_query.engine import RangeEngine
+from tsmesh_query.export import SERVICE_NAME as EXPORT_SERVICE
+from tsmesh_query.export import ExportService
+from tsmesh_query.export import add_to_server as add_export
 from tsmesh_query.generation import GenerationReader
 from tsmesh_query.live import LiveHub
 from tsmesh_query.lookups import Lookups
@@ -63,6 +66,8 @@ def build(
     app = GrpcApp(authenticator, audit=audit)
     servicer = QueryService(engine, Lookups(db, cfg.limits), hub, cfg.limits)
     app.add_service(SERVICE_NAME, lambda server: add_to_server(servicer, server))
+    exporter = ExportService(db, engine, cfg.limits)
+    app.add_service(EXPORT_SERVICE, lambda server: add_export(exporter, server))
     app.run_in_background(hub.follow(), "live-feed")
     app.run_in_background(hub.heartbeats(), "live-heartbeats")
     app.on_shutdown(db.close)
