@@ -91,6 +91,7 @@ class Stack:
             TSMESH_AUTH_ADDR=self.grpc_addr("auth"),
             TSMESH_INGEST_ADDR=self.grpc_addr("ingest"),
             TSMESH_QUERY_ADDR=self.grpc_addr("query"),
+            TSMESH_INGEST_WRITER_ADDR=self.grpc_addr("ingest_writer"),
             TSMESH_SHUTDOWN_GRACE_SECONDS=str(self.cfg.service_grace_s),
         )
         if svc == "gateway":

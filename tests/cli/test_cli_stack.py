@@ -8,14 +8,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
+import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-from cli_stack import Cli, stored_count
-from devstack import Stack
+from cli_stack import TSMESH, Cli, stored_count
+from devstack import DEMO_EMAIL, DEMO_TENANT, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -134,3 +136,117 @@ def test_series_labels_and_errors_follow_http(cli: Cli, stack: Stack) -> None:
     assert refused.returncode == 3, refused.stderr
     forbidden = cli.run("tokens", "create", "--name", "x", "--scope", "admin")
     assert forbidden.returncode in (3, 4), forbidden.stderr
+
+
+@pytest.fixture(scope="module")
+def admin_token(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An admin-scoped API token made the way a person would: `tsmesh login` with the demo admin's
+    password, then `tsmesh tokens create --scope admin`."""
+    home = tmp_path_factory.mktemp("admin-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TSMESH_", "XDG_"))}
+    env |= {"HOME": str(home), "TSMESH_PASSWORD": stack.admin_password or ""}
+    cli = Cli(env, home)
+    login = cli.run("login", "--url", stack.gateway_url, "--tenant", DEMO_TENANT, "--email", DEMO_EMAIL)
+    assert login.returncode == 0, login.stderr
+    config = home / ".config" / "tsmesh" / "config.json"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    created = cli.run("tokens", "create", "--name", "cli-admin", "--scope", "admin")
+    assert created.returncode == 0, created.stderr
+    listed = cli.run("tokens", "list", "-o", "json")
+    assert "cli-admin" in {t["name"] for t in json.loads(listed.stdout)["tokens"]}
+    return created.stdout.strip()
+
+
+def test_admin_commands_follow_http_403_for_a_read_write_token(cli: Cli) -> None:
+    for args in (("retention", "get"), ("cardinality",), ("delete", "m", "--start", "-1h", "--yes")):
+        refused = cli.run(*args)
+        assert refused.returncode == 4, (args, refused.stderr)
+        assert "403" in refused.stderr
+
+
+def test_retention_and_cardinality(cli: Cli, admin_token: str) -> None:
+    changed = cli.run("--token", admin_token, "retention", "set", "--raw", "3", "--1h", "default", "-o", "json")
+    assert changed.returncode == 0, changed.stderr
+    assert json.loads(changed.stdout)["raw_days"] == 3
+    shown = cli.run("--token", admin_token, "retention", "get", "-o", "json")
+    assert json.loads(shown.stdout)["raw_days"] == 3
+    assert cli.run("--token", admin_token, "retention", "set", "--raw", "default").returncode == 0
+    card = cli.run("--token", admin_token, "cardinality", "-o", "json")
+    assert card.returncode == 0, card.stderr
+    assert json.loads(card.stdout)["total_series"] > 0
+
+
+def test_delete_removes_what_it_says_and_nothing_else(cli: Cli, stack: Stack, admin_token: str, tmp_path: Path) -> None:
+    metric = f"cli_del_{uuid.uuid4().hex[:8]}"
+    end = time.time_ns() - 10**9
+    start = end - 999 * 10**8
+    rows = ["metric,timestamp_ns,value,host"]
+    rows += [f"{metric},{start + i * 10**8},{i},{host}" for host in ("keep", "drop") for i in range(1000)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    assert cli.run("write", str(tmp_path / "d.csv")).returncode == 0
+    assert stored_count(stack, metric, start, end, 2000) == 2000
+    cut_from, cut_to = start + 250 * 10**8, start + 750 * 10**8  # points 250..749 of host=drop
+    refused = cli.run("--token", admin_token, "delete", f'{metric}{{host="drop"}}', "--start", str(cut_from),
+                      "--end", str(cut_to), stdin=b"n\n")  # fmt: skip
+    assert refused.returncode == 6 and "not deleted" in refused.stderr
+    done = cli.run("--token", admin_token, "delete", f'{metric}{{host="drop"}}', "--start", str(cut_from),
+                   "--end", str(cut_to), "--yes")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "deleted 500 points of 1 series" in done.stderr
+    answer = cli.run("query", metric, "--start", str(start), "--end", str(end + 1), "--step", "200s",
+                     "--agg", "count", "--by", "host", "-o", "json")  # fmt: skip
+    counts = {s["labels"]["host"]: sum(b["count"] for b in s["buckets"]) for s in json.loads(answer.stdout)["series"]}
+    assert counts == {"keep": 1000, "drop": 500}
+
+
+EXPORT_POINTS = 1_000_000 if BIG else 100_000
+EXPORT_RSS_ALLOWANCE = 16 * 2**20
+
+
+def _peak_rss(cli: Cli, *args: str) -> tuple[int, str]:
+    """Run the CLI and return its own peak RSS in bytes (wait4's rusage of that one child) and its stderr."""
+    proc = subprocess.Popen(
+        [*TSMESH, *args], env=cli.env, cwd=cli.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    with proc.stderr:
+        stderr = proc.stderr.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, stderr
+    return usage.ru_maxrss * 1024, stderr
+
+
+def test_export_streams_every_point_in_bounded_memory(cli: Cli, stack: Stack, admin_token: str, tmp_path: Path) -> None:
+    metric = f"cli_exp_{uuid.uuid4().hex[:8]}"
+    padding = "p" * 200  # long lines: the export is far larger than the memory allowance
+    end = time.time_ns() - 10**9
+    start = end - (EXPORT_POINTS - 1) * 10**6
+    with (tmp_path / "e.lp").open("w") as f:
+        f.writelines(
+            f"{metric},host=h{i % 4},pad={padding} value={i} {start + i * 10**6}\n" for i in range(EXPORT_POINTS)
+        )
+    assert cli.run("write", str(tmp_path / "e.lp"), timeout=1200).returncode == 0
+    assert stored_count(stack, f"{metric}_value", start, end, EXPORT_POINTS) == EXPORT_POINTS
+    baseline, _ = _peak_rss(cli, "profile", "show")
+    out = tmp_path / "export.jsonl"
+    peak, stderr = _peak_rss(
+        cli,
+        "--token",
+        admin_token,
+        "export",
+        f"{metric}_value",
+        "--start",
+        str(start),
+        "--end",
+        str(end + 1),
+        "-O",
+        str(out),
+    )
+    size = out.stat().st_size
+    with out.open("rb") as f:
+        lines = sum(1 for _ in f)
+    assert lines == EXPORT_POINTS
+    assert "rows" in stderr
+    assert size > 2 * EXPORT_RSS_ALLOWANCE
+    assert peak < baseline + EXPORT_RSS_ALLOWANCE, f"export peak RSS {peak} vs {baseline} baseline for {size} bytes"

@@ -14,7 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from tsmesh.v1 import auth_pb2, auth_pb2_grpc, common_pb2, ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
+from tsmesh.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    common_pb2,
+    export_pb2,
+    export_pb2_grpc,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    lifecycle_pb2,
+    lifecycle_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
+)
 
 from tsmesh_common.config import CommonConfig
 from tsmesh_common.context import Principal, current_principal
@@ -163,6 +175,44 @@ class FakeIngest(ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.WriteResponse(accepted=len(kept), rejected=len(errors), errors=errors)
 
 
+class FakeLifecycle(lifecycle_pb2_grpc.DataLifecycleServiceServicer):
+    """Retention kept per tenant in memory; deletes and cardinality answer zeros; scope ``admin`` as the real one."""
+
+    def __init__(self) -> None:
+        self.retention: dict[str, lifecycle_pb2.RetentionDays] = {}
+
+    def _answer(self, tenant: str) -> lifecycle_pb2.Retention:
+        defaults = lifecycle_pb2.RetentionDays(raw_days=7, rollup_1m_days=30, rollup_1h_days=365)
+        return lifecycle_pb2.Retention(tenant=self.retention.get(tenant), defaults=defaults)
+
+    async def GetRetention(self, request: Any, context: Any) -> lifecycle_pb2.Retention:
+        return self._answer(current_principal("admin").tenant_id)
+
+    async def SetRetention(self, request: Any, context: Any) -> lifecycle_pb2.Retention:
+        tenant = current_principal("admin").tenant_id
+        own = self.retention.setdefault(tenant, lifecycle_pb2.RetentionDays())
+        for name in ("raw_days", "rollup_1m_days", "rollup_1h_days"):
+            if request.HasField(name):
+                setattr(own, name, getattr(request, name))
+        return self._answer(tenant)
+
+    async def GetCardinality(self, request: Any, context: Any) -> lifecycle_pb2.Cardinality:
+        current_principal("admin")
+        return lifecycle_pb2.Cardinality(max_active_series=1000)
+
+    async def DeleteSeries(self, request: Any, context: Any) -> lifecycle_pb2.DeleteSeriesResponse:
+        current_principal("admin")
+        return lifecycle_pb2.DeleteSeriesResponse()
+
+
+class FakeExport(export_pb2_grpc.DataExportServiceServicer):
+    """Two JSON lines per export; scope ``admin``."""
+
+    async def Export(self, request: Any, context: Any) -> AsyncIterator[export_pb2.ExportChunk]:
+        current_principal("admin")
+        yield export_pb2.ExportChunk(data=b'{"n":1}\n{"n":2}\n', rows=2)
+
+
 class FakeQuery(query_pb2_grpc.QueryServiceServicer):
     """Answers from a fixed table, counts calls, and feeds Subscribe streams from ``publish``;
     refuses (INVALID_ARGUMENT) a Subscribe whose metric starts with ``refuse_me``."""
@@ -234,6 +284,14 @@ async def start_upstreams(mint: Any, api: ApiTokens) -> tuple[GrpcApp, int, Fake
     app.add_service("tsmesh.v1.AuthService", lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(auth, s))
     app.add_service("tsmesh.v1.IngestService", lambda s: ingest_pb2_grpc.add_IngestServiceServicer_to_server(ingest, s))
     app.add_service("tsmesh.v1.QueryService", lambda s: query_pb2_grpc.add_QueryServiceServicer_to_server(query, s))
+    lifecycle, exporter = FakeLifecycle(), FakeExport()
+    app.add_service(
+        "tsmesh.v1.DataLifecycleService",
+        lambda s: lifecycle_pb2_grpc.add_DataLifecycleServiceServicer_to_server(lifecycle, s),
+    )
+    app.add_service(
+        "tsmesh.v1.DataExportService", lambda s: export_pb2_grpc.add_DataExportServiceServicer_to_server(exporter, s)
+    )
     cfg = CommonConfig.from_env({}, service="fake", grpc_port=0, metrics_port=0)
     port = await create_server(app, cfg)
     return app, port, auth, ingest, query

@@ -120,8 +120,8 @@ def _delete(ctx: typer.Context, selector: str, start: str, end: str, yes: bool) 
     with session(ctx).gateway() as gateway:
         answer = as_dict(gateway.json("POST", "/v1/admin/delete", json=body))
     err().print(
-        f"deleted {answer.get('points_deleted', 0):,} points of {answer.get('series', 0):,} series; "
-        f"{answer.get('buckets_recomputed', 0):,} rollup buckets recomputed",
+        f"deleted {answer.get('points_deleted', 0):,} points of {answer.get('series', 0):,} series "
+        "(their rollups recomputed)",
         highlight=False,
     )
 

@@ -38,6 +38,7 @@ from tsmesh_gateway.generation_feed import FEED_NAME, GenerationFeed
 from tsmesh_gateway.guard import BatchingLimiter, Limiter, PrincipalCache, RouteLimits
 from tsmesh_gateway.microcache import GenerationReader, MicroCache
 from tsmesh_gateway.openapi import spec
+from tsmesh_gateway.routes_admin import admin_routes
 from tsmesh_gateway.routes_auth import auth_routes
 from tsmesh_gateway.routes_data import cached_queries, query_routes
 from tsmesh_gateway.routes_influx import influx_routes
@@ -132,6 +133,7 @@ def build_app(parts: Parts) -> Starlette:
         *query_routes(deps, handlers),
         *influx_routes(deps),
         *auth_routes(deps),
+        *admin_routes(deps),
         *ops_routes(parts.upstreams, spec, os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
         WebSocketRoute("/v1/stream", stream),
     ]
@@ -174,6 +176,7 @@ def connect(cfg: GatewayConfig) -> Parts:
         auth_addr=cfg.common.auth_addr,
         ingest_addr=cfg.ingest_addr,
         query_addr=cfg.query_addr,
+        ingest_writer_addr=cfg.ingest_writer_addr,
         deadline=cfg.deadline_seconds,
         failures=cfg.breaker_failures,
         reset=cfg.breaker_reset_seconds,

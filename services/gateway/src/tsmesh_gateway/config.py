@@ -105,6 +105,8 @@ class GatewayConfig:
     stream: StreamConfig = field(default_factory=StreamConfig)
     fast_path: bool = True
     max_write_points: int = 10_000
+    # The ingest writer (DataLifecycleService: retention, delete, cardinality); "" = ingest_addr.
+    ingest_writer_addr: str = ""
     trusted_proxies: tuple[Network, ...] = ()
 
     @classmethod
@@ -140,6 +142,7 @@ class GatewayConfig:
             workers=env.get_int("TSMESH_GATEWAY_WORKERS", 1, minimum=1, maximum=64),
             ingest_addr=env.get_str("TSMESH_INGEST_ADDR", "127.0.0.1:50051"),
             query_addr=env.get_str("TSMESH_QUERY_ADDR", "127.0.0.1:50052"),
+            ingest_writer_addr=env.get_str("TSMESH_INGEST_WRITER_ADDR", ""),
             deadline_seconds=env.get_float("TSMESH_GATEWAY_DEADLINE_SECONDS", 10.0, minimum=0.01),
             breaker_failures=env.get_int("TSMESH_GATEWAY_BREAKER_FAILURES", 5, minimum=1),
             breaker_reset_seconds=env.get_float("TSMESH_GATEWAY_BREAKER_RESET_SECONDS", 2.0, minimum=0.01),

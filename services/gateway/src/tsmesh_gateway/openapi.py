@@ -340,6 +340,7 @@ def spec() -> dict[str, Any]:
                     },
                 }
             },
+            **_admin_paths(),
             "/api/v2/write": {"post": influx},
             "/healthz": {"get": {"summary": "Process liveness", "security": [], "responses": {"200": plain}}},
             "/readyz": {
@@ -350,4 +351,95 @@ def spec() -> dict[str, Any]:
                 }
             },
         },
+    }
+
+
+def _admin_paths() -> dict[str, Any]:
+    """The data lifecycle routes (``routes_admin``): admin scope, 403 for read or write tokens."""
+    days = {"type": ["integer", "null"], "minimum": 1, "maximum": 36600}
+    fields = ("raw_days", "rollup_1m_days", "rollup_1h_days")
+    retention_out = _obj(
+        {**{f: days for f in fields}, "defaults": _obj({f: {"type": "integer"} for f in fields})}, ["defaults"]
+    )
+    retention_in = _obj({f: days for f in fields}, additionalProperties=False, minProperties=1)
+    get_retention = _op("The tenant's retention in days (null: the default applies)", None, None)
+    get_retention["responses"]["200"] = {"description": "OK", **_json(retention_out)}
+    put_retention = _op("Change retention (takes effect at the next retention pass; null: the default)", None, None)
+    put_retention["requestBody"] = {"required": True, **_json(retention_in)}
+    put_retention["responses"]["200"] = {"description": "OK", **_json(retention_out)}
+    delete = _op("Delete the matching series' points in [start_ns, end_ns); rollups recomputed, audited", None, None)
+    delete["requestBody"] = {
+        "required": True,
+        **_json(
+            _obj({"selector": _ref("Selector"), "start_ns": INT64, "end_ns": INT64}, ["selector", "start_ns", "end_ns"])
+        ),
+    }
+    delete["responses"]["200"] = {
+        "description": "Deleted",
+        **_json(
+            _obj({"series": {"type": "integer"}, "points_deleted": {"type": "integer"}}, ["series", "points_deleted"])
+        ),
+    }
+    streamed = {
+        "description": "The export, streamed",
+        "content": {"application/x-ndjson": {"schema": STRING}, "text/csv": {"schema": STRING}},
+    }
+    fmt = {"name": "format", "in": "query", "required": False, "schema": {"enum": ["jsonl", "csv"]}}
+    export_post = _op("Export raw points (or, with source=query, a range query's buckets), streamed", None, None)
+    export_post["parameters"] = [fmt]
+    export_post["requestBody"] = {
+        "required": True,
+        **_json(
+            _obj(
+                {
+                    "source": {"enum": ["raw", "query"]},
+                    "selector": _ref("Selector"),
+                    "start_ns": INT64,
+                    "end_ns": INT64,
+                    "step_ns": INT64,
+                    "aggregation": SCHEMAS["RangeRequest"]["properties"]["aggregation"],
+                },
+                ["selector", "start_ns", "end_ns"],
+            )
+        ),
+    }
+    export_post["responses"]["200"] = streamed
+    export_get = _op("Export raw points, parameters as GET /v1/query/range's (source=query: its buckets)", None, None)
+    export_get["parameters"] = [
+        fmt,
+        {"name": "source", "in": "query", "required": False, "schema": {"enum": ["raw", "query"]}},
+        {"name": "metric", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1}},
+        {"name": "start_ns", "in": "query", "required": True, "schema": INT64},
+        {"name": "end_ns", "in": "query", "required": True, "schema": INT64},
+    ]
+    export_get["responses"]["200"] = streamed
+    cardinality = _op("Series per metric, labels by number of values, the active-series budget in use", None, None)
+    cardinality["parameters"] = [
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+        }
+    ]
+    counted = {"type": "array", "items": {"type": "object"}}
+    cardinality["responses"]["200"] = {
+        "description": "OK",
+        **_json(
+            _obj(
+                {
+                    "series_per_metric": counted,
+                    "top_labels": counted,
+                    "total_series": {"type": "integer"},
+                    "active_series": {"type": "integer"},
+                    "max_active_series": {"type": "integer"},
+                }
+            )
+        ),
+    }
+    return {
+        "/v1/admin/retention": {"get": get_retention, "put": put_retention},
+        "/v1/admin/delete": {"post": delete},
+        "/v1/admin/export": {"get": export_get, "post": export_post},
+        "/v1/admin/cardinality": {"get": cardinality},
     }

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tsmesh.v1 import auth_pb2_grpc, ingest_pb2_grpc, query_pb2_grpc
+from tsmesh.v1 import auth_pb2_grpc, export_pb2_grpc, ingest_pb2_grpc, lifecycle_pb2_grpc, query_pb2_grpc
 
 from tsmesh_common.breaker import CircuitBreaker
 from tsmesh_common.client import call_unary, create_channel, outgoing_metadata
@@ -75,20 +75,34 @@ class Upstream:
 
 @dataclass
 class Upstreams:
-    """The three services the gateway translates to, with their stubs."""
+    """The services the gateway translates to, with their stubs. ``lifecycle`` is the ingest writer
+    (it holds the database): admin routes only, not part of readiness; it defaults to ``ingest``."""
 
     auth: Upstream
     ingest: Upstream
     query: Upstream
+    lifecycle: Upstream | None = None
 
     def __post_init__(self) -> None:
         self.auth_stub = auth_pb2_grpc.AuthServiceStub(self.auth.channel)
         self.ingest_stub = ingest_pb2_grpc.IngestServiceStub(self.ingest.channel)
         self.query_stub = query_pb2_grpc.QueryServiceStub(self.query.channel)
+        self.export_stub = export_pb2_grpc.DataExportServiceStub(self.query.channel)
+        writer = self.lifecycle or self.ingest
+        self.lifecycle_upstream = writer
+        self.lifecycle_stub = lifecycle_pb2_grpc.DataLifecycleServiceStub(writer.channel)
 
     @classmethod
     def connect(
-        cls, *, auth_addr: str, ingest_addr: str, query_addr: str, deadline: float, failures: int, reset: float
+        cls,
+        *,
+        auth_addr: str,
+        ingest_addr: str,
+        query_addr: str,
+        deadline: float,
+        failures: int,
+        reset: float,
+        ingest_writer_addr: str = "",
     ) -> Upstreams:
         def make(name: str, addr: str) -> Upstream:
             breaker = CircuitBreaker(
@@ -96,7 +110,8 @@ class Upstreams:
             )
             return Upstream(name, create_channel(addr), deadline=deadline, breaker=breaker)
 
-        return cls(make("auth", auth_addr), make("ingest", ingest_addr), make("query", query_addr))
+        writer = make("ingest_writer", ingest_writer_addr) if ingest_writer_addr else None
+        return cls(make("auth", auth_addr), make("ingest", ingest_addr), make("query", query_addr), writer)
 
     def all(self) -> tuple[Upstream, ...]:
         return (self.auth, self.ingest, self.query)
@@ -107,5 +122,5 @@ class Upstreams:
         return {u.name: ok for u, ok in zip(self.all(), results, strict=True)}
 
     async def close(self) -> None:
-        for upstream in self.all():
+        for upstream in (*self.all(), *([self.lifecycle] if self.lifecycle is not None else [])):
             await upstream.channel.close(None)

@@ -36,28 +36,22 @@ async def _serve(cfg: IngestConfig) -> None:
     configure_logging(common.service, common.log_level)
     setup_tracing(common.service, common.otlp_endpoint)
     redis = aioredis.Redis.from_url(common.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
-    authenticator = None
-    channel = None
-    audit = None
-    if cfg.runs_api:
-        channel = create_channel(common.auth_addr)
-        source = GrpcAuthSource(channel)
-        authenticator = Authenticator(
-            AuthenticatorConfig(issuer=common.jwt_issuer, audience=common.jwt_audience), source, source
-        )
-        audit = AuditReporter(channel)
+    # Both modes authenticate: the API serves writes, the writer the DataLifecycleService (admin).
+    channel = create_channel(common.auth_addr)
+    source = GrpcAuthSource(channel)
+    authenticator = Authenticator(
+        AuthenticatorConfig(issuer=common.jwt_issuer, audience=common.jwt_audience), source, source
+    )
+    audit = AuditReporter(channel)
     runtime = await build_runtime(cfg, authenticator, redis, audit=audit)
 
     async def close_clients() -> None:
         await redis.aclose()
-        if audit is not None:
-            await audit.drain()
-        if channel is not None:
-            await channel.close(None)
+        await audit.drain()
+        await channel.close(None)
 
     runtime.app.on_shutdown(close_clients)
-    if authenticator is not None:
-        runtime.app.run_in_background(authenticator.follow_revocations(redis, REVOCATION_CHANNEL), "revocations")
+    runtime.app.run_in_background(authenticator.follow_revocations(redis, REVOCATION_CHANNEL), "revocations")
     await runtime.start()
     await serve(runtime.app, common)
 
