@@ -44,7 +44,7 @@ def servicer(pool: Any, redis_client: Any) -> LifecycleServicer:
     return LifecycleServicer(pool, DEFAULTS, limits, redis_client)
 
 
-async def test_retention_set_takes_effect_at_the_next_pass(pool: Any, servicer: LifecycleServicer) -> None:
+async def test_retention_set_takes_effect_at_the_next_pass(pool: Any) -> None:
     now = time.time_ns()
     async with pool.acquire() as conn:
         await PartitionManager().ensure_window(conn, past_days=8, ahead_days=1)
@@ -56,6 +56,8 @@ async def test_retention_set_takes_effect_at_the_next_pass(pool: Any, servicer: 
             await conn.executemany(
                 "INSERT INTO ts.points VALUES ($1, $2, 1.0)", [(sid, now - 3 * DAY_NS), (sid, now - DAY_NS // 2)]
             )
+    audit = RecordingAudit()
+    servicer = LifecycleServicer(pool, DEFAULTS, StaticLimits(TenantLimits()), None, audit=audit)
     as_caller("a", "admin")
     before = await servicer.GetRetention(lifecycle_pb2.GetRetentionRequest(), None)
     assert before.tenant.raw_days == 0 and before.defaults.raw_days == 7
@@ -66,6 +68,9 @@ async def test_retention_set_takes_effect_at_the_next_pass(pool: Any, servicer: 
 
     answer = await servicer.SetRetention(lifecycle_pb2.SetRetentionRequest(raw_days=2), None)
     assert (answer.tenant.raw_days, answer.tenant.rollup_1m_days) == (2, 0)
+    assert audit.events == [
+        ("set_retention", "changed", "SetRetention: raw_days=2, rollup_1m_days=default, rollup_1h_days=default")
+    ]
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM ts.points") == 4  # nothing deleted by the call itself
     await retention.run_once(now)

@@ -122,7 +122,11 @@ class LifecycleServicer(lifecycle_pb2_grpc.DataLifecycleServiceServicer):
                 else:
                     values.append(row[column] if row is not None else None)
             await conn.execute(_UPSERT, tenant_id, *values)
-            return await self._retention(conn, tenant_id)
+            answer = await self._retention(conn, tenant_id)
+        if self._audit is not None:
+            days = ", ".join(f"{c}={getattr(answer.tenant, c) or 'default'}" for c in RETENTION_COLUMNS)
+            self._audit.report(_authorization(context), "set_retention", "changed", f"SetRetention: {days}")
+        return answer
 
     async def GetCardinality(
         self, request: lifecycle_pb2.GetCardinalityRequest, context: Any

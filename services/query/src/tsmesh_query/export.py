@@ -18,6 +18,7 @@ import grpc
 import orjson
 from tsmesh.v1 import export_pb2, export_pb2_grpc, query_pb2
 
+from tsmesh_common.audit import AuditReporter
 from tsmesh_common.context import current_principal
 from tsmesh_common.errors import InvalidArgument
 from tsmesh_query.config import QueryLimits
@@ -38,7 +39,16 @@ POINTS_SQL = (
 class ExportService(export_pb2_grpc.DataExportServiceServicer):
     """Streams the caller's tenant's data out (see the module docstring)."""
 
-    def __init__(self, db: Database, engine: RangeEngine, limits: QueryLimits, *, prefetch: int = 5000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        engine: RangeEngine,
+        limits: QueryLimits,
+        *,
+        audit: AuditReporter | None = None,
+        prefetch: int = 5000,
+    ) -> None:
+        self._audit = audit
         self._db = db
         self._engine = engine
         self._limits = limits
@@ -49,6 +59,14 @@ class ExportService(export_pb2_grpc.DataExportServiceServicer):
         if request.format not in (export_pb2.EXPORT_FORMAT_JSONL, export_pb2.EXPORT_FORMAT_CSV):
             raise InvalidArgument("format", "must be jsonl or csv")
         csv_out = request.format == export_pb2.EXPORT_FORMAT_CSV
+        if self._audit is not None:
+            what = (
+                "query"
+                if request.HasField("query")
+                else f"raw {request.selector.metric} [{request.start_ns}, {request.end_ns})"
+            )
+            authorization = dict(context.invocation_metadata() or ()).get("authorization", "")
+            self._audit.report(str(authorization), "export", "started", f"Export {what}")
         if request.HasField("query"):
             lines = self._query_lines(tenant, request, csv_out)
         else:

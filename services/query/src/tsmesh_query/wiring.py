@@ -66,7 +66,7 @@ def build(
     app = GrpcApp(authenticator, audit=audit)
     servicer = QueryService(engine, Lookups(db, cfg.limits), hub, cfg.limits)
     app.add_service(SERVICE_NAME, lambda server: add_to_server(servicer, server))
-    exporter = ExportService(db, engine, cfg.limits)
+    exporter = ExportService(db, engine, cfg.limits, audit=audit)
     app.add_service(EXPORT_SERVICE, lambda server: add_export(exporter, server))
     app.run_in_background(hub.follow(), "live-feed")
     app.run_in_background(hub.heartbeats(), "live-heartbeats")
