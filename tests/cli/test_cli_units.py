@@ -8,7 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from tsmesh_cli.app import app
 from tsmesh_cli.checkpoint import Checkpoint, Fingerprint
 from tsmesh_cli.client import Gateway
 from tsmesh_cli.errors import HttpFailure, exit_code_for_status
@@ -105,3 +108,20 @@ def test_profiles_are_private_and_dev_env_is_the_fallback(tmp_path: Path) -> Non
     assert stat.S_IMODE(profiles.path.stat().st_mode) == 0o600
     assert resolve(environ, cwd=tmp_path / "work").token == "tsm_prod"
     assert resolve({**environ, "TSMESH_TOKEN": "tsm_env"}, cwd=tmp_path).token == "tsm_env"
+
+
+def _commands(group: typer.Typer, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [(*prefix, c.name or c.callback.__name__.replace("_", "-")) for c in group.registered_commands]  # type: ignore[union-attr]
+    for sub in group.registered_groups:
+        found.extend(_commands(sub.typer_instance, (*prefix, sub.name or "")))  # type: ignore[arg-type]
+    return found
+
+
+def test_every_command_has_examples_in_its_help() -> None:
+    commands = _commands(app)
+    assert len(commands) == 19
+    runner = CliRunner()
+    for command in [(), ("tokens",), ("profile",), ("retention",), *commands]:
+        shown = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+        assert shown.exit_code == 0, (command, shown.output)
+        assert "Examples" in shown.output and "$ tsmesh" in shown.output, command
