@@ -5,6 +5,7 @@ import of the issue (a few minutes on a busy 2-core box)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -250,3 +251,19 @@ def test_export_streams_every_point_in_bounded_memory(cli: Cli, stack: Stack, ad
     assert "rows" in stderr
     assert size > 2 * EXPORT_RSS_ALLOWANCE
     assert peak < baseline + EXPORT_RSS_ALLOWANCE, f"export peak RSS {peak} vs {baseline} baseline for {size} bytes"
+
+
+def test_a_password_profile_renews_its_expired_access_token(stack: Stack, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TSMESH_", "XDG_"))}
+    env |= {"HOME": str(tmp_path), "TSMESH_PASSWORD": stack.admin_password or ""}
+    cli = Cli(env, tmp_path)
+    login = cli.run("login", "--url", stack.gateway_url, "--tenant", DEMO_TENANT, "--email", DEMO_EMAIL)
+    assert login.returncode == 0, login.stderr
+    config = tmp_path / ".config" / "tsmesh" / "config.json"
+    saved = json.loads(config.read_text())
+    expired = "e30." + base64.urlsafe_b64encode(b'{"exp": 1}').decode().rstrip("=") + ".sig"
+    saved["profiles"]["default"]["token"] = expired
+    config.write_text(json.dumps(saved))
+    listed = cli.run("tokens", "list", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(config.read_text())["profiles"]["default"]["token"] not in (expired, "")

@@ -15,6 +15,7 @@ from tsmesh_cli.client import Gateway
 from tsmesh_cli.errors import INTERRUPTED, CliError
 from tsmesh_cli.profiles import Target, resolve
 from tsmesh_cli.render import default_console, error_console
+from tsmesh_cli.renewal import renewed
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,7 +31,7 @@ class Session:
 
     def target(self) -> Target:
         """Where to send requests (flags, environment, profile, dev.env)."""
-        return resolve(os.environ, url=self.url, token=self.token, profile=self.profile)
+        return renewed(resolve(os.environ, url=self.url, token=self.token, profile=self.profile))
 
     def gateway(self, *, need_token: bool = True, timeout: float = 60.0) -> Gateway:
         """An HTTP client for the target; refuses early when a token is needed and missing."""

@@ -27,6 +27,7 @@ class Target:
     url: str
     token: str | None
     source: str
+    profile: str | None = None
 
     def require_token(self) -> str:
         """The token, or a clear error telling how to get one."""
@@ -149,6 +150,7 @@ def resolve(
     saved = Profiles(config_path(environ))
     settings: dict[str, str] = {}
     source = "defaults"
+    used: str | None = None
     name = profile or saved.current
     if name is not None:
         found = saved.get(name)
@@ -156,7 +158,7 @@ def resolve(
             if profile is not None:
                 raise CliError(f"no profile named {name!r} (have: {', '.join(saved.names()) or 'none'})", 6)
         else:
-            settings, source = found, f"profile {name}"
+            settings, source, used = found, f"profile {name}", name
     if not settings:
         dev_env = find_dev_env(cwd or Path.cwd(), environ)
         if dev_env is not None:
@@ -165,4 +167,5 @@ def resolve(
             source = str(dev_env)
     chosen_url = url or environ.get("TSMESH_GATEWAY_URL") or settings.get("url") or DEFAULT_URL
     chosen_token = token or environ.get("TSMESH_TOKEN") or settings.get("token") or None
-    return Target(chosen_url.rstrip("/"), chosen_token, source)
+    from_profile = used if chosen_token == settings.get("token") else None
+    return Target(chosen_url.rstrip("/"), chosen_token, source, from_profile)
