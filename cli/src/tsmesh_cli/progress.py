@@ -69,7 +69,7 @@ class Meter:
         """The running totals (absolute, not increments)."""
         self.items, self.bytes = items, bytes_done
         if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, completed=bytes_done, items=items, rate=f"{self.rate():,.0f}")
+            self._bar.update(self._task, completed=bytes_done, items=f"{items:,}", rate=f"{self.rate():,.0f}")
         elif self._clock() - self._last_line >= self._every:
             self._last_line = self._clock()
             self._console.print(self.line(), highlight=False)
