@@ -160,10 +160,9 @@ class LifecycleServicer(lifecycle_pb2_grpc.DataLifecycleServiceServicer):
         statement = _DELETE.format(where=where, start=len(args) + 1, end=len(args) + 2)
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(statement, *args, request.start_ns, request.end_ns)
-        if row["last_pending"] is not None:
-            await self._drain_pending(int(row["last_pending"]))
         if row["points"] or row["whole_buckets"]:
-            await self._bump(tenant_id)
+            # shielded: a caller's deadline must not leave the rollups pending and the caches stale
+            await asyncio.shield(self._settle(tenant_id, row["last_pending"]))
         answer = lifecycle_pb2.DeleteSeriesResponse(series=row["series"], points_deleted=int(row["points"]))
         detail = (
             f"DeleteSeries {_selector_text(request.selector)} [{request.start_ns}, {request.end_ns}): "
@@ -173,6 +172,14 @@ class LifecycleServicer(lifecycle_pb2_grpc.DataLifecycleServiceServicer):
         if self._audit is not None:
             self._audit.report(_authorization(context), "delete_series", "deleted", detail)
         return answer
+
+    async def _settle(self, tenant_id: str, last_pending: int | None) -> None:
+        """Caches forget at once; once the touched rollup buckets are recomputed, they forget again
+        (an answer cached in between may hold the old rollups)."""
+        await self._bump(tenant_id)
+        if last_pending is not None:
+            await self._drain_pending(int(last_pending))
+            await self._bump(tenant_id)
 
     async def _drain_pending(self, last_id: int) -> None:
         """Refresh until the ranges this deletion queued (ids up to ``last_id``) are recomputed."""
