@@ -23,6 +23,7 @@ from tsmesh_common.server import GrpcApp
 from tsmesh_ingest.admission import Admission
 from tsmesh_ingest.batching import AdaptiveBatcher
 from tsmesh_ingest.config import IngestConfig
+from tsmesh_ingest.db import operation
 from tsmesh_ingest.limits import StaticLimits
 from tsmesh_ingest.live import LivePublisher
 from tsmesh_ingest.partitions import PartitionManager
@@ -80,7 +81,7 @@ class IngestRuntime:
 
     async def maintain_once(self) -> None:
         """Partitions from retention ago to N days ahead, then retention."""
-        async with self.pool.acquire() as conn:
+        async with operation(self.pool) as conn:
             w = self.cfg.writer
             await self.partitions.ensure_window(conn, w.raw_days, w.partitions_ahead_days)
         if self.retention is not None:
