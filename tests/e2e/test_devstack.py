@@ -16,9 +16,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import devstack
 import grpc
 import pytest
-import devstack
 from devstack import GRPC_SERVICES, Stack, StackConfig, StackError, http_status
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
