@@ -8,7 +8,7 @@ PROTO_OUT := libs/proto
 PROTOS := $(wildcard protos/tsmesh/v1/*.proto)
 STAMP := $(VENV)/.installed
 
-.PHONY: tools install run test lint typecheck contracts unit check-protos protos bench bench-tools bench-auth bench-ingest bench-query bench-gateway bench-gateway-100k clean
+.PHONY: tools install run test chaos lint typecheck contracts unit check-protos protos bench bench-tools bench-auth bench-ingest bench-query bench-gateway bench-gateway-100k clean
 
 $(STAMP): requirements-dev.txt constraints.txt libs/*/pyproject.toml services/*/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ typecheck: $(STAMP)
 
 test: tools lint typecheck check-protos
 	$(PY) -m pytest
+
+# Fault-injection scenarios, the long ones included (tests/chaos, ADR 0209)
+chaos: $(STAMP) tools
+	TSMESH_CHAOS_LONG=1 $(PY) -m pytest tests/chaos -s -m chaos
 
 bench-auth: $(STAMP)
 	$(PY) bench/bench_auth.py
