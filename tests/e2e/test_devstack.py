@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -274,3 +275,26 @@ def test_a_killed_writer_is_restarted_and_every_acknowledged_point_is_stored(
         assert _stored_values(stack, "restart_e2e") == [1.0, 2.0]
     finally:
         stack.stop()
+
+
+def test_stop_drains_the_bundled_broker_into_the_writer_before_stopping_it(
+    stack_config: Callable[..., StackConfig],
+) -> None:
+    cfg = stack_config()
+    out = io.StringIO()
+    stack = Stack(cfg, out=out)
+    try:
+        stack.start()
+        writer = stack.children["ingest_writer"].pid
+        os.killpg(writer, signal.SIGSTOP)  # the writer falls behind: the broker holds unconsumed records
+        try:
+            _write_point(stack, "drain_e2e", 7.0)
+        finally:
+            resume = threading.Timer(2.0, os.killpg, (writer, signal.SIGCONT))
+            resume.start()
+        stack.stop()
+        resume.join()
+    finally:
+        stack.stop()
+    assert "waiting for the writer to store" in out.getvalue()
+    assert _stored_values(stack, "drain_e2e") == [7.0]
