@@ -1,5 +1,6 @@
 """A dependency of the writer path fails for ten seconds under load: PostgreSQL stopped (a private
-cluster), the broker unreachable (a private bundled broker paused with SIGSTOP, never killed), and
+cluster), the broker unreachable (a private bundled broker paused with SIGSTOP, never killed), Redis stopped
+(a private redis-server), and
 PostgreSQL crashed and restarted again and again (long). Each scenario checks that every
 acknowledged point is stored exactly once and prints its availability."""
 
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import grpc
 import pytest
+import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
 
@@ -21,17 +24,21 @@ import ingest_harness
 from chaos_harness import (
     Load,
     PausableBroker,
+    PrivateRedis,
     chaos_long,
     check_exactly_once,
     pg_stop,
     private_postgres,
     report,
 )
-from ingest_harness import point
+from ingest_harness import Ingest, ingest_env, point
 from testkit import eventually
 from throwaway import ThrowawayPostgres
 
+from tsmesh_common.server import create_server
+from tsmesh_ingest.config import IngestConfig
 from tsmesh_ingest.migrate import upgrade
+from tsmesh_ingest.runtime import build_runtime
 from tsmesh_ingest.topics import create_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -115,6 +122,34 @@ async def test_broker_unreachable_for_ten_seconds(ts_db: Any, start_ingest: Any,
     finally:
         broker.resume()
         await asyncio.to_thread(broker.stop)
+
+
+async def test_redis_stopped_for_ten_seconds(ts_db: Any, broker: Any, token_mint: Any, tenant_id: str) -> None:
+    redis = await asyncio.to_thread(PrivateRedis)
+    client = aioredis.Redis.from_url(redis.url)
+    cfg = IngestConfig.from_env(ingest_env(ts_db.dsn("tsmesh_ingest"), broker.bootstrap, TSMESH_REDIS_URL=redis.url))
+    await create_topics(cfg.kafka)
+    runtime = await build_runtime(cfg, token_mint.authenticator(), client)
+    try:
+        port = await create_server(runtime.app, cfg.common)
+        await runtime.start()
+        await eventually(lambda: runtime.ready, timeout=30)
+        ingest = Ingest(runtime, grpc.aio.insecure_channel(f"127.0.0.1:{port}"), cfg, token_mint, ts_db)
+        load = point_load(ingest, tenant_id, "chaos_redis")
+        load.start()
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(redis.stop)
+        await asyncio.sleep(10.0)
+        await asyncio.to_thread(redis.start)
+        await asyncio.sleep(2.0)
+        await load.stop()
+        report("redis stopped 10 s", load)
+        await check_exactly_once(load, rows_of(ts_db.admin_dsn))
+        await ingest.channel.close()
+    finally:
+        await runtime.app.stop(0.2)
+        await client.aclose()
+        await asyncio.to_thread(redis.stop)
 
 
 @chaos_long
