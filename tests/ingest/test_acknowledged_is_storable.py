@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import math
 import struct
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import asyncpg
+import grpc
 import hypothesis.strategies as st
 import ingest_harness
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
-from tsmesh.v1 import common_pb2
+from ingest_harness import eventually
+from tsmesh.v1 import common_pb2, ingest_pb2
 
 from tsmesh_common.errors import InvalidArgument
 from tsmesh_common.protowire import varint
@@ -30,6 +34,7 @@ from tsmesh_ingest.store import Item, KnownSeries, PointStore
 from tsmesh_ingest.validation import Validated, Validator
 
 ts_db = ingest_harness.ts_db
+start_ingest = ingest_harness.start_ingest
 
 NOW = 1_700_000_000.0
 NOW_NS = int(NOW * 1e9)
@@ -127,6 +132,38 @@ async def test_a_nul_in_a_label_value_is_refused_with_its_index_and_nothing_is_a
     assert result.accepted == 0
     assert [(e.index, e.field) for e in result.errors] == [(0, "labels"), (1, "labels")]
     assert "NUL" in result.errors[0].reason and result.reasons == ["invalid_label_value"] * 2
+
+
+async def test_through_the_service_the_clean_points_are_stored_and_the_poisoned_ones_refused(
+    ts_db: Any, start_ingest: Any, tenant_id: str
+) -> None:
+    ingest = await start_ingest(ts_db)
+    now = time.time_ns()
+    points = [
+        common_pb2.Point(metric="cpu", labels={"host": "a"}, timestamp_ns=now, value=1.0),
+        common_pb2.Point(metric="cpu", labels={"host": "a\x00b"}, timestamp_ns=now, value=2.0),
+        common_pb2.Point(metric="cpu", labels={"host": "b"}, timestamp_ns=now, value=3.0),
+    ]
+    answer = await ingest.write(tenant_id, points)
+    assert (answer.accepted, answer.rejected) == (2, 1)
+    assert [(e.index, e.field) for e in answer.errors] == [(1, "labels")]
+
+    async def stored() -> list[Any]:
+        rows = await ingest.fetch("SELECT value FROM ts.points ORDER BY value")
+        return rows if len(rows) == 2 else []
+
+    assert [r["value"] for r in await eventually(stored)] == [1.0, 3.0]
+    # Bytes that are not UTF-8 refuse the whole request, naming the point and the field.
+    raw = ingest.channel.unary_unary(
+        "/tsmesh.v1.IngestService/WriteBatch",
+        request_serializer=None,
+        response_deserializer=ingest_pb2.WriteResponse.FromString,
+    )
+    bad = points[0].SerializeToString().replace(b"\x01a", b"\x01\xff")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await raw(_wire(points[2].SerializeToString(), bad), metadata=ingest.auth(tenant_id), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == "points[1].labels.host: not valid UTF-8"
 
 
 @given(
