@@ -60,6 +60,12 @@ def identifier() -> st.SearchStrategy[str]:
     return st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,20}", fullmatch=True)
 
 
+def around(limit: int, strategy: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Strings of ``strategy``'s characters repeated to about ``limit`` characters (or bytes, for
+    characters of several UTF-8 bytes): either side of a length limit."""
+    return st.builds(lambda text, n: (text * n)[:n], strategy.filter(bool), st.integers(limit - 8, limit + 8))
+
+
 class Harness:
     """A validator and the writer's store on the throwaway database, driven from Hypothesis's thread."""
 
@@ -167,8 +173,12 @@ async def test_through_the_service_the_clean_points_are_stored_and_the_poisoned_
 
 
 @given(
-    metric=identifier() | awkward_text(),
-    labels=st.dictionaries(identifier() | awkward_text(20), awkward_text(), max_size=3),
+    metric=identifier() | awkward_text() | around(200, identifier()),
+    labels=st.dictionaries(
+        identifier() | awkward_text(20) | around(128, identifier()),
+        awkward_text() | around(1024, st.text(max_size=3)) | around(256, st.sampled_from(["é", "€", "\U0001f600"])),
+        max_size=3,
+    ),
 )
 @SETTINGS
 def _identity_property(harness: Harness, metric: str, labels: dict[str, str]) -> None:
