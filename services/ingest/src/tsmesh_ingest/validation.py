@@ -17,6 +17,11 @@ bytes decode to the clean point. Keys are cached as clients send them: canonical
 the label entries (each process's upb has its own map order). Every other point (a miss, another tail) takes the
 message path: parsed by upb, the same checks, unknown fields discarded. A request that is not a
 plain sequence of points (an unknown field, too many points, malformed) is parsed by upb first.
+
+What is accepted is storable (ADR 0210): invalid UTF-8 refuses the request naming the point and
+field, a NUL in a label value refuses the point (names are ASCII patterns), and the timestamp window
+never leaves the days whose partition bounds fit in bigint. Cached identities were checked when
+cached, so none of this costs the steady state anything.
 """
 
 from __future__ import annotations
@@ -283,7 +288,7 @@ class Validator:
             return Problem("metric", "must match [a-zA-Z_:][a-zA-Z0-9_:]*", "invalid_metric")
         if len(labels) > lim.max_labels:
             return Problem("labels", f"at most {lim.max_labels} labels, got {len(labels)}", "too_many_labels")
-        for name, value in labels:
+        for name, value in sorted(labels):  # the same label is named whatever the map order
             if len(name) > lim.max_label_name_length:
                 return Problem(
                     "labels",
