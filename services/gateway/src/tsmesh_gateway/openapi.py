@@ -6,6 +6,8 @@ from typing import Any
 
 INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
 STRING = {"type": "string"}
+# What the store can hold (ADR 0210): no NUL (lone surrogates cannot be written in JSON that parses).
+STORABLE = {"type": "string", "pattern": "^[^\\u0000]*$"}
 MAX_SECONDS = 10 * 366 * 86_400
 
 
@@ -69,8 +71,8 @@ SCHEMAS: dict[str, Any] = {
     ),
     "Point": _obj(
         {
-            "metric": {"type": "string", "minLength": 1, "maxLength": 256},
-            "labels": {"type": ["object", "null"], "additionalProperties": STRING},
+            "metric": {**STORABLE, "minLength": 1, "maxLength": 256},
+            "labels": {"type": ["object", "null"], "propertyNames": STORABLE, "additionalProperties": STORABLE},
             "timestamp_ns": INT64,
             "value": {"type": "number"},
         },

@@ -68,7 +68,7 @@ class Retention:
                 if table != "points" or longest_raw > default:
                     report.deleted_rows += _count(
                         await conn.execute(
-                            (f"DELETE FROM ts.{table} x WHERE x.{time_column} < $1 AND NOT EXISTS ({overridden})"),  # noqa: S608 - constant names
+                            (f"DELETE FROM ts.{table} x WHERE x.{time_column} < $1 AND NOT EXISTS ({overridden})"),  # noqa: S608  # nosec B608 # constant names
                             now - default * DAY_NS,
                         )
                     )
@@ -78,7 +78,7 @@ class Retention:
                         continue
                     report.deleted_rows += _count(
                         await conn.execute(
-                            (f"DELETE FROM ts.{table} x USING ts.series s WHERE {per_tenant} AND x.{time_column} < $2"),  # noqa: S608 - constant names
+                            (f"DELETE FROM ts.{table} x USING ts.series s WHERE {per_tenant} AND x.{time_column} < $2"),  # noqa: S608  # nosec B608 # constant names
                             row["tenant_id"],
                             now - days * DAY_NS,
                         )

@@ -102,7 +102,7 @@ MERGE_PARTIALS_SQL = ";".join(
         first = CASE WHEN EXCLUDED.first_ts < r.first_ts THEN EXCLUDED.first ELSE r.first END,
         last_ts = greatest(r.last_ts, EXCLUDED.last_ts),
         last = CASE WHEN EXCLUDED.last_ts > r.last_ts THEN EXCLUDED.last ELSE r.last END
-    """  # noqa: S608 - the table names and widths are the literals below
+    """  # noqa: S608  # nosec B608 # the table names and widths are the literals below
     for table, width in (("rollup_1m", MINUTE_NS), ("rollup_1h", HOUR_NS))
 )
 SERIES_SQL = (
