@@ -61,6 +61,7 @@ class GrpcApp:
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names: list[str] = []
+        self._reported: dict[str, bool] = {}
         self._closers: list[Closer] = []
         self._background: list[asyncio.Task[None]] = []
         self.serving = False
@@ -71,6 +72,17 @@ class GrpcApp:
         """Register a servicer (``register(server)``) under its full name for health and reflection."""
         register(self.server)
         self._service_names.append(full_name)
+
+    async def report(self, name: str, serving: bool) -> None:
+        """Set the health of ``name`` from background work (a producer connecting, a warm-up).
+
+        Once reported, ``start`` never overwrites it: only later reports and ``stop`` change it.
+        """
+        self._reported[name] = serving
+        if self.stopping.is_set():
+            return
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set(name, status)
 
     def on_shutdown(self, closer: Closer) -> None:
         """Run ``closer`` after the server has drained; closers run in reverse registration order."""
@@ -108,7 +120,8 @@ class GrpcApp:
             raise Unavailable(f"gRPC port {port} on {host} is already in use (TSMESH_GRPC_PORT moves it)")
         await self.server.start()
         for name in ("", *self._service_names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            if name not in self._reported:
+                await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.serving = True
         return bound
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from grpc_health.v1 import health_pb2
 
 from tsmesh_common.audit import AuditReporter
 from tsmesh_common.authn import Authenticator
@@ -55,6 +54,7 @@ class IngestRuntime:
     async def start(self) -> None:
         """Background loops; each ends only on cancellation (an ending one stops the server)."""
         if self.producer is not None:
+            await self.app.report(SERVICE_NAME, serving=False)
             self.app.run_in_background(self._connect_and_stay(self.producer), "kafka-producer-connect")
         if self.writer is not None:
             self.app.run_in_background(self.writer.run(), "writer")
@@ -68,9 +68,8 @@ class IngestRuntime:
 
         Until connected, the IngestService health is NOT_SERVING (writes would only be refused).
         """
-        await self.app.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         await producer.start_with_retry()
-        await self.app.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await self.app.report(SERVICE_NAME, serving=True)
         await asyncio.Event().wait()
 
     @property
