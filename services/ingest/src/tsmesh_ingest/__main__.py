@@ -41,7 +41,7 @@ async def _serve(cfg: IngestConfig) -> None:
     channel = None
     audit = None
     if cfg.runs_api:
-        channel = create_channel(common.auth_addr)
+        channel = create_channel(common.auth_addr, common.grpc)
         source = GrpcAuthSource(channel)
         authenticator = Authenticator(
             AuthenticatorConfig(issuer=common.jwt_issuer, audience=common.jwt_audience), source, source

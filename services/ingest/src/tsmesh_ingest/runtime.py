@@ -116,7 +116,7 @@ async def build_runtime(
 ) -> IngestRuntime:
     """Construct the API and/or writer of ``cfg.mode`` around shared clients; ``audit`` reports
     PERMISSION_DENIED answers to auth."""
-    app = GrpcApp(authenticator, audit=audit)
+    app = GrpcApp(authenticator, audit=audit, tuning=cfg.common.grpc)
     runtime = IngestRuntime(cfg=cfg, app=app)
     if cfg.runs_api:
         runtime.producer = PointProducer(cfg.kafka)
