@@ -146,6 +146,7 @@ async def build_runtime(
             session_timeout_ms=cfg.kafka.session_timeout_ms,
             heartbeat_interval_ms=max(100, cfg.kafka.session_timeout_ms // 5),
             rebalance_timeout_ms=cfg.kafka.session_timeout_ms,
+            **cfg.kafka.security.client_kwargs(),
         )
         dlq = AIOKafkaProducer(
             bootstrap_servers=cfg.kafka.bootstrap,
@@ -154,6 +155,7 @@ async def build_runtime(
             enable_idempotence=cfg.kafka.idempotence,
             request_timeout_ms=cfg.kafka.request_timeout_ms,
             max_request_size=8 * 1024 * 1024,
+            **cfg.kafka.security.client_kwargs(),
         )
         batcher = AdaptiveBatcher(w.min_rows, w.max_rows, w.max_wait_ms / 1000, w.linger_ms / 1000)
         runtime.writer = Writer(
