@@ -8,6 +8,7 @@ the same renders against the Kubernetes 1.29 and 1.32 schemas).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -146,3 +147,28 @@ def test_every_alert_has_a_runbook_section_and_a_promtool_test() -> None:
         url = alert["annotations"]["runbook_url"]
         assert url.startswith("docs/runbooks.md#") and url.split("#", 1)[1] in anchors, url
         assert alert["alert"] in tested, alert["alert"]
+
+
+def exported_metrics() -> set[str]:
+    names: set[str] = set()
+    for path in [*ROOT.glob("services/*/src/**/*.py"), *ROOT.glob("libs/common/src/**/*.py")]:
+        names.update(re.findall(r"(?:Counter|Gauge|Histogram|Summary)\(\s*\"(tsmesh_[a-z0-9_]+)\"", path.read_text()))
+    return names
+
+
+def recorded() -> set[str]:
+    doc = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules" / "recording.yaml").read_text())
+    return {rule["record"] for group in doc["groups"] for rule in group["rules"]}
+
+
+def test_rules_and_dashboards_use_metrics_the_services_export() -> None:
+    known = exported_metrics() | recorded()
+    suffixes = ("_bucket", "_sum", "_count")
+    texts = [p.read_text() for p in (ROOT / "deploy" / "prometheus" / "rules").glob("*.yaml")]
+    boards = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
+    assert {b.stem for b in boards} == {"overview", "auth", "ingest", "query", "gateway"}
+    for board in boards:
+        texts += [t["expr"] for panel in json.loads(board.read_text())["panels"] for t in panel["targets"]]
+    used = {m for text in texts for m in re.findall(r"\b(tsmesh(?:_|:)[a-z0-9_:]+)", text)}
+    unknown = {m for m in used if m not in known and not any(m.endswith(s) and m[: -len(s)] in known for s in suffixes)}
+    assert used and not unknown, unknown
