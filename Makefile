@@ -8,7 +8,7 @@ PROTO_OUT := libs/proto
 PROTOS := $(wildcard protos/tsmesh/v1/*.proto)
 STAMP := $(VENV)/.installed
 
-.PHONY: tools install run test chaos lint typecheck contracts unit check-protos protos bench bench-tools bench-auth bench-ingest bench-query bench-gateway bench-gateway-100k clean
+.PHONY: tools install run test chaos check-deploy lint typecheck contracts unit check-protos protos bench bench-tools bench-auth bench-ingest bench-query bench-gateway bench-gateway-100k clean
 
 $(STAMP): requirements-dev.txt constraints.txt libs/*/pyproject.toml services/*/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,12 +35,29 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: tools lint typecheck check-protos
+test: tools lint typecheck check-protos check-deploy
 	$(PY) -m pytest
 
 # Fault-injection scenarios, the long ones included (tests/chaos, ADR 0209)
 chaos: $(STAMP) tools
 	TSMESH_CHAOS_LONG=1 $(PY) -m pytest tests/chaos -s -m chaos
+
+# Deployment files, offline: each overlay rendered and validated against Kubernetes 1.29 and 1.32,
+# Prometheus config, rules and rule tests, the compose file against the compose spec, the Dockerfile.
+# (Policies on the rendered overlays, a PDB and NetworkPolicy per Deployment etc.: tests/deploy.)
+OVERLAYS := dev staging production
+check-deploy: $(STAMP) tools
+	@command -v kubectl >/dev/null || { echo "check-deploy: kubectl is needed to render k8s/overlays"; exit 1; }
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	for o in $(OVERLAYS); do \
+	  kubectl kustomize k8s/overlays/$$o > $$tmp/$$o.yaml; \
+	  for v in 1.29 1.32; do $(VENV)/bin/kubernetes-validate --strict --quiet --no-warn -k $$v $$tmp/$$o.yaml; done; \
+	done
+	promtool check config deploy/prometheus/prometheus.yml >/dev/null
+	promtool check rules deploy/prometheus/rules/*.yaml >/dev/null
+	promtool test rules deploy/prometheus/tests/rules_test.yaml >/dev/null
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(VENV)/bin/hadolint --config deploy/docker/hadolint.yaml Dockerfile
 
 bench-auth: $(STAMP)
 	$(PY) bench/bench_auth.py
@@ -52,7 +69,7 @@ bench-query: $(STAMP)
 	$(PY) bench/bench_query.py
 
 # Real clients the tests drive, from Debian's packages (command=package; installed when missing)
-TEST_TOOLS :=
+TEST_TOOLS := promtool=prometheus
 # wrk drives the HTTP part of bench-gateway
 BENCH_TOOLS := wrk=wrk
 

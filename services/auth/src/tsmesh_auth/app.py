@@ -136,7 +136,7 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
 
 def create_app(parts: AuthParts, pubsub_redis: Any | None) -> GrpcApp:
     """The gRPC app: AuthService behind the shared interceptors, key reload and revocation feed."""
-    app = GrpcApp(parts.authenticator, public_methods=PUBLIC_METHODS)
+    app = GrpcApp(parts.authenticator, public_methods=PUBLIC_METHODS, tuning=parts.config.common.grpc)
     servicer = AuthServicer(
         parts.sessions,
         parts.keyring,

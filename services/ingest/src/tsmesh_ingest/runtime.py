@@ -13,7 +13,6 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from grpc_health.v1 import health_pb2
 
 from tsmesh_common.audit import AuditReporter
 from tsmesh_common.authn import Authenticator
@@ -56,6 +55,7 @@ class IngestRuntime:
     async def start(self) -> None:
         """Background loops; each ends only on cancellation (an ending one stops the server)."""
         if self.producer is not None:
+            await self.app.report(SERVICE_NAME, serving=False)
             self.app.run_in_background(self._connect_and_stay(self.producer), "kafka-producer-connect")
         if self.writer is not None:
             self.app.run_in_background(self.writer.run(), "writer")
@@ -69,9 +69,8 @@ class IngestRuntime:
 
         Until connected, the IngestService health is NOT_SERVING (writes would only be refused).
         """
-        await self.app.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         await producer.start_with_retry()
-        await self.app.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await self.app.report(SERVICE_NAME, serving=True)
         await asyncio.Event().wait()
 
     @property
@@ -118,7 +117,7 @@ async def build_runtime(
 ) -> IngestRuntime:
     """Construct the API and/or writer of ``cfg.mode`` around shared clients; ``audit`` reports
     PERMISSION_DENIED answers to auth."""
-    app = GrpcApp(authenticator, audit=audit)
+    app = GrpcApp(authenticator, audit=audit, tuning=cfg.common.grpc)
     runtime = IngestRuntime(cfg=cfg, app=app)
     if cfg.runs_api:
         runtime.producer = PointProducer(cfg.kafka)
@@ -148,6 +147,7 @@ async def build_runtime(
             session_timeout_ms=cfg.kafka.session_timeout_ms,
             heartbeat_interval_ms=max(100, cfg.kafka.session_timeout_ms // 5),
             rebalance_timeout_ms=cfg.kafka.session_timeout_ms,
+            **cfg.kafka.security.client_kwargs(),
         )
         dlq = AIOKafkaProducer(
             bootstrap_servers=cfg.kafka.bootstrap,
@@ -156,6 +156,7 @@ async def build_runtime(
             enable_idempotence=cfg.kafka.idempotence,
             request_timeout_ms=cfg.kafka.request_timeout_ms,
             max_request_size=8 * 1024 * 1024,
+            **cfg.kafka.security.client_kwargs(),
         )
         batcher = AdaptiveBatcher(w.min_rows, w.max_rows, w.max_wait_ms / 1000, w.linger_ms / 1000)
         runtime.writer = Writer(

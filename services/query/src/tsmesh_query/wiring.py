@@ -60,7 +60,7 @@ def build(
     hub = LiveHub(redis, cfg.subscribe)
     if authenticator is not None:
         authenticator.on_revocation(hub.revoke)
-    app = GrpcApp(authenticator, audit=audit)
+    app = GrpcApp(authenticator, audit=audit, tuning=cfg.common.grpc)
     servicer = QueryService(engine, Lookups(db, cfg.limits), hub, cfg.limits)
     app.add_service(SERVICE_NAME, lambda server: add_to_server(servicer, server))
     app.run_in_background(hub.follow(), "live-feed")
