@@ -1,0 +1,48 @@
+"""The PromQL orchestrator: parse -> plan -> select series -> fetch samples -> evaluate -> encode,
+each stage a module, values passed forward."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+
+from tsmesh_query.config import QueryLimits
+from tsmesh_query.promql.encode import Result, encode
+from tsmesh_query.promql.evaluate import Evaluator
+from tsmesh_query.promql.fetch import fetch_samples
+from tsmesh_query.promql.parse import parse_query
+from tsmesh_query.promql.plan import Plan, plan_query
+from tsmesh_query.promql.select import select_series
+from tsmesh_query.promql.values import SampleSet
+from tsmesh_query.store import Database
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class PromEngine:
+    """Runs PromQL range and instant queries for one tenant at a time."""
+
+    def __init__(self, db: Database, limits: QueryLimits, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self._db = db
+        self._limits = limits
+        self._timeout_s = timeout_s
+
+    async def query_range(self, tenant: str, query: str, start_ms: int, end_ms: int, step_ms: int) -> Result:
+        plan = plan_query(parse_query(query), start_ms, end_ms, step_ms)
+        return await self._run(tenant, plan, instant=False)
+
+    async def query(self, tenant: str, query: str, at_ms: int) -> Result:
+        plan = plan_query(parse_query(query), at_ms, at_ms, 1)
+        return await self._run(tenant, plan, instant=True)
+
+    async def _run(self, tenant: str, plan: Plan, instant: bool) -> Result:
+        deadline = time.monotonic() + self._timeout_s
+
+        async def read(conn: asyncpg.Connection, timeout: float) -> SampleSet:
+            selection = await select_series(conn, tenant, plan, self._limits)
+            return await fetch_samples(conn, selection, self._limits)
+
+        samples = await self._db.read(read, snapshot=True)
+        value = Evaluator(plan, samples, deadline).run()
+        return encode(value, plan.timestamps, instant)
