@@ -7,8 +7,9 @@ from collections import defaultdict
 
 import numpy as np
 
+from tsmesh_common.errors import InvalidArgument
 from tsmesh_query.promql import ast
-from tsmesh_query.promql.values import NAME, ExecutionError, Floats, Frame, Labels, Scalar, Series, Text, Value, merge
+from tsmesh_query.promql.values import NAME, Floats, Frame, Labels, Mask, Scalar, Series, Text, Value, merge
 
 
 def group_labels(labels: Labels, node: ast.Aggregate) -> Labels:
@@ -46,7 +47,7 @@ def quantile(q: float, values: list[float]) -> float:
     return ordered[lower] * (1 - weight) + ordered[upper] * weight
 
 
-def aggregate(node: ast.Aggregate, frame: Frame, param: Value | None, steps: int) -> Frame:  # noqa: PLR0911
+def aggregate(node: ast.Aggregate, frame: Frame, param: Value | None, steps: int) -> Frame:
     op = node.op
     groups: dict[Labels, list[Series]] = defaultdict(list)
     for s in frame.series:
@@ -61,7 +62,7 @@ def aggregate(node: ast.Aggregate, frame: Frame, param: Value | None, steps: int
     for labels, members in groups.items():
         present = np.array([m.present for m in members])
         values = np.array([m.values for m in members])
-        any_present = present.any(axis=0)
+        any_present: Mask = np.asarray(present.any(axis=0), dtype=np.bool_)
         count = present.sum(axis=0).astype(np.float64)
         with np.errstate(all="ignore"):
             if op == "sum":
@@ -88,7 +89,7 @@ def aggregate(node: ast.Aggregate, frame: Frame, param: Value | None, steps: int
                     ]
                 )
             else:
-                raise ExecutionError(f"unsupported aggregation {op!r}")
+                raise InvalidArgument("query", f"unknown aggregation {op!r}")
         out.append(Series(labels, result.astype(np.float64), any_present))
     return merge(out, steps)
 

@@ -23,6 +23,8 @@ from tsmesh_query.promql.values import (
 )
 
 ARITHMETIC = frozenset({"+", "-", "*", "/", "%", "^", "atan2"})
+# Prometheus 2.x keeps the metric name through atan2 (only + - * / % ^ drop it)
+DROPS_NAME = frozenset({"+", "-", "*", "/", "%", "^"})
 COMPARISON = frozenset({"==", "!=", ">", "<", ">=", "<="})
 
 
@@ -47,17 +49,20 @@ def arith(op: str, a: Floats, b: Floats) -> Floats:
 
 def compare(op: str, a: Floats, b: Floats) -> Mask:
     with np.errstate(all="ignore"):
+        result: Mask
         if op == "==":
-            return a == b
-        if op == "!=":
-            return a != b
-        if op == ">":
-            return a > b
-        if op == "<":
-            return a < b
-        if op == ">=":
-            return a >= b
-        return a <= b
+            result = np.equal(a, b)
+        elif op == "!=":
+            result = np.not_equal(a, b)
+        elif op == ">":
+            result = np.greater(a, b)
+        elif op == "<":
+            result = np.less(a, b)
+        elif op == ">=":
+            result = np.greater_equal(a, b)
+        else:
+            result = np.less_equal(a, b)
+        return result
 
 
 def binary(node: ast.Binary, lhs: Value, rhs: Value, steps: int) -> Value:
@@ -88,7 +93,7 @@ def _vector_scalar(op: str, vec: Frame, scalar: Floats, swap: bool, return_bool:
             value = arith(op, lv, rv)
         if return_bool:
             value, keep = keep.astype(np.float64), np.ones_like(keep)
-        labels = drop_name(s.labels) if (op in ARITHMETIC or return_bool) else s.labels
+        labels = drop_name(s.labels) if (op in DROPS_NAME or return_bool) else s.labels
         out.append(Series(labels, value, s.present & keep))
     return Frame(out)
 
@@ -130,7 +135,7 @@ def _set_op(op: str, lhs: Frame, rhs: Frame, matching: ast.Matching, steps: int)
 
 def _result_labels(many: Labels, one: Labels, op: str, matching: ast.Matching) -> Labels:
     labels = dict(many)
-    if op in ARITHMETIC:
+    if op in DROPS_NAME:
         labels.pop(NAME, None)
     if matching.card == "one-to-one":
         if matching.on:
@@ -176,7 +181,7 @@ def _vector_vector(node: ast.Binary, lhs: Frame, rhs: Frame, steps: int) -> Fram
             values = np.where(m.present, m.values, values)
         one_side[sig] = (values, count > 0, members)
     out: list[Series] = []
-    matched: dict[Labels, Floats] = {}
+    matched: dict[Labels, Mask] = {}
     for s in many.series:
         sig = signature(s.labels, matching)
         entry = one_side.get(sig)

@@ -26,7 +26,9 @@ async def fetch_samples(conn: asyncpg.Connection, selection: Selection, limits: 
     for key, series in selection.by_selector.items():
         lo, hi = selection.plan.spans[key]
         ids = [s.series_id for s in series]
-        rows = await conn.fetch(POINTS_SQL, ids, lo * NS_PER_MS, hi * NS_PER_MS + NS_PER_MS - 1, budget + 1) if ids else []
+        rows = (
+            await conn.fetch(POINTS_SQL, ids, lo * NS_PER_MS, hi * NS_PER_MS + NS_PER_MS - 1, budget + 1) if ids else []
+        )
         if len(rows) > budget:
             raise ResourceExhausted("max_points", f"the query would read more than {limits.max_points} samples")
         budget -= len(rows)

@@ -8,7 +8,7 @@ import datetime as dt
 import math
 from collections import defaultdict
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import re2
@@ -62,7 +62,7 @@ def _extrapolated(is_counter: bool, is_rate: bool) -> Window:
         result = result * (interval / sampled)
         if is_rate:
             result /= range_ms / 1000
-        return result
+        return float(result)
 
     return fn
 
@@ -202,7 +202,7 @@ DATE_FUNCTIONS = frozenset(
 )
 
 
-def call(node: ast.Call, args: list[Value], ts: Ints, ev: Evaluator) -> Value:  # noqa: PLR0911, PLR0912
+def call(node: ast.Call, args: list[Value], ts: Ints, ev: Evaluator) -> Value:
     name = node.func
     steps = len(ts)
     if name in RANGE_FUNCTIONS:
@@ -232,8 +232,8 @@ def call(node: ast.Call, args: list[Value], ts: Ints, ev: Evaluator) -> Value:  
         frame = args[0]
         assert isinstance(frame, Frame)
         present = np.zeros(steps, dtype=np.bool_)
-        for s in frame.series:
-            present |= s.present
+        for one in frame.series:
+            present |= one.present
         return _absent(node.args[0], present, steps)
     if name in INSTANT_MATH:
         frame = args[0]
@@ -276,18 +276,18 @@ def call(node: ast.Call, args: list[Value], ts: Ints, ev: Evaluator) -> Value:  
         assert isinstance(frame, Frame)
         count = np.zeros(steps)
         value = np.full(steps, np.nan)
-        for s in frame.series:
-            count += s.present
-            value = np.where(s.present, s.values, value)
+        for one in frame.series:
+            count += one.present
+            value = np.where(one.present, one.values, value)
         return Scalar(np.where(count == 1, value, np.nan))
     if name == "timestamp":
         frame = args[0]
         assert isinstance(frame, Frame)
-        out = []
-        for s in frame.series:
-            when = (s.sample_ts if s.sample_ts is not None else ts) / 1000
-            out.append(Series(drop_name(s.labels), when.astype(np.float64), s.present))
-        return merge(out, steps)
+        stamped = []
+        for one in frame.series:
+            when = (one.sample_ts if one.sample_ts is not None else ts) / 1000
+            stamped.append(Series(drop_name(one.labels), when.astype(np.float64), one.present))
+        return merge(stamped, steps)
     if name in ("sort", "sort_desc"):
         return args[0]
     if name == "label_replace":
@@ -298,7 +298,7 @@ def call(node: ast.Call, args: list[Value], ts: Ints, ev: Evaluator) -> Value:  
         q, frame = args
         assert isinstance(q, Scalar) and isinstance(frame, Frame)
         return _histogram_quantile(q.values, frame, steps)
-    raise ExecutionError(f"function {name!r} is not supported")
+    raise InvalidArgument("query", f"unknown function with name {name!r}")
 
 
 def _over_range(rf: RangeFrame, fn: Window, keep_name: bool) -> Frame:
@@ -403,7 +403,7 @@ def _clamp(name: str, args: list[Value]) -> Frame:
     return Frame(out)
 
 
-def _expand(template: str, match: re2._Match, groups: dict[str, int]) -> str:  # type: ignore[name-defined]
+def _expand(template: str, match: Any, groups: dict[str, int]) -> str:
     """Go's ``Regexp.ExpandString``: ``$1``, ``$name``, ``${name}``, ``$$``."""
     out, i = [], 0
     while i < len(template):
@@ -496,32 +496,32 @@ def _bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     if observations == 0:
         return math.nan
     rank = q * observations
-    b = next((i for i in range(len(merged) - 1) if merged[i][1] >= rank), len(merged) - 1)
-    if b == len(merged) - 1:
+    at = next((i for i in range(len(merged) - 1) if merged[i][1] >= rank), len(merged) - 1)
+    if at == len(merged) - 1:
         return merged[-2][0]
-    if b == 0 and merged[0][0] <= 0:
+    if at == 0 and merged[0][0] <= 0:
         return merged[0][0]
-    start, end, count = 0.0, merged[b][0], merged[b][1]
-    if b > 0:
-        start = merged[b - 1][0]
-        count -= merged[b - 1][1]
-        rank -= merged[b - 1][1]
-    return start + (end - start) * (rank / count)
+    start, end, count = 0.0, merged[at][0], merged[at][1]
+    if at > 0:
+        start = merged[at - 1][0]
+        count -= merged[at - 1][1]
+        rank -= merged[at - 1][1]
+    return float(start + (end - start) * (rank / count))
 
 
 def _histogram_quantile(qs: Floats, frame: Frame, steps: int) -> Frame:
     groups: dict[Labels, list[tuple[float, Series]]] = defaultdict(list)
-    for s in frame.series:
-        labels = dict(s.labels)
-        le = labels.pop("le", None)
+    for one in frame.series:
+        names = dict(one.labels)
+        le = names.pop("le", None)
         if le is None:
             continue
         try:
             bound = float(le)
         except ValueError:
             continue
-        labels.pop(NAME, None)
-        groups[make_labels(labels)].append((bound, s))
+        names.pop(NAME, None)
+        groups[make_labels(names)].append((bound, one))
     out = []
     for labels, members in groups.items():
         values = np.zeros(steps)

@@ -18,6 +18,10 @@ MAX_QUERY_LENGTH = 16_384
 NATIVE_HISTOGRAM_FUNCTIONS = frozenset(
     {"histogram_count", "histogram_sum", "histogram_fraction", "histogram_stddev", "histogram_stdvar", "histogram_avg"}
 )
+# Prometheus 2.x's holt_winters (renamed in 3.0), unknown to the parser's function table
+pp.register_extra_functions(
+    [pp.Function("holt_winters", [pp.ValueType.Matrix, pp.ValueType.Scalar, pp.ValueType.Scalar], pp.ValueType.Vector)]
+)
 _MATCH_OPS = {"Equal": "=", "NotEqual": "!=", "Re": "=~", "NotRe": "!~"}
 _CARDS = {
     "OneToOne": "one-to-one",
@@ -73,7 +77,7 @@ def _selector(node: Any) -> ast.VectorSelector:
     return ast.VectorSelector(tuple(matchers), _ms(node.offset), _at(node.at))
 
 
-def _convert(node: Any) -> ast.Expr:  # noqa: PLR0911 - one branch per node type
+def _convert(node: Any) -> ast.Expr:
     if isinstance(node, pp.ParenExpr):
         return _convert(node.expr)
     if isinstance(node, pp.NumberLiteral):

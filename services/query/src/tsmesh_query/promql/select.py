@@ -87,7 +87,9 @@ async def select_series(conn: asyncpg.Connection, tenant: str, plan: Plan, limit
         else:
             rows = await conn.fetch(SERIES_ANY_METRIC, tenant, orjson.dumps(contain).decode(), scan)
         if len(rows) > limits.max_series_scan:
-            raise ResourceExhausted("max_series_scan", f"a selector would scan more than {limits.max_series_scan} series")
+            raise ResourceExhausted(
+                "max_series_scan", f"a selector would scan more than {limits.max_series_scan} series"
+            )
         picked: list[SelectedSeries] = []
         for row in rows:
             labels = {**orjson.loads(row["labels"]), NAME: row["metric"]}
