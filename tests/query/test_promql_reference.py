@@ -72,7 +72,17 @@ def difference(mine: dict[Any, Any], ref: dict[Any, Any]) -> str | None:
     return None
 
 
-async def test_corpus_matches_prometheus(ts_db: Any, tmp_path: Path) -> None:
+# (start, end, step) relative to the data's start, in ms: a long window off the 15 s grid, and a
+# short fine-stepped one across the gap series' first hole and one point (start == end)
+WINDOWS = {
+    "long": (40 * 60_000 + 7_000, 160 * 60_000, 90_000),
+    "gap": (58 * 60_000, 78 * 60_000, 15_000),
+    "instant": (100 * 60_000 + 3_000, 100 * 60_000 + 3_000, 60_000),
+}
+
+
+@pytest.mark.parametrize("window", sorted(WINDOWS))
+async def test_corpus_matches_prometheus(ts_db: Any, tmp_path: Path, window: str) -> None:
     data = make_dataset()
     conn = await asyncpg.connect(ts_db.admin_dsn)
     try:
@@ -83,7 +93,7 @@ async def test_corpus_matches_prometheus(ts_db: Any, tmp_path: Path) -> None:
     prometheus = Prometheus(tmp_path, data)
     db = Database(DatabaseConfig(primary_url=ts_db.dsn("tsmesh_query")))
     engine = PromEngine(db, QueryLimits())
-    start, end, step = data.start_ms + 40 * 60_000 + 7_000, data.start_ms + 160 * 60_000, 90_000
+    start, end, step = (data.start_ms + WINDOWS[window][0], data.start_ms + WINDOWS[window][1], WINDOWS[window][2])
     queries = corpus(start // 1000)
     assert len(queries) >= 500
     diffs: list[str] = []
@@ -112,7 +122,7 @@ async def test_corpus_matches_prometheus(ts_db: Any, tmp_path: Path) -> None:
     finally:
         prometheus.close()
         await db.close()
-    report = tmp_path.parent / "promql_reference_diffs.txt"
+    report = tmp_path.parent / f"promql_reference_{window}.txt"
     identical = len(queries) - len(diffs)
     summary = f"prometheus {version}: {identical}/{len(queries)} identical ({answered} non-empty, {len(errors)} errors)"
     report.write_text("\n".join([summary, *diffs, *errors]) + "\n")
