@@ -19,6 +19,9 @@ from tsmesh_query.engine import RangeEngine
 from tsmesh_query.generation import GenerationReader
 from tsmesh_query.live import LiveHub
 from tsmesh_query.lookups import Lookups
+from tsmesh_query.promql.catalog import Catalog
+from tsmesh_query.promql.engine import PromEngine
+from tsmesh_query.promql.rpc import PromRpc
 from tsmesh_query.service import SERVICE_NAME, QueryService, add_to_server
 from tsmesh_query.store import Database
 
@@ -61,7 +64,8 @@ def build(
     if authenticator is not None:
         authenticator.on_revocation(hub.revoke)
     app = GrpcApp(authenticator, audit=audit)
-    servicer = QueryService(engine, Lookups(db, cfg.limits), hub, cfg.limits)
+    prom = PromRpc(PromEngine(db, cfg.limits), Catalog(db, cfg.limits))
+    servicer = QueryService(engine, Lookups(db, cfg.limits), hub, cfg.limits, prom)
     app.add_service(SERVICE_NAME, lambda server: add_to_server(servicer, server))
     app.run_in_background(hub.follow(), "live-feed")
     app.run_in_background(hub.heartbeats(), "live-heartbeats")

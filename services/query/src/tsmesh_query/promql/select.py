@@ -71,32 +71,37 @@ class CompiledMatcher:
         return hit if self.op == "=~" else not hit
 
 
+async def matching_series(
+    conn: asyncpg.Connection, tenant: str, key: SelectorKey, limits: QueryLimits
+) -> list[SelectedSeries]:
+    """The tenant's series matching one selector's matchers, or RESOURCE_EXHAUSTED past ``max_series_scan``."""
+    if len(key) > limits.max_matchers:
+        raise InvalidArgument("query", f"more than max_matchers={limits.max_matchers} in a selector")
+    matchers = [CompiledMatcher(n, op, v, limits) for n, op, v in key]
+    metric = next((v for n, op, v in key if n == NAME and op == "="), None)
+    contain = orjson.dumps({n: v for n, op, v in key if op == "=" and v and n != NAME}).decode()
+    scan = limits.max_series_scan + 1
+    if metric is not None:
+        rows = await conn.fetch(SERIES_BY_METRIC, tenant, metric, contain, scan)
+    else:
+        rows = await conn.fetch(SERIES_ANY_METRIC, tenant, contain, scan)
+    if len(rows) > limits.max_series_scan:
+        raise ResourceExhausted("max_series_scan", f"a selector would scan more than {limits.max_series_scan} series")
+    picked: list[SelectedSeries] = []
+    for row in rows:
+        labels = {**orjson.loads(row["labels"]), NAME: row["metric"]}
+        if all(m.matches(labels) for m in matchers):
+            picked.append(SelectedSeries(int(row["series_id"]), make_labels(labels)))
+    return picked
+
+
 async def select_series(conn: asyncpg.Connection, tenant: str, plan: Plan, limits: QueryLimits) -> Selection:
     """The series of each selector, or RESOURCE_EXHAUSTED naming the limit (checked before any sample is read)."""
     out: dict[SelectorKey, list[SelectedSeries]] = {}
     total = 0
     for key in plan.spans:
-        if len(key) > limits.max_matchers:
-            raise InvalidArgument("query", f"more than max_matchers={limits.max_matchers} in a selector")
-        matchers = [CompiledMatcher(n, op, v, limits) for n, op, v in key]
-        metric = next((v for n, op, v in key if n == NAME and op == "="), None)
-        contain = {n: v for n, op, v in key if op == "=" and v and n != NAME}
-        scan = limits.max_series_scan + 1
-        if metric is not None:
-            rows = await conn.fetch(SERIES_BY_METRIC, tenant, metric, orjson.dumps(contain).decode(), scan)
-        else:
-            rows = await conn.fetch(SERIES_ANY_METRIC, tenant, orjson.dumps(contain).decode(), scan)
-        if len(rows) > limits.max_series_scan:
-            raise ResourceExhausted(
-                "max_series_scan", f"a selector would scan more than {limits.max_series_scan} series"
-            )
-        picked: list[SelectedSeries] = []
-        for row in rows:
-            labels = {**orjson.loads(row["labels"]), NAME: row["metric"]}
-            if all(m.matches(labels) for m in matchers):
-                picked.append(SelectedSeries(int(row["series_id"]), make_labels(labels)))
-        total += len(picked)
+        out[key] = await matching_series(conn, tenant, key, limits)
+        total += len(out[key])
         if total > limits.max_series:
             raise ResourceExhausted("max_series", f"the query selects more than {limits.max_series} series")
-        out[key] = picked
     return Selection(plan, out)
