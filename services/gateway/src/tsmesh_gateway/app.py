@@ -42,6 +42,7 @@ from tsmesh_gateway.routes_auth import auth_routes
 from tsmesh_gateway.routes_data import cached_queries, query_routes
 from tsmesh_gateway.routes_influx import influx_routes
 from tsmesh_gateway.routes_ops import ops_routes
+from tsmesh_gateway.routes_prometheus import prometheus_routes
 from tsmesh_gateway.stream.endpoint import StreamEndpoint
 from tsmesh_gateway.stream.hub import Hub
 from tsmesh_gateway.stream.listener import LeanListener
@@ -131,6 +132,7 @@ def build_app(parts: Parts) -> Starlette:
     routes = [
         *query_routes(deps, handlers),
         *influx_routes(deps),
+        *prometheus_routes(deps),
         *auth_routes(deps),
         *ops_routes(parts.upstreams, spec, os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
         WebSocketRoute("/v1/stream", stream),
