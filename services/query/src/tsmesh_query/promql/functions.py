@@ -32,6 +32,7 @@ from tsmesh_query.promql.values import (
     make_labels,
     merge,
 )
+from tsmesh_query.promql.windows import window_values
 
 if TYPE_CHECKING:
     from tsmesh_query.promql.evaluate import Evaluator
@@ -208,7 +209,7 @@ def call(node: ast.Call, args: list[Value], ts: Ints, ev: Evaluator) -> Value:
     if name in RANGE_FUNCTIONS:
         rf = args[0]
         assert isinstance(rf, RangeFrame)
-        return _over_range(rf, RANGE_FUNCTIONS[name], keep_name=name == "last_over_time")
+        return _over_range(name, rf, RANGE_FUNCTIONS[name], keep_name=name == "last_over_time")
     if name == "quantile_over_time":
         q, rf = args
         assert isinstance(q, Scalar) and isinstance(rf, RangeFrame)
@@ -301,10 +302,15 @@ def call(node: ast.Call, args: list[Value], ts: Ints, ev: Evaluator) -> Value:
     raise InvalidArgument("query", f"unknown function with name {name!r}")
 
 
-def _over_range(rf: RangeFrame, fn: Window, keep_name: bool) -> Frame:
+def _over_range(name: str, rf: RangeFrame, fn: Window, keep_name: bool) -> Frame:
     out = []
     steps = len(rf.te)
     for s in rf.series:
+        labels = s.labels if keep_name else drop_name(s.labels)
+        whole = window_values(name, s, rf.te, rf.range_ms)
+        if whole is not None:
+            out.append(Series(labels, whole[0], whole[1]))
+            continue
         values = np.zeros(steps)
         present = np.zeros(steps, dtype=np.bool_)
         for i in range(steps):
@@ -314,7 +320,7 @@ def _over_range(rf: RangeFrame, fn: Window, keep_name: bool) -> Frame:
             v = fn(s.ts[lo:hi], s.values[lo:hi], int(rf.te[i]), rf.range_ms)
             if v is not None:
                 values[i], present[i] = v, True
-        out.append(Series(s.labels if keep_name else drop_name(s.labels), values, present))
+        out.append(Series(labels, values, present))
     return merge(out, steps)
 
 
