@@ -36,3 +36,18 @@ def test_non_finite_samples_take_the_loop() -> None:
     ts = np.array([0, 1000], dtype=np.int64)
     series = RangeSeries((), ts, np.array([1.0, np.nan]), np.array([0]), np.array([2]))
     assert window_values("sum_over_time", series, np.array([1000]), 5000) is None
+
+
+@pytest.mark.parametrize("name", ["min_over_time", "max_over_time"])
+def test_extremes_ignore_nan_unless_alone(name: str) -> None:
+    ts = np.arange(0, 10_000, 1000, dtype=np.int64)
+    values = np.array([3.0, np.nan, 1.0, np.nan, np.nan, 7.0, 2.0, np.nan, 5.0, 4.0])
+    te = np.arange(0, 12_000, 1000, dtype=np.int64)
+    lo = np.searchsorted(ts, te - 2500, "left").astype(np.int64)
+    hi = np.searchsorted(ts, te, "right").astype(np.int64)
+    whole = window_values(name, RangeSeries((), ts, values, lo, hi), te, 2500)
+    assert whole is not None
+    for i in range(len(te)):
+        expected = RANGE_FUNCTIONS[name](ts[lo[i] : hi[i]], values[lo[i] : hi[i]], int(te[i]), 2500)
+        assert expected is not None
+        assert whole[0][i] == pytest.approx(expected, nan_ok=True)

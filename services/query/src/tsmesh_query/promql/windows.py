@@ -2,7 +2,8 @@
 (the per-window loop in ``functions`` is the reference; the corpus test holds both to Prometheus).
 
 Prefix sums are used only on finite samples: a NaN or an infinity would spread into every later
-window, so such series take the loop.
+window, so such series take the loop. Minima and maxima come from a sparse table (``fmin``/``fmax``
+of power-of-two spans, NaN ignored unless alone, as Prometheus does).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import numpy as np
 
 from tsmesh_query.promql.values import Floats, Ints, Mask, RangeSeries
 
+EXTREMES = frozenset({"min_over_time", "max_over_time"})
 VECTORIZED = frozenset(
     {
+        *EXTREMES,
         "rate",
         "increase",
         "delta",
@@ -31,6 +34,8 @@ def _prefix(values: Floats) -> Floats:
 
 def window_values(name: str, s: RangeSeries, te: Ints, range_ms: int) -> tuple[Floats, Mask] | None:
     """``name`` over each step's window of ``s``, or None when the loop must compute it."""
+    if name in EXTREMES:
+        return _extreme(np.fmin if name == "min_over_time" else np.fmax, s)
     if name not in VECTORIZED or not np.isfinite(s.values).all():
         return None
     lo, hi = s.lo, s.hi
@@ -82,3 +87,23 @@ def _extrapolated(
         if name == "rate":
             result = result / (range_ms / 1000)
     return np.where(present, result, 0.0), present
+
+
+def _extreme(pick: np.ufunc, s: RangeSeries) -> tuple[Floats, Mask]:
+    count = s.hi - s.lo
+    present = count > 0
+    levels = [s.values]
+    width = 1
+    while width * 2 <= max(int(count.max(initial=0)), 1):
+        prev = levels[-1]
+        levels.append(pick(prev[: len(prev) - width], prev[width:]))
+        width *= 2
+    span = np.where(present, count, 1)
+    k = np.floor(np.log2(span)).astype(np.int64)
+    out = np.zeros(len(count))
+    for level in np.unique(k[present]):
+        rows = present & (k == level)
+        table = levels[int(level)]
+        lo = s.lo[rows]
+        out[rows] = pick(table[lo], table[s.hi[rows] - (1 << int(level))])
+    return out, present
