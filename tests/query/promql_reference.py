@@ -132,10 +132,16 @@ class Prometheus:
             return body
 
     def query_range(self, query: str, start_ms: int, end_ms: int, step_ms: int) -> dict[str, Any]:
-        form = urllib.parse.urlencode(
-            {"query": query, "start": start_ms / 1000, "end": end_ms / 1000, "step": step_ms / 1000}
-        ).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/v1/query_range", data=form)
+        if step_ms == 0:
+            return self._post("/api/v1/query", {"query": query, "time": start_ms / 1000})
+        return self._post(
+            "/api/v1/query_range",
+            {"query": query, "start": start_ms / 1000, "end": end_ms / 1000, "step": step_ms / 1000},
+        )
+
+    def _post(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        form = urllib.parse.urlencode(params).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=form)
         try:
             with urllib.request.urlopen(request, timeout=60) as r:
                 answer: dict[str, Any] = json.loads(r.read())
