@@ -142,3 +142,29 @@ def test_too_many_steps_are_refused_before_any_read() -> None:
 
     with pytest.raises(InvalidArgument, match="exceeded maximum resolution"):
         plan_query(parse_query("up"), 0, 86_400_000 * 30, 1_000)
+
+
+async def test_answers_are_cached_until_the_data_generation_moves(
+    service: Running, loader: Loader, redis_client: Any
+) -> None:
+    from tsq_support import bump
+
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    await load(loader, tenant)
+    await bump(redis_client, tenant)
+    request = query_pb2.PromQueryRangeRequest(
+        query="max(up)", start_ms=BASE_MS + 3_600_000, end_ms=BASE_MS + 3_660_000, step_ms=60_000, timeout_ms=5_000
+    )
+    md = service.md(tenant)
+    stats = service.components.prom.results.stats
+    first = await service.stub.PromQueryRange(request, metadata=md, timeout=10)
+    request.timeout_ms = 9_000
+    again = await service.stub.PromQueryRange(request, metadata=md, timeout=10)
+    assert again == first
+    assert (stats.hits, stats.misses) == (1, 1)
+    sid = await loader.series(tenant, "up", {"host": "c", "job": "api"})
+    await loader.points([(sid, (BASE_MS + 3_600_000) * NS_PER_MS, 1000.0)])
+    await bump(redis_client, tenant)
+    fresh = await service.stub.PromQueryRange(request, metadata=md, timeout=10)
+    assert list(fresh.series[0].values)[0] == 1000.0
+    assert list(first.series[0].values)[0] != 1000.0

@@ -7,6 +7,7 @@ from tsmesh.v1 import query_pb2
 from tsmesh_query.promql.catalog import Catalog
 from tsmesh_query.promql.encode import Result
 from tsmesh_query.promql.engine import PromEngine
+from tsmesh_query.promql.results import ResultCache
 from tsmesh_query.promql.values import Labels
 
 
@@ -28,19 +29,27 @@ def _response(result: Result) -> query_pb2.PromQueryResponse:
 class PromRpc:
     """Handlers of the Prom* RPCs for an already authorized tenant."""
 
-    def __init__(self, engine: PromEngine, catalog: Catalog) -> None:
+    def __init__(self, engine: PromEngine, catalog: Catalog, results: ResultCache) -> None:
         self._engine = engine
         self._catalog = catalog
+        self.results = results
 
     async def query(self, tenant: str, request: query_pb2.PromQueryRequest) -> query_pb2.PromQueryResponse:
-        result = await self._engine.query(tenant, request.query, request.time_ms, request.timeout_ms / 1000)
-        return _response(result)
+        async def compute() -> query_pb2.PromQueryResponse:
+            timeout = request.timeout_ms / 1000
+            return _response(await self._engine.query(tenant, request.query, request.time_ms, timeout))
+
+        return await self.results.answer(tenant, request, compute)
 
     async def query_range(self, tenant: str, request: query_pb2.PromQueryRangeRequest) -> query_pb2.PromQueryResponse:
-        result = await self._engine.query_range(
-            tenant, request.query, request.start_ms, request.end_ms, request.step_ms, request.timeout_ms / 1000
-        )
-        return _response(result)
+        async def compute() -> query_pb2.PromQueryResponse:
+            r = request
+            result = await self._engine.query_range(
+                tenant, r.query, r.start_ms, r.end_ms, r.step_ms, r.timeout_ms / 1000
+            )
+            return _response(result)
+
+        return await self.results.answer(tenant, request, compute)
 
     async def series(self, tenant: str, request: query_pb2.PromSeriesRequest) -> query_pb2.PromSeriesResponse:
         found = await self._catalog.series(tenant, list(request.match), request.start_ms, request.end_ms, request.limit)
