@@ -166,5 +166,5 @@ async def test_answers_are_cached_until_the_data_generation_moves(
     await loader.points([(sid, (BASE_MS + 3_600_000) * NS_PER_MS, 1000.0)])
     await bump(redis_client, tenant)
     fresh = await service.stub.PromQueryRange(request, metadata=md, timeout=10)
-    assert list(fresh.series[0].values)[0] == 1000.0
-    assert list(first.series[0].values)[0] != 1000.0
+    assert fresh.series[0].values[0] == 1000.0
+    assert first.series[0].values[0] != 1000.0
