@@ -9,7 +9,7 @@ from tsmesh_common.errors import InvalidArgument
 from tsmesh_query.config import QueryLimits
 from tsmesh_query.promql import ast
 from tsmesh_query.promql.parse import parse_query
-from tsmesh_query.promql.select import SelectedSeries, matching_series
+from tsmesh_query.promql.selection import SelectedSeries, matching_series
 from tsmesh_query.promql.values import NAME, Labels
 from tsmesh_query.store import Database
 

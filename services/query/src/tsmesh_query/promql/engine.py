@@ -15,7 +15,7 @@ from tsmesh_query.promql.evaluate import Evaluator
 from tsmesh_query.promql.fetch import fetch_samples
 from tsmesh_query.promql.parse import parse_query
 from tsmesh_query.promql.plan import Plan, plan_query
-from tsmesh_query.promql.select import select_series
+from tsmesh_query.promql.selection import select_series
 from tsmesh_query.promql.values import SampleSet
 from tsmesh_query.store import Database
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from tsmesh_common.errors import ResourceExhausted
 from tsmesh_query.config import QueryLimits
-from tsmesh_query.promql.select import Selection
+from tsmesh_query.promql.selection import Selection
 from tsmesh_query.promql.values import RawSeries, SampleSet
 
 NS_PER_MS = 1_000_000
