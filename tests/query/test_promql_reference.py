@@ -30,6 +30,11 @@ def corpus(start_s: int) -> list[str]:
     return [q.replace("TSTART", str(start_s)) for q in lines if q and not q.startswith("#")]
 
 
+def order_difference(mine: list[Any], ref: list[Any]) -> str | None:
+    """sort/sort_desc instant answers: the same series in the same order."""
+    return None if mine == ref else f"order differs: tsmesh {mine[:3]}..., prometheus {ref[:3]}..."
+
+
 async def load(loader: Any, data: Dataset) -> None:
     rows = []
     for metric, labels, points in data.series:
@@ -133,6 +138,8 @@ async def test_corpus_matches_prometheus(ts_db: Any, tmp_path: Path, window: str
                 continue
             answered += bool(answer["data"]["result"]) or answer["data"]["resultType"] == "string"
             problem = difference(mine, theirs(answer))
+            if problem is None and not step and query.startswith("sort"):
+                problem = order_difference(list(mine), list(theirs(answer)))
             if problem is not None:
                 diffs.append(f"{query}: {problem}")
     finally:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from tsmesh_query.promql import ast
 from tsmesh_query.promql.values import Frame, Ints, Labels, RangeFrame, Scalar, Text, Value
 
 
@@ -25,7 +28,17 @@ class Result:
     text: str = ""
 
 
-def encode(value: Value, timestamps: Ints, instant: bool) -> Result:
+def _sort_key(descending: bool) -> Callable[[ResultSeries], tuple[bool, float]]:
+    def key(s: ResultSeries) -> tuple[bool, float]:
+        v = s.values[0]
+        return (math.isnan(v), -v if descending else v)
+
+    return key
+
+
+def encode(value: Value, timestamps: Ints, instant: bool, expr: ast.Expr | None = None) -> Result:
+    """Range results come sorted by labels; an instant vector too, unless ``expr`` is ``sort`` or
+    ``sort_desc``, whose order by value (NaN last) is kept, as Prometheus does."""
     if isinstance(value, RangeFrame):
         raise ValueError("a range vector is not a query result")  # the parser rejects this shape
     if isinstance(value, Text):
@@ -40,4 +53,7 @@ def encode(value: Value, timestamps: Ints, instant: bool) -> Result:
         where = np.flatnonzero(s.present)
         if len(where):
             out.append(ResultSeries(s.labels, timestamps[where].tolist(), s.values[where].tolist()))
+    out.sort(key=lambda s: s.labels)
+    if instant and isinstance(expr, ast.Call) and expr.func in ("sort", "sort_desc"):
+        out.sort(key=_sort_key(expr.func == "sort_desc"))
     return Result("vector" if instant else "matrix", out)

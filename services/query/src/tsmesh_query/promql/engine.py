@@ -55,4 +55,4 @@ class PromEngine:
         except TimeoutError:
             raise DeadlineExceeded("query timed out in series selection or sample fetching") from None
         value = Evaluator(plan, samples, deadline).run()
-        return encode(value, plan.timestamps, instant)
+        return encode(value, plan.timestamps, instant, plan.expr)
