@@ -39,8 +39,12 @@ def _sort_key(descending: bool) -> Callable[[ResultSeries], tuple[bool, float]]:
 def encode(value: Value, timestamps: Ints, instant: bool, expr: ast.Expr | None = None) -> Result:
     """Range results come sorted by labels; an instant vector too, unless ``expr`` is ``sort`` or
     ``sort_desc``, whose order by value (NaN last) is kept, as Prometheus does."""
-    if isinstance(value, RangeFrame):
-        raise ValueError("a range vector is not a query result")  # the parser rejects this shape
+    if isinstance(value, RangeFrame):  # an instant query of a range selector or subquery: its samples
+        windows = [
+            ResultSeries(s.labels, s.ts[s.lo[0] : s.hi[0]].tolist(), s.values[s.lo[0] : s.hi[0]].tolist())
+            for s in value.series
+        ]
+        return Result("matrix", sorted((w for w in windows if w.ts), key=lambda w: w.labels))
     if isinstance(value, Text):
         return Result("string", [], value.value)
     if isinstance(value, Scalar):

@@ -37,7 +37,7 @@ class PromEngine:
         return await self._run(tenant, plan, False, timeout_s)
 
     async def query(self, tenant: str, query: str, at_ms: int, timeout_s: float = 0.0) -> Result:
-        plan = plan_query(parse_query(query), at_ms, at_ms, 1)
+        plan = plan_query(parse_query(query), at_ms, at_ms, 1, instant=True)
         return await self._run(tenant, plan, True, timeout_s)
 
     async def _run(self, tenant: str, plan: Plan, instant: bool, timeout_s: float) -> Result:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -445,14 +446,27 @@ def _expand(template: str, match: Any, groups: dict[str, int]) -> str:
     return "".join(out)
 
 
+REGEX_MAX_MEM = 1 << 20
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+def _check_label_name(name: str, role: str, function: str) -> None:
+    if not _LABEL_NAME.fullmatch(name):
+        raise ExecutionError(f"invalid {role} label name in {function}(): {name}")
+
+
 def _label_replace(args: list[Value]) -> Frame:
     frame, dst, repl, src, regex = args
     assert isinstance(frame, Frame)
     assert isinstance(dst, Text) and isinstance(repl, Text) and isinstance(src, Text) and isinstance(regex, Text)
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = REGEX_MAX_MEM
     try:
-        compiled = re2.compile(f"^(?:{regex.value})$")
-    except re2.error as exc:
-        raise InvalidArgument("query", f"invalid regular expression in label_replace(): {regex.value}") from exc
+        compiled = re2.compile(f"^(?:{regex.value})$", options)
+    except re2.error:
+        raise ExecutionError(f"invalid regular expression in label_replace(): {regex.value}") from None
+    _check_label_name(dst.value, "destination", "label_replace")
     out = []
     for s in frame.series:
         labels = dict(s.labels)
@@ -466,6 +480,10 @@ def _label_replace(args: list[Value]) -> Frame:
 def _label_join(args: list[Value]) -> Frame:
     frame, dst, sep, *srcs = args
     assert isinstance(frame, Frame) and isinstance(dst, Text) and isinstance(sep, Text)
+    _check_label_name(dst.value, "destination", "label_join")
+    for src in srcs:
+        assert isinstance(src, Text)
+        _check_label_name(src.value, "source", "label_join")
     out = []
     for s in frame.series:
         labels = dict(s.labels)

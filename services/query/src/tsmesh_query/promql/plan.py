@@ -37,8 +37,14 @@ def at_ms(at: ast.At, start_ms: int, end_ms: int) -> int:
     return at.ms
 
 
-def plan_query(expr: ast.Expr, start_ms: int, end_ms: int, step_ms: int) -> Plan:
-    """Validate the time range and work out every selector's sample span."""
+def plan_query(expr: ast.Expr, start_ms: int, end_ms: int, step_ms: int, instant: bool = False) -> Plan:
+    """Validate the time range and work out every selector's sample span. A range query must be
+    of scalar or instant-vector type; an instant query may also answer a string or a range vector."""
+    if not instant and isinstance(expr, ast.String | ast.MatrixSelector | ast.Subquery):
+        kind = "string" if isinstance(expr, ast.String) else "range vector"
+        raise InvalidArgument(
+            "query", f'invalid expression type "{kind}" for range query, must be Scalar or instant Vector'
+        )
     if end_ms < start_ms:
         raise InvalidArgument("end", "end timestamp must not be before start time")
     if step_ms <= 0:
