@@ -286,8 +286,9 @@ def call(node: ast.Call, args: list[Value], ts: Ints, ev: Evaluator) -> Value:
         frame = args[0]
         assert isinstance(frame, Frame)
         stamped = []
+        direct = isinstance(node.args[0], ast.VectorSelector)  # else the samples stand at the steps
         for one in frame.series:
-            when = (one.sample_ts if one.sample_ts is not None else ts) / 1000
+            when = (one.sample_ts if direct and one.sample_ts is not None else ts) / 1000
             stamped.append(Series(drop_name(one.labels), when.astype(np.float64), one.present))
         return merge(stamped, steps)
     if name in ("sort", "sort_desc"):
