@@ -107,7 +107,11 @@ async def test_errors_name_their_cause(service: Running, loader: Loader, query: 
 
 @pytest.mark.parametrize(
     ("limits", "limit"),
-    [(QueryLimits(max_series=1), "max_series"), (QueryLimits(max_points=100), "max_points")],
+    [
+        (QueryLimits(max_series=1), "max_series"),
+        (QueryLimits(max_points=100), "max_points"),
+        (QueryLimits(max_points=20), "series x 61 steps"),
+    ],
 )
 async def test_limits_answer_resource_exhausted(
     ts_db: Any, token_mint: Any, loader: Loader, limits: QueryLimits, limit: str

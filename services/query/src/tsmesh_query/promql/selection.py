@@ -18,6 +18,7 @@ from tsmesh_query.config import QueryLimits
 from tsmesh_query.promql.plan import Plan, SelectorKey
 from tsmesh_query.promql.values import NAME, Labels, make_labels
 
+STEP_VALUES_PER_POINT = 5  # values held per step (8 bytes + a mask byte) allowed per max_points
 SERIES_BY_METRIC = """
 SELECT series_id, metric, labels::text AS labels FROM ts.series
 WHERE tenant_id = $1 AND metric = $2 AND labels @> $3::jsonb LIMIT $4
@@ -104,4 +105,9 @@ async def select_series(conn: asyncpg.Connection, tenant: str, plan: Plan, limit
         total += len(out[key])
         if total > limits.max_series:
             raise ResourceExhausted("max_series", f"the query selects more than {limits.max_series} series")
+        if total * len(plan.timestamps) > limits.max_points * STEP_VALUES_PER_POINT:
+            # each selected series becomes one value per step in memory
+            raise ResourceExhausted(
+                "max_points", f"{total} series x {len(plan.timestamps)} steps is too many values; narrow or coarsen"
+            )
     return Selection(plan, out)
