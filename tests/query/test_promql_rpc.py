@@ -172,3 +172,15 @@ async def test_answers_are_cached_until_the_data_generation_moves(
     fresh = await service.stub.PromQueryRange(request, metadata=md, timeout=10)
     assert fresh.series[0].values[0] == 1000.0
     assert first.series[0].values[0] != 1000.0
+
+
+def test_a_subquery_too_fine_for_the_budget_is_refused() -> None:
+    from tsmesh_common.errors import ResourceExhausted
+
+    plan = plan_query(parse_query("max_over_time(up[1d:1s])"), 0, 60_000, 15_000)
+    ts = np.arange(0, 60_001, 15_000, dtype=np.int64)
+    key = (("__name__", "=", "up"),)
+    samples = SampleSet({key: [RawSeries(make_labels({"__name__": "up"}), ts, np.ones(len(ts)))]})
+    with pytest.raises(ResourceExhausted, match="subquery"):
+        Evaluator(plan, samples, time.monotonic() + 60, max_values=50_000).run()
+    assert Evaluator(plan, samples, time.monotonic() + 60, max_values=200_000).run() is not None

@@ -15,7 +15,7 @@ from tsmesh_query.promql.evaluate import Evaluator
 from tsmesh_query.promql.fetch import fetch_samples
 from tsmesh_query.promql.parse import parse_query
 from tsmesh_query.promql.plan import Plan, plan_query
-from tsmesh_query.promql.selection import select_series
+from tsmesh_query.promql.selection import STEP_VALUES_PER_POINT, select_series
 from tsmesh_query.promql.values import SampleSet
 from tsmesh_query.store import Database
 
@@ -54,5 +54,6 @@ class PromEngine:
                 samples = await self._db.read(read, snapshot=True)
         except TimeoutError:
             raise DeadlineExceeded("query timed out in series selection or sample fetching") from None
-        value = Evaluator(plan, samples, deadline).run()
+        max_values = self._limits.max_points * STEP_VALUES_PER_POINT
+        value = Evaluator(plan, samples, deadline, max_values).run()
         return encode(value, plan.timestamps, instant, plan.expr)

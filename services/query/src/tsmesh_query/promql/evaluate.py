@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from tsmesh_common.errors import DeadlineExceeded
+from tsmesh_common.errors import DeadlineExceeded, ResourceExhausted
 from tsmesh_query.promql import ast
 from tsmesh_query.promql.aggregate import aggregate
 from tsmesh_query.promql.binary import binary
@@ -34,10 +34,14 @@ from tsmesh_query.promql.values import (
 class Evaluator:
     """Evaluates one plan over its samples."""
 
-    def __init__(self, plan: Plan, samples: SampleSet, deadline: float) -> None:
+    def __init__(self, plan: Plan, samples: SampleSet, deadline: float, max_values: int = 10_000_000) -> None:
+        """``max_values``: how many step values (series x steps) a subquery may make its inner
+        expression hold."""
         self._plan = plan
         self._samples = samples
         self._deadline = deadline
+        self._max_values = max_values
+        self._series = max(1, sum(len(v) for v in samples.by_selector.values()))
 
     def run(self) -> Value:
         return self.eval(self._plan.expr, self._plan.timestamps)
@@ -105,6 +109,10 @@ class Evaluator:
         first = -((-(te - node.range_ms)) // step) * step  # first multiple of step >= te - range
         pieces = [np.arange(f, t + 1, step, dtype=np.int64) for f, t in zip(first, te, strict=True)]
         inner_ts = np.unique(np.concatenate(pieces)) if pieces else np.zeros(0, dtype=np.int64)
+        if len(inner_ts) * self._series > self._max_values:
+            raise ResourceExhausted(
+                "max_points", f"a subquery of {len(inner_ts)} steps over {self._series} series holds too many values"
+            )
         inner = self.eval(node.expr, inner_ts)
         if isinstance(inner, Scalar):
             inner = Frame([Series((), inner.values, np.ones(len(inner_ts), dtype=np.bool_))])
