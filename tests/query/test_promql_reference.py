@@ -10,7 +10,8 @@ from typing import Any
 
 import asyncpg
 import pytest
-from promql_reference import Dataset, Prometheus, make_dataset
+from local_prometheus import Dataset, Prometheus
+from promql_reference import make_dataset
 from tsq_support import HERE, Loader
 
 from tsmesh_common.errors import InvalidArgument, TsmeshError
