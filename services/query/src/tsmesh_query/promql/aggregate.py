@@ -54,7 +54,7 @@ def aggregate(node: ast.Aggregate, frame: Frame, param: Value | None, steps: int
         groups[group_labels(s.labels, node)].append(s)
     if op in ("topk", "bottomk"):
         assert isinstance(param, Scalar)
-        return _top(frame, groups, node, param.values, op == "topk", steps)
+        return _top(frame, groups, param.values, op == "topk", steps)
     if op == "count_values":
         assert isinstance(param, Text)
         return _count_values(groups, param.value, steps)
@@ -91,12 +91,10 @@ def aggregate(node: ast.Aggregate, frame: Frame, param: Value | None, steps: int
             else:
                 raise InvalidArgument("query", f"unknown aggregation {op!r}")
         out.append(Series(labels, result.astype(np.float64), any_present))
-    return merge(out, steps)
+    return merge(out)
 
 
-def _top(
-    frame: Frame, groups: dict[Labels, list[Series]], node: ast.Aggregate, ks: Floats, top: bool, steps: int
-) -> Frame:
+def _top(frame: Frame, groups: dict[Labels, list[Series]], ks: Floats, top: bool, steps: int) -> Frame:
     chosen = {id(s): np.zeros(steps, dtype=np.bool_) for s in frame.series}
     for members in groups.values():
         for i in range(steps):
@@ -111,7 +109,6 @@ def _top(
                 live.sort(key=lambda m: (math.isnan(m.values[i]), m.values[i] if not math.isnan(m.values[i]) else 0))
             for m in live[: int(min(k, len(live)))]:
                 chosen[id(m)][i] = True
-    del node
     return Frame([Series(s.labels, s.values, chosen[id(s)]) for s in frame.series if chosen[id(s)].any()])
 
 

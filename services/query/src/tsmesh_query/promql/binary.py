@@ -106,26 +106,25 @@ def signature(labels: Labels, matching: ast.Matching) -> Labels:
     return tuple(p for p in labels if p[0] not in drop)
 
 
-def _any_by_sig(frame: Frame, matching: ast.Matching, steps: int) -> dict[Labels, Mask]:
+def _any_by_sig(frame: Frame, matching: ast.Matching) -> dict[Labels, Mask]:
     present: dict[Labels, Mask] = {}
     for s in frame.series:
         sig = signature(s.labels, matching)
         seen = present.get(sig)
         present[sig] = s.present.copy() if seen is None else (seen | s.present)
-    del steps
     return present
 
 
 def _set_op(op: str, lhs: Frame, rhs: Frame, matching: ast.Matching, steps: int) -> Frame:
     none = np.zeros(steps, dtype=np.bool_)
     if op == "or":
-        left = _any_by_sig(lhs, matching, steps)
+        left = _any_by_sig(lhs, matching)
         extra = [
             Series(s.labels, s.values, s.present & ~left.get(signature(s.labels, matching), none), s.sample_ts)
             for s in rhs.series
         ]
-        return merge([*lhs.series, *extra], steps)
-    right = _any_by_sig(rhs, matching, steps)
+        return merge([*lhs.series, *extra])
+    right = _any_by_sig(rhs, matching)
     out = []
     for s in lhs.series:
         hit = right.get(signature(s.labels, matching), none)
@@ -218,4 +217,4 @@ def _vector_vector(node: ast.Binary, lhs: Frame, rhs: Frame, steps: int) -> Fram
                 raise ExecutionError("multiple matches for labels: grouping labels must ensure unique results")
             matched[key] = where if seen is None else (seen | where)
             out.append(Series(labels, value, hit))
-    return merge(out, steps)
+    return merge(out)

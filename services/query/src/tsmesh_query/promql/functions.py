@@ -290,7 +290,7 @@ def call(node: ast.Call, args: list[Value], ts: Ints, ev: Evaluator) -> Value:
         for one in frame.series:
             when = (one.sample_ts if direct and one.sample_ts is not None else ts) / 1000
             stamped.append(Series(drop_name(one.labels), when.astype(np.float64), one.present))
-        return merge(stamped, steps)
+        return merge(stamped)
     if name in ("sort", "sort_desc"):
         return args[0]
     if name == "label_replace":
@@ -323,7 +323,7 @@ def _over_range(name: str, rf: RangeFrame, fn: Window, keep_name: bool) -> Frame
             if v is not None:
                 values[i], present[i] = v, True
         out.append(Series(labels, values, present))
-    return merge(out, steps)
+    return merge(out)
 
 
 def _over_range_q(rf: RangeFrame, qs: Floats) -> Frame:
@@ -335,7 +335,7 @@ def _over_range_q(rf: RangeFrame, qs: Floats) -> Frame:
         for i in np.flatnonzero(present):
             values[i] = quantile(float(qs[i]), [float(v) for v in s.values[s.lo[i] : s.hi[i]]])
         out.append(Series(drop_name(s.labels), values, present))
-    return merge(out, steps)
+    return merge(out)
 
 
 def _predict_linear(rf: RangeFrame, seconds: Floats, ts: Ints) -> Frame:
@@ -348,7 +348,7 @@ def _predict_linear(rf: RangeFrame, seconds: Floats, ts: Ints) -> Frame:
             slope, intercept = _regression(s.ts[s.lo[i] : s.hi[i]], s.values[s.lo[i] : s.hi[i]], int(ts[i]))
             values[i] = slope * seconds[i] + intercept
         out.append(Series(drop_name(s.labels), values, present))
-    return merge(out, steps)
+    return merge(out)
 
 
 def _holt_winters(rf: RangeFrame, sf: float, tf: float) -> Frame:
@@ -370,7 +370,7 @@ def _holt_winters(rf: RangeFrame, sf: float, tf: float) -> Frame:
                 s0, s1 = s1, sf * float(v[j]) + (1 - sf) * (s1 + b)
             values[i] = s1
         out.append(Series(drop_name(s.labels), values, present))
-    return merge(out, steps)
+    return merge(out)
 
 
 def _absent(arg: ast.Expr, present: np.ndarray, steps: int) -> Frame:
@@ -475,7 +475,7 @@ def _label_replace(args: list[Value]) -> Frame:
         if match is not None:
             labels[dst.value] = _expand(repl.value, match, dict(compiled.groupindex))
         out.append(Series(make_labels(labels), s.values, s.present, s.sample_ts))
-    return merge(out, len(frame.series[0].present) if frame.series else 0)
+    return merge(out)
 
 
 def _label_join(args: list[Value]) -> Frame:
@@ -490,7 +490,7 @@ def _label_join(args: list[Value]) -> Frame:
         labels = dict(s.labels)
         labels[dst.value] = sep.value.join(labels.get(x.value, "") for x in srcs if isinstance(x, Text))
         out.append(Series(make_labels(labels), s.values, s.present, s.sample_ts))
-    return merge(out, len(frame.series[0].present) if frame.series else 0)
+    return merge(out)
 
 
 def _bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
@@ -556,4 +556,4 @@ def _histogram_quantile(qs: Floats, frame: Frame, steps: int) -> Frame:
             if buckets:
                 values[i], present[i] = _bucket_quantile(float(qs[i]), buckets), True
         out.append(Series(labels, values, present))
-    return merge(out, steps)
+    return merge(out)

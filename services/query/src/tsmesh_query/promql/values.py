@@ -100,7 +100,7 @@ class RangeFrame:
 Value = Frame | Scalar | Text | RangeFrame
 
 
-def merge(series: Iterable[Series], steps: int) -> Frame:
+def merge(series: Iterable[Series]) -> Frame:
     """One Frame with one series per label set; two series present at one step with the same
     labels are Prometheus's "vector cannot contain metrics with the same labelset"."""
     out: dict[Labels, Series] = {}
@@ -116,5 +116,4 @@ def merge(series: Iterable[Series], steps: int) -> Frame:
         seen.values = np.where(s.present, s.values, seen.values)
         seen.present = seen.present | s.present
         seen.sample_ts = None
-    del steps
     return Frame(list(out.values()))
