@@ -77,8 +77,7 @@ def aggregate(node: ast.Aggregate, frame: Frame, param: Value | None, steps: int
                 masked = np.where(present, values, np.nan)
                 result = (np.fmin if op == "min" else np.fmax).reduce(masked, axis=0)
             elif op in ("stddev", "stdvar"):
-                mean = np.where(present, values, 0.0).sum(axis=0) / count
-                var = np.where(present, (values - mean) ** 2, 0.0).sum(axis=0) / count
+                var = _welford_variance(values, present)
                 result = np.sqrt(var) if op == "stddev" else var
             elif op == "quantile":
                 assert isinstance(param, Scalar)
@@ -92,6 +91,24 @@ def aggregate(node: ast.Aggregate, frame: Frame, param: Value | None, steps: int
                 raise InvalidArgument("query", f"unknown aggregation {op!r}")
         out.append(Series(labels, result.astype(np.float64), any_present))
     return merge(out)
+
+
+def _welford_variance(values: Floats, present: Mask) -> Floats:
+    """Population variance per step, accumulated member by member as Prometheus does (so a lone
+    NaN member gives 0, as there)."""
+    steps = values.shape[1]
+    count = np.zeros(steps)
+    mean = np.zeros(steps)
+    total = np.zeros(steps)
+    for v, p in zip(values, present, strict=True):
+        first = p & (count == 0)
+        later = p & (count > 0)
+        count = count + p
+        delta = v - mean
+        new_mean = np.where(first, v, np.where(later, mean + delta / np.where(count > 0, count, 1), mean))
+        total = np.where(later, total + delta * (v - new_mean), total)
+        mean = new_mean
+    return np.asarray(total / np.where(count > 0, count, 1), dtype=np.float64)
 
 
 def _top(frame: Frame, groups: dict[Labels, list[Series]], ks: Floats, top: bool, steps: int) -> Frame:
