@@ -54,3 +54,58 @@ def make_dataset(seed: int = 13) -> Dataset:
     ]
     series.append(("gap", {"job": "batch"}, gap))
     return Dataset(series, start_s * 1000, end_s * 1000)
+
+
+SELECTORS = ("g", 'g{dc="x"}', "c_total", "gap", 'h_bucket{le="1"}', 'g{host=~"a|b"}')
+RANGE_FUNCTIONS = [
+    "rate",
+    "increase",
+    "delta",
+    "irate",
+    "idelta",
+    "deriv",
+    "changes",
+    "resets",
+    "avg_over_time",
+    "sum_over_time",
+    "min_over_time",
+    "max_over_time",
+    "last_over_time",
+    "stddev_over_time",
+    "count_over_time",
+]
+# no exp, ^ or %: a one-ulp difference between Go's and C's exp/pow becomes a large one through them
+INSTANT_FUNCTIONS = ("abs", "ceil", "floor", "sqrt", "ln", "sgn", "round", "timestamp")
+AGGREGATIONS = ("sum", "avg", "min", "max", "count", "stddev", "stdvar", "group")
+
+
+def random_queries(seed: int, count: int) -> list[str]:
+    """Random compositions of selectors, range functions, subqueries, functions, aggregations and
+    operators, three levels deep (the same ``seed`` gives the same queries)."""
+    rng = random.Random(seed)
+
+    def vector(depth: int) -> str:
+        r = rng.random()
+        if depth <= 0 or r < 0.25:
+            offset = f" offset {rng.choice(['1m', '5m', '-2m', '30s'])}" if rng.random() < 0.2 else ""
+            return rng.choice(SELECTORS) + offset
+        if r < 0.45:
+            if rng.random() < 0.8:
+                ranged = f"{rng.choice(SELECTORS)}[{rng.choice(['1m', '2m', '5m', '10m', '45s'])}]"
+            else:
+                ranged = f"({vector(depth - 1)})[{rng.choice(['5m', '10m'])}:{rng.choice(['30s', '1m', '2m'])}]"
+            return f"{rng.choice(RANGE_FUNCTIONS)}({ranged})"
+        if r < 0.6:
+            return f"{rng.choice(INSTANT_FUNCTIONS)}({vector(depth - 1)})"
+        if r < 0.78:
+            grouping = rng.choice(["", " by (dc)", " without (host)", " by (job)", " by (host, dc)"])
+            return f"{rng.choice(AGGREGATIONS)}{grouping} ({vector(depth - 1)})"
+        if r < 0.9:
+            op = rng.choice(["+", "-", "*", "/", ">", "<", "==", ">="])
+            modifier = rng.choice(["", " bool"]) if op in (">", "<", "==", ">=") else ""
+            return f"({vector(depth - 1)}) {op}{modifier} {rng.choice(['2', '0.5', '100', '-1'])}"
+        op = rng.choice(["+", "-", "/", ">", "and", "or", "unless", "*"])
+        matching = rng.choice(["", " on(host, dc)", " ignoring(job)", " on(dc)", " on()"])
+        return f"({vector(depth - 1)}) {op}{matching} ({vector(depth - 1)})"
+
+    return [vector(3) for _ in range(count)]

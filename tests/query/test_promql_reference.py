@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 from local_prometheus import Dataset, Prometheus
-from promql_reference import make_dataset
+from promql_reference import make_dataset, random_queries
 from tsq_support import HERE, Loader
 
 from tsmesh_common.errors import InvalidArgument, TsmeshError
@@ -99,6 +99,7 @@ WINDOWS = {
     "gap": (58 * 60_000, 78 * 60_000, 15_000),
     "one-step": (100 * 60_000 + 3_000, 100 * 60_000 + 3_000, 60_000),
     "instant": (61 * 60_000 + 1_000, 61 * 60_000 + 1_000, 0),
+    "random": (40 * 60_000 + 7_000, 160 * 60_000, 90_000),  # 400 random compositions, not the corpus
 }
 
 
@@ -115,8 +116,8 @@ async def test_corpus_matches_prometheus(ts_db: Any, tmp_path: Path, window: str
     db = Database(DatabaseConfig(primary_url=ts_db.dsn("tsmesh_query")))
     engine = PromEngine(db, QueryLimits())
     start, end, step = (data.start_ms + WINDOWS[window][0], data.start_ms + WINDOWS[window][1], WINDOWS[window][2])
-    queries = corpus(start // 1000)
-    assert len(queries) >= 500
+    queries = random_queries(5, 400) if window == "random" else corpus(start // 1000)
+    assert len(queries) >= (400 if window == "random" else 500)
     diffs: list[str] = []
     answered = 0
     errors: list[str] = []
@@ -153,5 +154,5 @@ async def test_corpus_matches_prometheus(ts_db: Any, tmp_path: Path, window: str
     summary = f"prometheus {version}: {identical}/{len(queries)} identical ({answered} non-empty, {len(errors)} errors)"
     report.write_text("\n".join([summary, *diffs, *errors]) + "\n")
     print(report.read_text())
-    assert answered >= len(queries) * 0.8  # the corpus exercises data, not empty answers
+    assert answered >= len(queries) * 0.7  # the queries exercise data, not empty answers
     assert not diffs, f"{len(diffs)} of {len(queries)} queries differ from Prometheus {version}:\n" + "\n".join(diffs)
