@@ -129,7 +129,7 @@ async def test_without_a_token_the_answer_is_a_prometheus_error(gateway) -> None
 
 
 def test_values_are_written_as_go_does() -> None:
-    from tsmesh_gateway.routes_prometheus import format_value
+    from tsmesh_gateway.routes.prometheus import format_value
 
     assert [format_value(v) for v in (1.0, 0.1, 1e21, 1.5e-7, -2.0, math.inf, -math.inf, math.nan)] == [
         "1",
