@@ -3,6 +3,8 @@
 Translation only: parameters (query string and form-encoded POST bodies) become Prom* RPCs of
 the query service, answers become Prometheus's JSON envelope, errors its ``errorType``s:
 ``bad_data`` 400, ``execution`` 422 (a query limit is one too), ``timeout`` 503, ``unavailable`` 503.
+So unlike the other families these handlers are not wrapped in ``deps.endpoint``: every failure
+answers Prometheus's error envelope (:func:`failure`, built on ``http_errors.to_http_error``).
 """
 
 from __future__ import annotations
