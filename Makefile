@@ -65,13 +65,13 @@ bench-auth: $(STAMP)
 bench-ingest: $(STAMP)
 	$(PY) bench/bench_ingest.py
 
-bench-query: $(STAMP)
+bench-query: $(STAMP) bench-tools
 	$(PY) bench/bench_query.py
 
 # Real clients the tests drive, from Debian's packages (command=package; installed when missing)
 TEST_TOOLS := promtool=prometheus
-# wrk drives the HTTP part of bench-gateway
-BENCH_TOOLS := wrk=wrk
+# wrk drives the HTTP part of bench-gateway; Prometheus is bench-query's PromQL baseline
+BENCH_TOOLS := wrk=wrk promtool=prometheus
 
 tools:
 	@scripts/debian_tools.sh $(TEST_TOOLS)

@@ -343,6 +343,7 @@ def spec() -> dict[str, Any]:
                 }
             },
             "/api/v2/write": {"post": influx},
+            **prometheus_paths(),
             "/healthz": {"get": {"summary": "Process liveness", "security": [], "responses": {"200": plain}}},
             "/readyz": {
                 "get": {
@@ -353,3 +354,87 @@ def spec() -> dict[str, Any]:
             },
         },
     }
+
+
+PROM_ERRORS = {
+    code: {"description": text, **_json(_ref("PromError"))}
+    for code, text in (
+        ("400", "bad_data: a malformed query or parameter (the message names it)"),
+        ("401", "Unauthenticated"),
+        ("422", "execution: the query cannot be evaluated, or exceeds a query limit"),
+        ("429", "Rate limited (see Retry-After)"),
+        ("503", "timeout or unavailable"),
+    )
+}
+SCHEMAS["PromSuccess"] = _obj(
+    {"status": {"const": "success"}, "data": {}, "warnings": {"type": "array", "items": STRING}}, ["status"]
+)
+SCHEMAS["PromError"] = _obj(
+    {"status": {"const": "error"}, "errorType": STRING, "error": STRING}, ["status", "errorType", "error"]
+)
+PROM_PARAMS = {
+    "query": "PromQL expression",
+    "time": "Evaluation time: RFC 3339 or Unix seconds (default: now)",
+    "start": "RFC 3339 or Unix seconds",
+    "end": "RFC 3339 or Unix seconds",
+    "step": "Duration (1m30s) or float seconds",
+    "timeout": "Duration or float seconds",
+    "match[]": "Series selector; repeatable",
+    "limit": "Maximum number of answers",
+}
+
+
+def _prom_op(summary: str, params: tuple[str, ...], required: tuple[str, ...] = (), *, post: bool) -> Any:
+    """A Prometheus API v1 operation: parameters in the query string (GET) or a form body (POST)."""
+    many = {"type": "array", "items": STRING}
+    one_or_many = {"anyOf": [STRING, many]}  # a form body may repeat match[] or give it once
+    fields = {
+        name: (one_or_many if post else many) if name == "match[]" else {**STRING, "description": PROM_PARAMS[name]}
+        for name in params
+    }
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "tags": ["prometheus"],
+        "responses": {**PROM_ERRORS, "200": {"description": "OK", **_json(_ref("PromSuccess"))}},
+    }
+    if post:
+        schema = _obj(fields, list(required) or None)
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/x-www-form-urlencoded": {"schema": schema}},
+        }
+    else:
+        operation["parameters"] = [
+            {"name": name, "in": "query", "required": name in required, "schema": fields[name]} for name in params
+        ]
+    return operation
+
+
+def prometheus_paths() -> dict[str, Any]:
+    """Prometheus's HTTP API v1 (what Grafana's Prometheus data source calls)."""
+    query = ("query", "time", "timeout")
+    ranged = ("query", "start", "end", "step", "timeout")
+    listing = ("match[]", "start", "end", "limit")
+    paths: dict[str, Any] = {}
+    for path, summary, params, required in (
+        ("/api/v1/query", "Instant PromQL query", query, ("query",)),
+        ("/api/v1/query_range", "Range PromQL query", ranged, ("query", "start", "end", "step")),
+        ("/api/v1/series", "Series matching match[]", listing, ("match[]",)),
+        ("/api/v1/labels", "Label names", listing, ()),
+        ("/api/v1/query_exemplars", "Exemplars (always empty)", ("query", "start", "end"), ()),
+    ):
+        paths[path] = {
+            "get": _prom_op(summary, params, required, post=False),
+            "post": _prom_op(summary, params, required, post=True),
+        }
+    values = _prom_op("Values of one label", listing, post=False)
+    values["parameters"].insert(0, {"name": "name", "in": "path", "required": True, "schema": STRING})
+    paths["/api/v1/label/{name}/values"] = {"get": values}
+    for path, summary in (
+        ("/api/v1/metadata", "Metric metadata (empty)"),
+        ("/api/v1/status/buildinfo", "Build information (Prometheus-compatible version)"),
+        ("/api/v1/rules", "Recording and alerting rules (none)"),
+        ("/api/v1/alerts", "Active alerts (none)"),
+    ):
+        paths[path] = {"get": _prom_op(summary, (), post=False)}
+    return paths
