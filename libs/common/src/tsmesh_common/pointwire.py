@@ -1,0 +1,95 @@
+"""Points written straight into ``tsmesh.v1.WriteRequest`` wire bytes, in requests of bounded size.
+
+The push protocols (remote_write, OTLP, line protocol) carry many samples per series: a series'
+identity (metric and labels) is encoded once as the bytes of a ``Point`` before its timestamp and
+value fields, and each sample appends those two fields. No message object is built per point, and
+the bytes are what ingest's wire-path validation reads (ADR 0206): a label map in the order given,
+then the timestamp and the value field (written even when 0.0, which is valid protobuf).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from tsmesh_common.errors import InvalidArgument
+from tsmesh_common.protowire import varint
+
+_DOUBLE = struct.Struct("<d")
+_UINT64 = 1 << 64
+MAX_MESSAGES = 10
+
+
+def _field(tag: int, data: bytes) -> bytes:
+    return bytes((tag,)) + varint(len(data)) + data
+
+
+def identity(metric: str, labels: Iterable[tuple[str, str]]) -> bytes:
+    """The bytes of ``Point(metric, labels)`` (the fields before the timestamp), labels in the given order."""
+    parts = [_field(0x0A, metric.encode("utf-8", "surrogatepass"))]
+    for name, value in labels:
+        entry = _field(0x0A, name.encode("utf-8", "surrogatepass")) + _field(
+            0x12, value.encode("utf-8", "surrogatepass")
+        )
+        parts.append(_field(0x12, entry))
+    return b"".join(parts)
+
+
+def sample(timestamp_ns: int, value: float) -> bytes:
+    """The timestamp and value fields of a point (int64 as protobuf writes it: negative as 10 bytes)."""
+    return b"\x18" + varint(timestamp_ns % _UINT64) + b"\x21" + _DOUBLE.pack(value)
+
+
+class TooManyPoints(InvalidArgument):
+    """A push request holds more points than one request may (the HTTP routes answer 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("points", f"at most {limit} points per request")
+        self.limit = limit
+
+
+class RequestWriter:
+    """Collects points into serialized ``WriteRequest`` messages of at most ``max_points`` points
+    each, and at most ``max_total`` in all (:class:`TooManyPoints` beyond: memory stays bounded)."""
+
+    def __init__(self, max_points: int, max_total: int) -> None:
+        self._max_points = max_points
+        self._max_total = max_total
+        self._done: list[bytes] = []
+        self._current: list[bytes] = []
+        self.points = 0
+
+    def add(self, identity_bytes: bytes, timestamp_ns: int, value: float) -> None:
+        """Append one point of the series ``identity_bytes`` (from :func:`identity`)."""
+        if self.points >= self._max_total:
+            raise TooManyPoints(self._max_total)
+        point = identity_bytes + sample(timestamp_ns, value)
+        current = self._current
+        current.append(b"\x0a" + varint(len(point)) + point)
+        self.points += 1
+        if len(current) >= self._max_points:
+            self._done.append(b"".join(current))
+            self._current = []
+
+    def requests(self) -> list[bytes]:
+        """The serialized requests, in order (none when no point was added)."""
+        if self._current:
+            self._done.append(b"".join(self._current))
+            self._current = []
+        return self._done
+
+
+@dataclass
+class Outcome:
+    """What a translation into points refused (``rejected`` samples, the first few reasons) and how
+    many stale markers it dropped (ADR 0220)."""
+
+    rejected: int = 0
+    messages: list[str] = field(default_factory=list)
+    stale: int = 0
+
+    def refuse(self, count: int, message: str) -> None:
+        self.rejected += count
+        if len(self.messages) < MAX_MESSAGES:
+            self.messages.append(message)
