@@ -12,7 +12,7 @@ from tsmesh_gateway.push.lines import MAX_LINE_ERRORS, translate_lines
 def test_points_and_their_lines_with_the_bucket_label() -> None:
     writer = RequestWriter(max_points=2, max_total=100)
     body = b"cpu,host=a usage=1.5,idle=2i 1700000000\n\nbadline\nmem,host=b used=3 1700000001\n"
-    outcome = translate_lines(body, precision="s", bucket="telegraf", writer=writer)
+    outcome = translate_lines(body, scale=10**9, bucket="telegraf", writer=writer)
     pts = [
         (p.metric, dict(p.labels), p.timestamp_ns, p.value)
         for raw in writer.requests()
@@ -28,16 +28,16 @@ def test_points_and_their_lines_with_the_bucket_label() -> None:
 
 
 def test_bad_lines_are_all_counted_but_only_the_first_reasons_kept() -> None:
-    outcome = translate_lines(b"x\n" * 5000, precision="ns", bucket="b", writer=RequestWriter(10, 10))
+    outcome = translate_lines(b"x\n" * 5000, scale=1, bucket="b", writer=RequestWriter(10, 10))
     assert outcome.bad_lines == 5000
     assert len(outcome.errors) == MAX_LINE_ERRORS
 
 
 def test_a_body_with_more_points_than_the_cap_is_refused() -> None:
     with pytest.raises(TooManyPoints):
-        translate_lines(b"m v=1\n" * 11, precision="ns", bucket="b", writer=RequestWriter(10, 10))
+        translate_lines(b"m v=1\n" * 11, scale=1, bucket="b", writer=RequestWriter(10, 10))
 
 
 def test_a_body_not_utf8_names_its_line() -> None:
-    outcome = translate_lines(b"m v=1\nm\xff v=2\n", precision="ns", bucket="b", writer=RequestWriter(10, 10))
+    outcome = translate_lines(b"m v=1\nm\xff v=2\n", scale=1, bucket="b", writer=RequestWriter(10, 10))
     assert outcome.errors == [(2, "not UTF-8")]

@@ -10,7 +10,7 @@ from array import array
 from dataclasses import dataclass, field
 
 from tsmesh_common.pointwire import RequestWriter, identity
-from tsmesh_gateway.lineprotocol import INT64_MAX, INT64_MIN, PRECISION_NS, LineError, metric_name, parse_line
+from tsmesh_gateway.lineprotocol import INT64_MAX, INT64_MIN, LineError, metric_name, parse_line
 
 MAX_LINE_ERRORS = 100
 
@@ -30,16 +30,16 @@ class LinesOutcome:
 
 
 def translate_lines(
-    body: bytes, *, precision: str, bucket: str, writer: RequestWriter, now_ns: int | None = None
+    body: bytes, *, scale: int, bucket: str, writer: RequestWriter, now_ns: int | None = None
 ) -> LinesOutcome:
-    """Add the points of a line protocol ``body`` to ``writer``; ``bucket`` becomes a label."""
+    """Add the points of a line protocol ``body`` (timestamps in units of ``scale`` ns) to
+    ``writer``; ``bucket`` becomes a label."""
     outcome = LinesOutcome()
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         outcome.refuse(body.count(b"\n", 0, exc.start) + 1, "not UTF-8")
         return outcome
-    scale = PRECISION_NS[precision]
     default_ts = (now_ns if now_ns is not None else time.time_ns()) // scale * scale
     identities: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
     for number, raw_line in enumerate(text.split("\n"), start=1):
