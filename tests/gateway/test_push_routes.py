@@ -149,6 +149,7 @@ async def test_otlp_delta_sums_are_a_partial_success(gateway: Any) -> None:
         ),
         ("application/x-protobuf", otlp_request().SerializeToString()[:-5], 400, "truncated or corrupt"),
         ("application/json", b"{not json", 400, "JSON"),
+        ("application/json", b'"AAA"', 400, "not an object"),
         ("text/plain", b"", 415, "Content-Type"),
     ],
 )

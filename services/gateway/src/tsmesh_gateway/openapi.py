@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tsmesh_gateway.push.openapi import push_paths
+
 INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
 STRING = {"type": "string"}
 MAX_SECONDS = 10 * 366 * 86_400
@@ -341,6 +343,7 @@ def spec() -> dict[str, Any]:
                 }
             },
             "/api/v2/write": {"post": influx},
+            **push_paths(ERRORS),
             "/healthz": {"get": {"summary": "Process liveness", "security": [], "responses": {"200": plain}}},
             "/readyz": {
                 "get": {

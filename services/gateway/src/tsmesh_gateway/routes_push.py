@@ -9,6 +9,7 @@ writes them to ingest. Bad data is a 4xx naming the fault; ingest overload or un
 
 from __future__ import annotations
 
+import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -157,10 +158,13 @@ def _export_request(body: bytes, media: str) -> ExportMetricsServiceRequest:
     message = ExportMetricsServiceRequest()
     try:
         if media == JSON:
-            json_format.Parse(body, message, ignore_unknown_fields=True)
+            document = orjson.loads(body)
+            if not isinstance(document, dict):
+                raise InvalidArgument("body", "not a valid ExportMetricsServiceRequest JSON: not an object")
+            json_format.ParseDict(document, message, ignore_unknown_fields=True)
         else:
             message.ParseFromString(body)
-    except (DecodeError, json_format.ParseError, UnicodeDecodeError) as exc:
+    except (DecodeError, json_format.ParseError, orjson.JSONDecodeError, RecursionError) as exc:
         kind = "JSON" if media == JSON else "protobuf (truncated or corrupt)"
         raise InvalidArgument("body", f"not a valid ExportMetricsServiceRequest {kind}: {str(exc)[:200]}") from None
     return message
