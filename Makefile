@@ -47,7 +47,7 @@ bench-query: $(STAMP)
 	$(PY) bench/bench_query.py
 
 # Real clients the tests drive, from Debian's packages (command=package; installed when missing)
-TEST_TOOLS :=
+TEST_TOOLS := promtool=prometheus
 # wrk drives the HTTP part of bench-gateway
 BENCH_TOOLS := wrk=wrk
 
