@@ -5,14 +5,20 @@ stored even when others are bad, as InfluxDB does."""
 
 from __future__ import annotations
 
+import re
 import time
 from array import array
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from tsmesh_common.pointwire import RequestWriter, identity
 from tsmesh_gateway.lineprotocol import INT64_MAX, INT64_MIN, LineError, metric_name, parse_line
 
 MAX_LINE_ERRORS = 100
+_INT = re.compile(r"[-+]?\d+")
+# A float as the general parser accepts it, or an integer with the ``i`` suffix (group 2).
+_NUMBER = re.compile(r"([-+]?\d+)(i)|[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+_INFINITE = (float("inf"), float("-inf"))
 
 
 @dataclass
@@ -41,10 +47,14 @@ def translate_lines(
         outcome.refuse(body.count(b"\n", 0, exc.start) + 1, "not UTF-8")
         return outcome
     default_ts = (now_ns if now_ns is not None else time.time_ns()) // scale * scale
-    identities: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
+    fast = _FastLines(bucket, writer)
     for number, raw_line in enumerate(text.split("\n"), start=1):
         line = raw_line.strip()
         if not line or line.startswith("#"):
+            continue
+        written = fast.write(line, scale, default_ts)
+        if written:
+            outcome.line_of_point.extend(repeat(number, written))
             continue
         try:
             parsed = parse_line(line)
@@ -58,10 +68,82 @@ def translate_lines(
         labels["bucket"] = bucket
         label_items = tuple(sorted(labels.items()))
         for name, value in parsed.fields:
-            metric = metric_name(parsed.measurement, name)
-            key = identities.get((metric, label_items))
-            if key is None:
-                key = identities[(metric, label_items)] = identity(metric, label_items)
-            writer.add(key, ts, value)
+            writer.add(identity(metric_name(parsed.measurement, name), label_items), ts, value)
             outcome.line_of_point.append(number)
     return outcome
+
+
+class _FastLines:
+    """The common line, written without the general parser: no backslash or quote, one space
+    between series, fields and timestamp, every field value a float or an ``i`` integer. Each
+    series' labels come from the general parser once (so they are what it would make) and each
+    (series, field)'s identity bytes are kept; anything else returns 0 and takes the general path.
+    The cache holds at most ``MAX_SERIES`` series per body."""
+
+    MAX_SERIES = 100_000
+
+    def __init__(self, bucket: str, writer: RequestWriter) -> None:
+        self._bucket = bucket
+        self._writer = writer
+        self._series: dict[str, tuple[str, tuple[tuple[str, str], ...]] | None] = {}
+        self._identities: dict[tuple[str, str], bytes] = {}
+
+    def write(self, line: str, scale: int, default_ts: int) -> int:
+        """The number of points written for ``line`` (0: not a common line, nothing written)."""
+        if "\\" in line or '"' in line:
+            return 0
+        parts = line.split(" ")
+        if len(parts) == 3:
+            if _INT.fullmatch(parts[2]) is None:
+                return 0
+            ts = int(parts[2]) * scale
+            if not INT64_MIN <= ts <= INT64_MAX:
+                return 0
+        elif len(parts) == 2:
+            ts = default_ts
+        else:
+            return 0
+        series = self._series_of(parts[0])
+        if series is None:
+            return 0
+        values: list[tuple[str, float]] = []
+        for item in parts[1].split(","):
+            name, sep, raw = item.partition("=")
+            match = _NUMBER.fullmatch(raw) if sep and name and "=" not in raw else None
+            if match is None:
+                return 0
+            if match.group(2):
+                number = int(match.group(1))
+                if not INT64_MIN <= number <= INT64_MAX:
+                    return 0
+                value = float(number)
+            else:
+                value = float(raw)
+                if value in _INFINITE:
+                    return 0
+            values.append((name, value))
+        add = self._writer.add
+        for name, value in values:
+            key = self._identities.get((parts[0], name))
+            if key is None:
+                measurement, labels = series
+                key = identity(metric_name(measurement, name), labels)
+                if len(self._identities) < self.MAX_SERIES:
+                    self._identities[(parts[0], name)] = key
+            add(key, ts, value)
+        return len(values)
+
+    def _series_of(self, text: str) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+        if text in self._series:
+            return self._series[text]
+        try:
+            parsed = parse_line(f"{text} _=0")
+        except LineError:
+            found = None
+        else:
+            labels = dict(parsed.tags)
+            labels["bucket"] = self._bucket
+            found = (parsed.measurement, tuple(sorted(labels.items())))
+        if len(self._series) < self.MAX_SERIES:
+            self._series[text] = found
+        return found
