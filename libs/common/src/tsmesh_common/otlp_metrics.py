@@ -15,6 +15,7 @@ OTLP receiver does it (ADR 0221):
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -57,7 +58,8 @@ def attribute_labels(attributes: Iterable[KeyValue]) -> Labels:
     labels: Labels = {}
     for kv in attributes:
         name = label_name(kv.key)
-        text = attribute_text(kv.value)
+        value = kv.value
+        text = value.string_value if value.WhichOneof("value") == "string_value" else attribute_text(value)
         labels[name] = f"{labels[name]};{text}" if name in labels else text
     return labels
 
@@ -79,23 +81,29 @@ def resource_labels(attributes: Iterable[KeyValue]) -> tuple[Labels, Labels]:
 class _Series:
     """Adds the points of one resource to the writer, caching each label set's encoded identity."""
 
-    def __init__(self, writer: RequestWriter, promoted: Labels) -> None:
+    def __init__(self, writer: RequestWriter, promoted: Labels, identities: dict[Any, bytes]) -> None:
         self._writer = writer
         self._promoted = promoted
+        self._identities = identities
         self.latest_ns = 0
 
     def add(self, metric: str, labels: Labels, timestamp_ns: int, value: float) -> None:
-        merged = {**labels, **self._promoted}
-        self._writer.add(identity(metric, sorted(merged.items())), timestamp_ns, value)
-        self.latest_ns = max(self.latest_ns, timestamp_ns)
+        items = tuple(sorted({**labels, **self._promoted}.items()))
+        key = self._identities.get((metric, items))
+        if key is None:
+            key = self._identities[(metric, items)] = identity(metric, items)
+        self._writer.add(key, timestamp_ns, value)
+        if timestamp_ns > self.latest_ns:
+            self.latest_ns = timestamp_ns
 
 
 def translate(request: ExportMetricsServiceRequest, writer: RequestWriter) -> Outcome:
     """Add the points of ``request`` to ``writer``; what was refused comes back."""
     outcome = Outcome()
+    identities: dict[Any, bytes] = {}  # bounded by the writer's point cap
     for resource_metrics in request.resource_metrics:
         promoted, info = resource_labels(resource_metrics.resource.attributes)
-        series = _Series(writer, promoted)
+        series = _Series(writer, promoted, identities)
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
                 _metric(metric, series, outcome)

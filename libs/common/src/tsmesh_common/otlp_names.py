@@ -6,6 +6,7 @@ unit suffixes are added (``s`` -> ``_seconds``, ``By/s`` -> ``_bytes_per_second`
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal
 
@@ -76,6 +77,7 @@ def _ends_with(tokens: list[str], word: str) -> bool:
     return tokens[-len(suffix) :] == suffix
 
 
+@functools.lru_cache(maxsize=4096)
 def label_name(key: str) -> str:
     """An attribute key as a label name: other characters become ``_``; a leading digit gets
     ``key_``, a single leading underscore ``key`` (names starting ``__`` are reserved)."""
