@@ -24,12 +24,11 @@ from tsmesh_common.errors import InvalidArgument
 from tsmesh_common.otlp_metrics import translate as translate_otlp
 from tsmesh_common.pointwire import Outcome
 from tsmesh_gateway.bodies import too_large
-from tsmesh_gateway.deps import Caller, Deps, endpoint
+from tsmesh_gateway.deps import Deps, endpoint
 from tsmesh_gateway.http_errors import HttpError
 from tsmesh_gateway.lineprotocol import PRECISION_NS
 from tsmesh_gateway.push import remote_write
-from tsmesh_gateway.push.lines import LinesOutcome, translate_lines
-from tsmesh_gateway.push.sender import PushSender, Sent
+from tsmesh_gateway.push.sender import PushSender
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -142,7 +141,7 @@ class PushRoutes:
                 caller.headers,
             )
         body = await self._deps.body(request)
-        return await write_lines(self._sender, caller, body, V1_PRECISION_NS[precision], bucket)
+        return await self._sender.write_lines(caller, body, V1_PRECISION_NS[precision], bucket)
 
     async def _raw_body(self, request: Request) -> bytes:
         """The body as sent (remote_write's snappy is undone by the parser, under its own cap)."""
@@ -168,32 +167,3 @@ def _export_request(body: bytes, media: str) -> ExportMetricsServiceRequest:
         kind = "JSON" if media == JSON else "protobuf (truncated or corrupt)"
         raise InvalidArgument("body", f"not a valid ExportMetricsServiceRequest {kind}: {str(exc)[:200]}") from None
     return message
-
-
-async def write_lines(sender: PushSender, caller: Caller, body: bytes, scale: int, bucket: str) -> Response:
-    """Line protocol written as InfluxDB does: good lines stored, 204 when all were, else 400
-    ``partial write`` naming the first bad line (and how many there were)."""
-    writer = sender.writer()
-
-    def parse() -> LinesOutcome:
-        return translate_lines(body, scale=scale, bucket=bucket, writer=writer)
-
-    outcome = await sender.parse(parse, caller.headers)
-    sent: Sent = await sender.send(caller, writer.requests())
-    errors = list(outcome.errors)
-    lines = outcome.line_of_point
-    errors += [(lines[i], f"{f}: {r}") for i, f, r in sent.refused if 0 <= i < len(lines)]
-    if not errors and not writer.points:
-        raise HttpError(400, "INVALID_ARGUMENT", "writing requires points", {"field": "body"}, caller.headers)
-    if not errors:
-        return Response(status_code=204, headers=caller.headers)
-    errors.sort()
-    line, reason = errors[0]
-    bad_lines = outcome.bad_lines + len({lines[i] for i, _, _ in sent.refused if 0 <= i < len(lines)})
-    raise HttpError(
-        400,
-        "INVALID_ARGUMENT",
-        f"partial write: line {line}: {reason}",
-        {"field": "body", "line": line, "reason": reason, "bad_lines": bad_lines, "accepted_points": sent.accepted},
-        caller.headers,
-    )

@@ -16,7 +16,7 @@ class PushConfig:
 
     max_points: int = 100_000
     chunk_points: int = 10_000
-    max_decoded_bytes: int = 32 * 1024 * 1024
+    max_decoded_bytes: int = 16 * 1024 * 1024
     parse_threads: int = 1
 
     @classmethod
@@ -25,6 +25,6 @@ class PushConfig:
         return cls(
             max_points=env.get_int("TSMESH_GATEWAY_PUSH_MAX_POINTS", 100_000, minimum=1),
             chunk_points=env.get_int("TSMESH_GATEWAY_MAX_WRITE_POINTS", 10_000, minimum=1),
-            max_decoded_bytes=env.get_int("TSMESH_GATEWAY_PUSH_MAX_DECODED_BYTES", 32 * 1024 * 1024, minimum=1024),
+            max_decoded_bytes=env.get_int("TSMESH_GATEWAY_PUSH_MAX_DECODED_BYTES", 16 * 1024 * 1024, minimum=1024),
             parse_threads=env.get_int("TSMESH_GATEWAY_PUSH_PARSE_THREADS", 1, minimum=1, maximum=16),
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
 
@@ -48,7 +49,7 @@ def translate_lines(
         return outcome
     default_ts = (now_ns if now_ns is not None else time.time_ns()) // scale * scale
     fast = _FastLines(bucket, writer)
-    for number, raw_line in enumerate(text.split("\n"), start=1):
+    for number, raw_line in enumerate(_lines(text), start=1):
         line = raw_line.strip()
         if not line or line.startswith("#"):
             continue
@@ -71,6 +72,18 @@ def translate_lines(
             writer.add(identity(metric_name(parsed.measurement, name), label_items), ts, value)
             outcome.line_of_point.append(number)
     return outcome
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` one at a time (one ``split`` of a 10 MiB body holds the interpreter,
+    and so the event loop, for tens of milliseconds)."""
+    start = 0
+    end = text.find("\n")
+    while end >= 0:
+        yield text[start:end]
+        start = end + 1
+        end = text.find("\n", start)
+    yield text[start:]
 
 
 class _FastLines:

@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from starlette.responses import Response
 from tsmesh.v1 import ingest_pb2
 
 from tsmesh_common.pointwire import RequestWriter, TooManyPoints
 from tsmesh_gateway.deps import Caller
 from tsmesh_gateway.http_errors import HttpError, to_http_error
 from tsmesh_gateway.push.config import PushConfig
+from tsmesh_gateway.push.lines import LinesOutcome, translate_lines
 from tsmesh_gateway.push.offload import Offload
 from tsmesh_gateway.upstreams import Upstream
 
@@ -74,11 +76,40 @@ class PushSender:
             except Exception as exc:  # noqa: BLE001 - mapped, with the count of what was already stored
                 error = to_http_error(exc)
                 error.details["accepted_points"] = sent.accepted
+                if sent.accepted:
+                    error.message = f"partial write: {sent.accepted} points accepted before failure: {error.message}"
                 error.headers = {**caller.headers, **error.headers}
                 raise error from None
             sent.accepted += answer.accepted
             sent.refused.extend((base + int(e.index), e.field, e.reason) for e in answer.errors)
         return sent
+
+    async def write_lines(self, caller: Caller, body: bytes, scale: int, bucket: str) -> Response:
+        """Line protocol written as InfluxDB does: good lines stored, 204 when all were, else 400
+        ``partial write`` naming the first bad line (and how many there were)."""
+        writer = self.writer()
+
+        def parse() -> LinesOutcome:
+            return translate_lines(body, scale=scale, bucket=bucket, writer=writer)
+
+        outcome = await self.parse(parse, caller.headers)
+        sent = await self.send(caller, writer.requests())
+        lines = outcome.line_of_point
+        refused_lines = [(lines[i], f"{f}: {r}") for i, f, r in sent.refused if 0 <= i < len(lines)]
+        errors = sorted([*outcome.errors, *refused_lines])
+        if not errors and not writer.points:
+            raise HttpError(400, "INVALID_ARGUMENT", "writing requires points", {"field": "body"}, caller.headers)
+        if not errors:
+            return Response(status_code=204, headers=caller.headers)
+        line, reason = errors[0]
+        bad_lines = outcome.bad_lines + len({n for n, _ in refused_lines})
+        raise HttpError(
+            400,
+            "INVALID_ARGUMENT",
+            f"partial write: line {line}: {reason}",
+            {"field": "body", "line": line, "reason": reason, "bad_lines": bad_lines, "accepted_points": sent.accepted},
+            caller.headers,
+        )
 
     def close(self) -> None:
         self._offload.close()
