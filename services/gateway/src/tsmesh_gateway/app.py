@@ -38,12 +38,11 @@ from tsmesh_gateway.generation_feed import FEED_NAME, GenerationFeed
 from tsmesh_gateway.guard import BatchingLimiter, Limiter, PrincipalCache, RouteLimits
 from tsmesh_gateway.microcache import GenerationReader, MicroCache
 from tsmesh_gateway.openapi import spec
-from tsmesh_gateway.push.sender import PushSender
 from tsmesh_gateway.routes_auth import auth_routes
 from tsmesh_gateway.routes_data import cached_queries, query_routes
 from tsmesh_gateway.routes_influx import influx_routes
 from tsmesh_gateway.routes_ops import ops_routes
-from tsmesh_gateway.routes_push import PushRoutes
+from tsmesh_gateway.routes_push import push_routes
 from tsmesh_gateway.stream.endpoint import StreamEndpoint
 from tsmesh_gateway.stream.hub import Hub
 from tsmesh_gateway.stream.listener import LeanListener
@@ -128,14 +127,12 @@ def build_app(parts: Parts) -> Starlette:
                     await task
             await hub.stop()
             await listener.stop()
-            push.close()
 
     handlers = cached_queries(deps)
-    push = PushSender(parts.upstreams.ingest, cfg.push)
     routes = [
         *query_routes(deps, handlers),
         *influx_routes(deps),
-        *PushRoutes(deps, push).routes(),
+        *push_routes(deps),
         *auth_routes(deps),
         *ops_routes(parts.upstreams, spec, os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
         WebSocketRoute("/v1/stream", stream),

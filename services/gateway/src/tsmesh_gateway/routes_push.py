@@ -36,6 +36,11 @@ JSON = "application/json"
 V1_PRECISION_NS = {**PRECISION_NS, "m": 60_000_000_000, "h": 3_600_000_000_000}
 
 
+def push_routes(deps: Deps) -> list[Route]:
+    """The push routes bound to ``deps``, with the worker's parse thread."""
+    return PushRoutes(deps, PushSender(deps.upstreams.ingest, deps.cfg.push)).routes()
+
+
 class PushRoutes:
     """The push endpoints of one worker."""
 

@@ -29,7 +29,3 @@ class Offload:
     async def run(self, fn: Callable[[], T]) -> T:
         """``fn()``, computed in the pool."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
-
-    def close(self) -> None:
-        """Stop the threads once the parses under way end."""
-        self._pool.shutdown(wait=False, cancel_futures=True)

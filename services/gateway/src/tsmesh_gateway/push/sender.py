@@ -110,6 +110,3 @@ class PushSender:
             {"field": "body", "line": line, "reason": reason, "bad_lines": bad_lines, "accepted_points": sent.accepted},
             caller.headers,
         )
-
-    def close(self) -> None:
-        self._offload.close()
