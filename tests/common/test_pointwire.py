@@ -35,3 +35,14 @@ def test_more_points_than_the_cap_are_refused() -> None:
         writer.add(key, i, 1.0)
     with pytest.raises(TooManyPoints, match="at most 3 points"):
         writer.add(key, 4, 1.0)
+
+
+def test_long_points_and_every_timestamp_range_round_trip() -> None:
+    writer = RequestWriter(max_points=100, max_total=100)
+    key = identity("m", [("long", "x" * 300)])
+    stamps = [0, 1, 2**56 - 1, 2**56, 2**63 - 1, -(2**63), -1]
+    for ts in stamps:
+        writer.add(key, ts, -0.0)
+    (request,) = decoded(writer)
+    assert [p[2] for p in request] == stamps
+    assert all(p[1] == {"long": "x" * 300} for p in request)
