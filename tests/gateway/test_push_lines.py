@@ -9,7 +9,7 @@ from tsmesh.v1 import ingest_pb2
 
 from tsmesh_common.pointwire import RequestWriter, TooManyPoints
 from tsmesh_gateway.lineprotocol import parse_body
-from tsmesh_gateway.push.lines import MAX_LINE_ERRORS, translate_lines
+from tsmesh_gateway.push.lines import MAX_LINE_ERRORS, LineSeriesCache, translate_lines
 
 
 def test_points_and_their_lines_with_the_bucket_label() -> None:
@@ -111,15 +111,19 @@ def test_the_common_line_path_writes_what_the_general_parser_does(seed: int) -> 
     lines += EDGES
     rng.shuffle(lines)
     text = "\n".join(lines)
-    writer = RequestWriter(max_points=10_000, max_total=10_000)
-    outcome = translate_lines(text.encode(), scale=1, bucket="b", writer=writer, now_ns=5)
-    got = [
-        (p.metric, dict(p.labels), p.timestamp_ns, p.value)
-        for raw in writer.requests()
-        for p in ingest_pb2.WriteRequest.FromString(raw).points
-    ]
     reference = parse_body(text, precision="ns", bucket="b", now_ns=5)
     want = [(p.metric, dict(p.labels), p.timestamp_ns, p.value) for p in reference.points]
-    assert got == want
-    assert list(outcome.line_of_point) == reference.line_of_point
-    assert outcome.errors == reference.errors[:MAX_LINE_ERRORS]
+    small = LineSeriesCache(max_entries=3)
+    warmed = LineSeriesCache()
+    translate_lines(text.encode(), scale=1, bucket="other", writer=RequestWriter(10_000, 10_000), cache=warmed)
+    for cache in (None, small, small, warmed):
+        writer = RequestWriter(max_points=10_000, max_total=10_000)
+        outcome = translate_lines(text.encode(), scale=1, bucket="b", writer=writer, now_ns=5, cache=cache)
+        got = [
+            (p.metric, dict(p.labels), p.timestamp_ns, p.value)
+            for raw in writer.requests()
+            for p in ingest_pb2.WriteRequest.FromString(raw).points
+        ]
+        assert got == want
+        assert list(outcome.line_of_point) == reference.line_of_point
+        assert outcome.errors == reference.errors[:MAX_LINE_ERRORS]

@@ -36,11 +36,28 @@ class LinesOutcome:
             self.errors.append((line, reason))
 
 
+class LineSeriesCache:
+    """What the common-line path learnt about series, kept across bodies (agents send the same
+    series every interval): a series text's (measurement, labels) and each field's identity bytes,
+    per bucket. At most ``max_entries`` of each; full, it starts again empty."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self.series: dict[tuple[str, str], tuple[str, tuple[tuple[str, str], ...]] | None] = {}
+        self.identities: dict[tuple[str, str, str], bytes] = {}
+
+
 def translate_lines(
-    body: bytes, *, scale: int, bucket: str, writer: RequestWriter, now_ns: int | None = None
+    body: bytes,
+    *,
+    scale: int,
+    bucket: str,
+    writer: RequestWriter,
+    now_ns: int | None = None,
+    cache: LineSeriesCache | None = None,
 ) -> LinesOutcome:
     """Add the points of a line protocol ``body`` (timestamps in units of ``scale`` ns) to
-    ``writer``; ``bucket`` becomes a label."""
+    ``writer``; ``bucket`` becomes a label; ``cache`` is kept across bodies (else one per body)."""
     outcome = LinesOutcome()
     try:
         text = body.decode("utf-8")
@@ -48,7 +65,7 @@ def translate_lines(
         outcome.refuse(body.count(b"\n", 0, exc.start) + 1, "not UTF-8")
         return outcome
     default_ts = (now_ns if now_ns is not None else time.time_ns()) // scale * scale
-    fast = _FastLines(bucket, writer)
+    fast = _FastLines(bucket, writer, cache or LineSeriesCache())
     for number, raw_line in enumerate(_lines(text), start=1):
         line = raw_line.strip()
         if not line or line.startswith("#"):
@@ -90,16 +107,13 @@ class _FastLines:
     """The common line, written without the general parser: no backslash or quote, one space
     between series, fields and timestamp, every field value a float or an ``i`` integer. Each
     series' labels come from the general parser once (so they are what it would make) and each
-    (series, field)'s identity bytes are kept; anything else returns 0 and takes the general path.
-    The cache holds at most ``MAX_SERIES`` series per body."""
+    (series, field)'s identity bytes are kept in a :class:`LineSeriesCache`; anything else
+    returns 0 and takes the general path."""
 
-    MAX_SERIES = 100_000
-
-    def __init__(self, bucket: str, writer: RequestWriter) -> None:
+    def __init__(self, bucket: str, writer: RequestWriter, cache: LineSeriesCache) -> None:
         self._bucket = bucket
         self._writer = writer
-        self._series: dict[str, tuple[str, tuple[tuple[str, str], ...]] | None] = {}
-        self._identities: dict[tuple[str, str], bytes] = {}
+        self._cache = cache
 
     def write(self, line: str, scale: int, default_ts: int) -> int:
         """The number of points written for ``line`` (0: not a common line, nothing written)."""
@@ -136,19 +150,22 @@ class _FastLines:
                     return 0
             values.append((name, value))
         add = self._writer.add
+        identities = self._cache.identities
         for name, value in values:
-            key = self._identities.get((parts[0], name))
+            key = identities.get((self._bucket, parts[0], name))
             if key is None:
                 measurement, labels = series
                 key = identity(metric_name(measurement, name), labels)
-                if len(self._identities) < self.MAX_SERIES:
-                    self._identities[(parts[0], name)] = key
+                if len(identities) >= self._cache.max_entries:
+                    identities.clear()
+                identities[(self._bucket, parts[0], name)] = key
             add(key, ts, value)
         return len(values)
 
     def _series_of(self, text: str) -> tuple[str, tuple[tuple[str, str], ...]] | None:
-        if text in self._series:
-            return self._series[text]
+        known = self._cache.series
+        if (self._bucket, text) in known:
+            return known[(self._bucket, text)]
         try:
             parsed = parse_line(f"{text} _=0")
         except LineError:
@@ -157,6 +174,7 @@ class _FastLines:
             labels = dict(parsed.tags)
             labels["bucket"] = self._bucket
             found = (parsed.measurement, tuple(sorted(labels.items())))
-        if len(self._series) < self.MAX_SERIES:
-            self._series[text] = found
+        if len(known) >= self._cache.max_entries:
+            known.clear()
+        known[(self._bucket, text)] = found
         return found

@@ -20,7 +20,7 @@ from tsmesh_common.pointwire import RequestWriter, TooManyPoints
 from tsmesh_gateway.deps import Caller
 from tsmesh_gateway.http_errors import HttpError, to_http_error
 from tsmesh_gateway.push.config import PushConfig
-from tsmesh_gateway.push.lines import LinesOutcome, translate_lines
+from tsmesh_gateway.push.lines import LineSeriesCache, LinesOutcome, translate_lines
 from tsmesh_gateway.push.offload import Offload
 from tsmesh_gateway.upstreams import Upstream
 
@@ -44,6 +44,7 @@ class PushSender:
         self.cfg = cfg
         self._ingest = ingest
         self._offload = Offload(cfg.parse_threads)
+        self._line_series = LineSeriesCache()
         self._write_batch: Any = ingest.channel.unary_unary(
             WRITE_BATCH, request_serializer=None, response_deserializer=ingest_pb2.WriteResponse.FromString
         )
@@ -90,7 +91,7 @@ class PushSender:
         writer = self.writer()
 
         def parse() -> LinesOutcome:
-            return translate_lines(body, scale=scale, bucket=bucket, writer=writer)
+            return translate_lines(body, scale=scale, bucket=bucket, writer=writer, cache=self._line_series)
 
         outcome = await self.parse(parse, caller.headers)
         sent = await self.send(caller, writer.requests())
