@@ -11,7 +11,7 @@ from prometheus.write.v2 import types_pb2 as v2
 from tsmesh.v1 import ingest_pb2
 
 from tsmesh_common.errors import InvalidArgument
-from tsmesh_common.pointwire import RequestWriter
+from tsmesh_common.pointwire import IdentityCache, RequestWriter
 from tsmesh_gateway.http_errors import HttpError
 from tsmesh_gateway.push.remote_write import STALE_NAN_BITS, Version, inflate, is_stale, negotiate, translate
 
@@ -117,3 +117,25 @@ def test_only_the_staleness_nan_is_stale() -> None:
     assert is_stale(STALE)
     assert not is_stale(float("nan"))
     assert not is_stale(1.0)
+
+
+def test_identities_kept_across_bodies_give_the_same_points() -> None:
+    request = remote_pb2.WriteRequest(
+        timeseries=[
+            types_pb2.TimeSeries(
+                labels=[types_pb2.Label(name="__name__", value=f"m{i % 3}"), types_pb2.Label(name="i", value=str(i))],
+                samples=[types_pb2.Sample(value=float(i), timestamp=MS)],
+            )
+            for i in range(6)
+        ]
+        + [types_pb2.TimeSeries(labels=[types_pb2.Label(name="job", value="x")], samples=[types_pb2.Sample()])]
+    ).SerializeToString()
+    cache = IdentityCache(max_entries=4)
+    runs = []
+    for _ in range(3):
+        writer = RequestWriter(max_points=10, max_total=100)
+        outcome = translate(Version.V1, request, writer, cache)
+        runs.append(([ingest_pb2.WriteRequest.FromString(r) for r in writer.requests()], outcome.rejected))
+    assert runs[0] == runs[1] == runs[2]
+    assert runs[0][1] == 1
+    assert [dict(p.labels)["i"] for p in runs[0][0][0].points] == [str(i) for i in range(6)]

@@ -63,6 +63,24 @@ def sample(timestamp_ns: int, value: float) -> bytes:
     return b"\x18" + varint(ts % _UINT64) + b"\x21" + _DOUBLE.pack(value)
 
 
+class IdentityCache:
+    """Identity bytes by a caller's key (its labels as received), kept across requests of one
+    process: agents send the same series every interval. At most ``max_entries``; full, it starts
+    again empty. Used from one parse thread at a time."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[object, bytes] = {}
+
+    def get(self, key: object) -> bytes | None:
+        return self._entries.get(key)
+
+    def put(self, key: object, value: bytes) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = value
+
+
 class TooManyPoints(InvalidArgument):
     """A push request holds more points than one request may (the HTTP routes answer 413)."""
 

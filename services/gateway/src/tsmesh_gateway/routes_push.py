@@ -73,7 +73,7 @@ class PushRoutes:
         limit = self._sender.cfg.max_decoded_bytes
 
         def parse() -> Outcome:
-            return remote_write.translate(version, remote_write.inflate(body, limit), writer)
+            return remote_write.translate(version, remote_write.inflate(body, limit), writer, self._sender.identities)
 
         outcome = await self._sender.parse(parse, caller.headers)
         sent = await self._sender.send(caller, writer.requests())

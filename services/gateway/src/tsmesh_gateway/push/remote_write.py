@@ -12,7 +12,6 @@ samples are refused (tsmesh stores float samples only).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
 from enum import Enum
 
 import cramjam
@@ -21,7 +20,7 @@ from prometheus import remote_pb2, types_pb2
 from prometheus.write.v2 import types_pb2 as v2
 
 from tsmesh_common.errors import InvalidArgument
-from tsmesh_common.pointwire import Outcome, RequestWriter, identity
+from tsmesh_common.pointwire import IdentityCache, Outcome, RequestWriter, identity
 from tsmesh_gateway.http_errors import HttpError
 
 STALE_NAN_BITS = 0x7FF0000000000002
@@ -90,21 +89,23 @@ def is_stale(value: float) -> bool:
     return value != value and _BITS.unpack(_DOUBLE.pack(value))[0] == STALE_NAN_BITS
 
 
-def translate(version: Version, data: bytes, writer: RequestWriter) -> Outcome:
-    """Add the samples of an uncompressed remote_write body to ``writer``."""
+def translate(version: Version, data: bytes, writer: RequestWriter, cache: IdentityCache | None = None) -> Outcome:
+    """Add the samples of an uncompressed remote_write body to ``writer``; ``cache`` keeps series
+    identities across bodies."""
+    cache = cache or IdentityCache()
     if version is Version.V2:
-        return _translate_v2(data, writer)
+        return _translate_v2(data, writer, cache)
     try:
         request = remote_pb2.WriteRequest.FromString(data)
     except DecodeError:
         raise InvalidArgument("body", f"not a valid {V1_PROTO} (truncated or corrupt protobuf)") from None
     outcome = Outcome()
     for series in request.timeseries:
-        _series(((label.name, label.value) for label in series.labels), series, outcome, writer)
+        _series(tuple([(label.name, label.value) for label in series.labels]), series, outcome, writer, cache)
     return outcome
 
 
-def _translate_v2(data: bytes, writer: RequestWriter) -> Outcome:
+def _translate_v2(data: bytes, writer: RequestWriter, cache: IdentityCache) -> Outcome:
     try:
         request = v2.Request.FromString(data)
     except DecodeError:
@@ -116,35 +117,39 @@ def _translate_v2(data: bytes, writer: RequestWriter) -> Outcome:
         if len(refs) % 2:
             raise InvalidArgument("timeseries", "labels_refs must hold pairs of symbol references")
         try:
-            pairs = [(symbols[refs[i]], symbols[refs[i + 1]]) for i in range(0, len(refs), 2)]
+            pairs = tuple([(symbols[refs[i]], symbols[refs[i + 1]]) for i in range(0, len(refs), 2)])
         except IndexError:
             raise InvalidArgument("timeseries", f"a label reference beyond the {len(symbols)} symbols") from None
-        _series(pairs, series, outcome, writer)
+        _series(pairs, series, outcome, writer, cache)
     return outcome
 
 
 def _series(
-    pairs: Iterable[tuple[str, str]],
+    pairs: tuple[tuple[str, str], ...],
     series: types_pb2.TimeSeries | v2.TimeSeries,
     outcome: Outcome,
     writer: RequestWriter,
+    cache: IdentityCache,
 ) -> None:
-    metric = ""
-    labels: list[tuple[str, str]] = []
-    for name, value in pairs:
-        if name == "__name__":
-            metric = value
-        elif value:
-            labels.append((name, value))
     if series.histograms:
         outcome.refuse(len(series.histograms), "native histogram samples are not supported (float samples only)")
     if not series.samples:
         return
-    if not metric:
-        outcome.refuse(len(series.samples), "a series without a __name__ label")
-        return
-    labels.sort()
-    key = identity(metric, labels)
+    key = cache.get(pairs)
+    if key is None:
+        metric = ""
+        labels: list[tuple[str, str]] = []
+        for name, value in pairs:
+            if name == "__name__":
+                metric = value
+            elif value:
+                labels.append((name, value))
+        if not metric:
+            outcome.refuse(len(series.samples), "a series without a __name__ label")
+            return
+        labels.sort()
+        key = identity(metric, labels)
+        cache.put(pairs, key)
     add = writer.add
     for sample in series.samples:
         number = sample.value

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from starlette.responses import Response
 from tsmesh.v1 import ingest_pb2
 
-from tsmesh_common.pointwire import RequestWriter, TooManyPoints
+from tsmesh_common.pointwire import IdentityCache, RequestWriter, TooManyPoints
 from tsmesh_gateway.deps import Caller
 from tsmesh_gateway.http_errors import HttpError, to_http_error
 from tsmesh_gateway.push.config import PushConfig
@@ -45,6 +45,7 @@ class PushSender:
         self._ingest = ingest
         self._offload = Offload(cfg.parse_threads)
         self._line_series = LineSeriesCache()
+        self.identities = IdentityCache()
         self._write_batch: Any = ingest.channel.unary_unary(
             WRITE_BATCH, request_serializer=None, response_deserializer=ingest_pb2.WriteResponse.FromString
         )
