@@ -4,6 +4,7 @@ OTLP/HTTP protobuf and JSON, InfluxDB v1 /write; their bounds and the 4xx naming
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import time
 from typing import Any
@@ -216,3 +217,17 @@ async def test_a_10_mib_body_of_bad_lines_never_stalls_healthz(gateway: Any) -> 
     assert details["bad_lines"] == len(body) // len(line)
     assert "line 1:" in answer.json()["message"]
     assert worst < 0.05, f"/healthz took {worst * 1000:.1f} ms during the parse"
+
+
+async def test_influx_v1_credentials_carry_the_token_as_password(gateway: Any) -> None:
+    token = gateway.bearer()["authorization"].removeprefix("Bearer ")
+    body = f"creds,via=basic v=1 {NOW_MS}\n".encode()
+    basic = "Basic " + base64.b64encode(f"telegraf:{token}".encode()).decode()
+    answer = await gateway.client.post("/write?db=d&precision=ms", content=body, headers={"authorization": basic})
+    assert answer.status_code == 204, answer.text
+    answer = await gateway.client.post("/write", params={"db": "d", "precision": "ms", "p": token}, content=body)
+    assert answer.status_code == 204, answer.text
+    wrong = "Basic " + base64.b64encode(b"telegraf:nope").decode()
+    answer = await gateway.client.post("/write?db=d&precision=ms", content=body, headers={"authorization": wrong})
+    assert answer.status_code == 401
+    assert ("creds_v", (("bucket", "d"), ("via", "basic"))) in stored(gateway)

@@ -9,6 +9,9 @@ writes them to ingest. Bad data is a 4xx naming the fault; ingest overload or un
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -20,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tsmesh_common.errors import InvalidArgument
+from tsmesh_common.errors import InvalidArgument, Unauthenticated
 from tsmesh_common.otlp_metrics import translate as translate_otlp
 from tsmesh_common.pointwire import Outcome
 from tsmesh_gateway.bodies import too_large
@@ -128,8 +131,12 @@ class PushRoutes:
 
     async def influx_v1_write(self, request: Request) -> Response:
         """InfluxDB 1.x ``/write?db=&rp=&precision=``: ``db`` (``db/rp`` for another retention
-        policy than ``autogen``) becomes the ``bucket`` label, as InfluxDB 2's v1 mapping names it."""
-        caller = await self._deps.authorize(request, "write", "write")
+        policy than ``autogen``) becomes the ``bucket`` label, as InfluxDB 2's v1 mapping names it.
+        InfluxDB 1.x credentials carry the token as the password (Basic auth or ``p=``), as
+        InfluxDB 2's v1 API takes them."""
+        header = _v1_authorization(request.headers.get("authorization"), request.query_params.get("p"))
+        deps = self._deps
+        caller = await deps.authorize_header(header, deps.client_address(request.scope), "write", "write")
         params = request.query_params
         db = params.get("db", "")
         if not db or len(db) > 200:
@@ -156,6 +163,20 @@ class PushRoutes:
             raise too_large(cfg.max_body_bytes)
         chunks = await self._deps.watchdog.read(request.receive, cfg.body_timeout_seconds, cfg.max_body_bytes)
         return b"".join(chunks)
+
+
+def _v1_authorization(header: str | None, password: str | None) -> str | None:
+    """``Authorization`` as the routes read it, from InfluxDB 1.x credentials: Basic auth's
+    password, or the ``p`` query parameter when no header is sent, is the token."""
+    if header is not None and header[:6].lower() == "basic ":
+        try:
+            _, _, password = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthenticated("malformed basic authorization header") from None
+        return f"Token {password}"
+    if header is None and password:
+        return f"Token {password}"
+    return header
 
 
 def _export_request(body: bytes, media: str) -> ExportMetricsServiceRequest:
