@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from tsmesh.v1 import ingest_pb2
 
+from tsmesh_common.errors import InvalidArgument
 from tsmesh_common.pointwire import RequestWriter, TooManyPoints, identity
 
 
@@ -46,3 +47,9 @@ def test_long_points_and_every_timestamp_range_round_trip() -> None:
     (request,) = decoded(writer)
     assert [p[2] for p in request] == stamps
     assert all(p[1] == {"long": "x" * 300} for p in request)
+
+
+@pytest.mark.parametrize("ts", [2**63, -(2**63) - 1, 2**70])
+def test_timestamps_outside_int64_are_refused(ts: int) -> None:
+    with pytest.raises(InvalidArgument, match="outside the int64 range"):
+        RequestWriter(max_points=10, max_total=10).add(identity("m", []), ts, 1.0)

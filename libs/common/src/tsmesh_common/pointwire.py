@@ -60,6 +60,8 @@ def sample(timestamp_ns: int, value: float) -> bytes:
             )
         )
         return head + _DOUBLE.pack(value)
+    if not -_INT64_END <= ts < _INT64_END:
+        raise InvalidArgument("timestamp", f"{ts} ns is outside the int64 range")
     return b"\x18" + varint(ts % _UINT64) + b"\x21" + _DOUBLE.pack(value)
 
 
