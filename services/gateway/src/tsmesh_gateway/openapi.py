@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tsmesh_gateway.push.openapi import push_paths
+
 INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
 STRING = {"type": "string"}
 # What the store can hold (ADR 0210): no NUL (lone surrogates cannot be written in JSON that parses).
@@ -344,6 +346,7 @@ def spec() -> dict[str, Any]:
             },
             "/api/v2/write": {"post": influx},
             **prometheus_paths(),
+            **push_paths(ERRORS),
             "/healthz": {"get": {"summary": "Process liveness", "security": [], "responses": {"200": plain}}},
             "/readyz": {
                 "get": {

@@ -19,6 +19,7 @@ from tsmesh_common.authn import Authenticator
 from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.ratelimit import RateLimiter
 from tsmesh_common.server import GrpcApp
+from tsmesh_ingest import otlp_service
 from tsmesh_ingest.admission import Admission
 from tsmesh_ingest.batching import AdaptiveBatcher
 from tsmesh_ingest.config import IngestConfig
@@ -127,6 +128,7 @@ async def build_runtime(
         validator = Validator(cfg.validation, SeriesIdCache())
         servicer = IngestServicer(validator, admission, runtime.producer, runtime.live)
         app.add_service(SERVICE_NAME, lambda server: add_to_server(servicer, server))
+        otlp_service.register(app, servicer, cfg.validation.max_points_per_request)
     if cfg.runs_writer:
         w = cfg.writer
         runtime.pool = await asyncpg.create_pool(

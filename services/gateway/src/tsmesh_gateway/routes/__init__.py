@@ -22,6 +22,7 @@ from tsmesh_gateway.routes.data import query_routes
 from tsmesh_gateway.routes.influx import influx_routes
 from tsmesh_gateway.routes.ops import ops_routes
 from tsmesh_gateway.routes.prometheus import prometheus_routes
+from tsmesh_gateway.routes.push import push_routes
 
 
 def mount(deps: Deps, queries: QueryCache) -> list[BaseRoute]:
@@ -30,6 +31,7 @@ def mount(deps: Deps, queries: QueryCache) -> list[BaseRoute]:
         *query_routes(deps, queries),
         *influx_routes(deps),
         *prometheus_routes(deps),
+        *push_routes(deps),
         *auth_routes(deps),
         *ops_routes(deps.upstreams, spec, os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
     ]
