@@ -44,29 +44,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 tsmesh \
     && useradd --system --uid 10001 --gid tsmesh --no-create-home --shell /usr/sbin/nologin tsmesh
-COPY --chmod=0755 <<'EOF' /usr/local/bin/tsmesh-health
-#!/opt/venv/bin/python
-"""Container health probe: the gateway's readiness URL, or the gRPC health service of this process."""
-import os
-import sys
-import urllib.request
-
-url = os.environ.get("TSMESH_HEALTH_URL")
-try:
-    if url:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            sys.exit(0 if response.status == 200 else 1)
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    port = os.environ.get("TSMESH_GRPC_PORT", "50051")
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-    sys.exit(0 if answer.status == health_pb2.HealthCheckResponse.SERVING else 1)
-except Exception as exc:
-    print(f"unhealthy: {exc}", file=sys.stderr)
-    sys.exit(1)
-EOF
+# the container health probe (the gateway's readiness URL, or this process's gRPC health)
+COPY --chmod=0755 deploy/docker/tsmesh-health /usr/local/bin/tsmesh-health
 ENV PATH=/opt/venv/bin:$PATH \
     TSMESH_ENV=production \
     TSMESH_GRPC_HOST=0.0.0.0
@@ -100,6 +79,6 @@ FROM runtime AS gateway
 COPY --from=build-gateway /opt/venv /opt/venv
 COPY --from=build-gateway /app/services/gateway /app/services/gateway
 ENV TSMESH_HTTP_HOST=0.0.0.0 TSMESH_HTTP_PORT=8080 TSMESH_HEALTH_URL=http://127.0.0.1:8080/readyz
-EXPOSE 8080
+EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 CMD ["tsmesh-health"]
 ENTRYPOINT ["python", "-m", "tsmesh_gateway"]

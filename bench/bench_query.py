@@ -1,12 +1,14 @@
 """Query service benchmark (``make bench-query``): in-process service, real PostgreSQL and Redis.
 
-Figures, each beside a baseline measured in the same run:
+Figures, each beside a baseline measured in the same run (5. needs Debian's prometheus: make bench-tools):
 1. cached QueryRange calls/s vs a bare grpc.aio echo (same process, same concurrency, measured in
    alternating one-second slices so both see the same machine load);
 2. uncached p99: 1 series x 24 h of 10 s data at step 1 min; 100 series x 30 days at step 1 h (rollups);
 3. a time-compressed dashboard (100 panels, 1 h / 24 h / 7 d windows, refresh 10 s, data written and
    generations bumped meanwhile): chunk cache hit ratio;
-4. Subscribe delivery latency from PUBLISH to receipt at 1,000 points/s.
+4. Subscribe delivery latency from PUBLISH to receipt at 1,000 points/s;
+5. PromQL ``sum by (dc) (rate(x[5m]))`` over 100 series x 24 h at step 1 min, uncached and cached,
+   beside Prometheus on the same data.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +30,7 @@ import grpc
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import LatencyRecorder, Report, drive, echo_baseline
+from local_prometheus import Dataset, Prometheus
 from redis.asyncio import Redis
 from tsmesh.v1 import common_pb2, query_pb2, query_pb2_grpc
 
@@ -288,6 +293,9 @@ async def main() -> None:
         await channel.close()
         await comps.app.stop(0.1)
 
+        # --- PromQL beside Prometheus on the same data
+        await promql_vs_prometheus(db, keys, writer, report)
+
         # --- dashboard
         hit, queries, p99, lookups, errors = await dashboard(db, keys, writer, redis)
         report.add("dashboard chunk cache hit ratio", hit * 100, "%", None, None, ">= 90%")
@@ -313,6 +321,66 @@ async def main() -> None:
         await drop_db(db)
     report.print()
     print(report.markdown())
+
+
+async def promql_vs_prometheus(db: str, keys: Keys, writer: Writer, report: Report) -> None:
+    """``sum by (dc) (rate(x[5m]))`` over 100 counters x 24 h of 10 s samples at step 60 s: tsmesh
+    (gRPC PromQueryRange, uncached and cached) beside a local Prometheus (HTTP) on the same data."""
+    if shutil.which("promtool") is None:
+        print("promtool missing (make bench-tools): PromQL comparison skipped", flush=True)
+        return
+    tenant = f"bench-{uuid.uuid4().hex[:8]}"
+    md = (("authorization", f"Bearer {keys.token(tenant)}"),)
+    end_s = (int(time.time()) // 3600 - 1) * 3600  # recent: Prometheus must keep the blocks
+    start_s = end_s - 86_400
+    rng = random.Random(13)
+    series: list[tuple[str, dict[str, str], list[tuple[int, float]]]] = []
+    rows: list[tuple[int, int, float]] = []
+    await writer.partitions(start_s * S, end_s * S)
+    for i in range(100):
+        labels = {"dc": f"dc{i % 4}", "host": f"h{i}"}
+        sid = await writer.series(tenant, "x", labels)
+        value, points = 0.0, []
+        for k in range(0, 86_400, 10):
+            value += rng.uniform(0, 10)
+            points.append(((start_s + k) * 1000, round(value, 3)))
+        series.append(("x", labels, points))
+        rows += [(sid, t * 1_000_000, v) for t, v in points]
+    await writer.write(tenant, rows)
+    await writer.conn.execute("ANALYZE ts.points")
+    text, start_ms, end_ms, step_ms = "sum by (dc) (rate(x[5m]))", start_s * 1000, end_s * 1000, 60_000
+    request = query_pb2.PromQueryRangeRequest(query=text, start_ms=start_ms, end_ms=end_ms, step_ms=step_ms)
+    with tempfile.TemporaryDirectory() as work:
+        prometheus = Prometheus(Path(work), Dataset(series, start_ms, end_ms))
+        try:
+            theirs = LatencyRecorder()
+            for _ in range(33):
+                t = time.perf_counter()
+                await asyncio.to_thread(prometheus.query_range, text, start_ms, end_ms, step_ms)
+                theirs.record(time.perf_counter() - t)
+        finally:
+            prometheus.close()
+    for label, cache in (("uncached", CacheConfig(l1_max_bytes=0, l2_enabled=False)), ("cached", CacheConfig())):
+        comps, channel = await start(config(db, cache), keys)
+        stub = query_pb2_grpc.QueryServiceStub(channel)
+        ours = LatencyRecorder()
+        for i in range(33 if label == "uncached" else 203):
+            t = time.perf_counter()
+            await stub.PromQueryRange(request, metadata=md, timeout=30)
+            if i >= 3:
+                ours.record(time.perf_counter() - t)
+        await channel.close()
+        await comps.app.stop(0.1)
+        target = "<= 50 ms and <= 2x Prometheus" if label == "uncached" else "<= 5 ms"
+        report.add(
+            f"PromQL {label} sum by (dc) (rate[5m]) 100 x 24 h @1m p99",
+            ours.summary()["p99"],
+            "ms",
+            "Prometheus p99",
+            theirs.summary()["p99"],
+            target,
+        )
+    report.add("  Prometheus same query p50", theirs.summary()["p50"], "ms")
 
 
 async def dashboard(db: str, keys: Keys, writer: Writer, redis: Redis):

@@ -5,7 +5,9 @@ schemas, each service's migrations as its own role), starts the bundled Kafka-pr
 ``TSMESH_KAFKA_BOOTSTRAP`` names one, creates the topics, starts the four services, waits until each
 answers its health check, provisions a ``demo`` tenant with an API token into ``.tsmesh/dev.env``
 and prints where everything is. A step that fails stops ``make run`` with one line naming it.
-Ctrl-C or SIGTERM stops every child (each in its own process group) within 10 seconds and exits 0.
+A service that exits later is restarted with backoff (its exit code and log path printed), as
+Kubernetes would. Ctrl-C or SIGTERM stops the producers first, waits (at most 10 s) until the writer
+has stored what the bundled broker holds, then stops the rest and the broker, and exits 0.
 
 This module is the command line; the stack itself lives in ``stack`` (the :class:`Stack`),
 ``stack_config``, ``stack_checks``, ``stack_demo`` and ``stack_procs``. Tests and benchmarks import
@@ -25,6 +27,7 @@ from types import FrameType
 from stack import Stack
 from stack_config import DEMO_EMAIL, DEMO_TENANT, GRPC_SERVICES, ROOT, SERVICES, Port, StackConfig, redact
 from stack_procs import StackError, http_status, port_in_use, run_command, run_commands
+from stack_supervise import Backoff
 
 __all__ = [
     "DEMO_EMAIL",
@@ -73,6 +76,28 @@ def _take_terminal() -> Callable[[], None]:
     return give_back
 
 
+def supervise(stack: Stack, backoff: Backoff, *, until: Callable[[], bool] = lambda: False) -> None:
+    """Restart every child that exits, after its backoff, until interrupted (or ``until()``)."""
+    due: dict[str, float] = {}
+    while not until():
+        dead = stack.dead_child()
+        if dead is not None and dead[0] not in due:
+            name, rc = dead
+            delay = backoff.next_delay(name)
+            print(
+                f"make run: {name} exited with code {rc} (log: {stack.log_path(name)}); restarting in {delay:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+            due[name] = time.monotonic() + delay
+        for name, at in list(due.items()):
+            if time.monotonic() >= at:
+                del due[name]
+                stack.restart(name)
+                backoff.started(name)
+        time.sleep(0.25)
+
+
 def main() -> int:
     """``make run``: start, print where everything is, run until Ctrl-C/SIGTERM, then stop everything."""
     from tsmesh_common.config import ConfigError
@@ -95,14 +120,7 @@ def main() -> int:
     try:
         stack.start()
         print(stack.describe(), flush=True)
-        while (dead := stack.dead_child()) is None:
-            time.sleep(0.25)
-        name, rc = dead
-        print(f"make run: {name} exited with code {rc}; stopping the stack", file=sys.stderr)
-        tail = stack.log_tail(name)
-        if tail:
-            print(tail, file=sys.stderr)
-        code = 1
+        supervise(stack, Backoff())
     except _Interrupted:
         print("stopping tsmesh ...", flush=True)
     except StackError as exc:

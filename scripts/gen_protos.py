@@ -18,6 +18,8 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+# The top-level packages generated from protos/: tsmesh's own contract and Prometheus remote-write.
+PACKAGES = ("tsmesh", "prometheus")
 
 
 def generate(out: Path) -> None:
@@ -47,9 +49,11 @@ def generate(out: Path) -> None:
 
 
 def generated_files(root: Path) -> set[Path]:
+    """The generated files under ``root``'s packages, relative to ``root``."""
     return {
         p.relative_to(root)
-        for p in root.rglob("*")
+        for package in PACKAGES
+        for p in (root / package).rglob("*")
         if p.is_file() and (p.name.endswith(GENERATED_SUFFIXES) or p.name in ("__init__.py", "py.typed"))
     }
 
@@ -61,22 +65,21 @@ def main() -> None:
     args = parser.parse_args()
     out: Path = args.out.resolve()
     if not args.check:
-        for stale in generated_files(out / "tsmesh"):
-            (out / "tsmesh" / stale).unlink()
+        for stale in generated_files(out):
+            (out / stale).unlink()
         generate(out)
         return
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp)
         generate(fresh)
-        want = generated_files(fresh / "tsmesh")
-        have = generated_files(out / "tsmesh")
+        want = generated_files(fresh)
+        have = generated_files(out)
         drift = sorted(str(p) for p in want ^ have)
-        drift += sorted(
-            str(p) for p in want & have if not filecmp.cmp(fresh / "tsmesh" / p, out / "tsmesh" / p, shallow=False)
-        )
+        drift += sorted(str(p) for p in want & have if not filecmp.cmp(fresh / p, out / p, shallow=False))
         if drift:
             sys.exit("generated code is stale, run `make protos`: " + ", ".join(drift))
-    shutil.rmtree(out / "tsmesh" / "__pycache__", ignore_errors=True)
+    for package in PACKAGES:
+        shutil.rmtree(out / package / "__pycache__", ignore_errors=True)
     print("generated code matches protos/")
 
 

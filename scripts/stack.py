@@ -33,6 +33,10 @@ from stack_config import (
 )
 from stack_demo import provision_demo, read_env_file, write_env_file
 from stack_procs import StackError, die_with_parent, failed, http_status, kill_group, run_commands
+from stack_supervise import unconsumed
+
+PRODUCERS = ("gateway", "ingest")
+DRAIN_S = 10.0
 
 
 class Stack:
@@ -43,6 +47,7 @@ class Stack:
         self._environ = dict(os.environ if environ is None else environ)
         self._out = out if out is not None else sys.stdout
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self._commands: dict[str, tuple[list[str], dict[str, str]]] = {}
         self._logs: list[IO[bytes]] = []
         self.token: str | None = None
         self.admin_password: str | None = None
@@ -138,18 +143,16 @@ class Stack:
             self.stop()
             raise
 
-    def stop(self, grace_s: float = 6.0) -> None:
-        """SIGTERM every process group (services first, then the broker), SIGKILL what is left after the grace."""
+    def stop(self, grace_s: float = 6.0, drain_s: float = DRAIN_S) -> None:
+        """Stop in dependency order: the producers (gateway, ingest API), then, with the bundled
+        broker, wait up to ``drain_s`` until the writer has committed every record, then the other
+        services, then the broker; SIGKILL what is left after each grace."""
         self.stopping = True
-        services = [p for name, p in self.children.items() if name != "broker"]
+        self._terminate([p for name, p in self.children.items() if name in PRODUCERS], grace_s)
+        if "broker" in self.children and self.children.get("ingest_writer") is not None:
+            self._drain(drain_s)
+        self._terminate([p for name, p in self.children.items() if name != "broker"], grace_s)
         broker = self.children.get("broker")
-        for proc in services:
-            if proc.poll() is None:
-                kill_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for proc in services:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(max(0.0, deadline - time.monotonic()))
         if broker is not None and broker.poll() is None:
             kill_group(broker, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -162,6 +165,49 @@ class Stack:
             log.close()
         self._logs.clear()
         self.stopping = False
+
+    def _terminate(self, procs: list[subprocess.Popen[bytes]], grace_s: float) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                kill_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.0, deadline - time.monotonic()))
+
+    def _drain(self, drain_s: float) -> None:
+        """Wait (bounded) until the writer's group has committed up to the broker's high-water mark."""
+        from tsmesh_ingest.config import IngestConfig
+
+        writer = self.children["ingest_writer"]
+        kafka = IngestConfig.from_env(self.service_env("ingest_writer")).kafka
+        deadline = time.monotonic() + drain_s
+        said = -2
+        while True:
+            left = unconsumed(self.kafka_bootstrap, kafka.topic, kafka.group, timeout_s=max(0.5, min(3.0, drain_s)))
+            if left == 0:
+                return
+            if time.monotonic() >= deadline or writer.poll() is not None:
+                self._say(
+                    f"stopping the broker with {left if left >= 0 else 'an unknown number of'} unconsumed records"
+                )
+                return
+            if left != said:
+                self._say(f"waiting for the writer to store {left} records before stopping the broker ...")
+                said = left
+            time.sleep(0.2)
+
+    def log_path(self, name: str) -> Path:
+        """The log file of child ``name``."""
+        return self.cfg.state_dir / "logs" / f"{name}.log"
+
+    def restart(self, name: str) -> subprocess.Popen[bytes]:
+        """Start child ``name`` again with its original command, appending to its log."""
+        old = self.children.pop(name)
+        kill_group(old, signal.SIGKILL)  # any worker the dead leader left behind
+        old.wait()
+        args, env = self._commands[name]
+        return self._spawn(name, args, env, append=True)
 
     def dead_child(self) -> tuple[str, int] | None:
         """The first child that exited on its own, with its exit code."""
@@ -203,10 +249,12 @@ class Stack:
                 raise failed(f"python -m tsmesh_{svc} {command}", result)
             self._say(done)
 
-    def _spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], env: Mapping[str, str], *, append: bool = False
+    ) -> subprocess.Popen[bytes]:
         logs = self.cfg.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        log = (logs / f"{name}.log").open("wb")
+        log = (logs / f"{name}.log").open("ab" if append else "wb")
         self._logs.append(log)
         proc = subprocess.Popen(
             args,
@@ -219,6 +267,7 @@ class Stack:
             cwd=ROOT,
         )
         self.children[name] = proc
+        self._commands[name] = (list(args), dict(env))
         return proc
 
     def _start_broker(self) -> None:

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import devstack
 import grpc
 import pytest
 from devstack import GRPC_SERVICES, Stack, StackConfig, StackError, http_status
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
+from stack_supervise import Backoff
 
 pytestmark = pytest.mark.e2e
 
@@ -225,3 +231,70 @@ def test_failing_setup_step_stops_the_stack_with_one_line_naming_the_command(
     assert "TSMESH_LOG_LEVEL" in message
     assert len(message.splitlines()) == 1
     assert stack.children == {}
+
+
+def _write_point(stack: Stack, metric: str, value: float) -> None:
+    body = json.dumps({"points": [{"metric": metric, "timestamp_ns": time.time_ns(), "value": value}]}).encode()
+    request = urllib.request.Request(
+        stack.gateway_url + "/v1/write",
+        data=body,
+        headers={"Authorization": f"Bearer {stack.token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["accepted"] == 1
+
+
+def _stored_values(stack: Stack, metric: str) -> list[float]:
+    args = ["psql", "-h", stack.pg_host, "-p", str(stack.pg_port), "-U", "postgres", "-d", stack.cfg.database, "-Atc"]
+    sql = f"SELECT p.value FROM ts.points p JOIN ts.series s USING (series_id) WHERE s.metric = '{metric}'"
+    out = subprocess.run([*args, sql], check=True, capture_output=True, text=True).stdout
+    return sorted(float(v) for v in out.split())
+
+
+def test_a_killed_writer_is_restarted_and_every_acknowledged_point_is_stored(
+    stack_config: Callable[..., StackConfig],
+) -> None:
+    cfg = stack_config()
+    out = io.StringIO()
+    stack = Stack(cfg, out=out)
+    try:
+        stack.start()
+        _write_point(stack, "restart_e2e", 1.0)
+        killed = stack.children["ingest_writer"].pid
+        os.kill(killed, signal.SIGKILL)
+        _write_point(stack, "restart_e2e", 2.0)  # acknowledged by the broker while no writer runs
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            devstack.supervise(stack, Backoff(), until=lambda: stack.children["ingest_writer"].pid != killed)
+        assert "ingest_writer exited with code -9" in err.getvalue()
+        assert str(stack.log_path("ingest_writer")) in err.getvalue()
+        deadline = time.monotonic() + 60
+        while _stored_values(stack, "restart_e2e") != [1.0, 2.0] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _stored_values(stack, "restart_e2e") == [1.0, 2.0]
+    finally:
+        stack.stop()
+
+
+def test_stop_drains_the_bundled_broker_into_the_writer_before_stopping_it(
+    stack_config: Callable[..., StackConfig],
+) -> None:
+    cfg = stack_config()
+    out = io.StringIO()
+    stack = Stack(cfg, out=out)
+    try:
+        stack.start()
+        writer = stack.children["ingest_writer"].pid
+        os.killpg(writer, signal.SIGSTOP)  # the writer falls behind: the broker holds unconsumed records
+        try:
+            _write_point(stack, "drain_e2e", 7.0)
+        finally:
+            resume = threading.Timer(2.0, os.killpg, (writer, signal.SIGCONT))
+            resume.start()
+        stack.stop()
+        resume.join()
+    finally:
+        stack.stop()
+    assert "waiting for the writer to store" in out.getvalue()
+    assert _stored_values(stack, "drain_e2e") == [7.0]

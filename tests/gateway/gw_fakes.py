@@ -32,6 +32,7 @@ from tsmesh_common.config import CommonConfig
 from tsmesh_common.context import Principal, current_principal
 from tsmesh_common.errors import (
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -220,6 +221,7 @@ class FakeQuery(query_pb2_grpc.QueryServiceServicer):
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}
         self.subscribers: list[tuple[str, common_pb2.Selector, asyncio.Queue[common_pb2.PointBatch]]] = []
+        self.prom_requests: list[Any] = []
 
     def _count(self, name: str) -> str:
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -261,6 +263,59 @@ class FakeQuery(query_pb2_grpc.QueryServiceServicer):
                 yield query_pb2.SubscribeResponse(points=batch)
         finally:
             self.subscribers.remove(entry)
+
+    def _prom(self, name: str, request: Any) -> str:
+        """Record a Prom* request; queries named after an error raise it (``refuse_bad_data``, ...)."""
+        tenant = self._count(name)
+        self.prom_requests.append(request)
+        query = getattr(request, "query", "")
+        if query == "refuse_bad_data":
+            raise InvalidArgument("query", "parse error: unexpected end of input")
+        if query == "refuse_limit":
+            raise ResourceExhausted("max_series", "the query selects more than 10000 series")
+        if query == "refuse_execution":
+            raise FailedPrecondition("many-to-many matching not allowed")
+        if query == "refuse_timeout":
+            raise DeadlineExceeded("query timed out")
+        return tenant
+
+    async def PromQuery(self, request: query_pb2.PromQueryRequest, context: Any) -> query_pb2.PromQueryResponse:
+        tenant = self._prom("PromQuery", request)
+        if request.query == "1":
+            one = query_pb2.PromSeriesResult(timestamps_ms=[request.time_ms], values=[1.0])
+            return query_pb2.PromQueryResponse(result_type="scalar", series=[one])
+        labels = [query_pb2.PromLabel(name="__name__", value="up"), query_pb2.PromLabel(name="tenant", value=tenant)]
+        series = query_pb2.PromSeriesResult(labels=labels, timestamps_ms=[request.time_ms], values=[float("nan")])
+        return query_pb2.PromQueryResponse(result_type="vector", series=[series])
+
+    async def PromQueryRange(
+        self, request: query_pb2.PromQueryRangeRequest, context: Any
+    ) -> query_pb2.PromQueryResponse:
+        tenant = self._prom("PromQueryRange", request)
+        times = list(range(request.start_ms, request.end_ms + 1, request.step_ms))
+        series = query_pb2.PromSeriesResult(
+            labels=[query_pb2.PromLabel(name="tenant", value=tenant)],
+            timestamps_ms=times,
+            values=[i + 0.5 for i in range(len(times))],
+        )
+        return query_pb2.PromQueryResponse(result_type="matrix", series=[series])
+
+    async def PromSeries(self, request: query_pb2.PromSeriesRequest, context: Any) -> query_pb2.PromSeriesResponse:
+        self._prom("PromSeries", request)
+        labels = [query_pb2.PromLabel(name="__name__", value="up"), query_pb2.PromLabel(name="job", value="api")]
+        return query_pb2.PromSeriesResponse(series=[query_pb2.PromLabelSet(labels=labels)])
+
+    async def PromLabelNames(
+        self, request: query_pb2.PromLabelNamesRequest, context: Any
+    ) -> query_pb2.PromLabelNamesResponse:
+        self._prom("PromLabelNames", request)
+        return query_pb2.PromLabelNamesResponse(names=["__name__", "job"])
+
+    async def PromLabelValues(
+        self, request: query_pb2.PromLabelValuesRequest, context: Any
+    ) -> query_pb2.PromLabelValuesResponse:
+        self._prom("PromLabelValues", request)
+        return query_pb2.PromLabelValuesResponse(values=["api", "web"])
 
     def publish(self, tenant: str, points: list[common_pb2.Point]) -> int:
         """Send points to every open Subscribe of ``tenant`` whose selector metric matches."""

@@ -172,7 +172,8 @@ async def test_json_write_is_capped_at_ingest_limit(gateway_factory, mesh) -> No
 
 
 async def test_influx_write_failing_midway_reports_points_stored(gateway, mesh) -> None:
-    good = "\n".join(f"mid,host=a v={i} {i + 1}" for i in range(5_000))
+    # points go upstream in requests of TSMESH_GATEWAY_MAX_WRITE_POINTS (10,000): the first is stored
+    good = "\n".join(f"mid,host=a v={i} {i + 1}" for i in range(10_000))
     auth = gateway.bearer("write")
     answer = await gateway.client.post(
         "/api/v2/write?bucket=b", content=f"{good}\noverload_me v=1 1\n".encode(), headers=auth
@@ -180,10 +181,10 @@ async def test_influx_write_failing_midway_reports_points_stored(gateway, mesh) 
     assert answer.status_code == 429
     error = answer.json()
     assert error["code"] == "RESOURCE_EXHAUSTED"
-    assert error["details"]["accepted_points"] == 5_000 and error["details"]["retry_after_seconds"] == 2
-    assert error["message"].startswith("partial write: 5000 points accepted before failure")
+    assert error["details"]["accepted_points"] == 10_000 and error["details"]["retry_after_seconds"] == 2
+    assert error["message"].startswith("partial write: 10000 points accepted before failure")
     assert answer.headers["retry-after"] == "2" and "ratelimit-limit" in answer.headers
-    assert len([p for p in mesh.ingest.points[gateway.tenant] if p.metric == "mid_v"]) == 5_000
+    assert len([p for p in mesh.ingest.points[gateway.tenant] if p.metric == "mid_v"]) == 10_000
     first = await gateway.client.post("/api/v2/write?bucket=b", content=b"overload_me v=1 1\n", headers=auth)
     assert first.status_code == 429 and first.json()["details"]["accepted_points"] == 0
     assert not first.json()["message"].startswith("partial write")

@@ -225,8 +225,10 @@ def test_requests_that_are_not_plain_points_are_parsed_refused_or_limited_as_bef
     # Within the limit once the unknown field is dropped, a point with invalid UTF-8 refuses the request.
     assert validator.validate_request("t", _wire([good] * 3, trailer=b"\x10\x01")).accepted == 3
     bad_utf8 = common_pb2.Point(metric="m", labels={"a": "x"}).SerializeToString().replace(b"x", b"\xff")
-    with pytest.raises(InvalidArgument, match="point 1 is not a valid Point"):
+    with pytest.raises(InvalidArgument, match=r"points\[1\]\.labels\.a: not valid UTF-8"):
         validator.validate_request("t", _wire([good, bad_utf8]))
+    with pytest.raises(InvalidArgument, match=r"points\[1\]\.labels\.a: not valid UTF-8"):  # the upb-first path
+        validator.validate_request("t", _wire([good, bad_utf8], trailer=b"\x10\x01"))
     empty = validator.validate_request("t", b"")
     assert (empty.accepted, empty.received, empty.errors) == (0, 0, [])
 

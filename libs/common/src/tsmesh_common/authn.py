@@ -32,7 +32,7 @@ from tsmesh_common.errors import Unauthenticated, Unavailable
 
 log = logging.getLogger(__name__)
 
-API_TOKEN_PREFIX = "tsm_"  # noqa: S105 - a prefix, not a secret
+API_TOKEN_PREFIX = "tsm_"  # noqa: S105  # nosec B105 # a prefix, not a secret
 ALLOWED_ALGORITHMS = ("EdDSA", "ES256")
 MAX_TOKEN_LENGTH = 8192
 SCOPES = frozenset({"read", "write", "admin"})

@@ -11,6 +11,7 @@ import grpc
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from tsmesh_common.context import REQUEST_ID_HEADER, request_id_var
+from tsmesh_common.grpc_tuning import GrpcTuning
 from tsmesh_common.tracing import inject_headers, tracing_enabled
 
 T = TypeVar("T")
@@ -23,13 +24,15 @@ CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 8 * 1024 * 1024),
     ("grpc.max_send_message_length", 8 * 1024 * 1024),
-    ("grpc.enable_retries", 0),
 )
 
 
-def create_channel(target: str) -> grpc.aio.Channel:
-    """A long-lived channel to ``target`` (host:port); share one per upstream per process."""
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+def create_channel(target: str, tuning: GrpcTuning | None = None) -> grpc.aio.Channel:
+    """A long-lived channel to ``target`` (``host:port`` or ``dns:///name:port``); share one per
+    upstream per process. Calls are balanced over every resolved address and idempotent writes are
+    retried on UNAVAILABLE, both as ``tuning`` says."""
+    options = (*CHANNEL_OPTIONS, *(tuning or GrpcTuning()).channel_options())
+    return grpc.aio.insecure_channel(target, options=options)
 
 
 def outgoing_metadata(authorization: str | None = None) -> tuple[tuple[str, str], ...]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
+
+from tsmesh_common.grpc_tuning import LB_POLICIES, GrpcTuning
 
 T = TypeVar("T")
 
@@ -116,11 +118,13 @@ class CommonConfig:
     grpc_port: int
     metrics_port: int
     grace_seconds: float
+    drain_seconds: float
     redis_url: str
     auth_addr: str
     jwt_issuer: str
     jwt_audience: str
     otlp_endpoint: str | None
+    grpc: GrpcTuning = field(default_factory=GrpcTuning)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, service: str, grpc_port: int, metrics_port: int) -> CommonConfig:
@@ -136,12 +140,31 @@ class CommonConfig:
             grpc_port=env.get_port("TSMESH_GRPC_PORT", grpc_port),
             metrics_port=env.get_port("TSMESH_METRICS_PORT", metrics_port),
             grace_seconds=env.get_float("TSMESH_SHUTDOWN_GRACE_SECONDS", 5.0, minimum=0.0),
+            drain_seconds=env.get_float("TSMESH_SHUTDOWN_DRAIN_SECONDS", 0.0, minimum=0.0),
             redis_url=env.get_str("TSMESH_REDIS_URL", "redis://127.0.0.1:6379/0", insecure_default=True),
             auth_addr=env.get_str("TSMESH_AUTH_ADDR", "127.0.0.1:50053"),
             jwt_issuer=env.get_str("TSMESH_JWT_ISSUER", "tsmesh-auth"),
             jwt_audience=env.get_str("TSMESH_JWT_AUDIENCE", "tsmesh"),
             otlp_endpoint=env.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            grpc=_grpc_tuning(env),
         )
+
+
+def _grpc_tuning(env: Env) -> GrpcTuning:
+    policy = env.get_str("TSMESH_GRPC_LB_POLICY", "round_robin").lower()
+    if policy not in LB_POLICIES:
+        raise ConfigError("TSMESH_GRPC_LB_POLICY", f"must be one of {', '.join(LB_POLICIES)}, got {policy!r}")
+    default = GrpcTuning()
+    return GrpcTuning(
+        lb_policy=policy,
+        write_attempts=env.get_int("TSMESH_GRPC_WRITE_ATTEMPTS", default.write_attempts, minimum=1, maximum=5),
+        max_connection_age_seconds=env.get_float(
+            "TSMESH_GRPC_MAX_CONNECTION_AGE_SECONDS", default.max_connection_age_seconds, minimum=0.0
+        ),
+        max_connection_age_grace_seconds=env.get_float(
+            "TSMESH_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", default.max_connection_age_grace_seconds, minimum=0.0
+        ),
+    )
 
 
 def load_or_exit(factory: Callable[[Mapping[str, str]], T], environ: Mapping[str, str]) -> T:

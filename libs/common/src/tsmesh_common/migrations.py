@@ -44,10 +44,19 @@ async def upgrade_async(migrations: Path, database_url: str, revision: str = "he
     await asyncio.to_thread(upgrade, migrations, database_url, revision)
 
 
+def lock_key(schema: str) -> str:
+    """The advisory-lock key concurrent migrations of ``schema`` serialise on (``hashtext`` of it)."""
+    return f"tsmesh.migrate.{schema}"
+
+
 def run_env(schema: str) -> None:
-    """The body of a service's Alembic ``env.py``: migrate online, version table inside ``schema``."""
+    """The body of a service's Alembic ``env.py``: migrate online, version table inside ``schema``.
+
+    The run holds a session advisory lock for its whole length, so concurrent runs (Jobs, replicas)
+    queue: the first migrates, the others then find the schema at head and do nothing.
+    """
     from alembic import context
-    from sqlalchemy import create_engine, pool
+    from sqlalchemy import create_engine, pool, text
 
     url = context.config.get_main_option("sqlalchemy.url")
     if not url:
@@ -55,6 +64,9 @@ def run_env(schema: str) -> None:
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         with engine.connect() as connection:
+            key = {"key": lock_key(schema)}
+            connection.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), key)
+            connection.commit()
             context.configure(
                 connection=connection,
                 version_table="alembic_version",
@@ -63,5 +75,7 @@ def run_env(schema: str) -> None:
             )
             with context.begin_transaction():
                 context.run_migrations()
+            connection.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), key)
+            connection.commit()
     finally:
         engine.dispose()

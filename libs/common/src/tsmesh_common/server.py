@@ -2,8 +2,9 @@
 
 ``GrpcApp`` builds the server (health with per-service status, reflection, the interceptor stack);
 ``create_server`` binds it so tests can use port 0; ``serve`` adds the metrics endpoint, waits for
-SIGTERM or SIGINT and shuts down gracefully: health NOT_SERVING, in-flight calls drain within the
-grace period, registered closers run (pools, producers), exit 0.
+SIGTERM or SIGINT and shuts down gracefully: health NOT_SERVING, calls still served for the drain
+period (clients watching health move away), then in-flight calls finish within the grace period,
+registered closers run (pools, producers), exit 0.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tsmesh_common.audit import AuditReporter
 from tsmesh_common.authn import Authenticator
 from tsmesh_common.config import EXIT_CONFIG, CommonConfig
 from tsmesh_common.errors import Unavailable
+from tsmesh_common.grpc_tuning import GrpcTuning
 from tsmesh_common.interceptors import ServerInterceptor
 from tsmesh_common.metrics_http import MetricsServer
 
@@ -53,14 +55,16 @@ class GrpcApp:
         public_methods: frozenset[str] = frozenset(),
         max_deadline_seconds: float = 30.0,
         audit: AuditReporter | None = None,
+        tuning: GrpcTuning | None = None,
     ) -> None:
         self.server = grpc.aio.server(
             interceptors=[ServerInterceptor(authenticator, public_methods, max_deadline_seconds, audit)],
-            options=SERVER_OPTIONS,
+            options=(*SERVER_OPTIONS, *(tuning or GrpcTuning()).server_options()),
         )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names: list[str] = []
+        self._reported: dict[str, bool] = {}
         self._closers: list[Closer] = []
         self._background: list[asyncio.Task[None]] = []
         self.serving = False
@@ -71,6 +75,17 @@ class GrpcApp:
         """Register a servicer (``register(server)``) under its full name for health and reflection."""
         register(self.server)
         self._service_names.append(full_name)
+
+    async def report(self, name: str, serving: bool) -> None:
+        """Set the health of ``name`` from background work (a producer connecting, a warm-up).
+
+        Once reported, ``start`` never overwrites it: only later reports and ``stop`` change it.
+        """
+        self._reported[name] = serving
+        if self.stopping.is_set():
+            return
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set(name, status)
 
     def on_shutdown(self, closer: Closer) -> None:
         """Run ``closer`` after the server has drained; closers run in reverse registration order."""
@@ -108,15 +123,19 @@ class GrpcApp:
             raise Unavailable(f"gRPC port {port} on {host} is already in use (TSMESH_GRPC_PORT moves it)")
         await self.server.start()
         for name in ("", *self._service_names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            if name not in self._reported:
+                await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.serving = True
         return bound
 
-    async def stop(self, grace_seconds: float) -> None:
+    async def stop(self, grace_seconds: float, drain_seconds: float = 0.0) -> None:
+        """NOT_SERVING, keep serving ``drain_seconds`` while clients leave, then stop within the grace."""
         self.stopping.set()
         self.serving = False
         for name in ("", *self._service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if drain_seconds > 0:
+            await asyncio.sleep(drain_seconds)
         await self.server.stop(grace_seconds)
         for task in self._background:
             task.cancel()
@@ -149,9 +168,9 @@ async def serve(app: GrpcApp, cfg: CommonConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.stopping.set)
     await app.stopping.wait()
-    log.info("shutting down", extra={"grace_seconds": cfg.grace_seconds})
+    log.info("shutting down", extra={"grace_seconds": cfg.grace_seconds, "drain_seconds": cfg.drain_seconds})
     failure = app.failure
-    await app.stop(cfg.grace_seconds)
+    await app.stop(cfg.grace_seconds, 0.0 if failure is not None else cfg.drain_seconds)
     metrics.stop()
     log.info("stopped")
     if failure is not None:

@@ -60,6 +60,31 @@ class QueryServiceStub:
                 request_serializer=tsmesh_dot_v1_dot_query__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=tsmesh_dot_v1_dot_query__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.PromQuery = channel.unary_unary(
+                '/tsmesh.v1.QueryService/PromQuery',
+                request_serializer=tsmesh_dot_v1_dot_query__pb2.PromQueryRequest.SerializeToString,
+                response_deserializer=tsmesh_dot_v1_dot_query__pb2.PromQueryResponse.FromString,
+                _registered_method=True)
+        self.PromQueryRange = channel.unary_unary(
+                '/tsmesh.v1.QueryService/PromQueryRange',
+                request_serializer=tsmesh_dot_v1_dot_query__pb2.PromQueryRangeRequest.SerializeToString,
+                response_deserializer=tsmesh_dot_v1_dot_query__pb2.PromQueryResponse.FromString,
+                _registered_method=True)
+        self.PromSeries = channel.unary_unary(
+                '/tsmesh.v1.QueryService/PromSeries',
+                request_serializer=tsmesh_dot_v1_dot_query__pb2.PromSeriesRequest.SerializeToString,
+                response_deserializer=tsmesh_dot_v1_dot_query__pb2.PromSeriesResponse.FromString,
+                _registered_method=True)
+        self.PromLabelNames = channel.unary_unary(
+                '/tsmesh.v1.QueryService/PromLabelNames',
+                request_serializer=tsmesh_dot_v1_dot_query__pb2.PromLabelNamesRequest.SerializeToString,
+                response_deserializer=tsmesh_dot_v1_dot_query__pb2.PromLabelNamesResponse.FromString,
+                _registered_method=True)
+        self.PromLabelValues = channel.unary_unary(
+                '/tsmesh.v1.QueryService/PromLabelValues',
+                request_serializer=tsmesh_dot_v1_dot_query__pb2.PromLabelValuesRequest.SerializeToString,
+                response_deserializer=tsmesh_dot_v1_dot_query__pb2.PromLabelValuesResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -96,6 +121,37 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PromQuery(self, request, context):
+        """PromQL (Prometheus HTTP API v1 semantics; the gateway translates)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromQueryRange(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromSeries(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromLabelNames(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromLabelValues(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +179,31 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=tsmesh_dot_v1_dot_query__pb2.SubscribeRequest.FromString,
                     response_serializer=tsmesh_dot_v1_dot_query__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'PromQuery': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromQuery,
+                    request_deserializer=tsmesh_dot_v1_dot_query__pb2.PromQueryRequest.FromString,
+                    response_serializer=tsmesh_dot_v1_dot_query__pb2.PromQueryResponse.SerializeToString,
+            ),
+            'PromQueryRange': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromQueryRange,
+                    request_deserializer=tsmesh_dot_v1_dot_query__pb2.PromQueryRangeRequest.FromString,
+                    response_serializer=tsmesh_dot_v1_dot_query__pb2.PromQueryResponse.SerializeToString,
+            ),
+            'PromSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromSeries,
+                    request_deserializer=tsmesh_dot_v1_dot_query__pb2.PromSeriesRequest.FromString,
+                    response_serializer=tsmesh_dot_v1_dot_query__pb2.PromSeriesResponse.SerializeToString,
+            ),
+            'PromLabelNames': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromLabelNames,
+                    request_deserializer=tsmesh_dot_v1_dot_query__pb2.PromLabelNamesRequest.FromString,
+                    response_serializer=tsmesh_dot_v1_dot_query__pb2.PromLabelNamesResponse.SerializeToString,
+            ),
+            'PromLabelValues': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromLabelValues,
+                    request_deserializer=tsmesh_dot_v1_dot_query__pb2.PromLabelValuesRequest.FromString,
+                    response_serializer=tsmesh_dot_v1_dot_query__pb2.PromLabelValuesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +342,141 @@ class QueryService:
             '/tsmesh.v1.QueryService/Subscribe',
             tsmesh_dot_v1_dot_query__pb2.SubscribeRequest.SerializeToString,
             tsmesh_dot_v1_dot_query__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tsmesh.v1.QueryService/PromQuery',
+            tsmesh_dot_v1_dot_query__pb2.PromQueryRequest.SerializeToString,
+            tsmesh_dot_v1_dot_query__pb2.PromQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromQueryRange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tsmesh.v1.QueryService/PromQueryRange',
+            tsmesh_dot_v1_dot_query__pb2.PromQueryRangeRequest.SerializeToString,
+            tsmesh_dot_v1_dot_query__pb2.PromQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tsmesh.v1.QueryService/PromSeries',
+            tsmesh_dot_v1_dot_query__pb2.PromSeriesRequest.SerializeToString,
+            tsmesh_dot_v1_dot_query__pb2.PromSeriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromLabelNames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tsmesh.v1.QueryService/PromLabelNames',
+            tsmesh_dot_v1_dot_query__pb2.PromLabelNamesRequest.SerializeToString,
+            tsmesh_dot_v1_dot_query__pb2.PromLabelNamesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromLabelValues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tsmesh.v1.QueryService/PromLabelValues',
+            tsmesh_dot_v1_dot_query__pb2.PromLabelValuesRequest.SerializeToString,
+            tsmesh_dot_v1_dot_query__pb2.PromLabelValuesResponse.FromString,
             options,
             channel_credentials,
             insecure,

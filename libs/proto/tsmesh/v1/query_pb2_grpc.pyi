@@ -38,6 +38,12 @@ class QueryServiceStub:
     ListSeries: _grpc.UnaryUnaryMultiCallable[_query_pb2.ListSeriesRequest, _query_pb2.ListSeriesResponse]
     LabelValues: _grpc.UnaryUnaryMultiCallable[_query_pb2.LabelValuesRequest, _query_pb2.LabelValuesResponse]
     Subscribe: _grpc.UnaryStreamMultiCallable[_query_pb2.SubscribeRequest, _query_pb2.SubscribeResponse]
+    PromQuery: _grpc.UnaryUnaryMultiCallable[_query_pb2.PromQueryRequest, _query_pb2.PromQueryResponse]
+    """PromQL (Prometheus HTTP API v1 semantics; the gateway translates)"""
+    PromQueryRange: _grpc.UnaryUnaryMultiCallable[_query_pb2.PromQueryRangeRequest, _query_pb2.PromQueryResponse]
+    PromSeries: _grpc.UnaryUnaryMultiCallable[_query_pb2.PromSeriesRequest, _query_pb2.PromSeriesResponse]
+    PromLabelNames: _grpc.UnaryUnaryMultiCallable[_query_pb2.PromLabelNamesRequest, _query_pb2.PromLabelNamesResponse]
+    PromLabelValues: _grpc.UnaryUnaryMultiCallable[_query_pb2.PromLabelValuesRequest, _query_pb2.PromLabelValuesResponse]
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -49,6 +55,12 @@ class QueryServiceAsyncStub(QueryServiceStub):
     ListSeries: _aio.UnaryUnaryMultiCallable[_query_pb2.ListSeriesRequest, _query_pb2.ListSeriesResponse]  # type: ignore[assignment]
     LabelValues: _aio.UnaryUnaryMultiCallable[_query_pb2.LabelValuesRequest, _query_pb2.LabelValuesResponse]  # type: ignore[assignment]
     Subscribe: _aio.UnaryStreamMultiCallable[_query_pb2.SubscribeRequest, _query_pb2.SubscribeResponse]  # type: ignore[assignment]
+    PromQuery: _aio.UnaryUnaryMultiCallable[_query_pb2.PromQueryRequest, _query_pb2.PromQueryResponse]  # type: ignore[assignment]
+    """PromQL (Prometheus HTTP API v1 semantics; the gateway translates)"""
+    PromQueryRange: _aio.UnaryUnaryMultiCallable[_query_pb2.PromQueryRangeRequest, _query_pb2.PromQueryResponse]  # type: ignore[assignment]
+    PromSeries: _aio.UnaryUnaryMultiCallable[_query_pb2.PromSeriesRequest, _query_pb2.PromSeriesResponse]  # type: ignore[assignment]
+    PromLabelNames: _aio.UnaryUnaryMultiCallable[_query_pb2.PromLabelNamesRequest, _query_pb2.PromLabelNamesResponse]  # type: ignore[assignment]
+    PromLabelValues: _aio.UnaryUnaryMultiCallable[_query_pb2.PromLabelValuesRequest, _query_pb2.PromLabelValuesResponse]  # type: ignore[assignment]
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueryService reads the caller's tenant's data. Every call needs scope `read`."""
@@ -87,5 +99,41 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _query_pb2.SubscribeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_query_pb2.SubscribeResponse], _abc.AsyncIterator[_query_pb2.SubscribeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PromQuery(
+        self,
+        request: _query_pb2.PromQueryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.PromQueryResponse, _abc.Awaitable[_query_pb2.PromQueryResponse]]:
+        """PromQL (Prometheus HTTP API v1 semantics; the gateway translates)"""
+
+    @_abc_1.abstractmethod
+    def PromQueryRange(
+        self,
+        request: _query_pb2.PromQueryRangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.PromQueryResponse, _abc.Awaitable[_query_pb2.PromQueryResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PromSeries(
+        self,
+        request: _query_pb2.PromSeriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.PromSeriesResponse, _abc.Awaitable[_query_pb2.PromSeriesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PromLabelNames(
+        self,
+        request: _query_pb2.PromLabelNamesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.PromLabelNamesResponse, _abc.Awaitable[_query_pb2.PromLabelNamesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PromLabelValues(
+        self,
+        request: _query_pb2.PromLabelValuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.PromLabelValuesResponse, _abc.Awaitable[_query_pb2.PromLabelValuesResponse]]: ...
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -112,10 +112,12 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
     publisher = LocalThenRedisPublisher(authenticator, remote)
     tokens.set_publisher(publisher)
     policy = ThrottlePolicy(
+        free_per_account_address=cfg.login_free_attempts_account_address,
         free_per_account=cfg.login_free_attempts_account,
         free_per_address=cfg.login_free_attempts_address,
         base_delay_seconds=cfg.login_base_delay_seconds,
         max_delay_seconds=cfg.login_max_delay_seconds,
+        max_account_delay_seconds=cfg.login_max_account_delay_seconds,
     )
     issuer = AccessTokenIssuer(keyring, cfg.common.jwt_issuer, cfg.common.jwt_audience, cfg.access_ttl_seconds)
     sessions = Sessions(
@@ -134,7 +136,7 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
 
 def create_app(parts: AuthParts, pubsub_redis: Any | None) -> GrpcApp:
     """The gRPC app: AuthService behind the shared interceptors, key reload and revocation feed."""
-    app = GrpcApp(parts.authenticator, public_methods=PUBLIC_METHODS)
+    app = GrpcApp(parts.authenticator, public_methods=PUBLIC_METHODS, tuning=parts.config.common.grpc)
     servicer = AuthServicer(
         parts.sessions,
         parts.keyring,

@@ -45,10 +45,12 @@ class AuthConfig:
     introspect_cache_seconds: float
     key_refresh_seconds: float
     key_publish_lead_seconds: float
+    login_free_attempts_account_address: int
     login_free_attempts_account: int
     login_free_attempts_address: int
     login_base_delay_seconds: float
     login_max_delay_seconds: float
+    login_max_account_delay_seconds: float
     trust_client_address_header: bool
     db_pool_size: int
 
@@ -75,10 +77,16 @@ class AuthConfig:
             introspect_cache_seconds=env.get_float("TSMESH_AUTH_INTROSPECT_CACHE_SECONDS", 10.0, minimum=0.0),
             key_refresh_seconds=env.get_float("TSMESH_AUTH_KEY_REFRESH_SECONDS", 10.0, minimum=0.1),
             key_publish_lead_seconds=env.get_float("TSMESH_AUTH_KEY_PUBLISH_LEAD_SECONDS", 30.0, minimum=0.0),
-            login_free_attempts_account=env.get_int("TSMESH_AUTH_LOGIN_FREE_ATTEMPTS_ACCOUNT", 5, minimum=1),
-            login_free_attempts_address=env.get_int("TSMESH_AUTH_LOGIN_FREE_ATTEMPTS_ADDRESS", 20, minimum=1),
+            login_free_attempts_account_address=env.get_int(
+                "TSMESH_AUTH_LOGIN_FREE_ATTEMPTS_ACCOUNT_ADDRESS", 5, minimum=1
+            ),
+            login_free_attempts_account=env.get_int("TSMESH_AUTH_LOGIN_FREE_ATTEMPTS_ACCOUNT", 50, minimum=1),
+            login_free_attempts_address=env.get_int("TSMESH_AUTH_LOGIN_FREE_ATTEMPTS_ADDRESS", 200, minimum=1),
             login_base_delay_seconds=env.get_float("TSMESH_AUTH_LOGIN_BASE_DELAY_SECONDS", 1.0, minimum=0.0),
             login_max_delay_seconds=env.get_float("TSMESH_AUTH_LOGIN_MAX_DELAY_SECONDS", 900.0, minimum=0.0),
+            login_max_account_delay_seconds=env.get_float(
+                "TSMESH_AUTH_LOGIN_MAX_ACCOUNT_DELAY_SECONDS", 60.0, minimum=0.0
+            ),
             trust_client_address_header=env.get_bool("TSMESH_AUTH_TRUST_CLIENT_ADDRESS_HEADER", False),
             db_pool_size=env.get_int("TSMESH_AUTH_DB_POOL_SIZE", 10, minimum=1, maximum=200),
         )

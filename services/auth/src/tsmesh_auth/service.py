@@ -46,7 +46,7 @@ def _pair(tokens: Tokens) -> auth_pb2.TokenPair:
     return auth_pb2.TokenPair(
         access_token=tokens.access.token,
         refresh_token=tokens.refresh_token,
-        token_type="Bearer",  # noqa: S106 - the scheme name
+        token_type="Bearer",  # noqa: S106  # nosec B106 # the scheme name
         expires_in=tokens.expires_in,
     )
 

@@ -24,9 +24,10 @@ from tsmesh_auth.audit import AuditEvent, AuditLog
 from tsmesh_auth.directory import Directory
 from tsmesh_auth.passwords import PasswordHasher, normalize_email
 from tsmesh_auth.revocations import RevocationPublisher
-from tsmesh_auth.throttle import LoginThrottle, account_key
+from tsmesh_auth.throttle import LoginThrottle, attempt_keys
 from tsmesh_auth.tokens import AccessTokenIssuer, IssuedToken
 from tsmesh_common.errors import InvalidArgument, Unauthenticated
+from tsmesh_common.identity import login_identity
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +81,17 @@ class Sessions:
         if not password or len(password) > 1024:
             raise InvalidArgument("password", "is required (at most 1024 characters)")
         email = normalize_email(email)
-        account = account_key(tenant.strip().lower(), email)
-        await self._throttle.check(account, client_address)
+        attempt = attempt_keys(login_identity(tenant, email), client_address)
+        await self._throttle.reserve(attempt)
         user = await self._directory.login_user(tenant, email)
         usable = user is not None and not user.disabled
         ok = await self._hasher.verify(password, user.password_hash if user is not None and usable else None)
         if not ok or user is None:
             LOGINS.labels("failure").inc()
-            await self._throttle.failure(account, client_address)
             tenant_id = user.tenant_id if user is not None else ""
             await self._audit.append(AuditEvent("login", "failure", tenant_id, email, client_address))
             raise Unauthenticated("invalid credentials")
-        await self._throttle.success(account)
+        await self._throttle.succeeded(attempt)
         async with self._pool.acquire() as conn:
             tokens = await self._issue(conn, user.tenant_id, uuid.UUID(user.id), user.scopes, uuid.uuid4())
         LOGINS.labels("success").inc()

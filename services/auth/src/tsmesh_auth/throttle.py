@@ -1,8 +1,20 @@
-"""Brute-force protection for Login: per-account and per-address failure counters in Redis.
+"""Brute-force protection for Login: an attempt is reserved in Redis before its password is checked.
+
+Three failure counters, each with its own number of free failures and backoff cap (ADR 0105):
+
+- per (account, address): the attacker's own budget, small, backing off up to 15 minutes;
+- per account (any address): a larger budget bounding a distributed attack, with a short cap so
+  an attacker elsewhere can only ever slow the owner down, never lock them out for long;
+- per address (any account): a generous budget against spraying across accounts, large enough
+  that many users behind one proxy do not lock each other out.
 
 After ``free`` failures, each further attempt must wait ``base * 2**(failures - free)`` seconds
-(capped) after the last failure, otherwise it is refused with RESOURCE_EXHAUSTED and a retry hint.
-The account key is derived from (tenant, email) whether or not the user exists, so an unknown user
+(capped) after the last one, otherwise it is refused with RESOURCE_EXHAUSTED and a retry hint.
+
+:meth:`LoginThrottle.reserve` checks all three and counts the attempt as a failure in one Lua
+script, so parallel guesses cannot all pass the check before any of them is counted; a success
+then releases it (:meth:`LoginThrottle.succeeded`). The account is the canonical login identity
+(:func:`tsmesh_common.identity.login_identity`), whether or not the user exists, so an unknown user
 and a wrong password are throttled alike. Counters are shared by every replica through Redis.
 """
 
@@ -15,84 +27,140 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from tsmesh_common.errors import ResourceExhausted
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "tsmesh:auth:loginfail:"
 
+# KEYS = pair, account, address; ARGV = now, window, then (free, cap) for each key in that order,
+# then the base delay. Returns "0" when the attempt is reserved (all three counted), else the
+# seconds to wait (nothing counted).
+RESERVE_LUA = """
+local now = tonumber(ARGV[1])
+local base = tonumber(ARGV[9])
+local wait = 0
+for i = 1, 3 do
+  local got = redis.call('HMGET', KEYS[i], 'n', 't')
+  local n, t = tonumber(got[1]), tonumber(got[2])
+  local free, cap = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+  if n and t and n >= free then
+    local delay = math.min(base * 2 ^ math.min(n - free, 30), cap)
+    local left = t + delay - now
+    if left > wait then wait = left end
+  end
+end
+if wait > 0 then return string.format('%.3f', wait) end
+for i = 1, 3 do
+  redis.call('HINCRBY', KEYS[i], 'n', 1)
+  redis.call('HSET', KEYS[i], 't', ARGV[1])
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+end
+return '0'
+"""
+
+# KEYS = pair, account, address: a success clears the account's counters and gives the address
+# back the attempt it reserved.
+SUCCEED_LUA = """
+redis.call('DEL', KEYS[1], KEYS[2])
+if redis.call('HEXISTS', KEYS[3], 'n') == 1 and tonumber(redis.call('HGET', KEYS[3], 'n')) > 0 then
+  redis.call('HINCRBY', KEYS[3], 'n', -1)
+end
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class ThrottlePolicy:
-    """How many failures are free and how fast the delay grows."""
+    """How many failures are free per counter and how fast (and how far) the delay grows."""
 
-    free_per_account: int = 5
-    free_per_address: int = 20
+    free_per_account_address: int = 5
+    free_per_account: int = 50
+    free_per_address: int = 200
     base_delay_seconds: float = 1.0
     max_delay_seconds: float = 900.0
+    max_account_delay_seconds: float = 60.0
 
-    def delay(self, failures: int, free: int) -> float:
+    def delay(self, failures: int, free: int, cap: float | None = None) -> float:
         if failures < free:
             return 0.0
-        return float(min(self.base_delay_seconds * 2.0 ** min(failures - free, 30), self.max_delay_seconds))
+        limit = self.max_delay_seconds if cap is None else cap
+        return float(min(self.base_delay_seconds * 2.0 ** min(failures - free, 30), limit))
 
 
-def account_key(tenant: str, email: str) -> str:
-    digest = hashlib.sha256(f"{tenant}\x00{email}".encode()).hexdigest()[:32]
-    return f"{KEY_PREFIX}acct:{digest}"
+@dataclass(frozen=True)
+class Attempt:
+    """The three counter keys of one login attempt."""
+
+    pair: str
+    account: str
+    address: str
 
 
-def address_key(address: str) -> str:
-    return f"{KEY_PREFIX}addr:{address}"
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+def attempt_keys(identity: str, address: str) -> Attempt:
+    """The keys for the canonical login ``identity`` tried from client ``address``."""
+    return Attempt(
+        pair=f"{KEY_PREFIX}pair:{_digest(identity, address)}",
+        account=f"{KEY_PREFIX}acct:{_digest(identity)}",
+        address=f"{KEY_PREFIX}addr:{address}",
+    )
 
 
 class LoginThrottle:
-    """Checks and records failed logins; fails open (with a warning) when Redis is unreachable."""
+    """Reserves login attempts; fails open (with a warning) when Redis is unreachable."""
 
     def __init__(self, redis: Any, policy: ThrottlePolicy, clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
         self._policy = policy
         self._clock = clock
-        self._window = int(max(policy.max_delay_seconds * 2, 3600))
+        self._window = int(max(policy.max_delay_seconds * 2, policy.max_account_delay_seconds * 2, 3600))
+        self._shas: dict[str, str] = {}
 
-    async def check(self, account: str, address: str) -> None:
-        """Raise :class:`ResourceExhausted` while either counter is inside its delay."""
+    async def _run(self, script: str, attempt: Attempt, *args: Any) -> Any:
+        keys = (attempt.pair, attempt.account, attempt.address)
+        sha = self._shas.get(script)
+        if sha is not None:
+            try:
+                return await self._redis.evalsha(sha, 3, *keys, *args)
+            except NoScriptError:
+                pass
+        self._shas[script] = await self._redis.script_load(script)
+        return await self._redis.evalsha(self._shas[script], 3, *keys, *args)
+
+    async def reserve(self, attempt: Attempt) -> None:
+        """Count ``attempt`` as a failure now, or raise :class:`ResourceExhausted` while any counter
+        is inside its delay (counting nothing)."""
+        p = self._policy
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hmget(account, "n", "t")
-                pipe.hmget(address_key(address), "n", "t")
-                (acct_n, acct_t), (addr_n, addr_t) = await pipe.execute()
+            answer = await self._run(
+                RESERVE_LUA,
+                attempt,
+                f"{self._clock():.3f}",
+                self._window,
+                p.free_per_account_address,
+                p.max_delay_seconds,
+                p.free_per_account,
+                p.max_account_delay_seconds,
+                p.free_per_address,
+                p.max_delay_seconds,
+                p.base_delay_seconds,
+            )
         except Exception as exc:  # noqa: BLE001 - Redis down: bcrypt still bounds the rate
             log.warning("login throttle unavailable", extra={"error": type(exc).__name__})
             return
-        now = self._clock()
-        wait = max(
-            self._remaining(acct_n, acct_t, self._policy.free_per_account, now),
-            self._remaining(addr_n, addr_t, self._policy.free_per_address, now),
-        )
+        wait = float(answer)
         if wait > 0:
             raise ResourceExhausted("login_attempts", "too many failed attempts, retry later", retry_after_seconds=wait)
 
-    def _remaining(self, count: bytes | None, last: bytes | None, free: int, now: float) -> float:
-        if count is None or last is None:
-            return 0.0
-        delay = self._policy.delay(int(count), free)
-        return max(0.0, float(last) + delay - now)
-
-    async def failure(self, account: str, address: str) -> None:
-        now = self._clock()
+    async def succeeded(self, attempt: Attempt) -> None:
+        """Release a reserved attempt that turned out right: the account starts afresh."""
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for key in (account, address_key(address)):
-                    pipe.hincrby(key, "n", 1)
-                    pipe.hset(key, "t", f"{now:.3f}")
-                    pipe.expire(key, self._window)
-                await pipe.execute()
-        except Exception as exc:  # noqa: BLE001
-            log.warning("login throttle unavailable", extra={"error": type(exc).__name__})
-
-    async def success(self, account: str) -> None:
-        try:
-            await self._redis.delete(account)
+            await self._run(SUCCEED_LUA, attempt)
         except Exception as exc:  # noqa: BLE001
             log.warning("login throttle unavailable", extra={"error": type(exc).__name__})

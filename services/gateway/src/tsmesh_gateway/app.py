@@ -37,12 +37,8 @@ from tsmesh_gateway.fastpath import FastQueries
 from tsmesh_gateway.generation_feed import FEED_NAME, GenerationFeed
 from tsmesh_gateway.guard import BatchingLimiter, Limiter, PrincipalCache, RouteLimits
 from tsmesh_gateway.microcache import GenerationReader, MicroCache
-from tsmesh_gateway.openapi import spec
-from tsmesh_gateway.routes_admin import admin_routes
-from tsmesh_gateway.routes_auth import auth_routes
-from tsmesh_gateway.routes_data import cached_queries, query_routes
-from tsmesh_gateway.routes_influx import influx_routes
-from tsmesh_gateway.routes_ops import ops_routes
+from tsmesh_gateway.querycache import QueryCache
+from tsmesh_gateway.routes import mount
 from tsmesh_gateway.stream.endpoint import StreamEndpoint
 from tsmesh_gateway.stream.hub import Hub
 from tsmesh_gateway.stream.listener import LeanListener
@@ -128,15 +124,8 @@ def build_app(parts: Parts) -> Starlette:
             await hub.stop()
             await listener.stop()
 
-    handlers = cached_queries(deps)
-    routes = [
-        *query_routes(deps, handlers),
-        *influx_routes(deps),
-        *auth_routes(deps),
-        *admin_routes(deps),
-        *ops_routes(parts.upstreams, spec, os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
-        WebSocketRoute("/v1/stream", stream),
-    ]
+    queries = QueryCache(deps)
+    routes = [*mount(deps, queries), WebSocketRoute("/v1/stream", stream)]
     middleware = [Middleware(EdgeMiddleware)]
     if cfg.cors_origins:
         middleware.append(
@@ -160,7 +149,7 @@ def build_app(parts: Parts) -> Starlette:
     middleware.append(Middleware(GzipWhenAccepted))
     app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan)
     if cfg.fast_path:
-        app.fast = FastQueries(deps, handlers, cors=bool(cfg.cors_origins))
+        app.fast = FastQueries(deps, queries.handlers(), cors=bool(cfg.cors_origins))
     app.state.hub = hub
     app.state.listener = listener
     app.state.deps = deps

@@ -10,6 +10,7 @@ from ipaddress import IPv6Network, ip_network
 
 from tsmesh_common.config import CommonConfig, ConfigError, Env
 from tsmesh_gateway.clientaddr import Network
+from tsmesh_gateway.push.config import PushConfig
 
 ROUTE_CLASSES = ("write", "query", "auth")
 _DEFAULT_LIMITS = {
@@ -108,6 +109,7 @@ class GatewayConfig:
     # The ingest writer (DataLifecycleService: retention, delete, cardinality); "" = ingest_addr.
     ingest_writer_addr: str = ""
     trusted_proxies: tuple[Network, ...] = ()
+    push: PushConfig = field(default_factory=PushConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewayConfig:
@@ -159,6 +161,7 @@ class GatewayConfig:
             fast_path=env.get_bool("TSMESH_GATEWAY_FAST_PATH", True),
             max_write_points=env.get_int("TSMESH_GATEWAY_MAX_WRITE_POINTS", 10_000, minimum=1),
             trusted_proxies=_trusted_proxies(env),
+            push=PushConfig.from_env(environ),
         )
 
 

@@ -26,6 +26,8 @@ AGGREGATIONS = {
     v.name.removeprefix("AGGREGATION_").lower(): v.number for v in query_pb2.Aggregation.DESCRIPTOR.values if v.number
 }
 FILLS = {v.name.removeprefix("FILL_").lower(): v.number for v in query_pb2.Fill.DESCRIPTOR.values if v.number}
+# What PostgreSQL cannot hold in a label (jsonb) or metric (text): ingest refuses it too (ADR 0210).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 RESOLUTIONS = {
     query_pb2.RESOLUTION_RAW: "raw",
     query_pb2.RESOLUTION_1M: "1m",
@@ -72,6 +74,13 @@ def _object(value: Any, field: str) -> dict[str, Any]:
     return value
 
 
+def storable(text: str, field: str) -> str:
+    """``text``, refused when it holds what the store cannot: NUL (U+0000) or a lone surrogate."""
+    if "\x00" in text or (not text.isascii() and _UNSTORABLE.search(text) is not None):
+        raise InvalidArgument(field, "must not contain NUL (U+0000) or lone surrogates")
+    return text
+
+
 def labels_from_json(value: Any, field: str) -> dict[str, str]:
     if value is None:
         return {}
@@ -79,6 +88,8 @@ def labels_from_json(value: Any, field: str) -> dict[str, str]:
     for name, label_value in labels.items():
         if not isinstance(label_value, str):
             raise InvalidArgument(f"{field}.{name}", "must be a string")
+        storable(name, f"{field}.{name.encode('utf-8', 'backslashreplace').decode()[:64]}")
+        storable(label_value, f"{field}.{name}")
     return labels
 
 
@@ -140,7 +151,7 @@ def write_from_json(value: Any, max_points: int = MAX_POINTS_PER_REQUEST) -> ing
         except OverflowError:
             raise InvalidArgument(f"{where}.value", "out of the float64 range") from None
         request.points.add(
-            metric=_str(point, "metric", f"{where}.metric", max_len=256),
+            metric=storable(_str(point, "metric", f"{where}.metric", max_len=256), f"{where}.metric"),
             labels=labels_from_json(point.get("labels"), f"{where}.labels"),
             timestamp_ns=_int(point, "timestamp_ns", f"{where}.timestamp_ns"),
             value=as_float,
@@ -196,7 +207,7 @@ def range_from_query(raw: bytes) -> query_pb2.QueryRangeRequest:
     group_by: list[str] = []
     for name, value in pairs:
         if name not in RANGE_QUERY_PARAMETERS:
-            raise InvalidArgument(name, f"unknown parameter (expected {', '.join(RANGE_QUERY_PARAMETERS)})")
+            raise InvalidArgument(name or "query", f"unknown parameter (expected {', '.join(RANGE_QUERY_PARAMETERS)})")
         if name == "match":
             found = _MATCH.fullmatch(value)
             if found is None:

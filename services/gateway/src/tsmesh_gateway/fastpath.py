@@ -3,7 +3,7 @@
 
 The hot dashboard path skips Starlette's routing, middleware stack and per-request Request/Response
 objects: one scan of the raw headers, the same authorization, rate limits, body limits and
-micro-cache as the Starlette routes (:func:`tsmesh_gateway.routes_data.cached_queries`), and the
+micro-cache as the Starlette routes (:class:`tsmesh_gateway.querycache.QueryCache`), and the
 edge duties of :mod:`tsmesh_gateway.edge` (request id, security headers, metrics, JSON errors)
 with the constant headers precomputed, and gzip for answers of 1 KB or more when the client accepts
 it (as :mod:`tsmesh_gateway.compression`). ``GET /v1/query/range`` reads no body at all. Requests it
@@ -32,7 +32,7 @@ from tsmesh_gateway.edge import (
 )
 from tsmesh_gateway.guard import rate_header_bytes
 from tsmesh_gateway.http_errors import HttpError, to_http_error
-from tsmesh_gateway.routes_data import CachedAnswer
+from tsmesh_gateway.querycache import CachedAnswer
 
 _JSON = (b"content-type", b"application/json")
 _BASE = [_JSON, *SECURITY_HEADERS]

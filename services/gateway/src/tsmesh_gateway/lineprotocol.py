@@ -24,6 +24,8 @@ _FLOAT = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 _INT = re.compile(r"[-+]?\d+")
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_:]")
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9_]")
+# What a label value cannot hold in the store (jsonb): NUL and lone surrogates (ADR 0210).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class LineError(ValueError):
@@ -153,7 +155,10 @@ def parse_line(line: str) -> ParsedLine:
     tags: dict[str, str] = {}
     for item in series[1:]:
         key, value = _pair(item, "tag")
-        tags[label_name(_unescape(key, ",= "))] = _unescape(value, ",= ")
+        value = _unescape(value, ",= ")
+        if _UNSTORABLE.search(value) is not None:
+            raise LineError(f"tag {key!r} value must not contain NUL (U+0000) or lone surrogates")
+        tags[label_name(_unescape(key, ",= "))] = value
     fields: list[tuple[str, float]] = []
     for item in _split(sections[1], ",", quotes=True):
         key, raw = _pair(item, "field")

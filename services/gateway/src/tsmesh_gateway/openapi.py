@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from tsmesh_gateway.push.openapi import push_paths
+
 INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
 STRING = {"type": "string"}
+# What the store can hold (ADR 0210): no NUL (lone surrogates cannot be written in JSON that parses).
+STORABLE = {"type": "string", "pattern": "^[^\\u0000]*$"}
 MAX_SECONDS = 10 * 366 * 86_400
 
 
@@ -69,8 +73,8 @@ SCHEMAS: dict[str, Any] = {
     ),
     "Point": _obj(
         {
-            "metric": {"type": "string", "minLength": 1, "maxLength": 256},
-            "labels": {"type": ["object", "null"], "additionalProperties": STRING},
+            "metric": {**STORABLE, "minLength": 1, "maxLength": 256},
+            "labels": {"type": ["object", "null"], "propertyNames": STORABLE, "additionalProperties": STORABLE},
             "timestamp_ns": INT64,
             "value": {"type": "number"},
         },
@@ -342,6 +346,8 @@ def spec() -> dict[str, Any]:
             },
             **_admin_paths(),
             "/api/v2/write": {"post": influx},
+            **prometheus_paths(),
+            **push_paths(ERRORS),
             "/healthz": {"get": {"summary": "Process liveness", "security": [], "responses": {"200": plain}}},
             "/readyz": {
                 "get": {
@@ -355,7 +361,7 @@ def spec() -> dict[str, Any]:
 
 
 def _admin_paths() -> dict[str, Any]:
-    """The data lifecycle routes (``routes_admin``): admin scope, 403 for read or write tokens."""
+    """The data lifecycle routes (``routes.admin``): admin scope, 403 for read or write tokens."""
     days = {"type": ["integer", "null"], "minimum": 1, "maximum": 36600}
     fields = ("raw_days", "rollup_1m_days", "rollup_1h_days")
     retention_out = _obj(
@@ -443,3 +449,87 @@ def _admin_paths() -> dict[str, Any]:
         "/v1/admin/export": {"get": export_get, "post": export_post},
         "/v1/admin/cardinality": {"get": cardinality},
     }
+
+
+PROM_ERRORS = {
+    code: {"description": text, **_json(_ref("PromError"))}
+    for code, text in (
+        ("400", "bad_data: a malformed query or parameter (the message names it)"),
+        ("401", "Unauthenticated"),
+        ("422", "execution: the query cannot be evaluated, or exceeds a query limit"),
+        ("429", "Rate limited (see Retry-After)"),
+        ("503", "timeout or unavailable"),
+    )
+}
+SCHEMAS["PromSuccess"] = _obj(
+    {"status": {"const": "success"}, "data": {}, "warnings": {"type": "array", "items": STRING}}, ["status"]
+)
+SCHEMAS["PromError"] = _obj(
+    {"status": {"const": "error"}, "errorType": STRING, "error": STRING}, ["status", "errorType", "error"]
+)
+PROM_PARAMS = {
+    "query": "PromQL expression",
+    "time": "Evaluation time: RFC 3339 or Unix seconds (default: now)",
+    "start": "RFC 3339 or Unix seconds",
+    "end": "RFC 3339 or Unix seconds",
+    "step": "Duration (1m30s) or float seconds",
+    "timeout": "Duration or float seconds",
+    "match[]": "Series selector; repeatable",
+    "limit": "Maximum number of answers",
+}
+
+
+def _prom_op(summary: str, params: tuple[str, ...], required: tuple[str, ...] = (), *, post: bool) -> Any:
+    """A Prometheus API v1 operation: parameters in the query string (GET) or a form body (POST)."""
+    many = {"type": "array", "items": STRING}
+    one_or_many = {"anyOf": [STRING, many]}  # a form body may repeat match[] or give it once
+    fields = {
+        name: (one_or_many if post else many) if name == "match[]" else {**STRING, "description": PROM_PARAMS[name]}
+        for name in params
+    }
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "tags": ["prometheus"],
+        "responses": {**PROM_ERRORS, "200": {"description": "OK", **_json(_ref("PromSuccess"))}},
+    }
+    if post:
+        schema = _obj(fields, list(required) or None)
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/x-www-form-urlencoded": {"schema": schema}},
+        }
+    else:
+        operation["parameters"] = [
+            {"name": name, "in": "query", "required": name in required, "schema": fields[name]} for name in params
+        ]
+    return operation
+
+
+def prometheus_paths() -> dict[str, Any]:
+    """Prometheus's HTTP API v1 (what Grafana's Prometheus data source calls)."""
+    query = ("query", "time", "timeout")
+    ranged = ("query", "start", "end", "step", "timeout")
+    listing = ("match[]", "start", "end", "limit")
+    paths: dict[str, Any] = {}
+    for path, summary, params, required in (
+        ("/api/v1/query", "Instant PromQL query", query, ("query",)),
+        ("/api/v1/query_range", "Range PromQL query", ranged, ("query", "start", "end", "step")),
+        ("/api/v1/series", "Series matching match[]", listing, ("match[]",)),
+        ("/api/v1/labels", "Label names", listing, ()),
+        ("/api/v1/query_exemplars", "Exemplars (always empty)", ("query", "start", "end"), ()),
+    ):
+        paths[path] = {
+            "get": _prom_op(summary, params, required, post=False),
+            "post": _prom_op(summary, params, required, post=True),
+        }
+    values = _prom_op("Values of one label", listing, post=False)
+    values["parameters"].insert(0, {"name": "name", "in": "path", "required": True, "schema": STRING})
+    paths["/api/v1/label/{name}/values"] = {"get": values}
+    for path, summary in (
+        ("/api/v1/metadata", "Metric metadata (empty)"),
+        ("/api/v1/status/buildinfo", "Build information (Prometheus-compatible version)"),
+        ("/api/v1/rules", "Recording and alerting rules (none)"),
+        ("/api/v1/alerts", "Active alerts (none)"),
+    ):
+        paths[path] = {"get": _prom_op(summary, (), post=False)}
+    return paths

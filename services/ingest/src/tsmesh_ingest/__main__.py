@@ -14,6 +14,7 @@ import sys
 import asyncpg
 import redis.asyncio as aioredis
 
+from tsmesh_common import migrations
 from tsmesh_common.audit import AuditReporter
 from tsmesh_common.authn import Authenticator, AuthenticatorConfig, GrpcAuthSource
 from tsmesh_common.client import create_channel
@@ -37,7 +38,7 @@ async def _serve(cfg: IngestConfig) -> None:
     setup_tracing(common.service, common.otlp_endpoint)
     redis = aioredis.Redis.from_url(common.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
     # Both modes authenticate: the API serves writes, the writer the DataLifecycleService (admin).
-    channel = create_channel(common.auth_addr)
+    channel = create_channel(common.auth_addr, common.grpc)
     source = GrpcAuthSource(channel)
     authenticator = Authenticator(
         AuthenticatorConfig(issuer=common.jwt_issuer, audience=common.jwt_audience), source, source
@@ -59,7 +60,8 @@ async def _serve(cfg: IngestConfig) -> None:
 async def _migrate(cfg: IngestConfig) -> None:
     await asyncio.to_thread(upgrade, cfg.database_url)
     conn = await asyncpg.connect(cfg.database_url)
-    try:
+    try:  # under the migrations' lock: concurrent runs would race on creating the same partitions
+        await conn.execute("SELECT pg_advisory_lock(hashtext($1))", migrations.lock_key("ts"))
         created = await PartitionManager().ensure_window(conn, cfg.writer.raw_days, cfg.writer.partitions_ahead_days)
     finally:
         await conn.close()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
 from tsmesh_common.config import CommonConfig, ConfigError, Env
 from tsmesh_common.redis_keys import LATE_WRITE_SECONDS
+from tsmesh_ingest.kafka_security import KafkaSecurity
 from tsmesh_ingest.limits import TenantLimits, ValidationLimits
 
 MODES = ("all", "api", "writer")
@@ -29,6 +30,8 @@ class KafkaConfig:
     max_inflight_bytes: int
     group: str
     session_timeout_ms: int
+    min_insync_replicas: int = 1
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     @classmethod
     def from_env(cls, env: Env) -> KafkaConfig:
@@ -44,6 +47,8 @@ class KafkaConfig:
             max_inflight_bytes=env.get_int("TSMESH_KAFKA_MAX_INFLIGHT_BYTES", 64 * 1024 * 1024, minimum=1024),
             group=env.get_str("TSMESH_KAFKA_GROUP", "tsmesh-ingest-writer"),
             session_timeout_ms=env.get_int("TSMESH_KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=1000),
+            min_insync_replicas=env.get_int("TSMESH_KAFKA_MIN_INSYNC_REPLICAS", 1, minimum=1, maximum=16),
+            security=KafkaSecurity.from_env(env),
         )
 
 

@@ -104,6 +104,7 @@ class PointProducer:
             linger_ms=config.linger_ms,
             max_batch_size=1024 * 1024,
             max_request_size=4 * 1024 * 1024,
+            **config.security.client_kwargs(),
         )
 
     @property

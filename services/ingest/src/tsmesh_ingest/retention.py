@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from tsmesh_ingest.db import operation
 from tsmesh_ingest.partitions import DAY_NS, PartitionManager, partition_name
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class Retention:
     async def run_once(self, now_ns: int | None = None) -> RetentionReport:
         now = now_ns if now_ns is not None else time.time_ns()
         report = RetentionReport([], 0)
-        async with self._pool.acquire() as conn:
+        async with operation(self._pool) as conn:
             overrides = await conn.fetch("SELECT * FROM ts.tenant_retention")
             longest_raw = max([self._defaults.raw, *[r["raw_days"] for r in overrides if r["raw_days"]]])
             drop_before = now - longest_raw * DAY_NS
@@ -67,7 +68,7 @@ class Retention:
                 if table != "points" or longest_raw > default:
                     report.deleted_rows += _count(
                         await conn.execute(
-                            (f"DELETE FROM ts.{table} x WHERE x.{time_column} < $1 AND NOT EXISTS ({overridden})"),  # noqa: S608 - constant names
+                            (f"DELETE FROM ts.{table} x WHERE x.{time_column} < $1 AND NOT EXISTS ({overridden})"),  # noqa: S608  # nosec B608 # constant names
                             now - default * DAY_NS,
                         )
                     )
@@ -77,7 +78,7 @@ class Retention:
                         continue
                     report.deleted_rows += _count(
                         await conn.execute(
-                            (f"DELETE FROM ts.{table} x USING ts.series s WHERE {per_tenant} AND x.{time_column} < $2"),  # noqa: S608 - constant names
+                            (f"DELETE FROM ts.{table} x USING ts.series s WHERE {per_tenant} AND x.{time_column} < $2"),  # noqa: S608  # nosec B608 # constant names
                             row["tenant_id"],
                             now - days * DAY_NS,
                         )

@@ -26,6 +26,7 @@ from typing import Any
 
 import asyncpg
 
+from tsmesh_ingest.db import operation
 from tsmesh_ingest.metrics import ROLLUP_BUCKETS, ROLLUP_COMMIT_LAG, ROLLUP_LAG, ROLLUP_PENDING, ROLLUP_SECONDS
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class RollupRefresher:
     async def refresh_once(self) -> int:
         """Consume up to ``batch`` pending ranges; returns how many merged ranges it refreshed (0: idle/locked)."""
         start = time.perf_counter()
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with operation(self._pool) as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", ADVISORY_KEY):
                 return 0
             # Each bucket reads a narrow (series_id, ts) range: index nested loops, never a scan of
@@ -170,7 +171,7 @@ class RollupRefresher:
             await conn.execute(OVERFLOW_SAFE_SQL[i])
 
     async def pending(self) -> int:
-        async with self._pool.acquire() as conn:
+        async with operation(self._pool) as conn:
             return int(await conn.fetchval("SELECT count(*) FROM ts.rollup_pending"))
 
     async def run(self) -> None:

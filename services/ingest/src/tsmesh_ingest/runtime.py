@@ -13,16 +13,17 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from grpc_health.v1 import health_pb2
 
 from tsmesh_common.audit import AuditReporter
 from tsmesh_common.authn import Authenticator
 from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.ratelimit import RateLimiter
 from tsmesh_common.server import GrpcApp
+from tsmesh_ingest import otlp_service
 from tsmesh_ingest.admission import Admission
 from tsmesh_ingest.batching import AdaptiveBatcher
 from tsmesh_ingest.config import IngestConfig
+from tsmesh_ingest.db import operation
 from tsmesh_ingest.lifecycle import SERVICE_NAME as LIFECYCLE_SERVICE
 from tsmesh_ingest.lifecycle import LifecycleServicer
 from tsmesh_ingest.lifecycle import add_to_server as add_lifecycle
@@ -58,6 +59,7 @@ class IngestRuntime:
     async def start(self) -> None:
         """Background loops; each ends only on cancellation (an ending one stops the server)."""
         if self.producer is not None:
+            await self.app.report(SERVICE_NAME, serving=False)
             self.app.run_in_background(self._connect_and_stay(self.producer), "kafka-producer-connect")
         if self.writer is not None:
             self.app.run_in_background(self.writer.run(), "writer")
@@ -71,9 +73,8 @@ class IngestRuntime:
 
         Until connected, the IngestService health is NOT_SERVING (writes would only be refused).
         """
-        await self.app.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         await producer.start_with_retry()
-        await self.app.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await self.app.report(SERVICE_NAME, serving=True)
         await asyncio.Event().wait()
 
     @property
@@ -83,7 +84,7 @@ class IngestRuntime:
 
     async def maintain_once(self) -> None:
         """Partitions from retention ago to N days ahead, then retention."""
-        async with self.pool.acquire() as conn:
+        async with operation(self.pool) as conn:
             w = self.cfg.writer
             await self.partitions.ensure_window(conn, w.raw_days, w.partitions_ahead_days)
         if self.retention is not None:
@@ -120,7 +121,7 @@ async def build_runtime(
 ) -> IngestRuntime:
     """Construct the API and/or writer of ``cfg.mode`` around shared clients; ``audit`` reports
     PERMISSION_DENIED answers to auth."""
-    app = GrpcApp(authenticator, audit=audit)
+    app = GrpcApp(authenticator, audit=audit, tuning=cfg.common.grpc)
     runtime = IngestRuntime(cfg=cfg, app=app)
     if cfg.runs_api:
         runtime.producer = PointProducer(cfg.kafka)
@@ -130,6 +131,7 @@ async def build_runtime(
         validator = Validator(cfg.validation, SeriesIdCache())
         servicer = IngestServicer(validator, admission, runtime.producer, runtime.live)
         app.add_service(SERVICE_NAME, lambda server: add_to_server(servicer, server))
+        otlp_service.register(app, servicer, cfg.validation.max_points_per_request)
     if cfg.runs_writer:
         w = cfg.writer
         runtime.pool = await asyncpg.create_pool(
@@ -150,6 +152,7 @@ async def build_runtime(
             session_timeout_ms=cfg.kafka.session_timeout_ms,
             heartbeat_interval_ms=max(100, cfg.kafka.session_timeout_ms // 5),
             rebalance_timeout_ms=cfg.kafka.session_timeout_ms,
+            **cfg.kafka.security.client_kwargs(),
         )
         dlq = AIOKafkaProducer(
             bootstrap_servers=cfg.kafka.bootstrap,
@@ -158,6 +161,7 @@ async def build_runtime(
             enable_idempotence=cfg.kafka.idempotence,
             request_timeout_ms=cfg.kafka.request_timeout_ms,
             max_request_size=8 * 1024 * 1024,
+            **cfg.kafka.security.client_kwargs(),
         )
         batcher = AdaptiveBatcher(w.min_rows, w.max_rows, w.max_wait_ms / 1000, w.linger_ms / 1000)
         runtime.writer = Writer(

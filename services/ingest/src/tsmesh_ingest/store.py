@@ -28,6 +28,7 @@ import numpy.typing as npt
 import orjson
 from tsmesh.v1 import common_pb2
 
+from tsmesh_ingest.db import operation
 from tsmesh_ingest.metrics import BATCH_ROWS, COMMIT_SECONDS, CONFLICT_FALLBACKS, COPY_SECONDS, ROLLUP_BUCKETS
 from tsmesh_ingest.partitions import DAY_NS, PartitionManager
 
@@ -101,7 +102,7 @@ MERGE_PARTIALS_SQL = ";".join(
         first = CASE WHEN EXCLUDED.first_ts < r.first_ts THEN EXCLUDED.first ELSE r.first END,
         last_ts = greatest(r.last_ts, EXCLUDED.last_ts),
         last = CASE WHEN EXCLUDED.last_ts > r.last_ts THEN EXCLUDED.last ELSE r.last END
-    """  # noqa: S608 - the table names and widths are the literals below
+    """  # noqa: S608  # nosec B608 # the table names and widths are the literals below
     for table, width in (("rollup_1m", MINUTE_NS), ("rollup_1h", HOUR_NS))
 )
 SERIES_SQL = (
@@ -352,7 +353,7 @@ class PointStore:
         if not len(cols.sids):
             return 0
         start = time.perf_counter()
-        async with self._pool.acquire() as conn:
+        async with operation(self._pool) as conn:
             days = cols.days()
             if self._partitions.missing(days):
                 await self._partitions.ensure(conn, days)

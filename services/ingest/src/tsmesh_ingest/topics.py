@@ -15,13 +15,19 @@ TOPIC_ALREADY_EXISTS = 36
 
 
 async def create_topics(config: KafkaConfig) -> list[str]:
-    """Create ``config.topic`` and ``config.dlq_topic``; returns the names actually created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap, request_timeout_ms=config.request_timeout_ms)
+    """Create ``config.topic`` and ``config.dlq_topic`` (replication and ``min.insync.replicas`` as
+    configured); returns the names actually created."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=config.bootstrap,
+        request_timeout_ms=config.request_timeout_ms,
+        **config.security.client_kwargs(),
+    )
+    settings = {"min.insync.replicas": str(config.min_insync_replicas)} if config.min_insync_replicas > 1 else {}
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(name, num_partitions=partitions, replication_factor=config.replication)
+            NewTopic(name, num_partitions=partitions, replication_factor=config.replication, topic_configs=settings)
             for name, partitions in ((config.topic, config.partitions), (config.dlq_topic, 1))
             if name not in existing
         ]

@@ -17,6 +17,11 @@ bytes decode to the clean point. Keys are cached as clients send them: canonical
 the label entries (each process's upb has its own map order). Every other point (a miss, another tail) takes the
 message path: parsed by upb, the same checks, unknown fields discarded. A request that is not a
 plain sequence of points (an unknown field, too many points, malformed) is parsed by upb first.
+
+What is accepted is storable (ADR 0210): invalid UTF-8 refuses the request naming the point and
+field, a NUL in a label value refuses the point (names are ASCII patterns), and the timestamp window
+never leaves the days whose partition bounds fit in bigint. Cached identities were checked when
+cached, so none of this costs the steady state anything.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -42,6 +47,10 @@ METRIC_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 NS = 1_000_000_000
 DAY_NS = 86_400 * NS
+# The timestamps whose day partition's bounds (ts.points_pYYYYMMDD, [day start, next day start) in
+# bigint ns) PostgreSQL can hold: whatever the configured window, nothing outside is accepted.
+FIRST_STORABLE_NS = -((2**63) // DAY_NS) * DAY_NS
+LAST_STORABLE_NS = ((2**63 - 1) // DAY_NS) * DAY_NS - 1
 # Timestamps at or above 2**56 ns are 9-byte varints: a point's tail is then exactly the 10-byte
 # timestamp field, plus the 9-byte value field when present (tag 0x21 nine bytes from the end;
 # absent, that byte is inside the varint and has its continuation bit set).
@@ -134,7 +143,7 @@ class Validator:
             try:
                 message = ingest_pb2.WriteRequest.FromString(request)
             except DecodeError:
-                raise InvalidArgument("points", "not a valid WriteRequest") from None
+                raise _undecodable_request(request, base_index) from None
             count = len(message.points)
             if count > lim.max_points_per_request:
                 raise InvalidArgument("points", f"at most {lim.max_points_per_request} points per request, got {count}")
@@ -154,13 +163,14 @@ class Validator:
         return self._validate(tenant_id, walked, base_index)
 
     def _window(self) -> tuple[int, int]:
-        """The accepted timestamps, inclusive: [now - max past (and the retention day), now + max future]."""
+        """The accepted timestamps, inclusive: [now - max past (and the retention day), now + max
+        future], within the storable range."""
         lim = self._limits
         now_ns = int(self._clock() * NS)
         lo = now_ns - lim.max_past_seconds * NS
         if lim.retained_days > 0:
             lo = max(lo, (now_ns // DAY_NS - (lim.retained_days - 1)) * DAY_NS)
-        return lo, now_ns + lim.max_future_seconds * NS
+        return max(lo, FIRST_STORABLE_NS), min(now_ns + lim.max_future_seconds * NS, LAST_STORABLE_NS)
 
     def _validate(self, tenant_id: str, walked: _Walked, base_index: int) -> Validated:
         lo, hi = self._window()
@@ -214,7 +224,7 @@ class Validator:
             try:
                 point = common_pb2.Point.FromString(wire)
             except DecodeError:
-                raise InvalidArgument("points", f"point {base_index + i} is not a valid Point") from None
+                raise _undecodable(base_index + i, wire) from None
             outcome = self._check_point(tenant_id, wire, point, window, by_encoding)
             if isinstance(outcome, Problem):
                 problems.append((i, outcome))
@@ -278,7 +288,7 @@ class Validator:
             return Problem("metric", "must match [a-zA-Z_:][a-zA-Z0-9_:]*", "invalid_metric")
         if len(labels) > lim.max_labels:
             return Problem("labels", f"at most {lim.max_labels} labels, got {len(labels)}", "too_many_labels")
-        for name, value in labels:
+        for name, value in sorted(labels):  # the same label is named whatever the map order
             if len(name) > lim.max_label_name_length:
                 return Problem(
                     "labels",
@@ -295,6 +305,8 @@ class Validator:
                     f"value of {name!r} longer than {lim.max_label_value_bytes} bytes",
                     "label_value_too_long",
                 )
+            if "\x00" in value:  # valid UTF-8, but neither jsonb nor text can hold it (ADR 0210)
+                return Problem("labels", f"value of {name!r} must not contain NUL (U+0000)", "invalid_label_value")
         return None
 
 
@@ -382,6 +394,86 @@ def _encodes_identity(key: bytes, metric: str, labels: LabelItems) -> bool:
     except (IndexError, ValueError):
         return False
     return not entries
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, int, bytes | None]]:
+    """(field number, wire type, bytes of a length-delimited field's payload or None) of each field
+    of a serialized message (IndexError or ValueError when malformed)."""
+    pos, n = 0, len(data)
+    while pos < n:
+        key, pos = _varint_at(data, pos)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            pos = _varint_at(data, pos)[1]
+        elif wire_type in (1, 5):
+            pos += 8 if wire_type == 1 else 4
+        elif wire_type == 2:
+            size, pos = _varint_at(data, pos)
+            if pos + size > n:
+                raise IndexError("field runs past the end")
+            yield number, wire_type, data[pos : pos + size]
+            pos += size
+            continue
+        else:
+            raise ValueError(f"wire type {wire_type}")
+        if pos > n:
+            raise IndexError("field runs past the end")
+        yield number, wire_type, None
+
+
+def _bad_utf8(wire: bytes) -> str | None:
+    """The field of a serialized point whose ``string`` bytes are not UTF-8 ("metric", "labels"
+    for a name, "labels.<name>" for a value), or None."""
+    try:
+        for number, wire_type, payload in _fields(wire):
+            if payload is None or wire_type != 2:
+                continue
+            if number == 1:
+                payload.decode("utf-8")
+            elif number == 2:
+                name = ""
+                for entry_number, _, text in _fields(payload):
+                    if text is None:
+                        continue
+                    if entry_number == 1:
+                        try:
+                            name = text.decode("utf-8")
+                        except UnicodeDecodeError:
+                            return "labels"
+                    elif entry_number == 2:
+                        try:
+                            text.decode("utf-8")
+                        except UnicodeDecodeError:
+                            return f"labels.{name[:64]}"
+    except UnicodeDecodeError:
+        return "metric"
+    except (IndexError, ValueError):
+        return None
+    return None
+
+
+def _undecodable(index: int, wire: bytes) -> InvalidArgument:
+    """The refusal of a request whose point ``index`` (bytes ``wire``) upb cannot parse."""
+    field = _bad_utf8(wire)
+    if field is not None:
+        return InvalidArgument(f"points[{index}].{field}", "not valid UTF-8")
+    return InvalidArgument("points", f"point {index} is not a valid Point")
+
+
+def _undecodable_request(request: bytes, base_index: int) -> InvalidArgument:
+    """The refusal of a request upb cannot parse: its first unparsable point when there is one."""
+    index = base_index
+    try:
+        for number, _, payload in _fields(request):
+            if number == 1 and payload is not None:
+                try:
+                    common_pb2.Point.FromString(payload)
+                except DecodeError:
+                    return _undecodable(index, payload)
+                index += 1
+    except (IndexError, ValueError):
+        pass
+    return InvalidArgument("points", "not a valid WriteRequest")
 
 
 def _varint_at(data: bytes, pos: int) -> tuple[int, int]:

@@ -10,8 +10,10 @@ or lost. A COPY refused with "no partition" (another replica's retention dropped
 had cached) forgets the cached partitions, re-creates them and retries; content the database truly
 refuses is bisected down to single points, and only those are dead-lettered.
 
-Only cancellation ends :meth:`Writer.run`; an unexpected error escapes it so that the process
-stops (non-zero) and the uncommitted batch is redelivered to a fresh writer.
+Every connection-level failure (``tsmesh_ingest.db``: asyncpg client/protocol errors, sockets,
+timeouts, server shutdown) is retried on a fresh connection, the failed one discarded. Only
+cancellation ends :meth:`Writer.run`; an unexpected error escapes it so that the process stops
+(non-zero) and the uncommitted batch is redelivered to a fresh writer.
 
 Collection (fetch + decode, Python CPU) of the next batch overlaps the write of the previous one
 (PostgreSQL CPU); writes and offset commits stay strictly sequential, in fetch order.
@@ -37,22 +39,14 @@ from tsmesh_common.redis_keys import (
     late_generation_key,
 )
 from tsmesh_ingest.batching import AdaptiveBatcher
+from tsmesh_ingest.db import is_transient
 from tsmesh_ingest.metrics import CONSUMER_LAG, DB_RETRIES, DLQ_TOTAL, GENERATION_RETRIES
 from tsmesh_ingest.records import Poison, RecordDecoder
 from tsmesh_ingest.store import Item, PointStore, SeriesClash, WriterHooks
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40", "58")
 NO_PARTITION_RETRIES = 3
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Database failures worth retrying as they are (connection, shutdown, resources, conflicts)."""
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", None) or ""
-        return state[:2] in TRANSIENT_SQLSTATE_CLASSES
-    return isinstance(exc, OSError | asyncpg.InterfaceError | TimeoutError | ConnectionError)
 
 
 def is_missing_partition(exc: BaseException) -> bool:

@@ -21,7 +21,7 @@ async def _main() -> None:
     common = cfg.common
     configure_logging(common.service, common.log_level)
     setup_tracing(common.service, common.otlp_endpoint)
-    channel = create_channel(common.auth_addr)
+    channel = create_channel(common.auth_addr, common.grpc)
     source = GrpcAuthSource(channel)
     authenticator = Authenticator(
         AuthenticatorConfig(issuer=common.jwt_issuer, audience=common.jwt_audience), source, source

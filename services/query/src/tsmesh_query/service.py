@@ -21,6 +21,7 @@ from tsmesh_query.engine import RangeEngine
 from tsmesh_query.live import LiveHub
 from tsmesh_query.lookups import Lookups
 from tsmesh_query.plan import RangeQuery, parse_range
+from tsmesh_query.promql.rpc import PromRpc
 from tsmesh_query.selectors import parse_selector
 
 SERVICE_NAME = "tsmesh.v1.QueryService"
@@ -30,8 +31,9 @@ PARSED_CACHE_SIZE = 4096
 class QueryService:
     """Thin handlers: validate, take the tenant from the principal, delegate."""
 
-    def __init__(self, engine: RangeEngine, lookups: Lookups, hub: LiveHub, limits: QueryLimits) -> None:
+    def __init__(self, engine: RangeEngine, lookups: Lookups, hub: LiveHub, limits: QueryLimits, prom: PromRpc) -> None:
         self._engine = engine
+        self._prom = prom
         self._lookups = lookups
         self._hub = hub
         self._limits = limits
@@ -88,6 +90,33 @@ class QueryService:
         async for response in stream:
             yield response
 
+    async def PromQuery(self, request: query_pb2.PromQueryRequest, context: Any) -> query_pb2.PromQueryResponse:
+        return await self._prom.query(current_principal("read").tenant_id, request)
+
+    async def PromQueryRange(
+        self, request: query_pb2.PromQueryRangeRequest, context: Any
+    ) -> query_pb2.PromQueryResponse:
+        return await self._prom.query_range(current_principal("read").tenant_id, request)
+
+    async def PromSeries(self, request: query_pb2.PromSeriesRequest, context: Any) -> query_pb2.PromSeriesResponse:
+        return await self._prom.series(current_principal("read").tenant_id, request)
+
+    async def PromLabelNames(
+        self, request: query_pb2.PromLabelNamesRequest, context: Any
+    ) -> query_pb2.PromLabelNamesResponse:
+        return await self._prom.label_names(current_principal("read").tenant_id, request)
+
+    async def PromLabelValues(
+        self, request: query_pb2.PromLabelValuesRequest, context: Any
+    ) -> query_pb2.PromLabelValuesResponse:
+        return await self._prom.label_values(current_principal("read").tenant_id, request)
+
+
+def _unary(method: Any, request: Any, response: Any) -> grpc.RpcMethodHandler[Any, Any]:
+    return grpc.unary_unary_rpc_method_handler(
+        method, request_deserializer=request.FromString, response_serializer=response.SerializeToString
+    )
+
 
 def add_to_server(servicer: QueryService, server: grpc.aio.Server) -> None:
     """Register ``servicer`` as ``tsmesh.v1.QueryService`` (what the generated
@@ -112,6 +141,15 @@ def add_to_server(servicer: QueryService, server: grpc.aio.Server) -> None:
             servicer.LabelValues,
             request_deserializer=query_pb2.LabelValuesRequest.FromString,
             response_serializer=query_pb2.LabelValuesResponse.SerializeToString,
+        ),
+        "PromQuery": _unary(servicer.PromQuery, query_pb2.PromQueryRequest, query_pb2.PromQueryResponse),
+        "PromQueryRange": _unary(servicer.PromQueryRange, query_pb2.PromQueryRangeRequest, query_pb2.PromQueryResponse),
+        "PromSeries": _unary(servicer.PromSeries, query_pb2.PromSeriesRequest, query_pb2.PromSeriesResponse),
+        "PromLabelNames": _unary(
+            servicer.PromLabelNames, query_pb2.PromLabelNamesRequest, query_pb2.PromLabelNamesResponse
+        ),
+        "PromLabelValues": _unary(
+            servicer.PromLabelValues, query_pb2.PromLabelValuesRequest, query_pb2.PromLabelValuesResponse
         ),
         "Subscribe": grpc.unary_stream_rpc_method_handler(
             servicer.Subscribe,

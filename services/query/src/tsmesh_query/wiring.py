@@ -22,6 +22,10 @@ from tsmesh_query.export import add_to_server as add_export
 from tsmesh_query.generation import GenerationReader
 from tsmesh_query.live import LiveHub
 from tsmesh_query.lookups import Lookups
+from tsmesh_query.promql.catalog import Catalog
+from tsmesh_query.promql.engine import PromEngine
+from tsmesh_query.promql.results import ResultCache
+from tsmesh_query.promql.rpc import PromRpc
 from tsmesh_query.service import SERVICE_NAME, QueryService, add_to_server
 from tsmesh_query.store import Database
 
@@ -35,6 +39,7 @@ class QueryComponents:
     hub: LiveHub
     db: Database
     redis: Redis
+    prom: PromRpc
 
 
 def create_redis(url: str) -> Redis:
@@ -63,8 +68,13 @@ def build(
     hub = LiveHub(redis, cfg.subscribe)
     if authenticator is not None:
         authenticator.on_revocation(hub.revoke)
-    app = GrpcApp(authenticator, audit=audit)
-    servicer = QueryService(engine, Lookups(db, cfg.limits), hub, cfg.limits)
+    app = GrpcApp(authenticator, audit=audit, tuning=cfg.common.grpc)
+    # PromQL answers get their own in-process budget, a quarter of L1's (ADR 0310)
+    prom_results = ResultCache(
+        generations, LruCache("l1_promql", cfg.cache.l1_max_bytes // 4), cfg.cache.l1_immutable_ttl_s
+    )
+    prom = PromRpc(PromEngine(db, cfg.limits), Catalog(db, cfg.limits), prom_results)
+    servicer = QueryService(engine, Lookups(db, cfg.limits), hub, cfg.limits, prom)
     app.add_service(SERVICE_NAME, lambda server: add_to_server(servicer, server))
     exporter = ExportService(db, engine, cfg.limits, audit=audit)
     app.add_service(EXPORT_SERVICE, lambda server: add_export(exporter, server))
@@ -73,4 +83,4 @@ def build(
     app.on_shutdown(db.close)
     app.on_shutdown(generations.close)
     app.on_shutdown(redis.aclose)
-    return QueryComponents(app, engine, hub, db, redis)
+    return QueryComponents(app, engine, hub, db, redis, prom)

@@ -124,7 +124,7 @@ def test_each_deployment_has_probes_resources_non_root_and_a_service(name: str) 
         spec = container[probe]
         if name == "gateway":
             assert spec["httpGet"]["port"] == "http"
-            assert spec["httpGet"]["path"] == ("/readyz" if probe == "readinessProbe" else "/healthz")
+            assert spec["httpGet"]["path"] == "/healthz"  # readiness must not follow the upstreams
         else:
             assert spec["grpc"]["port"] == ports["grpc"] == TSMESH[name.removesuffix("-writer")]
     assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]

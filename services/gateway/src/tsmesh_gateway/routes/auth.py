@@ -10,6 +10,7 @@ from starlette.routing import Route
 from tsmesh.v1 import auth_pb2
 
 from tsmesh_common.errors import InvalidArgument
+from tsmesh_common.identity import login_identity
 from tsmesh_gateway.bodies import JSONResponse, json_object, parse_json
 from tsmesh_gateway.convert import _int, _str
 from tsmesh_gateway.deps import Deps, endpoint
@@ -63,7 +64,7 @@ def auth_routes(deps: Deps) -> list[Route]:
         body = json_object(await deps.json(request))
         tenant = _str(body, "tenant", "tenant", max_len=256)
         email = _str(body, "email", "email", max_len=320)
-        headers = await deps.limit_anonymous(request, "auth", identity=f"login:{tenant}:{email.lower()}")
+        headers = await deps.limit_anonymous(request, "auth", identity=login_identity(tenant, email))
         password = _str(body, "password", "password", max_len=1024)
         answer = await auth.unary(
             stub.Login,

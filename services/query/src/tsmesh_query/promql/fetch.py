@@ -1,0 +1,81 @@
+"""Stage 4: the raw samples of the selected series over each selector's span, as numpy arrays.
+
+Samples stream from PostgreSQL as binary ``COPY`` (fixed 38-byte rows of series id, timestamp and
+value) and are decoded by numpy in one step, with no Python object per row. ``max_points`` is
+enforced while the bytes arrive: the copy is abandoned as soon as the budget is passed.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import numpy as np
+
+from tsmesh_common.errors import ResourceExhausted
+from tsmesh_query.config import QueryLimits
+from tsmesh_query.promql.selection import Selection
+from tsmesh_query.promql.values import RawSeries, SampleSet
+
+NS_PER_MS = 1_000_000
+POINTS_SQL = """
+SELECT series_id, ts, value FROM ts.points
+WHERE series_id = ANY($1::bigint[]) AND ts >= $2 AND ts <= $3
+ORDER BY series_id, ts
+"""
+HEADER_BYTES = 19  # signature, flags, extension length
+TRAILER_BYTES = 2  # field count -1
+ROW = np.dtype(
+    [("n", ">i2"), ("l1", ">i4"), ("sid", ">i8"), ("l2", ">i4"), ("ts", ">i8"), ("l3", ">i4"), ("value", ">f8")]
+)
+
+
+class _Collector:
+    """The COPY output: chunks kept until the row budget is passed."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self._max_bytes = HEADER_BYTES + TRAILER_BYTES + max_rows * ROW.itemsize
+
+    async def __call__(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self._max_bytes:
+            raise ResourceExhausted("max_points", "")
+        self.chunks.append(chunk)
+
+    def rows(self) -> np.ndarray:
+        data = b"".join(self.chunks)
+        if len(data) < HEADER_BYTES + TRAILER_BYTES:
+            return np.zeros(0, dtype=ROW)
+        body = memoryview(data)[HEADER_BYTES : len(data) - TRAILER_BYTES]
+        return np.frombuffer(body, dtype=ROW, count=len(body) // ROW.itemsize)
+
+
+async def fetch_samples(conn: asyncpg.Connection, selection: Selection, limits: QueryLimits) -> SampleSet:
+    """Every selector's series with their samples in ``[lo, hi]`` ms; more than ``max_points``
+    samples in all is RESOURCE_EXHAUSTED."""
+    samples = SampleSet()
+    budget = limits.max_points
+    for key, series in selection.by_selector.items():
+        lo, hi = selection.plan.spans[key]
+        ids = [s.series_id for s in series]
+        collector = _Collector(budget)
+        if ids:
+            try:
+                await conn.copy_from_query(
+                    POINTS_SQL, ids, lo * NS_PER_MS, hi * NS_PER_MS + NS_PER_MS - 1, output=collector, format="binary"
+                )
+            except ResourceExhausted:
+                raise ResourceExhausted(
+                    "max_points", f"the query would read more than {limits.max_points} samples"
+                ) from None
+        rows = collector.rows()
+        budget -= len(rows)
+        sid = rows["sid"].astype(np.int64)
+        ts = rows["ts"].astype(np.int64) // NS_PER_MS
+        values = rows["value"].astype(np.float64)
+        out: list[RawSeries] = []
+        for s in series:
+            first, last = np.searchsorted(sid, s.series_id, "left"), np.searchsorted(sid, s.series_id, "right")
+            out.append(RawSeries(s.labels, ts[first:last], values[first:last]))
+        samples.by_selector[key] = out
+    return samples

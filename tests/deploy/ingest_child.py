@@ -1,0 +1,31 @@
+"""A real ingest API process for the rollout test: ``build_runtime`` and ``serve`` as in production,
+verifying tokens against the test's public key (``TEST_JWK``) instead of the auth service."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import redis.asyncio as aioredis
+from testkit import NoIntrospection, StaticJwks
+
+from tsmesh_common.authn import Authenticator, AuthenticatorConfig
+from tsmesh_common.server import run, serve
+from tsmesh_ingest.config import IngestConfig
+from tsmesh_ingest.runtime import build_runtime
+
+
+async def main() -> None:
+    cfg = IngestConfig.from_env(os.environ)
+    jwks = StaticJwks()
+    jwks.keys.append(json.loads(os.environ["TEST_JWK"]))
+    authenticator = Authenticator(AuthenticatorConfig(issuer="tsmesh-auth", audience="tsmesh"), jwks, NoIntrospection())
+    redis = aioredis.Redis.from_url(cfg.common.redis_url)
+    runtime = await build_runtime(cfg, authenticator, redis)
+    runtime.app.on_shutdown(redis.aclose)
+    await runtime.start()
+    await serve(runtime.app, cfg.common)
+
+
+if __name__ == "__main__":
+    run(main)
