@@ -1,0 +1,50 @@
+// Live mode: one WebSocket to /v1/stream on this origin. The token goes in the first message
+// (`{"type": "auth"}`), never in the URL; the server's pings are answered.
+
+const PROTOCOL = "tsmesh.json.v1";
+const SUBSCRIPTION = "console";
+
+export class LiveFeed {
+  constructor(token, onPoints, onStatus) {
+    this.token = token;
+    this.onPoints = onPoints;
+    this.onStatus = onStatus;
+    this.socket = null;
+  }
+
+  get running() {
+    return this.socket !== null;
+  }
+
+  start(selector) {
+    this.stop();
+    const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+    const socket = new WebSocket(`${scheme}//${window.location.host}/v1/stream`, [PROTOCOL]);
+    this.socket = socket;
+    const wire = { metric: selector.metric || undefined, matchers: selector.matchers };
+    socket.addEventListener("open", () => {
+      socket.send(JSON.stringify({ type: "auth", token: this.token() }));
+      socket.send(JSON.stringify({ type: "subscribe", id: SUBSCRIPTION, selector: wire }));
+      this.onStatus("live: connecting", false);
+    });
+    socket.addEventListener("message", (event) => this.receive(socket, JSON.parse(event.data)));
+    socket.addEventListener("close", (event) => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      this.onStatus(`live: stream closed (${event.code}${event.reason ? ` ${event.reason}` : ""})`, true);
+    });
+  }
+
+  receive(socket, frame) {
+    if (frame.type === "points") this.onPoints(frame.points);
+    else if (frame.type === "ack" && frame.op === "subscribe") this.onStatus("live: subscribed", false);
+    else if (frame.type === "ping") socket.send(JSON.stringify({ type: "pong", time_ns: frame.time_ns }));
+    else if (frame.type === "error") this.onStatus(`live: ${frame.code}: ${frame.message}`, true);
+  }
+
+  stop() {
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) socket.close(1000, "live mode off");
+  }
+}

@@ -1,0 +1,69 @@
+// Who is signed in. The tokens live in sessionStorage: they survive a reload of the tab but not
+// its closing, are never written to a cookie or a URL, and are removed at logout (docs/adr/0503).
+import { anonymous } from "./api.js";
+
+const KEY = "tsmesh.console.session";
+
+export class Session {
+  constructor(storage = window.sessionStorage) {
+    this.storage = storage;
+    this.state = JSON.parse(storage.getItem(KEY) || "null");
+    this.onExpired = () => {};
+  }
+
+  get token() {
+    return this.state ? this.state.access : "";
+  }
+
+  get signedIn() {
+    return Boolean(this.state);
+  }
+
+  save(state) {
+    this.state = state;
+    this.storage.setItem(KEY, JSON.stringify(state));
+  }
+
+  async loginWithPassword(tenant, email, password) {
+    const pair = await anonymous("POST", "/v1/auth/login", { tenant, email, password });
+    this.save({ access: pair.access_token, refresh: pair.refresh_token });
+  }
+
+  useToken(token) {
+    this.save({ access: token, refresh: "" });
+  }
+
+  /** Renew an expired access token with the refresh token; false when there is none or it failed. */
+  async refresh() {
+    if (!this.state || !this.state.refresh) return false;
+    try {
+      const pair = await anonymous("POST", "/v1/auth/refresh", { refresh_token: this.state.refresh });
+      this.save({ access: pair.access_token, refresh: pair.refresh_token });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  expired() {
+    this.clear();
+    this.onExpired();
+  }
+
+  async logout() {
+    const refresh = this.state && this.state.refresh;
+    this.clear();
+    if (refresh) {
+      try {
+        await anonymous("POST", "/v1/auth/logout", { refresh_token: refresh });
+      } catch {
+        // the local session is gone either way
+      }
+    }
+  }
+
+  clear() {
+    this.state = null;
+    this.storage.removeItem(KEY);
+  }
+}
