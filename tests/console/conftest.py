@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from devstack import Stack
 from browserkit import Watched
+from devstack import Stack
 from playwright.sync_api import Browser, Playwright, sync_playwright
 from stack_config import drop_database, private_config
 
@@ -74,4 +74,3 @@ def api(stack: Stack) -> Iterator[httpx.Client]:
 @pytest.fixture
 def metric() -> str:
     return f"console_{uuid.uuid4().hex[:8]}"
-

@@ -9,10 +9,9 @@ import time
 
 import httpx
 import pytest
+from browserkit import Watched
 from devstack import DEMO_EMAIL, DEMO_TENANT, Stack
 from playwright.sync_api import Page, expect
-
-from browserkit import Watched
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +19,9 @@ WAIT_MS = 15_000  # a bound on waiting, not a speed claim: the machine is shared
 
 
 def write(api: httpx.Client, metric: str, points: list[tuple[dict[str, str], int, float]]) -> None:
-    body = {"points": [{"metric": metric, "labels": labels, "timestamp_ns": ts, "value": v} for labels, ts, v in points]}
+    body = {
+        "points": [{"metric": metric, "labels": labels, "timestamp_ns": ts, "value": v} for labels, ts, v in points]
+    }
     answer = api.post("/v1/write", json=body)
     assert answer.status_code == 200, answer.text
 
@@ -47,7 +48,11 @@ def sign_in_with_token(page: Page, token: str) -> None:
 
 def test_browse_a_metric_and_chart_a_query(watched: Watched, stack: Stack, api: httpx.Client, metric: str) -> None:
     now = int(time.time())
-    write(api, metric, [({"host": h}, (now - 120 + 15 * k) * 10**9, v + k) for h, v in (("a", 1.0), ("b", 10.0)) for k in range(6)])
+    write(
+        api,
+        metric,
+        [({"host": h}, (now - 120 + 15 * k) * 10**9, v + k) for h, v in (("a", 1.0), ("b", 10.0)) for k in range(6)],
+    )
     page = watched.page
     token = sign_in_with_password(page, stack)
 
@@ -151,7 +156,10 @@ def test_the_page_is_under_a_strict_policy_and_logout_forgets_the_token(watched:
     # an inline script is refused by the browser under this policy
     refused: list[str] = []
     page.on("console", lambda message: refused.append(message.text) if message.type == "error" else None)
-    page.evaluate("() => { const s = document.createElement('script'); s.textContent = 'window.inlined = 1'; document.head.append(s); }")
+    page.evaluate(
+        "() => { const s = document.createElement('script');"
+        " s.textContent = 'window.inlined = 1'; document.head.append(s); }"
+    )
     assert page.evaluate("window.inlined") is None
     assert any("Content Security Policy" in text for text in refused)
     watched.errors.clear()  # the refusal above was the point

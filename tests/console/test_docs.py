@@ -47,5 +47,7 @@ def test_docs_render_every_operation_and_try_it_out_works(watched: Watched, stac
     operation.locator(".opblock-summary").click()
     operation.get_by_role("button", name="Try it out").click()
     operation.get_by_role("button", name="Execute").click()
-    expect(operation.locator(".live-responses-table tbody .response-col_status").first).to_have_text("200", timeout=WAIT_MS)
+    expect(operation.locator(".live-responses-table tbody .response-col_status").first).to_have_text(
+        "200", timeout=WAIT_MS
+    )
     watched.assert_clean(stack.token)

@@ -7,7 +7,6 @@ README) and served locally (no CDN), with no inline script so the Content-Securi
 from __future__ import annotations
 
 from collections.abc import Callable
-
 from pathlib import Path
 
 import orjson

@@ -28,9 +28,7 @@ class ConsolePage:
         self._html = (directory / "index.html").read_bytes()
 
     async def serve(self, request: Request) -> Response:
-        return HTMLResponse(
-            self._html, headers={"Content-Security-Policy": CONSOLE_CSP, "Cache-Control": "no-cache"}
-        )
+        return HTMLResponse(self._html, headers={"Content-Security-Policy": CONSOLE_CSP, "Cache-Control": "no-cache"})
 
 
 def ui_routes(directory: Path = CONSOLE_DIR) -> list[BaseRoute]:
