@@ -13,22 +13,15 @@ import pytest
 from browserkit import Watched
 from devstack import Stack
 from playwright.sync_api import Browser, Playwright, sync_playwright
-from stack_config import drop_database, private_config
+from stackkit import private_stack
 
 CHROMIUM = Path(os.environ.get("TSMESH_CHROMIUM", "/usr/bin/chromium"))
 
 
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    cfg = private_config(tmp_path_factory.mktemp("console-stack"))
-    with open(os.devnull, "w") as quiet:
-        running = Stack(cfg, out=quiet)
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
-            drop_database(cfg.database)
+    with private_stack(tmp_path_factory.mktemp("console-stack")) as running:
+        yield running
 
 
 @pytest.fixture(scope="package")

@@ -5,7 +5,6 @@ and an InfluxDB 1.x ``/write``; every series is read back through the query API.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import time
@@ -22,7 +21,8 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from stack_config import drop_database, free_ports, private_config
+from stack_config import free_ports
+from stackkit import private_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -31,15 +31,8 @@ Labels = dict[str, str]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    cfg = private_config(tmp_path_factory.mktemp("push-stack"))
-    with open(os.devnull, "w") as quiet:
-        running = Stack(cfg, out=quiet)
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
-            drop_database(cfg.database)
+    with private_stack(tmp_path_factory.mktemp("push-stack")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
