@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -24,6 +25,24 @@ def write(api: httpx.Client, metric: str, points: list[tuple[dict[str, str], int
     }
     answer = api.post("/v1/write", json=body)
     assert answer.status_code == 200, answer.text
+
+
+def wait_until(check: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
+    """Poll ``check`` (a bound on waiting for the writer or a revocation to land, not a speed claim)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"still not {what} after {seconds} s"
+        time.sleep(0.1)
+
+
+def stored(api: httpx.Client, metric: str, series: int) -> None:
+    """Wait until the writer has stored ``series`` series of ``metric`` (a write is answered once Kafka has it)."""
+
+    def check() -> bool:
+        answer = api.get("/api/v1/series", params={"match[]": metric})
+        return answer.status_code == 200 and len(answer.json()["data"]) == series
+
+    wait_until(check, f"{series} series of {metric} stored")
 
 
 def sign_in_with_password(page: Page, stack: Stack) -> str:
@@ -53,6 +72,7 @@ def test_browse_a_metric_and_chart_a_query(watched: Watched, stack: Stack, api: 
         metric,
         [({"host": h}, (now - 120 + 15 * k) * 10**9, v + k) for h, v in (("a", 1.0), ("b", 10.0)) for k in range(6)],
     )
+    stored(api, metric, 2)
     page = watched.page
     token = sign_in_with_password(page, stack)
 
@@ -93,6 +113,7 @@ def test_live_mode_appends_a_point_written_during_the_test(
 ) -> None:
     now = int(time.time())
     write(api, metric, [({"host": "live"}, (now - 30) * 10**9, 1.0)])
+    stored(api, metric, 1)
     page = watched.page
     assert stack.token
     sign_in_with_token(page, stack.token)
@@ -136,7 +157,10 @@ def test_tokens_are_created_listed_and_revoked(watched: Watched, stack: Stack, m
         row.get_by_role("button", name="Revoke").click()
         expect(row.locator("td").nth(6)).to_have_text("revoked", timeout=WAIT_MS)
         expect(page.locator("#tokens-status")).to_have_text(f"revoked token {metric}")
-        assert http.get("/api/v1/labels", headers={"Authorization": f"Bearer {new_secret}"}).status_code == 401
+        wait_until(
+            lambda: http.get("/api/v1/labels", headers={"Authorization": f"Bearer {new_secret}"}).status_code == 401,
+            "refused after revoking",
+        )
     watched.assert_clean(token, new_secret)
 
 

@@ -174,6 +174,7 @@ $("#metric").addEventListener(
     await browser.selectMetric(metric);
   }),
 );
+$("#metric").addEventListener("focus", guarded(status, () => browser.loadMetrics()));
 $("#label-name").addEventListener("change", guarded(status, () => browser.selectLabel($("#label-name").value)));
 $("#range").addEventListener("change", () => {
   for (const field of document.querySelectorAll(".custom")) field.hidden = $("#range").value !== "custom";

@@ -7,7 +7,12 @@ const KEY = "tsmesh.console.session";
 export class Session {
   constructor(storage = window.sessionStorage) {
     this.storage = storage;
-    this.state = JSON.parse(storage.getItem(KEY) || "null");
+    this.state = null;
+    try {
+      this.state = JSON.parse(storage.getItem(KEY) || "null");
+    } catch {
+      storage.removeItem(KEY); // unreadable: sign in again
+    }
     this.onExpired = () => {};
   }
 
