@@ -7,7 +7,7 @@ listed ones (``interceptors`` and ``metrics_http`` of ``server``, ``grpc_tuning`
 the list is exactly what the services, the CLI and the scripts import.
 """
 
-__all__ = [
+__all__ = [  # noqa: RUF022 (grouped by role, not sorted)
     # Configuration and the one error hierarchy
     "config",
     "errors",
