@@ -1,6 +1,6 @@
 """WebSocket /v1/stream on a real Granian gateway in front of fake upstreams: both subprotocols,
 auth by header or first message, one shared upstream Subscribe, heartbeats, slow consumers,
-revocation and expiry closing live sockets."""
+revocation and expiry closing live sockets, and re-authentication re-checking subscriptions."""
 
 from __future__ import annotations
 

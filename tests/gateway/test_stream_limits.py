@@ -15,7 +15,8 @@ import websockets
 from testkit import eventually
 
 from tsmesh_common.config import ConfigError
-from tsmesh_gateway.config import GatewayConfig, Limit
+from tsmesh_gateway.config import GatewayConfig, Limit, StreamConfig
+from tsmesh_gateway.stream.socket_limits import SocketLimits
 
 JSON = "tsmesh.json.v1"
 NO_RATE = "1000000:1000000"
@@ -136,3 +137,25 @@ def test_socket_limit_settings_have_defaults_and_name_the_variable_at_fault() ->
     ):
         with pytest.raises(ConfigError, match=name):
             GatewayConfig.from_env({name: bad})
+
+
+def test_address_budgets_key_ipv6_clients_on_their_64_and_free_when_sockets_close() -> None:
+    limits = SocketLimits(StreamConfig(max_connections_per_address=1, handshakes_per_address=Limit(1000.0, 1000)))
+    held = limits.opened("2001:db8::1")
+    refusal = limits.handshake("2001:db8::2")
+    assert refusal is not None and refusal.limit == "max_connections_per_address"
+    assert limits.handshake("2001:db8:0:1::1") is None
+    limits.closed(held)
+    assert limits.handshake("2001:db8::2") is None
+    assert limits.by_address == {}
+
+
+def test_handshake_rate_refills_at_its_rate() -> None:
+    now = [1000.0]
+    limits = SocketLimits(StreamConfig(handshakes_per_address=Limit(1.0, 2)), clock=lambda: now[0])
+    assert limits.handshake("10.0.0.1") is None and limits.handshake("10.0.0.1") is None
+    refusal = limits.handshake("10.0.0.1")
+    assert refusal is not None and refusal.limit == "handshakes_per_address" and refusal.retry_after == 1
+    assert limits.handshake("10.0.0.2") is None  # another address has its own budget
+    now[0] += 1.0
+    assert limits.handshake("10.0.0.1") is None
