@@ -1,5 +1,6 @@
 """A tenant's series budget through the API, on real Redis: the series-creation rate, and the
-active-series ceiling while Redis is down (a private redis-server, stopped)."""
+active-series ceiling while Redis is down (a private redis-server, stopped); and the outage rules of
+:class:`SeriesAdmission` as pure logic (a stand-in for the script call, a fake clock)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from ingest_harness import point
+from redis.exceptions import ConnectionError as RedisConnectionError
 from testkit import eventually
 from throwaway import ThrowawayRedis
 
+from tsmesh_common.errors import ResourceExhausted
 from tsmesh_common.redis_keys import active_series_key
+from tsmesh_ingest.limits import TenantLimits
+from tsmesh_ingest.series_admission import SeriesAdmission
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +127,44 @@ async def test_the_active_series_limit_holds_while_redis_is_down(
         assert await client.zcard(active_series_key(large)) == 50
     finally:
         await client.aclose()
+
+
+class FlakyRedis:
+    """A stand-in for the one script call: answers "admitted" while ``up``, else fails to connect."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.calls = 0
+
+    def register_script(self, _source: str) -> Any:
+        async def script(keys: list[str], args: list[Any]) -> list[int]:
+            self.calls += 1
+            if not self.up:
+                raise RedisConnectionError("connection refused")
+            new = len(args) - 5
+            return [1, new, new, 0]
+
+        return script
+
+
+async def test_an_outage_freezes_the_epoch_so_recently_reported_series_keep_writing() -> None:
+    redis, now = FlakyRedis(), [0.0]
+    admission = SeriesAdmission(redis, refresh_seconds=60.0, unchecked_new_series=2, clock=lambda: now[0])
+    limits = TenantLimits(max_active_series=1_000)
+    await admission.admit("t", [1, 2, 3], limits)
+    now[0] = 70.0  # the next epoch: the ids move to the previous epoch's set
+    await admission.admit("t", [4], limits)
+    redis.up = False
+    now[0] = 200.0
+    await admission.admit("t", [1, 2, 3, 4], limits)  # known: no unchecked budget spent
+    calls = redis.calls
+    now[0] = 400.0  # epochs pass during the outage: nothing known is forgotten
+    await admission.admit("t", [1, 2, 3, 4, 5, 6], limits)  # two new ones: the whole allowance
+    assert redis.calls == calls + 1  # one try after the retry interval, then local decisions only
+    with pytest.raises(ResourceExhausted) as refused:
+        await admission.admit("t", [7], limits)
+    assert refused.value.limit == "max_active_series"
+    await admission.admit("t", [1, 2, 3, 4, 5, 6], limits)
+    redis.up = True
+    now[0] = 402.0
+    await admission.admit("t", [7], limits)  # Redis decides again

@@ -12,7 +12,7 @@ Redis work.
 
 Fail safe: while Redis cannot answer (refused, or slower than ``timeout``; then not asked again for
 ``retry_interval``), a replica decides alone and only admits, per tenant, new series up to
-``unchecked_new_series`` (series it has not seen in the last two epochs), as long as the last count
+``unchecked_new_series`` (series it has not reported in the last two epochs Redis answered in), as long as the last count
 Redis gave plus those stays within ``max_active_series``, and at the creation rate. So an outage
 lets a tenant exceed its ceiling by at most ``replicas x unchecked_new_series`` series, and series
 this replica saw recently keep writing. Beyond, writes are refused at once (RESOURCE_EXHAUSTED
@@ -125,9 +125,11 @@ class SeriesAdmission:
         """Raise ResourceExhausted (``max_active_series`` or ``new_series_per_second``) or record."""
         now = self._clock()
         reachable = now >= self._down_until
-        if reachable:  # an epoch never turns during an outage: what was reported stays known
-            self._roll(int(now // self._refresh))
-        reported = self._reported.get(tenant_id)
+        epoch = int(now // self._refresh)
+        # a new epoch reports every series again, but what was reported is forgotten only once Redis
+        # has answered: during an outage the sets of the last epochs stay known
+        turning = reachable and (epoch != self._epoch or self._tracked > self._max_tracked)
+        reported = None if turning else self._reported.get(tenant_id)
         if reported is not None and reported.issuperset(series_ids):  # steady state: no set is built
             return
         fresh = set(series_ids) if reported is None else set(series_ids) - reported
@@ -138,6 +140,8 @@ class SeriesAdmission:
                 self._down_until = self._clock() + self._retry_interval
                 log.warning("active-series count unreachable, deciding locally", extra={"error": type(exc).__name__})
             else:
+                if turning:
+                    self._roll(epoch)
                 self._apply(tenant_id, fresh, limits, result)
                 return
         self._admit_unchecked(tenant_id, fresh, limits)
@@ -180,9 +184,9 @@ class SeriesAdmission:
         LIMITS_UNCHECKED.inc()
         unchecked = self._unchecked.setdefault(tenant_id, set())
         new = fresh - unchecked
-        previous = self._previous.get(tenant_id)
-        if previous:
-            new -= previous
+        for known in (self._reported.get(tenant_id), self._previous.get(tenant_id)):
+            if known:
+                new -= known
         if not new:
             return
         added = len(unchecked) + len(new)
