@@ -12,11 +12,11 @@ Redis work.
 
 Fail safe: while Redis cannot answer (refused, or slower than ``timeout``; then not asked again for
 ``retry_interval``), a replica decides alone and only admits, per tenant, new series up to
-``unchecked_new_series`` (series it has not reported in the last two epochs Redis answered in), as long as the last count
-Redis gave plus those stays within ``max_active_series``, and at the creation rate. So an outage
-lets a tenant exceed its ceiling by at most ``replicas x unchecked_new_series`` series, and series
-this replica saw recently keep writing. Beyond, writes are refused at once (RESOURCE_EXHAUSTED
-naming the limit).
+``unchecked_new_series`` (series it has not reported in the last two epochs Redis answered in), as
+long as the last count Redis gave plus those stays within ``max_active_series``, and at the creation
+rate. So an outage lets a tenant exceed its ceiling by at most ``replicas x unchecked_new_series``
+series, and series this replica saw recently keep writing. Beyond, writes are refused at once
+(RESOURCE_EXHAUSTED naming the limit).
 """
 
 from __future__ import annotations
