@@ -240,3 +240,64 @@ async def test_no_documented_route_answers_without_its_scope(stack: Stack) -> No
             "POST /v1/auth/logout",
             "POST /v1/auth/refresh",
         ]
+
+
+async def _until_closed(ws: websockets.ClientConnection) -> None:
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            await asyncio.wait_for(ws.recv(), 20)
+
+
+async def test_a_scope_downgrade_ends_live_subscriptions_and_the_socket_follows_the_new_token(stack: Stack) -> None:
+    base = stack.gateway_url
+    ws_url = base.replace("http", "ws") + "/v1/stream"
+    metric = f"e2e_down_{uuid.uuid4().hex[:8]}"
+    subscribe = orjson.dumps({"type": "subscribe", "id": "s", "selector": {"metric": metric}}).decode()
+    ping = orjson.dumps({"type": "ping"}).decode()
+    async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+        login = await http.post(
+            "/v1/auth/login", json={"tenant": DEMO_TENANT, "email": DEMO_EMAIL, "password": stack.admin_password}
+        )
+        session = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        tokens = {}
+        for name, scopes in (("reader", ["read"]), ("witness", ["read"]), ("writer", ["write"])):
+            created = await http.post("/v1/tokens", json={"name": f"e2e-{name}", "scopes": scopes}, headers=session)
+            assert created.status_code == 201, created.text
+            tokens[name] = (created.json()["secret"], created.json()["token"]["id"])
+        bearer = {name: {"Authorization": f"Bearer {secret}"} for name, (secret, _) in tokens.items()}
+
+        async def write(value: float) -> None:
+            point = {"metric": metric, "labels": {}, "timestamp_ns": time.time_ns(), "value": value}
+            answer = await http.post("/v1/write", json={"points": [point]}, headers=bearer["writer"])
+            assert answer.status_code == 200, answer.text
+
+        ws = await websockets.connect(ws_url, subprotocols=["tsmesh.json.v1"], additional_headers=bearer["reader"])
+        witness = await websockets.connect(
+            ws_url, subprotocols=["tsmesh.json.v1"], additional_headers=bearer["witness"]
+        )
+        for socket in (ws, witness):
+            await socket.send(subscribe)
+            assert orjson.loads(await asyncio.wait_for(socket.recv(), 20))["type"] == "ack"
+        await write(1.0)
+        assert [p["value"] for p in await _json_frames(ws, 1)] == [1.0]
+        assert [p["value"] for p in await _json_frames(witness, 1)] == [1.0]
+
+        await ws.send(orjson.dumps({"type": "auth", "token": tokens["writer"][0]}).decode())
+        error = orjson.loads(await asyncio.wait_for(ws.recv(), 20))
+        assert (error["type"], error["id"], error["code"]) == ("error", "s", "PERMISSION_DENIED")
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 20)) == {"type": "ack", "id": "", "op": "auth"}
+        await write(2.0)
+        assert [p["value"] for p in await _json_frames(witness, 1)] == [2.0]  # the point went live ...
+        await ws.send(ping)
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 20))["type"] == "pong"  # ... but not here
+
+        # revoking the reader token (the one that opened the socket) leaves it open; the witness, still
+        # on a token of its own, shows revocations are applied
+        assert (await http.delete(f"/v1/tokens/{tokens['reader'][1]}", headers=session)).status_code == 200
+        assert (await http.delete(f"/v1/tokens/{tokens['witness'][1]}", headers=session)).status_code == 200
+        await _until_closed(witness)
+        await ws.send(ping)
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 20))["type"] == "pong"
+        assert (await http.delete(f"/v1/tokens/{tokens['writer'][1]}", headers=session)).status_code == 200
+        await _until_closed(ws)
+        assert ws.close_code == 4401
