@@ -51,6 +51,7 @@ BEGIN
   IF (SELECT relkind FROM pg_class WHERE oid = to_regclass('auth.audit_log')) IS DISTINCT FROM 'r' THEN
     RAISE EXCEPTION 'auth.audit_log is not a table: run the auth migrations';
   END IF;
+  GRANT USAGE ON SCHEMA auth TO tsmesh_audit_owner;
   ALTER TABLE auth.audit_log OWNER TO tsmesh_audit_owner;
   DROP TRIGGER IF EXISTS audit_log_append_only ON auth.audit_log;
   CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON auth.audit_log
