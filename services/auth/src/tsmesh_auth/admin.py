@@ -98,7 +98,7 @@ async def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
 
 
 async def _dispatch(args: argparse.Namespace, cfg: AuthConfig, pool: Any, redis: Any) -> int:
-    encryption = await resolve_kek(pool, cfg.kek, cfg.production)
+    encryption = await resolve_kek(pool, cfg.kek, cfg.production, quiet=True)
     audit_keys = AuditKeys.from_kek(encryption)
     audit = AuditLog(pool, audit_keys)
     directory = Directory(pool, PasswordHasher(cfg.bcrypt_cost))

@@ -51,8 +51,11 @@ class KeyEncryption:
             return None
 
 
-async def resolve_kek(pool: Any, configured: bytes | None, production: bool) -> KeyEncryption:
-    """The configured KEK; in dev mode only, the stored development KEK (created on first use)."""
+async def resolve_kek(pool: Any, configured: bytes | None, production: bool, *, quiet: bool = False) -> KeyEncryption:
+    """The configured KEK; in dev mode only, the stored development KEK (created on first use).
+
+    ``quiet`` keeps the dev-mode notice out of the log (the admin CLI, whose stderr is its answer).
+    """
     if configured is not None:
         return KeyEncryption(configured)
     if production:
@@ -63,8 +66,10 @@ async def resolve_kek(pool: Any, configured: bytes | None, production: bool) -> 
             os.urandom(32),
         )
         stored = await conn.fetchval("SELECT kek FROM auth.dev_kek WHERE id = 1")
-    if inserted is not None:
-        log.warning("dev mode: generated a development key-encryption key (set TSMESH_AUTH_KEK in production)")
-    else:
-        log.warning("dev mode: using the stored development key-encryption key (TSMESH_AUTH_KEK is not set)")
+    if not quiet:
+        log.warning(
+            "dev mode: generated a development key-encryption key (set TSMESH_AUTH_KEK in production)"
+            if inserted is not None
+            else "dev mode: using the stored development key-encryption key (TSMESH_AUTH_KEK is not set)"
+        )
     return KeyEncryption(bytes(stored))
