@@ -26,6 +26,7 @@ from tsmesh_auth.audit import GENESIS, AuditEvent, AuditLog, legacy_hash
 from tsmesh_auth.audit_checkpoints import Checkpointer, CheckpointExporter
 from tsmesh_auth.audit_keys import AuditKeys
 from tsmesh_auth.kek import KeyEncryption
+from tsmesh_auth.migrate import upgrade_async
 from tsmesh_common.logs import JsonFormatter
 
 FIELDS = ("action", "outcome", "tenant_id", "actor", "client_address", "request_id", "detail")
@@ -260,3 +261,13 @@ async def test_verify_audit_cli_checks_checkpoints_and_exits_1_on_truncation(
     assert broken.returncode == 1 and "row 5 named by checkpoint" in broken.stderr
     no_checkpoints = await cli("verify-audit", "--checkpoints", str(tmp_path / "empty"))
     assert no_checkpoints.returncode == 1 and "no such file or directory" in no_checkpoints.stderr
+
+
+async def test_migrating_without_the_bootstrap_seal_says_what_to_apply(database: Any) -> None:
+    admin = await asyncpg.connect(database.admin_dsn)
+    try:
+        await admin.execute("DROP FUNCTION tsmesh_audit.seal_audit_log()")
+    finally:
+        await admin.close()
+    with pytest.raises(RuntimeError, match=r"apply deploy/postgres/bootstrap\.sql"):
+        await upgrade_async(database.dsn("tsmesh_auth"))
