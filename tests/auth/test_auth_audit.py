@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import grpc
 import orjson
 import pytest
+from testkit import eventually
 
 from tsmesh_auth import audit_checkpoints
 from tsmesh_auth.audit import GENESIS, AuditEvent, AuditLog, legacy_hash
@@ -271,3 +273,23 @@ async def test_migrating_without_the_bootstrap_seal_says_what_to_apply(database:
         await admin.close()
     with pytest.raises(RuntimeError, match=r"apply deploy/postgres/bootstrap\.sql"):
         await upgrade_async(database.dsn("tsmesh_auth"))
+
+
+@pytest.fixture
+def auth_env(auth_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """The auth server of this module checkpoints every second into ``tmp_path``."""
+    return {**auth_env, "TSMESH_AUTH_AUDIT_CHECKPOINT_DIR": str(tmp_path), "TSMESH_AUTH_AUDIT_CHECKPOINT_SECONDS": "1"}
+
+
+async def test_the_server_exports_signed_checkpoints_as_the_log_grows(
+    auth_server: Any, auth_env: dict[str, str], tmp_path: Path
+) -> None:
+    name, _ = await auth_server.tenant()
+    with pytest.raises(grpc.aio.AioRpcError):
+        await auth_server.login(name, "nobody@example.com", "wrong-password")  # an audited failure
+    await eventually(lambda: list(tmp_path.glob("audit-checkpoint-*.json")), timeout=30)
+    keys = AuditKeys.from_kek(KeyEncryption(base64.b64decode(auth_env["TSMESH_AUTH_KEK"])))
+    checkpoints, refused = audit_checkpoints.load([tmp_path], keys)
+    assert refused == [] and checkpoints
+    result = await auth_server.parts.audit.verify(checkpoints)
+    assert result.ok and result.checkpoints == len(checkpoints) >= 1
