@@ -1,5 +1,9 @@
-"""Browser fixtures: one private stack for the package (never ``make run``'s), and Debian's chromium
-driven by Playwright (its own browser download is not reachable here; ``make tools`` installs chromium)."""
+"""Browser fixtures: a private stack (never ``make run``'s) and Debian's chromium driven by Playwright
+(its own browser download is not reachable here; ``make tools`` installs chromium).
+
+Everything is module-scoped, not package-scoped: this folder is no package, so a package scope would
+last the whole session, and Playwright's sync API marks its event loop as running in this thread
+while it is started, which breaks the async tests of the modules that follow."""
 
 from __future__ import annotations
 
@@ -18,16 +22,14 @@ from stackkit import private_stack
 CHROMIUM = Path(os.environ.get("TSMESH_CHROMIUM", "/usr/bin/chromium"))
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with private_stack(tmp_path_factory.mktemp("console-stack")) as running:
         yield running
 
 
-@pytest.fixture(scope="package")
-def playwright(stack: Stack) -> Iterator[Playwright]:
-    # after the stack and stopped before it: Playwright's sync API marks an event loop running in
-    # this thread, and the stack's stop drains the broker with asyncio.run
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make tools` installs Debian's chromium")
     with sync_playwright() as driver:
