@@ -101,6 +101,7 @@ def test_browse_a_metric_and_chart_a_query(watched: Watched, stack: Stack, api: 
     page.get_by_role("button", name="Run query").click()
     expect(rows.first.locator("td").nth(2)).to_have_text("21", timeout=WAIT_MS)  # 15 + 6 at the last step
     if path := os.environ.get("TSMESH_CONSOLE_SCREENSHOT"):
+        page.locator("#range").select_option("300")
         page.locator("#query").fill(metric)
         page.get_by_role("button", name="Run query").click()
         expect(chart).to_have_attribute("data-series", "2", timeout=WAIT_MS)

@@ -29,14 +29,16 @@ export class Chart {
     return Math.max(this.container.clientWidth - 16, 300);
   }
 
-  /** Replace what is drawn by a Prometheus matrix result; `name` names series whose labels lack `__name__`. */
-  show(result, name) {
+  /** Replace what is drawn by a Prometheus matrix result over `[start, end]` (seconds); `name` names
+   * series whose labels lack `__name__`. */
+  show(result, name, start, end) {
     this.series = new Map();
     for (const item of result) {
       const entry = this.entry(item.metric.__name__ || name, item.metric);
       for (const [t, v] of item.values) entry.points.set(Number(t), Number(v));
     }
     this.render(true);
+    if (this.plot) this.plot.setScale("x", { min: start, max: end });
   }
 
   /** Add live points (`{metric, labels, timestamp_ns, value}`), keeping only the last `windowSeconds`. */

@@ -87,7 +87,7 @@ async function runQuery() {
   const data = await api.prometheus("POST", "/api/v1/query_range", { form });
   if (data.resultType !== "matrix") throw new Error(`unexpected result type ${data.resultType}`);
   const selector = parseSelector(query);
-  chart.show(data.result, selector ? selector.metric : "");
+  chart.show(data.result, selector ? selector.metric : "", start, end);
   status(`${chart.series.size} series, ${chart.pointCount} points (step ${form.step}s)`, false);
 }
 
