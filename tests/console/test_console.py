@@ -189,9 +189,23 @@ def test_the_page_is_under_a_strict_policy_and_logout_forgets_the_token(watched:
     assert any("Content Security Policy" in text for text in refused)
     watched.errors.clear()  # the refusal above was the point
 
+    # a password session renews its access token before it ends (here: marked as ending now)
+    page.evaluate(
+        "() => { const s = JSON.parse(sessionStorage.getItem('tsmesh.console.session'));"
+        " s.expires = 0; sessionStorage.setItem('tsmesh.console.session', JSON.stringify(s)); }"
+    )
+    page.reload()
+    expect(page.locator("#explore-view")).to_be_visible()
+    renewed = page.evaluate("JSON.parse(sessionStorage.getItem('tsmesh.console.session'))")
+    assert renewed["access"] != token and renewed["expires"] > 0
+    answer = httpx.get(
+        f"{stack.gateway_url}/api/v1/labels", headers={"Authorization": f"Bearer {renewed['access']}"}, timeout=20
+    )
+    assert answer.status_code == 200
+
     page.get_by_role("button", name="Log out").click()
     expect(page.locator("#login-view")).to_be_visible()
     assert page.evaluate("sessionStorage.length") == 0
     page.reload()
     expect(page.locator("#login-view")).to_be_visible()
-    watched.assert_clean(token)
+    watched.assert_clean(token, renewed["access"])

@@ -35,6 +35,13 @@ export class LiveFeed {
     });
   }
 
+  /** Hand the open socket a renewed token (the server then follows the new token's expiry). */
+  reauth() {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) {
+      this.socket.send(JSON.stringify({ type: "auth", token: this.token() }));
+    }
+  }
+
   receive(socket, frame) {
     if (frame.type === "points") this.onPoints(frame.points);
     else if (frame.type === "ack" && frame.op === "subscribe") this.onStatus("live: subscribed", false);

@@ -8,6 +8,7 @@ import { parseSelector, withMatcher } from "./selector.js";
 import { Session } from "./session.js";
 import { TokenPanel } from "./tokens.js";
 
+const RENEW_MARGIN_MS = 120_000; // renew a password session's access token this long before it ends
 const STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
 const POINTS_PER_SERIES = 300;
 
@@ -115,7 +116,15 @@ function showView(name) {
   $("#logout").hidden = name === "login";
 }
 
+/** Renew a password session's access token before it ends; false when that failed (signed out). */
+async function keepFresh() {
+  if (!session.expiresWithin(RENEW_MARGIN_MS) || (await session.refresh())) return true;
+  session.expired();
+  return false;
+}
+
 async function enter() {
+  if (!(await keepFresh())) return;
   showView("explore");
   status("", false);
   await browser.loadMetrics();
@@ -128,6 +137,8 @@ function signedOut(message) {
   showView("login");
   say($("#login-error"), message, Boolean(message));
 }
+session.onRefreshed = () => live.reauth();
+window.setInterval(guarded(status, keepFresh), 30_000);
 session.onExpired = () => signedOut("The session expired or the token was refused: sign in again.");
 
 const loginError = (text) => say($("#login-error"), text, true);

@@ -14,6 +14,7 @@ export class Session {
       storage.removeItem(KEY); // unreadable: sign in again
     }
     this.onExpired = () => {};
+    this.onRefreshed = () => {};
   }
 
   get token() {
@@ -30,8 +31,16 @@ export class Session {
   }
 
   async loginWithPassword(tenant, email, password) {
-    const pair = await anonymous("POST", "/v1/auth/login", { tenant, email, password });
-    this.save({ access: pair.access_token, refresh: pair.refresh_token });
+    this.savePair(await anonymous("POST", "/v1/auth/login", { tenant, email, password }));
+  }
+
+  savePair(pair) {
+    this.save({ access: pair.access_token, refresh: pair.refresh_token, expires: Date.now() + pair.expires_in * 1000 });
+  }
+
+  /** A password session whose access token ends within `marginMs` (renew it before the stream is closed). */
+  expiresWithin(marginMs) {
+    return Boolean(this.state && this.state.refresh && this.state.expires - Date.now() < marginMs);
   }
 
   useToken(token) {
@@ -42,8 +51,8 @@ export class Session {
   async refresh() {
     if (!this.state || !this.state.refresh) return false;
     try {
-      const pair = await anonymous("POST", "/v1/auth/refresh", { refresh_token: this.state.refresh });
-      this.save({ access: pair.access_token, refresh: pair.refresh_token });
+      this.savePair(await anonymous("POST", "/v1/auth/refresh", { refresh_token: this.state.refresh }));
+      this.onRefreshed();
       return true;
     } catch {
       return false;
