@@ -118,7 +118,7 @@ def test_live_mode_appends_a_point_written_during_the_test(
     page = watched.page
     assert stack.token
     sign_in_with_token(page, stack.token)
-    page.locator("#query").fill(f'{metric}{{host="live"}}')
+    page.locator("#query").fill(f'{metric}{{host=~"li.e"}}')  # parsed by the query service's PromQL parser
     page.locator("#range").select_option("300")
     page.locator("#live").check()
     expect(page.locator("#status")).to_have_text("live: subscribed", timeout=WAIT_MS)
@@ -133,6 +133,12 @@ def test_live_mode_appends_a_point_written_during_the_test(
     expect(page.locator("#status")).to_contain_text("live: 1 series")
     page.locator("#live").uncheck()
     expect(page.locator("#status")).to_have_text("live mode off")
+
+    # an expression is no series selector: the gateway's refusal is shown and live mode turns off
+    page.locator("#query").fill(f"sum({metric})")
+    page.locator("#live").check()
+    expect(page.locator("#status")).to_contain_text("live: INVALID_ARGUMENT", timeout=WAIT_MS)
+    expect(page.locator("#live")).not_to_be_checked()
     watched.assert_clean(stack.token)
 
 

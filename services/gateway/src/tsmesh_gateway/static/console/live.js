@@ -16,15 +16,15 @@ export class LiveFeed {
     return this.socket !== null;
   }
 
-  start(selector) {
+  /** Subscribe to a PromQL series selector (the gateway's query service parses it, ADR 0311). */
+  start(promql) {
     this.stop();
     const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
     const socket = new WebSocket(`${scheme}//${window.location.host}/v1/stream`, [PROTOCOL]);
     this.socket = socket;
-    const wire = { metric: selector.metric || undefined, matchers: selector.matchers };
     socket.addEventListener("open", () => {
       socket.send(JSON.stringify({ type: "auth", token: this.token() }));
-      socket.send(JSON.stringify({ type: "subscribe", id: SUBSCRIPTION, selector: wire }));
+      socket.send(JSON.stringify({ type: "subscribe", id: SUBSCRIPTION, promql }));
       this.onStatus("live: connecting", false);
     });
     socket.addEventListener("message", (event) => this.receive(socket, JSON.parse(event.data)));

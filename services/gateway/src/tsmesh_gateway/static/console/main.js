@@ -54,7 +54,10 @@ const live = new LiveFeed(
   },
   (text, isError) => {
     status(text, isError);
-    if (isError) $("#live").checked = false;
+    if (isError) {
+      $("#live").checked = false;
+      live.stop();
+    }
   },
 );
 
@@ -98,15 +101,16 @@ async function toggleLive() {
     status("live mode off", false);
     return;
   }
-  const selector = parseSelector($("#query").value);
-  if (!selector) {
-    $("#live").checked = false;
-    throw new Error('live mode needs a plain selector, such as cpu{host="a"}');
-  }
   if ($("#range").value === "custom") $("#range").value = "900";
   $("#range").dispatchEvent(new Event("change"));
-  await runQuery();
-  live.start(selector);
+  try {
+    await runQuery();
+  } catch (error) {
+    $("#live").checked = false;
+    throw error;
+  }
+  // a series selector such as cpu{host=~"web.*"}: the gateway refuses anything else with a message
+  live.start($("#query").value.trim());
 }
 
 function showView(name) {

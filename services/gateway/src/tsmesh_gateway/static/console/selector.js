@@ -1,5 +1,5 @@
-// Plain series selectors (`metric{name="value", ...}`): what live mode can subscribe to, and what
-// the label browser adds matchers to. Anything else (functions, ranges, operators) is PromQL only.
+// Plain series selectors (`metric{name="value", ...}`): what the label browser adds matchers to, and
+// where a query's metric name comes from. Anything else (functions, ranges, operators) is left alone.
 
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*/;
 const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*/;
