@@ -35,6 +35,7 @@ from tsmesh_gateway.stream.connection import (
     Connection,
 )
 from tsmesh_gateway.stream.hub import Hub
+from tsmesh_gateway.stream.socket_budget import max_sockets
 from tsmesh_gateway.stream.socket_limits import CLOSE_LIMITED, GATED, Refusal, SocketLimits
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class StreamEndpoint:
         self._cfg = cfg
         self._client_address = client_address
         self.limits = SocketLimits(cfg)
+        self._max_connections = max_sockets(cfg.max_connections)
 
     def gate(self, scope: Scope) -> Refusal | None:
         """Before an upgrade (the lean listener): spend the client address's handshake budget and
@@ -79,8 +81,8 @@ class StreamEndpoint:
         return self.limits.handshake(self._client_address(scope))
 
     def full(self) -> bool:
-        """This worker holds ``max_connections`` sockets: new ones are refused (1013 / 503)."""
-        return len(self._hub.connections) >= self._cfg.max_connections
+        """This worker holds its :func:`max_sockets`: new ones are refused (1013 / 503)."""
+        return len(self._hub.connections) >= self._max_connections
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         first = await receive()
