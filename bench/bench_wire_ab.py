@@ -80,13 +80,16 @@ def write_request(points: int, series: int) -> bytes:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", default="main", help="git revision of the baseline modules")
-    parser.add_argument("--rounds", type=int, default=41)
+    parser.add_argument("--rounds", type=int, default=81)
     args = parser.parse_args()
     rev = subprocess.run(
         ["git", "rev-parse", "--short", args.baseline], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout.strip()
     old_validation = baseline_module(rev, "services/ingest/src/tsmesh_ingest/validation.py", "baseline_validation")
     old_wire = baseline_module(rev, "services/query/src/tsmesh_query/wire.py", "baseline_wire")
+    old_walk = getattr(old_validation, "_walk", None)  # before the walk moved to wirewalk.py
+    if old_walk is None:
+        old_walk = baseline_module(rev, "services/ingest/src/tsmesh_ingest/wirewalk.py", "baseline_wirewalk").walk
 
     request = write_request(1_000, 200)
     limits = ValidationLimits()
@@ -116,7 +119,7 @@ def main() -> None:
         (
             "walk, 1,000 cached points",
             40,
-            lambda: old_validation._walk(padded, by_encoding, 10_000),
+            lambda: old_walk(padded, by_encoding, 10_000),
             lambda: wirewalk.walk(padded, by_encoding, 10_000),
         ),
         (
