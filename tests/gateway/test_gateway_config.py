@@ -5,21 +5,11 @@ where it is used (tests/gateway/test_socket_budget.py), not while parsing."""
 from __future__ import annotations
 
 import resource
-from collections.abc import Iterator
 
 import pytest
 
 from tsmesh_common.config import ConfigError
 from tsmesh_gateway.config import GatewayConfig, Limit, StreamConfig
-
-
-@pytest.fixture
-def file_limit() -> Iterator[tuple[int, int]]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        yield soft, hard
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_from_env_does_not_depend_on_the_process_file_limit(file_limit: tuple[int, int]) -> None:

@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from conftest import Gateway
-from starlette.applications import Starlette
+from conftest import Gateway, mounted_alone
 
 from tsmesh_gateway.routes.data import query_routes
 
@@ -18,9 +17,7 @@ RANGE = {"selector": {"metric": "cpu"}, "start_ns": 0, "end_ns": 10**12, "step_n
 
 @pytest.fixture
 async def routes(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    app = Starlette(routes=query_routes(gateway.app.state.deps))
-    transport = httpx.ASGITransport(app=app, client=("10.9.0.1", 1234))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+    async with mounted_alone(query_routes(gateway.app.state.deps), "10.9.0.1") as client:
         yield client
 
 

@@ -8,17 +8,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from conftest import Gateway
-from starlette.applications import Starlette
+from conftest import Gateway, mounted_alone
 
 from tsmesh_gateway.routes.influx import influx_routes
 
 
 @pytest.fixture
 async def routes(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    app = Starlette(routes=influx_routes(gateway.app.state.deps))
-    transport = httpx.ASGITransport(app=app, client=("10.9.0.2", 1234))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+    async with mounted_alone(influx_routes(gateway.app.state.deps), "10.9.0.2") as client:
         yield client
 
 

@@ -3,21 +3,8 @@
 from __future__ import annotations
 
 import resource
-from collections.abc import Iterator
-
-import pytest
 
 from tsmesh_gateway.stream.socket_budget import FD_HEADROOM, max_sockets, raise_open_file_limit, socket_budget
-
-
-@pytest.fixture
-def file_limit() -> Iterator[tuple[int, int]]:
-    """The process's (soft, hard) open-file limit, put back after the test."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        yield soft, hard
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_the_budget_is_the_file_limit_less_the_headroom(file_limit: tuple[int, int]) -> None:
