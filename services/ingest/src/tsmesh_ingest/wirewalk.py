@@ -6,7 +6,7 @@ the cache key of the point's identity (:mod:`tsmesh_ingest.validation` says why 
 The walk is the hot loop of ingest: per point, three slices and one dict lookup. It is specialised
 (the points' key and a one- or two-byte length read inline), but every key and length it compares
 comes from :mod:`tsmesh_common.protowire` and the generated descriptors, bound to locals before the
-loop: as cheap as literals (docs/benchmarks.md, "ingest wire walk").
+loop: as cheap as literals (docs/benchmarks.md, "Hand-written wire code").
 """
 
 from __future__ import annotations
