@@ -25,7 +25,6 @@ from gw_fakes import (
     stop_gateway,
 )
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute
 from testkit import REDIS_URL, TokenMint, eventually
 from throwaway import free_port, wait_for_port
 
@@ -201,7 +200,7 @@ def file_limit() -> Iterator[tuple[int, int]]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def mounted_alone(routes: list[BaseRoute], client_host: str) -> httpx.AsyncClient:
+def mounted_alone(routes: list[Any], client_host: str) -> httpx.AsyncClient:
     """A client of an app holding only ``routes`` (one routes module: no fast path, no middleware)."""
     transport = httpx.ASGITransport(app=Starlette(routes=routes), client=(client_host, 1234))
     return httpx.AsyncClient(transport=transport, base_url="http://gateway")
