@@ -4,6 +4,7 @@ transport, real Redis) and, for WebSocket tests, a real Granian gateway process.
 
 from __future__ import annotations
 
+import resource
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -187,3 +188,19 @@ def served(served_factory: Callable[..., Served]) -> Served:
         TSMESH_GATEWAY_WS_AUTH_TIMEOUT_SECONDS="1",
         TSMESH_GATEWAY_WS_SEND_QUEUE_POINTS="2000",
     )
+
+
+@pytest.fixture
+def file_limit() -> Iterator[tuple[int, int]]:
+    """The process's (soft, hard) open-file limit, put back after the test."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        yield soft, hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def mounted_alone(routes: list[Any], client_host: str) -> httpx.AsyncClient:
+    """A client of an app holding only ``routes`` (one routes module: no fast path, no middleware)."""
+    transport = httpx.ASGITransport(app=Starlette(routes=routes), client=(client_host, 1234))
+    return httpx.AsyncClient(transport=transport, base_url="http://gateway")
