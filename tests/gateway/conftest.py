@@ -198,9 +198,3 @@ def file_limit() -> Iterator[tuple[int, int]]:
         yield soft, hard
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-def mounted_alone(routes: list[Any], client_host: str) -> httpx.AsyncClient:
-    """A client of an app holding only ``routes`` (one routes module: no fast path, no middleware)."""
-    transport = httpx.ASGITransport(app=Starlette(routes=routes), client=(client_host, 1234))
-    return httpx.AsyncClient(transport=transport, base_url="http://gateway")

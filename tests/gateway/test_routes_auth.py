@@ -5,12 +5,16 @@ client address told to auth, and the refusals that name their field before any c
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from conftest import Gateway, mounted_alone
+from gw_fakes import mounted_alone
 
 from tsmesh_gateway.routes.auth import CLIENT_ADDRESS_HEADER, MAX_SECONDS, auth_routes
+
+if TYPE_CHECKING:
+    from conftest import Gateway
 
 CLIENT = "10.9.0.3"
 

@@ -5,12 +5,16 @@ under the caller's tenant, and the query routes answer through the query cache f
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from conftest import Gateway, mounted_alone
+from gw_fakes import mounted_alone
 
 from tsmesh_gateway.routes.data import query_routes
+
+if TYPE_CHECKING:
+    from conftest import Gateway
 
 RANGE = {"selector": {"metric": "cpu"}, "start_ns": 0, "end_ns": 10**12, "step_ns": 10**9}
 

@@ -5,12 +5,16 @@ front of the fake upstreams: ``/ping``, and ``/api/v2/write``'s checks of its qu
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from conftest import Gateway, mounted_alone
+from gw_fakes import mounted_alone
 
 from tsmesh_gateway.routes.influx import influx_routes
+
+if TYPE_CHECKING:
+    from conftest import Gateway
 
 
 @pytest.fixture
