@@ -16,7 +16,6 @@ import websockets
 from testkit import eventually
 from tsmesh.v1 import common_pb2, stream_pb2
 
-from tsmesh_common.redis_keys import REVOCATION_CHANNEL
 from tsmesh_gateway.config import GatewayConfig, raise_open_file_limit, socket_budget
 from tsmesh_gateway.stream.hub import HeapFreezer
 
@@ -193,7 +192,7 @@ async def test_revoked_token_closes_its_live_socket(served, redis_client) -> Non
     for ws in (revoked_ws, kept_ws):
         await ws.send(orjson.dumps({"type": "subscribe", "id": "s", "selector": {"metric": "rv"}}).decode())
         await _recv_json(ws, "ack")
-    await redis_client.publish(REVOCATION_CHANNEL, f"{token_id} {int(time.time()) + 3600}")
+    await redis_client.publish(served.ns.revocation_channel, f"{token_id} {int(time.time()) + 3600}")
     with pytest.raises(websockets.ConnectionClosed):
         while True:
             await asyncio.wait_for(revoked_ws.recv(), 10)

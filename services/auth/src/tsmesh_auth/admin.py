@@ -87,7 +87,7 @@ async def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
 async def _dispatch(args: argparse.Namespace, cfg: AuthConfig, pool: Any, redis: Any) -> int:
     audit = AuditLog(pool)
     directory = Directory(pool, PasswordHasher(cfg.bcrypt_cost))
-    tokens = ApiTokenStore(pool, audit, RedisRevocationPublisher(redis))
+    tokens = ApiTokenStore(pool, audit, RedisRevocationPublisher(redis, cfg.common.redis_namespace.revocation_channel))
     command = args.command
     if command == "create-tenant":
         tenant_id, created = await directory.create_tenant(args.name, if_not_exists=args.if_not_exists)

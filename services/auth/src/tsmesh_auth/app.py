@@ -23,7 +23,6 @@ from tsmesh_auth.tokens import AccessTokenIssuer
 from tsmesh_common.authn import SCOPES, Authenticator, AuthenticatorConfig
 from tsmesh_common.context import Principal
 from tsmesh_common.errors import FailedPrecondition
-from tsmesh_common.redis_keys import REVOCATION_CHANNEL
 from tsmesh_common.server import GrpcApp
 
 
@@ -94,7 +93,7 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
     hasher = PasswordHasher(cfg.bcrypt_cost)
     audit = AuditLog(pool)
     directory = Directory(pool, hasher)
-    remote = RedisRevocationPublisher(redis)
+    remote = RedisRevocationPublisher(redis, cfg.common.redis_namespace.revocation_channel)
     tokens = ApiTokenStore(
         pool,
         audit,
@@ -124,7 +123,7 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
         pool,
         directory,
         hasher,
-        LoginThrottle(redis, policy),
+        LoginThrottle(redis, policy, cfg.common.redis_namespace),
         issuer,
         audit,
         publisher,
@@ -150,7 +149,10 @@ def create_app(parts: AuthParts, pubsub_redis: Any | None) -> GrpcApp:
     app.run_in_background(parts.sessions.purge_forever(3600.0), "refresh-token-purge")
     if pubsub_redis is not None:
         app.run_in_background(
-            parts.authenticator.follow_revocations(pubsub_redis, REVOCATION_CHANNEL), "revocation-feed"
+            parts.authenticator.follow_revocations(
+                pubsub_redis, parts.config.common.redis_namespace.revocation_channel
+            ),
+            "revocation-feed",
         )
     app.on_shutdown(parts.tokens.drain)
     return app

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from tsmesh_common.errors import ResourceExhausted
 from tsmesh_common.ratelimit import RateLimiter
+from tsmesh_common.redis_keys import RedisNamespace
 from tsmesh_ingest.limits import LimitsProvider
 from tsmesh_ingest.metrics import LIMITS_UNCHECKED, REQUESTS_LIMITED
 
@@ -61,6 +62,7 @@ class Admission:
         redis: Any,
         limits: LimitsProvider,
         limiter: RateLimiter,
+        namespace: RedisNamespace,
         *,
         window_seconds: float = 3600.0,
         refresh_seconds: float = 60.0,
@@ -69,6 +71,7 @@ class Admission:
     ) -> None:
         self._limits = limits
         self._limiter = limiter
+        self._active_key = namespace.active_series_key
         self._script = redis.register_script(ACTIVE_SERIES_LUA)
         self._window = window_seconds
         self._refresh = refresh_seconds
@@ -107,7 +110,7 @@ class Admission:
         try:
             admitted, active = await asyncio.wait_for(
                 self._script(
-                    keys=[f"tsmesh:ingest:active:{{{tenant_id}}}"],
+                    keys=[self._active_key(tenant_id)],
                     args=[time.time(), self._window, limit, *fresh],
                 ),
                 self._timeout,

@@ -125,9 +125,10 @@ async def build_runtime(
     runtime = IngestRuntime(cfg=cfg, app=app)
     if cfg.runs_api:
         runtime.producer = PointProducer(cfg.kafka)
-        runtime.live = LivePublisher(redis, lean=LeanRedis.from_url(cfg.common.redis_url))
-        limiter = RateLimiter(redis, prefix="tsmesh:ingest:rate")
-        admission = Admission(redis, StaticLimits(cfg.limits, cfg.limit_overrides), limiter)
+        namespace = cfg.common.redis_namespace
+        runtime.live = LivePublisher(redis, namespace, lean=LeanRedis.from_url(cfg.common.redis_url))
+        limiter = RateLimiter(redis, prefix=namespace.ingest_rate_prefix)
+        admission = Admission(redis, StaticLimits(cfg.limits, cfg.limit_overrides), limiter, namespace)
         validator = Validator(cfg.validation, SeriesIdCache())
         servicer = IngestServicer(validator, admission, runtime.producer, runtime.live)
         app.add_service(SERVICE_NAME, lambda server: add_to_server(servicer, server))
@@ -172,6 +173,7 @@ async def build_runtime(
             redis,
             batcher,
             retry_max_seconds=w.retry_max_seconds,
+            namespace=cfg.common.redis_namespace,
             hooks=hooks,
             late_window_seconds=w.late_window_s,
         )
@@ -181,7 +183,9 @@ async def build_runtime(
         defaults = RetentionDays(w.raw_days, w.rollup_1m_days, w.rollup_1h_days)
         runtime.retention = Retention(runtime.pool, runtime.partitions, defaults)
         limits = StaticLimits(cfg.limits, cfg.limit_overrides)
-        lifecycle = LifecycleServicer(runtime.pool, defaults, limits, redis, refresher=runtime.refresher, audit=audit)
+        lifecycle = LifecycleServicer(
+            runtime.pool, defaults, limits, redis, cfg.common.redis_namespace, refresher=runtime.refresher, audit=audit
+        )
         app.add_service(LIFECYCLE_SERVICE, lambda server: add_lifecycle(lifecycle, server))
     app.on_shutdown(runtime.close)
     return runtime
