@@ -4,6 +4,7 @@
   ``/usr/lib/postgresql/*/bin``) on a free port in a temp dir, bootstrapped with the tsmesh roles;
   it can be stopped and started again (the "database down" tests). Never touches the machine's.
 - :class:`TansuBroker`: the bundled Kafka-protocol broker as a child process on a free port.
+- :class:`PrivateRedis`: a redis-server of our own on a free port (no persistence).
 - :func:`fresh_redis_namespace`: a ``TSMESH_REDIS_NAMESPACE`` of one's own, so a stack on the shared
   Redis hears no other stack (ADR 0011).
 """
@@ -122,3 +123,26 @@ class TansuBroker:
     @property
     def running(self) -> bool:
         return self._proc.poll() is None
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free port (no persistence), stoppable and restartable."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(10)

@@ -24,7 +24,6 @@ import ingest_harness
 from chaos_harness import (
     Load,
     PausableBroker,
-    PrivateRedis,
     chaos_long,
     check_exactly_once,
     pg_stop,
@@ -33,7 +32,7 @@ from chaos_harness import (
 )
 from ingest_harness import Ingest, ingest_env, point
 from testkit import eventually
-from throwaway import ThrowawayPostgres
+from throwaway import PrivateRedis, ThrowawayPostgres
 
 from tsmesh_common.server import create_server
 from tsmesh_ingest.config import IngestConfig
