@@ -187,8 +187,12 @@ async def soak(seconds: float, scale: float) -> bool:
         lost = sum(ask_clients(clients, "lost"))
         closes = await gateway_closes(stack.gateway_url)
     finally:
-        for load in loads:
+        for load in loads:  # stop the loads before the stack, so that none counts its shutdown
             load.pipe.send("stop")
+        for load in loads:
+            if load.pipe.poll(30):
+                load.pipe.recv()
+            load.proc.join(10)
         if clients:
             ask_clients(clients, "close")
         await asyncio.to_thread(stack.stop)  # it runs its own event loop

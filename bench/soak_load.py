@@ -122,8 +122,10 @@ async def _run(
         target = window
         try:
             status = await asyncio.wait_for(conn.request(data), 30)
-        except (OSError, TimeoutError, ConnectionError):
+        except (OSError, TimeoutError, ConnectionError, RuntimeError):  # RuntimeError: a closed transport
             target.errors += 1
+            if stopping.is_set():
+                return
             conn = await connect()
         else:
             target.latencies.append(time.monotonic() - due)
@@ -132,7 +134,7 @@ async def _run(
                 target.units += units
             else:
                 target.errors += 1
-        if conn.lost:
+        if conn.lost and not stopping.is_set():
             conn = await connect()
         waiting.put_nowait(conn)
 
