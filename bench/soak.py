@@ -242,7 +242,7 @@ def report(
         )
         for label, w in (("start", a), ("end", b)):
             if w["errors"]:
-                failures.append(f"{load.name}: {w['errors']} errors in the {label} window")
+                failures.append(f"{load.name}: {w['errors']} errors in the {label} window: {w['kinds']}")
             if w["units_per_s"] < 0.9 * load.target:
                 failures.append(
                     f"{load.name}: {w['units_per_s']:,.0f} {unit} in the {label} window, target {load.target:,.0f}"

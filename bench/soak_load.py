@@ -26,7 +26,12 @@ class Window:
     requests: int = 0
     units: int = 0
     errors: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)  # what failed: an HTTP status or an exception
     late: int = 0  # requests that found no free connection when due
+
+    def failed(self, kind: str) -> None:
+        self.errors += 1
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
     def figures(self) -> dict[str, float]:
         ordered = sorted(self.latencies)
@@ -42,6 +47,7 @@ class Window:
             "p50_ms": q(0.50),
             "p99_ms": q(0.99),
             "errors": self.errors,
+            "kinds": dict(self.kinds),
             "late": self.late,
         }
 
@@ -122,8 +128,8 @@ async def _run(
         target = window
         try:
             status = await asyncio.wait_for(conn.request(data), 30)
-        except (OSError, TimeoutError, ConnectionError, RuntimeError):  # RuntimeError: a closed transport
-            target.errors += 1
+        except (OSError, TimeoutError, ConnectionError, RuntimeError) as exc:  # RuntimeError: a closed transport
+            target.failed(type(exc).__name__)
             if stopping.is_set():
                 return
             conn = await connect()
@@ -133,7 +139,7 @@ async def _run(
             if 200 <= status < 300:
                 target.units += units
             else:
-                target.errors += 1
+                target.failed(f"HTTP {status}")
         if conn.lost and not stopping.is_set():
             conn = await connect()
         waiting.put_nowait(conn)
