@@ -4,7 +4,7 @@
   ``/usr/lib/postgresql/*/bin``) on a free port in a temp dir, bootstrapped with the tsmesh roles;
   it can be stopped and started again (the "database down" tests). Never touches the machine's.
 - :class:`TansuBroker`: the bundled Kafka-protocol broker as a child process on a free port.
-- :class:`PrivateRedis`: a redis-server of our own on a free port (no persistence).
+- :class:`ThrowawayRedis`: a redis-server of our own on a free port (no persistence).
 - :func:`fresh_redis_namespace`: a ``TSMESH_REDIS_NAMESPACE`` of one's own, so a stack on the shared
   Redis hears no other stack (ADR 0011).
 """
@@ -125,7 +125,7 @@ class TansuBroker:
         return self._proc.poll() is None
 
 
-class PrivateRedis:
+class ThrowawayRedis:
     """A redis-server of our own on a free port (no persistence), stoppable and restartable."""
 
     def __init__(self) -> None:

@@ -23,6 +23,7 @@ def names(ns: RedisNamespace, tenant: str) -> list[str]:
         ns.late_generation_key(tenant),
         ns.live_channel(tenant),
         ns.active_series_key(tenant),
+        ns.series_creation_key(tenant),
         ns.query_cache_key(tenant, "0" * 32),
     ]
 
@@ -40,6 +41,7 @@ def test_the_default_namespace_keeps_todays_names() -> None:
         "tsmesh:lategen:{t1}",
         "tsmesh:live:t1",
         "tsmesh:ingest:active:{t1}",
+        "tsmesh:ingest:newseries:{t1}",
         "tsmesh:qc:{t1}:" + "0" * 32,
     ]
     assert ns.live_pattern == "tsmesh:live:*"

@@ -33,7 +33,7 @@ from devstack import DEMO_EMAIL, DEMO_TENANT, Stack
 from redis.exceptions import RedisError
 from stack_config import drop_database, private_config
 from testkit import REDIS_URL, eventually, fresh_namespace
-from throwaway import PrivateRedis
+from throwaway import ThrowawayRedis
 from tsmesh.v1 import common_pb2
 
 from tsmesh_auth.throttle import LoginThrottle, ThrottlePolicy
@@ -155,7 +155,7 @@ async def test_throttles_generations_and_live_points_of_one_namespace_are_not_he
 def two_stacks(tmp_path: Path) -> Iterator[tuple[list[Stack], Monitor]]:
     """Two private stacks on one redis-server of the test's own, which MONITOR watches from the start
     (so it sees the two stacks and nothing else)."""
-    server = PrivateRedis()
+    server = ThrowawayRedis()
     monitor = Monitor(server.port)
     configs = [private_config(tmp_path / name, redis_url=server.url) for name in ("a", "b")]
     stacks: list[Stack] = []

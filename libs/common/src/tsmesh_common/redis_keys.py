@@ -27,8 +27,8 @@ What the names hold:
 - the live feed: ingest publishes accepted batches (tsmesh.v1.PointBatch) per tenant, query
   subscribes to the namespace's pattern once per process;
 - token revocations: auth publishes revoked token ids, every authenticator evicts them;
-- login throttles (auth), rate limits (gateway, ingest), active series (ingest) and the query L2
-  cache, each under a prefix of its own.
+- login throttles (auth), rate limits (gateway, ingest), active series and series creation
+  (ingest) and the query L2 cache, each under a prefix of its own.
 """
 
 from __future__ import annotations
@@ -131,7 +131,13 @@ class RedisNamespace:
         return channel.removeprefix(f"{self.name}:live:")
 
     def active_series_key(self, tenant_id: str) -> str:
+        """The ingest replicas' shared sorted set of a tenant's active series (member id, score last write)."""
         return f"{self.name}:ingest:active:{{{tenant_id}}}"
+
+    def series_creation_key(self, tenant_id: str) -> str:
+        """The GCRA state of a tenant's series-creation rate; same hash tag as :meth:`active_series_key`
+        (one script reads both, also on Redis Cluster)."""
+        return f"{self.name}:ingest:newseries:{{{tenant_id}}}"
 
     def query_cache_key(self, tenant_id: str, digest: str) -> str:
         return f"{self.name}:qc:{{{tenant_id}}}:{digest}"

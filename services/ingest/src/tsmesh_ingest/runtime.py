@@ -33,6 +33,7 @@ from tsmesh_ingest.partitions import PartitionManager
 from tsmesh_ingest.producer import PointProducer
 from tsmesh_ingest.retention import Retention, RetentionDays
 from tsmesh_ingest.rollups import RollupRefresher
+from tsmesh_ingest.series_admission import SeriesAdmission
 from tsmesh_ingest.series_id import SeriesIdCache
 from tsmesh_ingest.service import SERVICE_NAME, IngestServicer, add_to_server
 from tsmesh_ingest.store import KnownSeries, PointStore, WriterHooks
@@ -128,7 +129,8 @@ async def build_runtime(
         namespace = cfg.common.redis_namespace
         runtime.live = LivePublisher(redis, namespace, lean=LeanRedis.from_url(cfg.common.redis_url))
         limiter = RateLimiter(redis, prefix=namespace.ingest_rate_prefix)
-        admission = Admission(redis, StaticLimits(cfg.limits, cfg.limit_overrides), limiter, namespace)
+        series = SeriesAdmission(redis, namespace, unchecked_new_series=cfg.unchecked_new_series)
+        admission = Admission(StaticLimits(cfg.limits, cfg.limit_overrides), limiter, series)
         validator = Validator(cfg.validation, SeriesIdCache())
         servicer = IngestServicer(validator, admission, runtime.producer, runtime.live)
         app.add_service(SERVICE_NAME, lambda server: add_to_server(servicer, server))
