@@ -141,6 +141,10 @@ async def soak(seconds: float, scale: float) -> bool:
         "TSMESH_INGEST_BURST_POINTS": "10000000",
         "TSMESH_QUERY_MAX_SUBSCRIBERS": "100000",
         "TSMESH_QUERY_MAX_SUBSCRIBERS_PER_TENANT": "100000",
+        # the subscribers share one token and one address (127.0.0.1)
+        "TSMESH_GATEWAY_WS_MAX_CONNECTIONS_PER_TOKEN": "100000",
+        "TSMESH_GATEWAY_WS_MAX_CONNECTIONS_PER_ADDRESS": "100000",
+        "TSMESH_GATEWAY_WS_HANDSHAKES_PER_ADDRESS": "100000:100000",
     }
     stack = Stack(cfg, environ=environ, out=sys.stderr)
     loads: list[Load] = []
