@@ -29,6 +29,7 @@ from tsmesh.v1 import auth_pb2, auth_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import LatencyRecorder, Report, drive, echo_baseline
+from throwaway import fresh_redis_namespace
 
 from tsmesh_auth.app import build, create_app
 from tsmesh_auth.config import AuthConfig
@@ -83,6 +84,7 @@ async def main(duration: float, concurrency: int) -> None:
     env = {
         "TSMESH_DATABASE_URL": f"postgresql://tsmesh_auth@{PG}/{db}",
         "TSMESH_REDIS_URL": REDIS_URL,
+        "TSMESH_REDIS_NAMESPACE": fresh_redis_namespace("bench"),
         "TSMESH_AUTH_BCRYPT_COST": str(cost),
         "TSMESH_AUTH_KEK": base64.b64encode(os.urandom(32)).decode(),
         "TSMESH_AUTH_LOGIN_FREE_ATTEMPTS_ADDRESS": "1000000",

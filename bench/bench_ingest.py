@@ -292,7 +292,7 @@ async def main(rounds: int, streams: int, latency_seconds: float, writers: int) 
     import asyncpg
     import grpc
     from harness import Report
-    from throwaway import TansuBroker, ThrowawayPostgres, free_port, wait_for_port
+    from throwaway import TansuBroker, ThrowawayPostgres, free_port, fresh_redis_namespace, wait_for_port
 
     from tsmesh_ingest.config import IngestConfig
     from tsmesh_ingest.migrate import upgrade
@@ -328,6 +328,7 @@ async def main(rounds: int, streams: int, latency_seconds: float, writers: int) 
         common = {
             **os.environ,
             "TSMESH_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "TSMESH_REDIS_NAMESPACE": fresh_redis_namespace("bench"),
             "TSMESH_DATABASE_URL": pg.dsn("tsmesh_ingest"),
             "TSMESH_BENCH_JWK": json.dumps(jwk),
             "TSMESH_INGEST_POINTS_PER_SECOND": "100000000",

@@ -32,17 +32,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import LatencyRecorder, Report, drive, echo_baseline
 from local_prometheus import Dataset, Prometheus
 from redis.asyncio import Redis
+from throwaway import fresh_redis_namespace
 from tsmesh.v1 import common_pb2, query_pb2, query_pb2_grpc
 
 from tsmesh_common.authn import Authenticator, AuthenticatorConfig
 from tsmesh_common.config import CommonConfig
-from tsmesh_common.redis_keys import LATE_WRITE_SECONDS, data_generation_key, late_generation_key, live_channel
+from tsmesh_common.redis_keys import LATE_WRITE_SECONDS, RedisNamespace
 from tsmesh_query.config import CacheConfig, DatabaseConfig, QueryConfig
 from tsmesh_query.wiring import QueryComponents, build, create_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = os.environ.get("TSMESH_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("TSMESH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+NS = RedisNamespace(fresh_redis_namespace("bench"))  # this run's names: no other stack hears it
 S = 1_000_000_000
 MIN = 60 * S
 HOUR = 60 * MIN
@@ -145,9 +147,9 @@ class Writer:
                 columns=["series_id", "lo", "hi"],
                 records=[(s, lo, hi) for s, (lo, hi) in spans.items()],
             )
-        await self.redis.incr(data_generation_key(tenant))
+        await self.redis.incr(NS.data_generation_key(tenant))
         if min(ts for _, ts, _ in rows) < time.time_ns() - LATE_WRITE_SECONDS * S:
-            await self.redis.incr(late_generation_key(tenant))
+            await self.redis.incr(NS.late_generation_key(tenant))
 
     async def refresh(self, lo: int, hi: int) -> None:
         async with self.lock, self.conn.transaction():
@@ -178,7 +180,9 @@ def query(metric: str, start: int, end: int, step: int, agg=query_pb2.AGGREGATIO
 
 
 def config(db: str, cache: CacheConfig) -> QueryConfig:
-    common = CommonConfig.from_env({"TSMESH_REDIS_URL": REDIS_URL}, service="query", grpc_port=0, metrics_port=0)
+    common = CommonConfig.from_env(
+        {"TSMESH_REDIS_URL": REDIS_URL, "TSMESH_REDIS_NAMESPACE": NS.name}, service="query", grpc_port=0, metrics_port=0
+    )
     dsn = PG.replace("postgres@", "tsmesh_query@") + f"/{db}"
     return QueryConfig(common=common, database=DatabaseConfig(primary_url=dsn, pool_max=8), cache=cache)
 
@@ -491,7 +495,7 @@ async def subscribe_latency(db: str, keys: Keys, redis: Redis) -> dict[str, floa
         b = common_pb2.PointBatch(
             tenant_id=tenant, points=pts, series_ids=[1] * per_batch, accepted_at_ns=time.time_ns()
         )
-        await redis.publish(live_channel(tenant), b.SerializeToString())
+        await redis.publish(NS.live_channel(tenant), b.SerializeToString())
         nxt += interval
         await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
     await asyncio.sleep(0.2)

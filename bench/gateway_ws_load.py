@@ -12,7 +12,7 @@ real subscriber, on its own machine, never sees. Both figures are reported. Thro
 ``websockets``' asyncio client (a task per socket) the same burst stamped its last frame several
 milliseconds late; this client has no task per socket at all.
 
-Commands arrive on a pipe: ``connect``, ``subscribe``, ``record``, ``collect``, ``close``.
+Commands arrive on a pipe: ``connect``, ``subscribe``, ``record``, ``collect``, ``lost``, ``close``.
 """
 
 from __future__ import annotations
@@ -134,6 +134,10 @@ class Socket:
                     recorder.read.append(read)
         elif kind == "ack" and not self.acked.done():
             self.acked.set_result(None)
+        elif kind == "ping":  # the gateway closes a socket that stays silent (4408) after its pings
+            answer = stream_pb2.StreamClientMessage()
+            answer.pong.time_ns = message.ping.time_ns
+            self.send(answer.SerializeToString())
 
     def send(self, payload: bytes) -> None:
         self.ws.send_binary(payload)
@@ -243,6 +247,8 @@ async def _serve(pipe: Connection, url: str, token: str, first_index: int, count
             pipe.send(("samples", (recorder.arrived.tobytes(), recorder.read.tobytes())))
             if pauses:
                 print(f"client {local_ip}: {len(pauses)} collections, longest {max(pauses):.1f} ms CPU", flush=True)
+        elif command == "lost":  # sockets closed by the server or the network (the soak's errors)
+            pipe.send(("lost", sum(1 for sock in sockets if sock.closed)))
         elif command == "close":
             for sock in sockets:
                 sock.close()

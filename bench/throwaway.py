@@ -4,6 +4,9 @@
   ``/usr/lib/postgresql/*/bin``) on a free port in a temp dir, bootstrapped with the tsmesh roles;
   it can be stopped and started again (the "database down" tests). Never touches the machine's.
 - :class:`TansuBroker`: the bundled Kafka-protocol broker as a child process on a free port.
+- :class:`ThrowawayRedis`: a redis-server of our own on a free port (no persistence).
+- :func:`fresh_redis_namespace`: a ``TSMESH_REDIS_NAMESPACE`` of one's own, so a stack on the shared
+  Redis hears no other stack (ADR 0011).
 """
 
 from __future__ import annotations
@@ -16,10 +19,16 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP_SQL = ROOT / "deploy" / "postgres" / "bootstrap.sql"
+
+
+def fresh_redis_namespace(kind: str = "test") -> str:
+    """A Redis namespace no other stack uses: no key or channel shared with ``make run`` or any test."""
+    return f"{kind}-{uuid.uuid4().hex[:12]}"
 
 
 def free_port() -> int:

@@ -92,6 +92,7 @@ class Stack:
             TSMESH_LOG_LEVEL=self.cfg.log_level,
             TSMESH_GRPC_HOST="127.0.0.1",
             TSMESH_REDIS_URL=self.cfg.redis_url,
+            TSMESH_REDIS_NAMESPACE=self.cfg.redis_namespace,
             TSMESH_KAFKA_BOOTSTRAP=self.kafka_bootstrap,
             TSMESH_AUTH_ADDR=self.grpc_addr("auth"),
             TSMESH_INGEST_ADDR=self.grpc_addr("ingest"),
@@ -348,6 +349,7 @@ class Stack:
             "TSMESH_QUERY_ADDR": self.grpc_addr("query"),
             "TSMESH_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "TSMESH_REDIS_URL": redact(self.cfg.redis_url),
+            "TSMESH_REDIS_NAMESPACE": self.cfg.redis_namespace,
             "TSMESH_DATABASE_NAME": self.cfg.database,
         }
         if self.token is not None:
@@ -373,7 +375,7 @@ class Stack:
         rows += [
             ("kafka", f"{self.kafka_bootstrap}  ({broker})"),
             ("postgres", f"{self.pg_host}:{self.pg_port} database {cfg.database}"),
-            ("redis", redact(cfg.redis_url)),
+            ("redis", f"{redact(cfg.redis_url)}  namespace {cfg.redis_namespace}"),
             ("logs", f"{cfg.state_dir / 'logs'}/<name>.log"),
             ("creds", f"{self.env_file}  (set -a; . {self.env_file}; set +a)"),
         ]

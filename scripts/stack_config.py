@@ -44,6 +44,7 @@ class StackConfig:
 
     pg_admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_namespace: str = "tsmesh"  # every Redis key and channel of the stack starts with it (ADR 0011)
     kafka_bootstrap: str | None = None
     kafka_port: int = 9092
     database: str = "tsmesh"
@@ -63,8 +64,9 @@ class StackConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> StackConfig:
-        """Read ``TSMESH_PG_ADMIN_URL``, ``TSMESH_REDIS_URL``, ``TSMESH_KAFKA_BOOTSTRAP``, the port variables."""
-        from tsmesh_common.config import ConfigError, Env
+        """Read ``TSMESH_PG_ADMIN_URL``, ``TSMESH_REDIS_URL``, ``TSMESH_REDIS_NAMESPACE``,
+        ``TSMESH_KAFKA_BOOTSTRAP``, the port variables."""
+        from tsmesh_common.config import ConfigError, Env, redis_namespace
 
         env = Env(environ)
         d = cls()
@@ -74,6 +76,7 @@ class StackConfig:
         return cls(
             pg_admin_url=env.get_str("TSMESH_PG_ADMIN_URL", d.pg_admin_url),
             redis_url=env.get_str("TSMESH_REDIS_URL", d.redis_url),
+            redis_namespace=redis_namespace(env).name,
             kafka_bootstrap=env.raw("TSMESH_KAFKA_BOOTSTRAP"),
             kafka_port=env.get_port("TSMESH_DEV_KAFKA_PORT", d.kafka_port),
             database=database,
@@ -95,6 +98,7 @@ class StackConfig:
         env = {
             "TSMESH_PG_ADMIN_URL": self.pg_admin_url,
             "TSMESH_REDIS_URL": self.redis_url,
+            "TSMESH_REDIS_NAMESPACE": self.redis_namespace,
             "TSMESH_DEV_KAFKA_PORT": str(self.kafka_port),
             "TSMESH_DEV_DATABASE": self.database,
             "TSMESH_HTTP_PORT": str(self.http_port),
@@ -164,15 +168,18 @@ def throwaway_pg_admin_url() -> str:
 
 def private_config(state_dir: Path, **overrides: object) -> StackConfig:
     """A private stack for tests and benchmarks: free ports, a fresh ``tsmesh_e2e_<random>`` database
-    (drop it with :func:`drop_database`) and its own state folder, so it never touches ``make run``'s.
+    (drop it with :func:`drop_database`), the Redis namespace of the same name and its own state
+    folder, so it never touches ``make run``'s nor hears another stack on the same Redis.
 
     Dependencies: ``TSMESH_TEST_PG_ADMIN_URL`` and ``TSMESH_TEST_REDIS_URL``, else the local defaults."""
     ports = free_ports(10)
+    database = f"tsmesh_e2e_{uuid.uuid4().hex[:10]}"
     values: dict[str, object] = {
         "pg_admin_url": throwaway_pg_admin_url(),
         "redis_url": os.environ.get("TSMESH_TEST_REDIS_URL", StackConfig.redis_url),
         "kafka_port": ports[0],
-        "database": f"tsmesh_e2e_{uuid.uuid4().hex[:10]}",
+        "database": database,
+        "redis_namespace": database,
         "auth_port": ports[1],
         "auth_metrics_port": ports[2],
         "ingest_port": ports[3],

@@ -48,11 +48,11 @@ async def _unconsumed(bootstrap: str, topic: str, group: str) -> int:
     from aiokafka.structs import TopicPartition
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=2000)
     await admin.start()
     try:
-        await consumer.start()
-        try:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+        try:  # stopped even when its start failed or timed out (else it warns "Unclosed" when collected)
+            await consumer.start()
             partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
             if not partitions:
                 await consumer.topics()

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from throwaway import fresh_redis_namespace
+
+from tsmesh_common.redis_keys import RedisNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP_SQL = (ROOT / "deploy" / "postgres" / "bootstrap.sql").read_text()
@@ -23,6 +26,12 @@ PG_HOST = os.environ.get("TSMESH_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TSMESH_TEST_PG_PORT", "5432"))
 PG_SUPERUSER = os.environ.get("TSMESH_TEST_PG_SUPERUSER", "postgres")
 REDIS_URL = os.environ.get("TSMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def fresh_namespace() -> RedisNamespace:
+    """The names of a stack's keys and channels under a namespace of its own (``TSMESH_REDIS_NAMESPACE``
+    = its ``.name``): a test's stack shares nothing with another on the same Redis."""
+    return RedisNamespace(fresh_redis_namespace())
 
 
 @dataclass(frozen=True)

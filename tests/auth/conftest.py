@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 import redis.asyncio as aioredis
+from testkit import fresh_namespace
 from tsmesh.v1 import auth_pb2, auth_pb2_grpc
 
 from tsmesh_auth.app import AuthParts, build, create_app
@@ -29,6 +30,7 @@ def auth_environ(database: Database, **overrides: str) -> dict[str, str]:
     env = {
         "TSMESH_DATABASE_URL": database.dsn("tsmesh_auth"),
         "TSMESH_REDIS_URL": REDIS_URL,
+        "TSMESH_REDIS_NAMESPACE": fresh_namespace().name,
         "TSMESH_AUTH_BCRYPT_COST": "4",
         "TSMESH_AUTH_KEK": base64.b64encode(os.urandom(32)).decode(),
         "TSMESH_AUTH_TRUST_CLIENT_ADDRESS_HEADER": "true",

@@ -14,7 +14,6 @@ from tsmesh.v1 import auth_pb2
 
 from tsmesh_common.authn import Authenticator, AuthenticatorConfig, GrpcAuthSource
 from tsmesh_common.errors import Unauthenticated
-from tsmesh_common.redis_keys import REVOCATION_CHANNEL
 
 TOKEN_FORMAT = re.compile(r"^tsm_[0-9a-f]{16}_[A-Za-z0-9_\-]{43}$")
 
@@ -81,14 +80,15 @@ async def test_revoked_api_token_is_refused_everywhere_within_a_second(auth_serv
     _, _, admin = await auth_server.admin_token()
     created = await _create(auth_server, admin)
     token_id = created.token.id
+    channel = auth_server.parts.config.common.redis_namespace.revocation_channel
     listener = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
     pubsub = listener.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(REVOCATION_CHANNEL)
+    await pubsub.subscribe(channel)
     # another service's authenticator, caching the token and following revocations
     source = GrpcAuthSource(auth_server.channel)
     mesh = Authenticator(AuthenticatorConfig(issuer="tsmesh-auth", audience="tsmesh"), source, source)
     follower = asyncio.create_task(
-        mesh.follow_revocations(aioredis.Redis.from_url("redis://127.0.0.1:6379/0"), REVOCATION_CHANNEL)
+        mesh.follow_revocations(aioredis.Redis.from_url("redis://127.0.0.1:6379/0"), channel)
     )
     try:
         await mesh.authenticate(created.secret)

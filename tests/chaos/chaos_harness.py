@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from throwaway import TansuBroker
@@ -84,3 +86,11 @@ class PausableBroker(TansuBroker):
 
     def resume(self) -> None:
         os.kill(self._proc.pid, signal.SIGCONT)
+
+
+def stored(stack: Any, metric: str) -> list[tuple[int, float]]:
+    """(ts, value) of every stored point of ``metric`` in a private stack's database (``scripts/stack.py``)."""
+    args = ["psql", "-h", stack.pg_host, "-p", str(stack.pg_port), "-U", "postgres", "-d", stack.cfg.database, "-Atc"]
+    sql = f"SELECT p.ts, p.value FROM ts.points p JOIN ts.series s USING (series_id) WHERE s.metric = '{metric}'"
+    out = subprocess.run([*args[:-1], "-F", " ", "-Atc", sql], check=True, capture_output=True, text=True).stdout
+    return [(int(a), float(b)) for a, b in (line.split() for line in out.splitlines())]

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -25,7 +24,7 @@ if str(ROOT / "scripts") not in sys.path:
     sys.path.insert(0, str(ROOT / "scripts"))
 
 import devstack  # noqa: E402
-from chaos_harness import chaos_long  # noqa: E402
+from chaos_harness import chaos_long, stored  # noqa: E402
 from stack import Stack  # noqa: E402
 from stack_config import StackConfig, drop_database, private_config  # noqa: E402
 from stack_supervise import Backoff  # noqa: E402
@@ -89,13 +88,6 @@ class GatewayLoad:
                 time.sleep(0.05)
             n += 1
             time.sleep(0.01)
-
-
-def stored(stack: Stack, metric: str) -> list[tuple[int, float]]:
-    args = ["psql", "-h", stack.pg_host, "-p", str(stack.pg_port), "-U", "postgres", "-d", stack.cfg.database, "-Atc"]
-    sql = f"SELECT p.ts, p.value FROM ts.points p JOIN ts.series s USING (series_id) WHERE s.metric = '{metric}'"
-    out = subprocess.run([*args[:-1], "-F", " ", "-Atc", sql], check=True, capture_output=True, text=True).stdout
-    return [(int(a), float(b)) for a, b in (line.split() for line in out.splitlines())]
 
 
 def kill_and_recover(stack: Stack, name: str, sig: signal.Signals) -> str:

@@ -17,7 +17,7 @@ import asyncpg
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from testkit import REDIS_URL, Database, create_database, drop_database
+from testkit import REDIS_URL, Database, create_database, drop_database, fresh_namespace
 from tsmesh.v1 import auth_pb2, auth_pb2_grpc, common_pb2, query_pb2
 
 from tsmesh_auth.app import build, create_app
@@ -56,6 +56,9 @@ async def _migrate(db: Database) -> None:
     await asyncio.to_thread(upgrade_auth, db.dsn("tsmesh_auth"))
 
 
+NAMESPACE = fresh_namespace().name  # the restored deployment's, before and after the restore
+
+
 async def _login(db: Database, kek: str, tenant: str, email: str, *, create: bool = False) -> str:
     """Login through a real AuthService on ``db`` under ``kek`` in production mode (which refuses to
     start on signing keys it cannot decrypt); returns the access token."""
@@ -64,6 +67,7 @@ async def _login(db: Database, kek: str, tenant: str, email: str, *, create: boo
             "TSMESH_ENV": "production",
             "TSMESH_DATABASE_URL": db.dsn("tsmesh_auth"),
             "TSMESH_REDIS_URL": REDIS_URL,
+            "TSMESH_REDIS_NAMESPACE": NAMESPACE,
             "TSMESH_AUTH_BCRYPT_COST": "4",
             "TSMESH_AUTH_KEK": kek,
             "TSMESH_GRPC_PORT": "0",

@@ -32,6 +32,7 @@ def _env(bootstrap: str, tenant_id: str) -> dict[str, str]:
         "TSMESH_INGEST_MODE": "api",
         "TSMESH_GRPC_HOST": "127.0.0.1",
         "TSMESH_REDIS_URL": REDIS_URL,
+        "TSMESH_REDIS_NAMESPACE": f"rollout-{tenant_id}",  # the replicas' deployment, nobody else's
         "TSMESH_KAFKA_BOOTSTRAP": bootstrap,
         "TSMESH_KAFKA_TOPIC": f"tsmesh.points.rollout-{tenant_id}",
         "TSMESH_KAFKA_DLQ_TOPIC": f"tsmesh.points.dlq.rollout-{tenant_id}",

@@ -25,13 +25,13 @@ from gw_fakes import (
     stop_gateway,
 )
 from starlette.applications import Starlette
-from testkit import REDIS_URL, TokenMint, eventually
+from testkit import REDIS_URL, TokenMint, eventually, fresh_namespace
 from throwaway import free_port, wait_for_port
 
 from tsmesh_common.authn import Authenticator, AuthenticatorConfig
 from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.ratelimit import RateLimiter
-from tsmesh_common.redis_keys import BUMP_GENERATION_LUA, data_generation_key
+from tsmesh_common.redis_keys import RedisNamespace
 from tsmesh_common.server import GrpcApp
 from tsmesh_gateway.app import Parts, build_app
 from tsmesh_gateway.config import GatewayConfig
@@ -70,6 +70,11 @@ class Gateway:
     mesh: Mesh
     tenant: str
 
+    @property
+    def ns(self) -> RedisNamespace:
+        """The names of this gateway's Redis keys and channels (a namespace of its own)."""
+        return self.cfg.common.redis_namespace
+
     def bearer(self, scopes: str = "read write admin", tenant: str | None = None, **claims: Any) -> dict[str, str]:
         return {"authorization": f"Bearer {self.mesh.mint.token(tenant or self.tenant, scopes, **claims)}"}
 
@@ -77,7 +82,7 @@ class Gateway:
         """Bump the tenant's data generation as the ingest writer does after a commit, and return once
         this gateway can see it: at once when it reads generations from Redis, or after the
         announcement reached its generation feed (a moment later, ADR 0406)."""
-        value = int(await redis.eval(BUMP_GENERATION_LUA, 1, data_generation_key(self.tenant)))
+        value = int(await redis.eval(self.ns.bump_generation_lua, 1, self.ns.data_generation_key(self.tenant)))
         cache = self.app.state.deps.cache
         await eventually(lambda: (cache.current(self.tenant) or value) >= value, timeout=5.0, interval=0.001)
         return value
@@ -98,6 +103,7 @@ async def gateway_factory(mesh: Mesh, redis_client: aioredis.Redis) -> AsyncIter
             "TSMESH_INGEST_ADDR": f"127.0.0.1:{mesh.port}",
             "TSMESH_QUERY_ADDR": f"127.0.0.1:{mesh.port}",
             "TSMESH_REDIS_URL": REDIS_URL,
+            "TSMESH_REDIS_NAMESPACE": fresh_namespace().name,
             **env,
         }
         cfg = GatewayConfig.from_env(environ)
@@ -112,7 +118,7 @@ async def gateway_factory(mesh: Mesh, redis_client: aioredis.Redis) -> AsyncIter
         authenticator = Authenticator(
             AuthenticatorConfig(issuer=mesh.mint.issuer, audience=mesh.mint.audience), mesh.mint.jwks, mesh.api
         )
-        limiter = RateLimiter(redis_client, prefix=f"test:gw:{uuid.uuid4().hex[:8]}")
+        limiter = RateLimiter(redis_client, prefix=cfg.common.redis_namespace.gateway_rate_prefix)
         lean = LeanRedis.from_url(REDIS_URL)
         app = build_app(Parts(cfg, upstreams, authenticator, limiter, redis_client, lean))
         lifespan = app.router.lifespan_context(app)
@@ -146,6 +152,7 @@ class Served:
     port: int
     ws_port: int
     mesh: Mesh
+    ns: RedisNamespace
 
     @property
     def ws_url(self) -> str:
@@ -169,11 +176,13 @@ def served_factory(mesh: Mesh) -> Iterator[Callable[..., Served]]:
 
     def make(**env: str) -> Served:
         port, ws_port = free_port(), free_port()
-        proc = start_gateway(gateway_environ(mesh.port, port, REDIS_URL, TSMESH_GATEWAY_WS_PORT=str(ws_port), **env))
+        ns = fresh_namespace()
+        environ = gateway_environ(mesh.port, port, REDIS_URL, TSMESH_GATEWAY_WS_PORT=str(ws_port))
+        proc = start_gateway({**environ, "TSMESH_REDIS_NAMESPACE": ns.name, **env})
         procs.append(proc)
         wait_for_port(port, 20)
         wait_for_port(ws_port, 20)
-        return Served(port, ws_port, mesh)
+        return Served(port, ws_port, mesh, ns)
 
     yield make
     for proc in procs:

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import httpx
 from starlette.applications import Starlette
+from testkit import fresh_namespace
 from tsmesh.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -363,6 +364,7 @@ def gateway_environ(upstream_port: int, http_port: int, redis_url: str, **extra:
             "TSMESH_INGEST_ADDR": f"127.0.0.1:{upstream_port}",
             "TSMESH_QUERY_ADDR": f"127.0.0.1:{upstream_port}",
             "TSMESH_REDIS_URL": redis_url,
+            "TSMESH_REDIS_NAMESPACE": fresh_namespace().name,
             "TSMESH_LOG_LEVEL": "WARNING",
             **extra,
         }

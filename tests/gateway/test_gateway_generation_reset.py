@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from testkit import fresh_namespace
 
 from tsmesh_common.leanredis import LeanRedis
-from tsmesh_common.redis_keys import BUMP_GENERATION_LUA, data_generation_key
 from tsmesh_gateway.microcache import GenerationReader
 
 RANGE = {"selector": {"metric": "cpu"}, "start_ns": 0, "end_ns": 10**12, "step_ns": 10**9}
@@ -20,7 +20,7 @@ async def test_an_answer_cached_before_any_write_is_not_served_after_a_redis_los
 ) -> None:
     gw = await gateway_factory(TSMESH_GATEWAY_FAST_PATH=fast)
     auth = gw.bearer("read")
-    key = data_generation_key(gw.tenant)
+    key = gw.ns.data_generation_key(gw.tenant)
     try:
         first = await gw.client.post("/v1/query/range", json=RANGE, headers=auth)
         assert first.status_code == 200, first.text
@@ -41,14 +41,15 @@ async def test_an_answer_cached_before_any_write_is_not_served_after_a_redis_los
 @pytest.mark.parametrize("lean", [True, False], ids=["lean", "redis-py"])
 async def test_the_reader_sets_a_missing_generation_once_and_past_the_lost_one(redis_client, lean: bool) -> None:
     tenant = f"t-{uuid.uuid4().hex}"
-    key = data_generation_key(tenant)
+    ns = fresh_namespace()
+    key = ns.data_generation_key(tenant)
     client = LeanRedis.from_url("redis://127.0.0.1:6379/0") if lean else redis_client
-    reader = GenerationReader(client)
+    reader = GenerationReader(client, ns)
     try:
         first = await reader.read(tenant)
         assert first is not None and first == await redis_client.get(key) and int(first) > 0
         assert await reader.read(tenant) == first
-        bumped = int(await redis_client.eval(BUMP_GENERATION_LUA, 1, key))
+        bumped = int(await redis_client.eval(ns.bump_generation_lua, 1, key))
         await redis_client.delete(key)
         again = await reader.read(tenant)
         assert again is not None and int(again) > bumped > int(first)

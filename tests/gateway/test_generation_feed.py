@@ -11,17 +11,12 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from testkit import eventually
+from testkit import eventually, fresh_namespace
 
 from tsmesh_common.leanredis import LeanRedis
-from tsmesh_common.redis_keys import (
-    BUMP_GENERATION_LUA,
-    GENERATION_CHANNEL,
-    INIT_GENERATIONS_LUA,
-    data_generation_key,
-    late_generation_key,
-)
 from tsmesh_gateway.generation_feed import FEED_NAME, GenerationFeed
+
+NS = fresh_namespace()
 
 RANGE = {"selector": {"metric": "cpu"}, "start_ns": 0, "end_ns": 10**12, "step_ns": 10**9}
 
@@ -69,7 +64,7 @@ class FakeRedis:
 async def following(**settings: float) -> AsyncIterator[tuple[FakeRedis, GenerationFeed]]:
     """A feed over a :class:`FakeRedis`, running (subscribed) inside the block, stopped after it."""
     redis = FakeRedis()
-    feed = GenerationFeed(redis.subscribe, **settings)  # type: ignore[arg-type]
+    feed = GenerationFeed(redis.subscribe, NS, **settings)  # type: ignore[arg-type]
     task = asyncio.create_task(feed.run())
     try:
         await eventually(lambda: feed.up, timeout=2.0, interval=0.001)
@@ -82,25 +77,25 @@ async def following(**settings: float) -> AsyncIterator[tuple[FakeRedis, Generat
 
 async def test_follows_the_announcements_of_the_tenants_it_was_asked_about_only() -> None:
     async with following() as (redis, feed):
-        assert redis.channels == [GENERATION_CHANNEL]
+        assert redis.channels == [NS.generation_channel]
         assert feed.current("t1") is None  # never read: the caller reads Redis
         feed.learn("t1", 5, feed.track("t1"))
         assert feed.current("t1") == 5
-        redis.deliver(b"7 " + data_generation_key("t1").encode())
+        redis.deliver(b"7 " + NS.data_generation_key("t1").encode())
         assert feed.current("t1") == 7
-        redis.deliver(b"9 " + data_generation_key("t2").encode())  # nobody asked for t2 here
-        redis.deliver(b"11 " + late_generation_key("t1").encode())  # not the data generation
-        redis.deliver(b"junk " + data_generation_key("t1").encode())
+        redis.deliver(b"9 " + NS.data_generation_key("t2").encode())  # nobody asked for t2 here
+        redis.deliver(b"11 " + NS.late_generation_key("t1").encode())  # not the data generation
+        redis.deliver(b"junk " + NS.data_generation_key("t1").encode())
         redis.deliver(b"")
         assert feed.current("t2") is None and feed.current("t1") == 7
-        redis.deliver(b"6 " + data_generation_key("t1").encode())  # values only grow
+        redis.deliver(b"6 " + NS.data_generation_key("t1").encode())  # values only grow
         assert feed.current("t1") == 7
 
 
 async def test_an_announcement_that_overtakes_the_read_is_kept() -> None:
     async with following() as (redis, feed):
         epoch = feed.track("t1")  # the read is on its way
-        redis.deliver(b"8 " + data_generation_key("t1").encode())  # a bump after Redis answered the read
+        redis.deliver(b"8 " + NS.data_generation_key("t1").encode())  # a bump after Redis answered the read
         feed.learn("t1", 5, epoch)  # the read's (older) reply arrives last
         assert feed.current("t1") == 8
 
@@ -121,7 +116,7 @@ async def test_a_lost_subscription_empties_the_copy_and_reads_from_before_it_are
 
 async def test_nothing_is_kept_while_no_subscription_is_up() -> None:
     redis = FakeRedis()
-    feed = GenerationFeed(redis.subscribe)
+    feed = GenerationFeed(redis.subscribe, NS)
     feed.learn("t1", 5, feed.track("t1"))
     assert not feed.up and feed.current("t1") is None
 
@@ -150,17 +145,17 @@ async def test_the_copy_is_bounded() -> None:
 
 async def test_the_scripts_announce_every_value_they_set(redis_client: aioredis.Redis) -> None:
     tenant = f"t-{uuid.uuid4().hex}"
-    key = data_generation_key(tenant)
+    key = NS.data_generation_key(tenant)
     seen: list[bytes] = []
     lost: list[bool] = []
     lean = LeanRedis.from_url("redis://127.0.0.1:6379/0")
     assert lean is not None
-    subscription = await lean.subscribe(GENERATION_CHANNEL, seen.append, lambda: lost.append(True))
+    subscription = await lean.subscribe(NS.generation_channel, seen.append, lambda: lost.append(True))
     try:
-        bumped = await redis_client.eval(BUMP_GENERATION_LUA, 1, key)
+        bumped = await redis_client.eval(NS.bump_generation_lua, 1, key)
         await redis_client.delete(key)
-        (initialised,) = await redis_client.eval(INIT_GENERATIONS_LUA, 1, key)
-        await redis_client.eval(INIT_GENERATIONS_LUA, 1, key)  # already set: nothing to announce
+        (initialised,) = await redis_client.eval(NS.init_generations_lua, 1, key)
+        await redis_client.eval(NS.init_generations_lua, 1, key)  # already set: nothing to announce
         await subscription.ping()  # the pong follows every message published before it
         mine = [m for m in seen if m.endswith(key.encode())]
         assert mine == [b"%d %s" % (bumped, key.encode()), initialised + b" " + key.encode()]
@@ -204,10 +199,12 @@ async def test_hits_read_no_redis_while_the_feed_is_up_and_a_bump_still_misses(
                 killed += await redis_client.execute_command("CLIENT", "KILL", "ID", client["id"])
         assert killed >= 1
         await eventually(lambda: not cache.feed.up or cache.current(gw.tenant) is None, timeout=2.0, interval=0.001)
-        await redis_client.eval(BUMP_GENERATION_LUA, 1, data_generation_key(gw.tenant))  # missed by the feed
+        await redis_client.eval(
+            gw.ns.bump_generation_lua, 1, gw.ns.data_generation_key(gw.tenant)
+        )  # missed by the feed
         missed = await gw.client.post("/v1/query/range", json=RANGE, headers=auth)
         assert missed.headers["x-cache"] == "miss" and reader.fetches > reads
         await eventually(lambda: cache.feed.up, timeout=5.0)
         assert (await gw.client.post("/v1/query/range", json=RANGE, headers=auth)).headers["x-cache"] == "hit"
     finally:
-        await redis_client.delete(data_generation_key(gw.tenant))
+        await redis_client.delete(gw.ns.data_generation_key(gw.tenant))

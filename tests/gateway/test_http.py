@@ -10,7 +10,6 @@ import orjson
 import pytest
 from throwaway import free_port
 
-from tsmesh_common.redis_keys import data_generation_key
 from tsmesh_gateway.http_errors import http_status
 
 RANGE = {
@@ -194,7 +193,7 @@ async def test_identical_queries_hit_the_micro_cache_until_the_generation_moves(
     assert other.headers["x-cache"] == "miss"
     assert other.json()["series"][0]["labels"] == {"tenant": "t-other-tenant"}
     assert first.json()["series"][0]["labels"] == {"tenant": gateway.tenant}
-    await redis_client.delete(data_generation_key(gateway.tenant))
+    await redis_client.delete(gateway.ns.data_generation_key(gateway.tenant))
 
 
 async def test_query_routes_translate(gateway) -> None:

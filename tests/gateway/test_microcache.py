@@ -13,11 +13,13 @@ import uuid
 
 import orjson
 import pytest
+from testkit import fresh_namespace
 
 from tsmesh_common.leanredis import LeanRedis
-from tsmesh_common.redis_keys import data_generation_key
 from tsmesh_gateway import microcache
 from tsmesh_gateway.microcache import GenerationReader, MicroCache
+
+NS = fresh_namespace()
 
 
 class GatedRedis:
@@ -38,20 +40,20 @@ class GatedRedis:
         return snapshot
 
     async def eval(self, script: str, numkeys: int, *keys: str) -> list[bytes]:
-        """``INIT_GENERATIONS_LUA``: missing keys are set (to 100 here), then read."""
+        """``init_generations_lua``: missing keys are set (to 100 here), then read."""
         self.sent.append(["EVAL", *keys])
         return [self.values.setdefault(k, b"100") for k in keys]
 
 
 async def test_reads_arriving_during_a_fetch_join_the_next_one_and_see_the_bump() -> None:
     redis = GatedRedis()
-    reader = GenerationReader(redis)
-    redis.values[data_generation_key("t1")] = b"1"
+    reader = GenerationReader(redis, NS)
+    redis.values[NS.data_generation_key("t1")] = b"1"
     first = [asyncio.ensure_future(reader.read("t1")) for _ in range(3)]
     for _ in range(10):
         await asyncio.sleep(0)
     assert len(redis.sent) == 1  # three concurrent reads, one command
-    redis.values[data_generation_key("t1")] = b"2"  # the writer bumps while the first read is in flight
+    redis.values[NS.data_generation_key("t1")] = b"2"  # the writer bumps while the first read is in flight
     later = [asyncio.ensure_future(reader.read("t1")), asyncio.ensure_future(reader.read("t2"))]
     for _ in range(10):
         await asyncio.sleep(0)
@@ -60,16 +62,16 @@ async def test_reads_arriving_during_a_fetch_join_the_next_one_and_see_the_bump(
     assert await asyncio.gather(*first) == [b"1", b"1", b"1"]
     assert await asyncio.gather(*later) == [b"2", b"100"]  # t2 was missing: set, never read as a constant
     assert redis.sent[1:] == [
-        [data_generation_key("t1"), data_generation_key("t2")],
-        ["EVAL", data_generation_key("t2")],
+        [NS.data_generation_key("t1"), NS.data_generation_key("t2")],
+        ["EVAL", NS.data_generation_key("t2")],
     ]
     assert reader.fetches == 2
 
 
 async def test_one_waiter_going_away_does_not_fail_the_others_of_its_batch() -> None:
     redis = GatedRedis()
-    reader = GenerationReader(redis)
-    redis.values[data_generation_key("t1")] = b"7"
+    reader = GenerationReader(redis, NS)
+    redis.values[NS.data_generation_key("t1")] = b"7"
 
     async def request() -> bytes | None:
         return await reader.read("t1")
@@ -92,20 +94,20 @@ async def test_a_failed_fetch_fails_its_waiters_only(redis_client) -> None:
         async def get(self, key: str) -> bytes | None:
             raise ConnectionError("down")
 
-    reader = GenerationReader(Broken())
+    reader = GenerationReader(Broken(), NS)
     results = await asyncio.gather(reader.read("t"), reader.read("t"), return_exceptions=True)
     assert all(isinstance(r, ConnectionError) for r in results)
     tenant = f"t-{uuid.uuid4().hex}"
-    await redis_client.set(data_generation_key(tenant), 7)
-    real = GenerationReader(redis_client)
+    await redis_client.set(NS.data_generation_key(tenant), 7)
+    real = GenerationReader(redis_client, NS)
     seven, fresh = await asyncio.gather(real.read(tenant), real.read(f"{tenant}-x"))
-    assert seven == b"7" and fresh == await redis_client.get(data_generation_key(f"{tenant}-x"))
-    await redis_client.delete(data_generation_key(tenant), data_generation_key(f"{tenant}-x"))
+    assert seven == b"7" and fresh == await redis_client.get(NS.data_generation_key(f"{tenant}-x"))
+    await redis_client.delete(NS.data_generation_key(tenant), NS.data_generation_key(f"{tenant}-x"))
 
 
 async def test_lean_redis_reads_pipelines_reconnects_and_fails_fast(redis_client) -> None:
     tenant = f"t-{uuid.uuid4().hex}"
-    key = data_generation_key(tenant)
+    key = NS.data_generation_key(tenant)
     await redis_client.set(key, 41)
     lean = LeanRedis.from_url("redis://127.0.0.1:6379/0")
     assert lean is not None
@@ -119,7 +121,7 @@ async def test_lean_redis_reads_pipelines_reconnects_and_fails_fast(redis_client
         lean._protocol.transport.close()  # the next call opens a new connection
         await asyncio.sleep(0.01)
         await redis_client.incr(key)
-        reader = GenerationReader(lean)
+        reader = GenerationReader(lean, NS)
         assert await reader.read(tenant) == b"42"
     finally:
         await lean.aclose()

@@ -7,8 +7,6 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tsmesh_common.redis_keys import data_generation_key
-
 POST = {
     "selector": {"metric": "cpu", "matchers": [{"name": "host", "op": "=", "value": "a"}]},
     "start_ns": 0,
@@ -39,7 +37,7 @@ async def test_get_answers_like_post_and_is_cached_until_the_generation_moves(
     await gw.bump_generation(redis_client)
     third = await gw.client.get(url, headers=auth)
     assert third.headers["x-cache"] == "miss"
-    await redis_client.delete(data_generation_key(gw.tenant))
+    await redis_client.delete(gw.ns.data_generation_key(gw.tenant))
 
 
 @pytest.mark.parametrize(

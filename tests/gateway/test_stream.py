@@ -15,7 +15,6 @@ import websockets
 from testkit import eventually
 from tsmesh.v1 import common_pb2, stream_pb2
 
-from tsmesh_common.redis_keys import REVOCATION_CHANNEL
 from tsmesh_gateway.stream.hub import HeapFreezer
 
 JSON = "tsmesh.json.v1"
@@ -191,7 +190,7 @@ async def test_revoked_token_closes_its_live_socket(served, redis_client) -> Non
     for ws in (revoked_ws, kept_ws):
         await ws.send(orjson.dumps({"type": "subscribe", "id": "s", "selector": {"metric": "rv"}}).decode())
         await _recv_json(ws, "ack")
-    await redis_client.publish(REVOCATION_CHANNEL, f"{token_id} {int(time.time()) + 3600}")
+    await redis_client.publish(served.ns.revocation_channel, f"{token_id} {int(time.time()) + 3600}")
     with pytest.raises(websockets.ConnectionClosed):
         while True:
             await asyncio.wait_for(revoked_ws.recv(), 10)
@@ -249,13 +248,13 @@ async def test_reauth_rechecks_every_subscription_and_the_socket_follows_the_new
         )
         await sentinel.send(orjson.dumps({"type": "ping"}).decode())
         await _recv_json(sentinel, "pong")
-        await redis_client.publish(REVOCATION_CHANNEL, f"{first_id} {int(time.time()) + 3600}")
+        await redis_client.publish(served.ns.revocation_channel, f"{first_id} {int(time.time()) + 3600}")
         await _closed(sentinel)
         assert sentinel.close_code == 4401
         await ws.send(orjson.dumps({"type": "ping"}).decode())
         assert (await _recv_json(ws, "pong"))["type"] == "pong"
         # ... the current one's closes it
-        await redis_client.publish(REVOCATION_CHANNEL, f"{write_only_id} {int(time.time()) + 3600}")
+        await redis_client.publish(served.ns.revocation_channel, f"{write_only_id} {int(time.time()) + 3600}")
         await _closed(ws)
         assert ws.close_code == 4401 and ws.close_reason == "token revoked"
     finally:

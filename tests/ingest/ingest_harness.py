@@ -15,7 +15,7 @@ import asyncpg
 import grpc
 import pytest
 from aiokafka import AIOKafkaProducer
-from testkit import eventually
+from testkit import eventually, fresh_namespace
 from throwaway import ThrowawayPostgres
 from tsmesh.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 
@@ -37,6 +37,7 @@ def ingest_env(db_dsn: str, bootstrap: str, **extra: str) -> dict[str, str]:
         "TSMESH_METRICS_PORT": "0",
         "TSMESH_DATABASE_URL": db_dsn,
         "TSMESH_REDIS_URL": REDIS_URL,
+        "TSMESH_REDIS_NAMESPACE": fresh_namespace().name,
         "TSMESH_KAFKA_BOOTSTRAP": bootstrap,
         "TSMESH_KAFKA_TOPIC": f"tsmesh.points.test-{suffix}",
         "TSMESH_KAFKA_DLQ_TOPIC": f"tsmesh.points.dlq.test-{suffix}",

@@ -21,7 +21,6 @@ from tsmesh.v1 import auth_pb2, auth_pb2_grpc, common_pb2
 
 from tsmesh_common.audit import AuditReporter
 from tsmesh_common.config import CommonConfig
-from tsmesh_common.redis_keys import data_generation_key
 from tsmesh_common.server import GrpcApp, create_server
 from tsmesh_ingest.config import IngestConfig
 from tsmesh_ingest.limits import ValidationLimits
@@ -55,12 +54,12 @@ async def test_offsets_wait_for_the_generation_bump_while_redis_is_down(
         consumer = writer._consumer
         assert writer.committed_batches == 0
         assert not any([await consumer.committed(t) for t in consumer.assignment()])
-        assert await redis_client.get(data_generation_key(tenant_id)) is None
+        assert await redis_client.get(ingest.cfg.common.redis_namespace.data_generation_key(tenant_id)) is None
     finally:
         writer._redis = redis_client
         await dead.aclose()
     await eventually(lambda: writer.committed_batches == 1)
-    assert int(await redis_client.get(data_generation_key(tenant_id))) > 0
+    assert int(await redis_client.get(ingest.cfg.common.redis_namespace.data_generation_key(tenant_id))) > 0
     committed = [await consumer.committed(t) for t in consumer.assignment()]
     assert sum(c or 0 for c in committed) == 1, committed
 

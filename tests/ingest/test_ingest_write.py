@@ -13,7 +13,6 @@ import pytest
 from ingest_harness import eventually, point
 from tsmesh.v1 import common_pb2, ingest_pb2
 
-from tsmesh_common.redis_keys import data_generation_key, live_channel
 from tsmesh_ingest.series_id import series_id, to_signed
 
 pytestmark = pytest.mark.integration
@@ -125,7 +124,9 @@ async def test_client_stream_indexes_errors_across_messages_and_stores_everythin
         return bool(rows[0]["n"] == 499)
 
     await eventually(count)
-    generation = await eventually(lambda: redis_client.get(data_generation_key(tenant_id)))
+    generation = await eventually(
+        lambda: redis_client.get(ingest.cfg.common.redis_namespace.data_generation_key(tenant_id))
+    )
     assert int(generation) >= 1
 
 
@@ -134,7 +135,7 @@ async def test_acknowledged_batches_reach_the_tenant_live_channel(
 ) -> None:
     ingest = await start_ingest(ts_db)
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(live_channel(tenant_id))
+    await pubsub.subscribe(ingest.cfg.common.redis_namespace.live_channel(tenant_id))
     try:
         now = time.time_ns()
         await ingest.write(tenant_id, [point("live_metric", now, 4.0, room="x")])

@@ -14,7 +14,7 @@ from testkit import eventually
 from tsmesh.v1 import common_pb2
 
 from tsmesh_common.config import ConfigError
-from tsmesh_common.redis_keys import LATE_WRITE_SECONDS, data_generation_key, late_generation_key
+from tsmesh_common.redis_keys import LATE_WRITE_SECONDS, RedisNamespace
 from tsmesh_ingest.config import IngestConfig
 from tsmesh_ingest.series_id import series_id
 from tsmesh_ingest.store import WriterHooks
@@ -238,7 +238,8 @@ async def test_a_commit_with_points_older_than_the_late_window_bumps_the_late_ge
     ts_db: Any, start_ingest: Any, tenant_id: str, redis_client: Any
 ) -> None:
     ingest = await start_ingest(ts_db, env={"TSMESH_WRITER_LATE_WINDOW_SECONDS": "120"})
-    late_key, data_key = late_generation_key(tenant_id), data_generation_key(tenant_id)
+    ns = ingest.cfg.common.redis_namespace
+    late_key, data_key = ns.late_generation_key(tenant_id), ns.data_generation_key(tenant_id)
     now = time.time_ns()
     await ingest.write(tenant_id, [point("lategen", now - 10 * 10**9, 1.0)])
     await settled(ingest, 1)
@@ -263,7 +264,17 @@ def test_the_late_window_is_measured_after_the_commit_on_the_writer_clock() -> N
     from tsmesh_ingest.writer import Writer
 
     clock = [1_000 * 10**9]
-    writer = Writer(None, None, "dlq", None, None, None, late_window_seconds=300, clock_ns=lambda: clock[0])  # type: ignore[arg-type]
+    writer = Writer(
+        None,  # type: ignore[arg-type]
+        None,
+        "dlq",
+        None,  # type: ignore[arg-type]
+        None,
+        None,  # type: ignore[arg-type]
+        namespace=RedisNamespace(),
+        late_window_seconds=300,
+        clock_ns=lambda: clock[0],
+    )
 
     def item(tenant: str, *tss: int) -> Item:
         pts = [point("m", t, 1.0) for t in tss]

@@ -10,11 +10,11 @@ from typing import Any
 import asyncpg
 import ingest_harness
 import pytest
+from testkit import fresh_namespace
 from tsmesh.v1 import common_pb2, lifecycle_pb2
 
 from tsmesh_common.context import Principal, principal_var
 from tsmesh_common.errors import InvalidArgument, PermissionDenied
-from tsmesh_common.redis_keys import data_generation_key, late_generation_key
 from tsmesh_ingest.lifecycle import LifecycleServicer
 from tsmesh_ingest.limits import StaticLimits, TenantLimits
 from tsmesh_ingest.partitions import DAY_NS, PartitionManager
@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 ts_db = ingest_harness.ts_db
 DEFAULTS = RetentionDays(raw=7, rollup_1m=30, rollup_1h=365)
+NS = fresh_namespace()
 
 
 def as_caller(tenant_id: str, *scopes: str) -> None:
@@ -41,7 +42,7 @@ async def pool(ts_db: Any) -> AsyncIterator[Any]:
 @pytest.fixture
 def servicer(pool: Any, redis_client: Any) -> LifecycleServicer:
     limits = StaticLimits(TenantLimits(), {"small": TenantLimits(max_active_series=50)})
-    return LifecycleServicer(pool, DEFAULTS, limits, redis_client)
+    return LifecycleServicer(pool, DEFAULTS, limits, redis_client, NS)
 
 
 async def test_retention_set_takes_effect_at_the_next_pass(pool: Any) -> None:
@@ -57,7 +58,7 @@ async def test_retention_set_takes_effect_at_the_next_pass(pool: Any) -> None:
                 "INSERT INTO ts.points VALUES ($1, $2, 1.0)", [(sid, now - 3 * DAY_NS), (sid, now - DAY_NS // 2)]
             )
     audit = RecordingAudit()
-    servicer = LifecycleServicer(pool, DEFAULTS, StaticLimits(TenantLimits()), None, audit=audit)
+    servicer = LifecycleServicer(pool, DEFAULTS, StaticLimits(TenantLimits()), None, NS, audit=audit)
     as_caller("a", "admin")
     before = await servicer.GetRetention(lifecycle_pb2.GetRetentionRequest(), None)
     assert before.tenant.raw_days == 0 and before.defaults.raw_days == 7
@@ -112,7 +113,7 @@ async def test_cardinality_counts_the_callers_series_only(
         await conn.executemany(
             "INSERT INTO ts.series (series_id, tenant_id, metric, labels) VALUES ($1, $2, $3, $4)", rows
         )
-    key = "tsmesh:ingest:active:{small}"
+    key = NS.active_series_key("small")
     await redis_client.delete(key)
     await redis_client.zadd(key, {"1": time.time(), "2": time.time(), "3": time.time() - 7200})
     as_caller("small", "admin")
@@ -175,11 +176,11 @@ async def test_delete_across_rollup_boundaries_leaves_rollups_equal_to_a_recompu
         other_rollups = [r for r in await _rollups(conn) if r[1] == 3]
 
     audit = RecordingAudit()
-    servicer = LifecycleServicer(pool, DEFAULTS, StaticLimits(TenantLimits()), redis_client, audit=audit)
+    servicer = LifecycleServicer(pool, DEFAULTS, StaticLimits(TenantLimits()), redis_client, NS, audit=audit)
     start, end = base + hour - 90 * 10**9 + 3, base + 2 * hour + 30 * 10**9  # mid-minute to mid-minute, over 1h edges
     as_caller("a", "admin")
     selector = common_pb2.Selector(metric="cpu", matchers=[common_pb2.LabelMatcher(name="host", op=1, value="x")])
-    data_key, late_key = data_generation_key("a"), late_generation_key("a")
+    data_key, late_key = NS.data_generation_key("a"), NS.late_generation_key("a")
     before = [await redis_client.get(data_key), await redis_client.get(late_key)]
     answer = await servicer.DeleteSeries(
         lifecycle_pb2.DeleteSeriesRequest(selector=selector, start_ns=start, end_ns=end), None

@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from testkit import fresh_namespace
 
 from tsmesh_common import leanredis
 from tsmesh_common.leanredis import LeanRedis, command
-from tsmesh_common.redis_keys import live_channel
 from tsmesh_ingest.live import LivePublisher
 
 pytestmark = pytest.mark.integration
 
+NS = fresh_namespace()
 FAILURES = "tsmesh_ingest_live_publish_failures_total"
 
 
@@ -38,9 +39,9 @@ async def listening(redis_client: Any) -> AsyncIterator[tuple[str, Any, LivePubl
     """A fresh tenant, a subscription to its live channel and a lean publisher."""
     tenant = f"t-{uuid.uuid4().hex}"
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(live_channel(tenant))
+    await pubsub.subscribe(NS.live_channel(tenant))
     try:
-        yield tenant, pubsub, LivePublisher(redis_client, lean=LeanRedis.from_url("redis://127.0.0.1:6379/0"))
+        yield tenant, pubsub, LivePublisher(redis_client, NS, lean=LeanRedis.from_url("redis://127.0.0.1:6379/0"))
     finally:
         await pubsub.aclose()
 
@@ -78,7 +79,7 @@ async def test_drain_waits_for_what_was_just_published(listening: tuple[str, Any
 
 
 async def test_unreachable_redis_drops_and_counts_without_raising() -> None:
-    publisher = LivePublisher(None, lean=LeanRedis("127.0.0.1", free_port()))
+    publisher = LivePublisher(None, NS, lean=LeanRedis("127.0.0.1", free_port()))
     before = failures()
     publisher.publish("t1", [b"a", b"b"])
     publisher.publish("t1", [b"c"])  # within the retry pause: fails at once, no new attempt
@@ -88,7 +89,7 @@ async def test_unreachable_redis_drops_and_counts_without_raising() -> None:
 
 async def test_more_than_max_pending_in_flight_is_dropped_and_counted() -> None:
     lean = LeanRedis("127.0.0.1", free_port())
-    publisher = LivePublisher(None, max_pending=2, lean=lean)
+    publisher = LivePublisher(None, NS, max_pending=2, lean=lean)
     before = failures()
     publisher.publish("t1", [b"a", b"b"])  # waiting for a connection: in flight
     publisher.publish("t1", [b"c"])  # over the bound: dropped at once

@@ -20,7 +20,7 @@ from testkit import eventually
 from throwaway import ThrowawayRedis
 
 from tsmesh_common.errors import ResourceExhausted
-from tsmesh_common.redis_keys import active_series_key
+from tsmesh_common.redis_keys import RedisNamespace
 from tsmesh_ingest.limits import TenantLimits
 from tsmesh_ingest.series_admission import SeriesAdmission
 
@@ -124,7 +124,7 @@ async def test_the_active_series_limit_holds_while_redis_is_down(
                 return False
 
         await eventually(accepted_again, timeout=10)
-        assert await client.zcard(active_series_key(large)) == 50
+        assert await client.zcard(ingest.cfg.common.redis_namespace.active_series_key(large)) == 50
     finally:
         await client.aclose()
 
@@ -149,7 +149,9 @@ class FlakyRedis:
 
 async def test_an_outage_freezes_the_epoch_so_recently_reported_series_keep_writing() -> None:
     redis, now = FlakyRedis(), [0.0]
-    admission = SeriesAdmission(redis, refresh_seconds=60.0, unchecked_new_series=2, clock=lambda: now[0])
+    admission = SeriesAdmission(
+        redis, RedisNamespace(), refresh_seconds=60.0, unchecked_new_series=2, clock=lambda: now[0]
+    )
     limits = TenantLimits(max_active_series=1_000)
     await admission.admit("t", [1, 2, 3], limits)
     now[0] = 70.0  # the next epoch: the ids move to the previous epoch's set

@@ -13,6 +13,7 @@ import pytest
 from aiokafka.structs import TopicPartition
 from tsmesh.v1 import common_pb2
 
+from tsmesh_common.redis_keys import RedisNamespace
 from tsmesh_ingest.batching import AdaptiveBatcher
 from tsmesh_ingest.series_id import series_id
 from tsmesh_ingest.writer import Writer
@@ -62,7 +63,7 @@ class TrickleConsumer:
 
 
 def collector(consumer: TrickleConsumer, batcher: AdaptiveBatcher) -> Writer:
-    return Writer(consumer, None, "dlq", None, None, batcher)  # type: ignore[arg-type]
+    return Writer(consumer, None, "dlq", None, None, batcher, namespace=RedisNamespace())  # type: ignore[arg-type]
 
 
 async def test_a_trickle_is_gathered_for_the_linger_then_written_before_max_wait() -> None:

@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 from test_query_range import request
 from tsq_support import (
     MINUTE_NS,
+    QUERY_NS,
     REDIS_URL,
     Loader,
     Running,
@@ -21,7 +22,6 @@ from tsq_support import (
 )
 
 from tsmesh_common.breaker import CircuitBreaker
-from tsmesh_common.redis_keys import data_generation_key, late_generation_key
 from tsmesh_query.cache import LruCache
 from tsmesh_query.generation import GenerationReader, Generations
 from tsmesh_query.wiring import create_redis
@@ -126,24 +126,24 @@ async def test_generation_reader_batches_both_generations_and_refuses_junk(
 ) -> None:
     other = f"{tenant_id}-b"
     client = create_redis(REDIS_URL)
-    reader = GenerationReader(client, CircuitBreaker("test-redis", failures=(RedisError, OSError)))
+    reader = GenerationReader(client, CircuitBreaker("test-redis", failures=(RedisError, OSError)), QUERY_NS)
     try:
         await bump(redis_client, tenant_id)
         await bump_late(redis_client, tenant_id)
         await bump_late(redis_client, tenant_id)
         first, second = await asyncio.gather(reader.get(tenant_id), reader.get(other))
         assert first == Generations(1, 2) and second is not None
-        set_now = await redis_client.mget(data_generation_key(other), late_generation_key(other))
+        set_now = await redis_client.mget(QUERY_NS.data_generation_key(other), QUERY_NS.late_generation_key(other))
         assert second == Generations(*map(int, set_now)) and second.data > 2  # missing keys: set (ADR 0305)
         assert reader.reads == 1  # one MGET for both callers
-        await redis_client.set(data_generation_key(other), "junk")
+        await redis_client.set(QUERY_NS.data_generation_key(other), "junk")
         assert await reader.get(other) is None  # unknown: callers bypass the caches
     finally:
         await reader.close()
         await client.aclose()
         await redis_client.delete(
-            data_generation_key(tenant_id),
-            late_generation_key(tenant_id),
-            data_generation_key(other),
-            late_generation_key(other),
+            QUERY_NS.data_generation_key(tenant_id),
+            QUERY_NS.late_generation_key(tenant_id),
+            QUERY_NS.data_generation_key(other),
+            QUERY_NS.late_generation_key(other),
         )

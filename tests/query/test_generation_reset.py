@@ -9,10 +9,9 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from test_query_range import request
-from tsq_support import MINUTE_NS, REDIS_URL, Loader, Running
+from tsq_support import MINUTE_NS, QUERY_NS, REDIS_URL, Loader, Running
 
 from tsmesh_common.breaker import CircuitBreaker
-from tsmesh_common.redis_keys import BUMP_GENERATION_LUA, data_generation_key, late_generation_key
 from tsmesh_query.generation import GenerationReader, Generations
 from tsmesh_query.wiring import create_redis
 
@@ -23,8 +22,8 @@ def total(response) -> float:
 
 async def lose_redis(redis: aioredis.Redis, tenant: str) -> None:
     """What a Redis restart without persistence does to this tenant: its generations and L2 entries go."""
-    l2 = [key async for key in redis.scan_iter(match=f"tsmesh:qc:{{{tenant}}}:*", count=1000)]
-    await redis.delete(data_generation_key(tenant), late_generation_key(tenant), *l2)
+    l2 = [key async for key in redis.scan_iter(match=QUERY_NS.query_cache_pattern(tenant), count=1000)]
+    await redis.delete(QUERY_NS.data_generation_key(tenant), QUERY_NS.late_generation_key(tenant), *l2)
 
 
 async def test_an_answer_cached_before_any_write_is_not_served_after_a_redis_loss(
@@ -41,7 +40,7 @@ async def test_an_answer_cached_before_any_write_is_not_served_after_a_redis_los
 
         sid = await loader.series(tenant_id, "fresh", {})
         await loader.points([(sid, start + 5 * MINUTE_NS, 7.0)], pending=True)  # the writer commits
-        await redis_client.eval(BUMP_GENERATION_LUA, 1, data_generation_key(tenant_id))  # and bumps
+        await redis_client.eval(QUERY_NS.bump_generation_lua, 1, QUERY_NS.data_generation_key(tenant_id))  # and bumps
         await lose_redis(redis_client, tenant_id)
 
         after = await service.stub.QueryRange(req, metadata=service.md(tenant_id), timeout=5)
@@ -63,8 +62,8 @@ async def test_an_immutable_chunk_cached_before_any_late_write_is_not_served_aft
         assert service.components.engine.stats.chunk_misses > 0  # cached; the tenant never wrote late
 
         await loader.points([(sid, start + 30 * MINUTE_NS + 1, 5.0)], pending=True)  # a late point commits
-        for key in (data_generation_key(tenant_id), late_generation_key(tenant_id)):
-            await redis_client.eval(BUMP_GENERATION_LUA, 1, key)
+        for key in (QUERY_NS.data_generation_key(tenant_id), QUERY_NS.late_generation_key(tenant_id)):
+            await redis_client.eval(QUERY_NS.bump_generation_lua, 1, key)
         await lose_redis(redis_client, tenant_id)
 
         after = await service.stub.QueryRange(req, metadata=service.md(tenant_id), timeout=5)
@@ -78,16 +77,16 @@ async def test_the_reader_sets_missing_generations_once_and_past_the_lost_ones(
 ) -> None:
     other = f"{tenant_id}-b"
     client = create_redis(REDIS_URL)
-    reader = GenerationReader(client, CircuitBreaker("test-redis", failures=(RedisError, OSError)))
+    reader = GenerationReader(client, CircuitBreaker("test-redis", failures=(RedisError, OSError)), QUERY_NS)
     try:
-        await redis_client.set(data_generation_key(tenant_id), 5)  # the late key is missing
+        await redis_client.set(QUERY_NS.data_generation_key(tenant_id), 5)  # the late key is missing
         first, second = await asyncio.gather(reader.get(tenant_id), reader.get(other))
         assert reader.reads == 1
         assert first.data == 5 and first.late > 5 and second.data > 5 and second.late > 5
-        stored = await redis_client.mget(late_generation_key(tenant_id), data_generation_key(other))
+        stored = await redis_client.mget(QUERY_NS.late_generation_key(tenant_id), QUERY_NS.data_generation_key(other))
         assert [first.late, second.data] == [int(v) for v in stored]
         assert await reader.get(other) == second  # set once: the next read finds the same value
-        bumped = int(await redis_client.eval(BUMP_GENERATION_LUA, 1, data_generation_key(other)))
+        bumped = int(await redis_client.eval(QUERY_NS.bump_generation_lua, 1, QUERY_NS.data_generation_key(other)))
         await lose_redis(redis_client, other)
         third = await reader.get(other)
         assert third is not None and third.data > bumped and third.late > second.late

@@ -12,10 +12,9 @@ import redis.asyncio as aioredis
 import uvloop
 from test_selectors import EQ, NE, RE, sel
 from tsmesh.v1 import common_pb2, query_pb2
-from tsq_support import Running
+from tsq_support import QUERY_NS, Running
 
 from tsmesh_common.errors import ResourceExhausted, Unauthenticated
-from tsmesh_common.redis_keys import live_channel
 from tsmesh_query import live
 from tsmesh_query.config import QueryLimits, SubscribeConfig
 from tsmesh_query.live import LiveHub
@@ -54,8 +53,8 @@ async def test_subscribers_get_their_tenants_matching_points_only(
     assert first.HasField("heartbeat")
     await asyncio.wait_for(everything.read(), 5)
 
-    await redis_client.publish(live_channel(other), batch(other, "web-1", "web-2").SerializeToString())
-    await redis_client.publish(live_channel(tenant_id), batch(tenant_id, "db-1", "web-7").SerializeToString())
+    await redis_client.publish(QUERY_NS.live_channel(other), batch(other, "web-1", "web-2").SerializeToString())
+    await redis_client.publish(QUERY_NS.live_channel(tenant_id), batch(tenant_id, "db-1", "web-7").SerializeToString())
 
     got = await next_points(web)
     assert [p.labels["host"] for p in got.points] == ["web-7"]
@@ -70,14 +69,14 @@ async def test_subscribers_get_their_tenants_matching_points_only(
 
 
 async def test_slow_subscriber_is_dropped_with_resource_exhausted() -> None:
-    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=4))
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=4), QUERY_NS)
     selector = parse_selector(sel("cpu"), QueryLimits())
     stream = hub.stream("t1", selector)
     assert (await anext(stream)).HasField("heartbeat")
     pending = asyncio.ensure_future(anext(stream))
     await asyncio.sleep(0)
     for _ in range(20):  # the consumer never gets a turn: the queue overflows
-        hub.dispatch(live_channel("t1"), batch("t1", "a").SerializeToString())
+        hub.dispatch(QUERY_NS.live_channel("t1"), batch("t1", "a").SerializeToString())
     with pytest.raises(ResourceExhausted, match="subscriber_queue"):
         await pending
     await stream.aclose()
@@ -92,7 +91,7 @@ async def test_subscribe_needs_a_valid_selector(service: Running) -> None:
 
 
 async def test_fan_out_reaches_exactly_the_matching_selectors_among_many() -> None:
-    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=16))
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=16), QUERY_NS)
     limits = QueryLimits()
     subs = {m: [hub.open("t1", parse_selector(sel(f"m{m}"), limits)) for _ in range(3)] for m in range(200)}
     only_web = hub.open("t1", parse_selector(sel("m7", ("host", RE, "web-.*")), limits))
@@ -107,7 +106,7 @@ async def test_fan_out_reaches_exactly_the_matching_selectors_among_many() -> No
         ],
         series_ids=[1, 2, 3, 4],
     )
-    hub.dispatch(live_channel("t1"), published.SerializeToString())
+    hub.dispatch(QUERY_NS.live_channel("t1"), published.SerializeToString())
 
     def received(sub) -> list[tuple[str, int, int]]:
         out = []
@@ -133,7 +132,7 @@ async def test_fan_out_reaches_exactly_the_matching_selectors_among_many() -> No
 
 
 async def test_revoked_token_ends_its_streams_only() -> None:
-    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=8))
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=8), QUERY_NS)
     selector = parse_selector(sel("cpu"), QueryLimits())
     revoked = hub.stream("t1", selector, token_id="tok-a")
     kept = hub.stream("t1", selector, token_id="tok-b")
@@ -142,19 +141,19 @@ async def test_revoked_token_ends_its_streams_only() -> None:
     hub.revoke("tok-a")
     with pytest.raises(Unauthenticated, match="revoked"):
         await anext(revoked)
-    hub.dispatch(live_channel("t1"), batch("t1", "a").SerializeToString())
+    hub.dispatch(QUERY_NS.live_channel("t1"), batch("t1", "a").SerializeToString())
     assert (await anext(kept)).HasField("points")
     await kept.aclose()
     assert hub.subscriber_count == 0
 
 
 def test_heartbeats_go_to_quiet_subscribers_spread_over_the_period() -> None:
-    hub = LiveHub(aioredis.Redis(), SubscribeConfig(heartbeat_s=0.5))  # 5 ticks of 0.1 s per period
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(heartbeat_s=0.5), QUERY_NS)  # 5 ticks of 0.1 s per period
     busy = hub.open("t1", parse_selector(sel("cpu"), QueryLimits()))
     quiet = [hub.open("t1", parse_selector(sel("mem"), QueryLimits())) for _ in range(9)]
     beating: list[int] = []
     for _ in range(5):  # one period: every quiet one beats once, a fifth of them per tick
-        hub.dispatch(live_channel("t1"), batch("t1", "a").SerializeToString())
+        hub.dispatch(QUERY_NS.live_channel("t1"), batch("t1", "a").SerializeToString())
         assert busy.take()  # points went out: no heartbeat needed
         hub.wheel.tick()
         beating.append(sum(sub.beat for sub in quiet))
@@ -168,13 +167,13 @@ def test_heartbeats_go_to_quiet_subscribers_spread_over_the_period() -> None:
 
 
 def test_a_stream_is_never_quiet_for_more_than_a_period() -> None:
-    hub = LiveHub(aioredis.Redis(), SubscribeConfig(heartbeat_s=0.5))
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(heartbeat_s=0.5), QUERY_NS)
     sub = hub.open("t1", parse_selector(sel("cpu"), QueryLimits()))
     for sent_at in range(5):  # whichever tick of the period its last points went out at
         for _ in range(sent_at):
             hub.wheel.tick()
         sub.take()  # clear any heartbeat so far
-        hub.dispatch(live_channel("t1"), batch("t1", "a").SerializeToString())
+        hub.dispatch(QUERY_NS.live_channel("t1"), batch("t1", "a").SerializeToString())
         assert sub.take()
         ticks = 0
         while not sub.beat:
@@ -184,7 +183,7 @@ def test_a_stream_is_never_quiet_for_more_than_a_period() -> None:
 
 
 async def test_stream_ends_when_its_token_expires() -> None:
-    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=8))
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=8), QUERY_NS)
     stream = hub.stream("t1", parse_selector(sel("cpu"), QueryLimits()), token_id="t", expires_at=time.time() + 0.2)
     assert (await anext(stream)).HasField("heartbeat")
     with pytest.raises(Unauthenticated, match="expired"):
@@ -193,7 +192,7 @@ async def test_stream_ends_when_its_token_expires() -> None:
 
 
 def test_one_tenant_cannot_take_every_slot() -> None:
-    hub = LiveHub(aioredis.Redis(), SubscribeConfig(max_subscribers=10, max_subscribers_per_tenant=2))
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(max_subscribers=10, max_subscribers_per_tenant=2), QUERY_NS)
     selector = parse_selector(sel("cpu"), QueryLimits())
     hub.open("greedy", selector)
     hub.open("greedy", selector)
@@ -203,7 +202,7 @@ def test_one_tenant_cannot_take_every_slot() -> None:
 
 
 async def test_equality_index_finds_one_selector_among_many_on_a_metric() -> None:
-    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=16))
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=16), QUERY_NS)
     limits = QueryLimits()
     by_host = {h: hub.open("t1", parse_selector(sel("cpu", ("host", EQ, f"h{h}")), limits)) for h in range(1000)}
     two_labels = hub.open("t1", parse_selector(sel("cpu", ("dc", EQ, "eu"), ("host", EQ, "h7")), limits))
@@ -217,7 +216,7 @@ async def test_equality_index_finds_one_selector_among_many_on_a_metric() -> Non
             common_pb2.Point(metric="cpu", labels={"dc": "eu"}, timestamp_ns=3, value=3),
         ],
     )
-    hub.dispatch(live_channel("t1"), published.SerializeToString())
+    hub.dispatch(QUERY_NS.live_channel("t1"), published.SerializeToString())
 
     def stamps(sub) -> list[int]:
         return [p.timestamp_ns for r in sub.take() for p in r.points.points]
@@ -232,13 +231,13 @@ async def test_equality_index_finds_one_selector_among_many_on_a_metric() -> Non
 
 
 async def test_batches_waiting_for_a_stream_go_out_as_one_response() -> None:
-    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=8))
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(queue_size=8), QUERY_NS)
     stream = hub.stream("t1", parse_selector(sel("cpu"), QueryLimits()))
     assert (await anext(stream)).HasField("heartbeat")
     first, second = batch("t1", "a", "b"), batch("t1", "c")
     second.accepted_at_ns = first.accepted_at_ns + 5
-    hub.dispatch(live_channel("t1"), first.SerializeToString())
-    hub.dispatch(live_channel("t1"), second.SerializeToString())  # before the stream had a turn
+    hub.dispatch(QUERY_NS.live_channel("t1"), first.SerializeToString())
+    hub.dispatch(QUERY_NS.live_channel("t1"), second.SerializeToString())  # before the stream had a turn
     merged = (await anext(stream)).points
     assert [p.labels["host"] for p in merged.points] == ["a", "b", "c"]
     assert list(merged.series_ids) == [100, 101, 100]
@@ -250,13 +249,13 @@ async def test_feed_through_redis_py_when_the_url_is_not_plain_tcp(
     monkeypatch: pytest.MonkeyPatch, redis_client: aioredis.Redis
 ) -> None:
     monkeypatch.setattr(live, "_plain_tcp", lambda redis: None)  # as for rediss:// and unix sockets
-    hub = LiveHub(aioredis.Redis(), SubscribeConfig())
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(), QUERY_NS)
     follower = asyncio.create_task(hub.follow())
     try:
         await asyncio.wait_for(hub.connected.wait(), 5)
         stream = hub.stream("t-py", parse_selector(sel("cpu"), QueryLimits()))
         assert (await anext(stream)).HasField("heartbeat")
-        await redis_client.publish(live_channel("t-py"), batch("t-py", "x").SerializeToString())
+        await redis_client.publish(QUERY_NS.live_channel("t-py"), batch("t-py", "x").SerializeToString())
         got = await asyncio.wait_for(anext(stream), 5)
         assert [p.labels["host"] for p in got.points.points] == ["x"]
         await stream.aclose()
@@ -270,14 +269,14 @@ def test_lean_feed_runs_on_uvloop() -> None:
     """The service runs on uvloop, whose transports are not asyncio.Transport subclasses."""
 
     async def scenario() -> list[str]:
-        hub = LiveHub(aioredis.Redis(), SubscribeConfig())
+        hub = LiveHub(aioredis.Redis(), SubscribeConfig(), QUERY_NS)
         follower = asyncio.create_task(hub.follow())
         publisher = aioredis.Redis()
         try:
             await asyncio.wait_for(hub.connected.wait(), 5)
             stream = hub.stream("t-uv", parse_selector(sel("cpu"), QueryLimits()))
             await anext(stream)
-            await publisher.publish(live_channel("t-uv"), batch("t-uv", "u").SerializeToString())
+            await publisher.publish(QUERY_NS.live_channel("t-uv"), batch("t-uv", "u").SerializeToString())
             got = await asyncio.wait_for(anext(stream), 5)
             await stream.aclose()
             return [p.labels["host"] for p in got.points.points]

@@ -17,15 +17,19 @@ from typing import Any
 import asyncpg
 import grpc
 import redis.asyncio as aioredis
+from testkit import fresh_namespace
 from tsmesh.v1 import query_pb2_grpc
 
 from tsmesh_common.config import CommonConfig
-from tsmesh_common.redis_keys import data_generation_key, late_generation_key
+from tsmesh_common.redis_keys import RedisNamespace
 from tsmesh_query.config import CacheConfig, DatabaseConfig, QueryConfig, QueryLimits, SubscribeConfig
 from tsmesh_query.wiring import QueryComponents, build, create_redis
 
 HERE = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("TSMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# The query tests' deployment: its services are replicas sharing L2 entries and generations, under
+# a namespace no other stack on the shared Redis uses.
+QUERY_NS = fresh_namespace()
 Database = Any
 TokenMint = Any
 ROOT = HERE.parent.parent
@@ -136,10 +140,10 @@ def query_config(
     limits: QueryLimits | None = None,
     cache: CacheConfig | None = None,
     subscribe: SubscribeConfig | None = None,
+    namespace: RedisNamespace = QUERY_NS,
 ) -> QueryConfig:
-    common = CommonConfig.from_env(
-        {"TSMESH_GRPC_PORT": "0", "TSMESH_REDIS_URL": redis_url}, service="query", grpc_port=0, metrics_port=0
-    )
+    environ = {"TSMESH_GRPC_PORT": "0", "TSMESH_REDIS_URL": redis_url, "TSMESH_REDIS_NAMESPACE": namespace.name}
+    common = CommonConfig.from_env(environ, service="query", grpc_port=0, metrics_port=0)
     url = primary_url or (db.dsn("tsmesh_query") if db else "postgresql://tsmesh_query@127.0.0.1:1/none")
     return QueryConfig(
         common=common,
@@ -175,9 +179,9 @@ async def stop_service(running: Running) -> None:
 
 async def bump(redis: aioredis.Redis, tenant: str) -> None:
     """What the writer does after each commit."""
-    await redis.incr(data_generation_key(tenant))
+    await redis.incr(QUERY_NS.data_generation_key(tenant))
 
 
 async def bump_late(redis: aioredis.Redis, tenant: str) -> None:
     """What the writer does after a commit holding a point older than ``LATE_WRITE_SECONDS``."""
-    await redis.incr(late_generation_key(tenant))
+    await redis.incr(QUERY_NS.late_generation_key(tenant))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
 from tsmesh_common.grpc_tuning import LB_POLICIES, GrpcTuning
+from tsmesh_common.redis_keys import DEFAULT_NAMESPACE, RedisNamespace
 
 T = TypeVar("T")
 
@@ -109,7 +110,7 @@ class Env:
 
 @dataclass(frozen=True)
 class CommonConfig:
-    """Settings every service shares: mode, logging, tracing, Redis and how to reach auth."""
+    """Settings every service shares: mode, logging, tracing, Redis (and its namespace) and how to reach auth."""
 
     service: str
     production: bool
@@ -125,6 +126,7 @@ class CommonConfig:
     jwt_audience: str
     otlp_endpoint: str | None
     grpc: GrpcTuning = field(default_factory=GrpcTuning)
+    redis_namespace: RedisNamespace = field(default_factory=RedisNamespace)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, service: str, grpc_port: int, metrics_port: int) -> CommonConfig:
@@ -147,7 +149,17 @@ class CommonConfig:
             jwt_audience=env.get_str("TSMESH_JWT_AUDIENCE", "tsmesh"),
             otlp_endpoint=env.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
             grpc=_grpc_tuning(env),
+            redis_namespace=redis_namespace(env),
         )
+
+
+def redis_namespace(env: Env) -> RedisNamespace:
+    """``TSMESH_REDIS_NAMESPACE``: what every Redis key and channel of the deployment starts with."""
+    name = env.get_str("TSMESH_REDIS_NAMESPACE", DEFAULT_NAMESPACE)
+    try:
+        return RedisNamespace(name)
+    except ValueError as exc:
+        raise ConfigError("TSMESH_REDIS_NAMESPACE", str(exc)) from None
 
 
 def _grpc_tuning(env: Env) -> GrpcTuning:

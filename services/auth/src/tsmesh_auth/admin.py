@@ -102,7 +102,7 @@ async def _dispatch(args: argparse.Namespace, cfg: AuthConfig, pool: Any, redis:
     audit_keys = AuditKeys.from_kek(encryption)
     audit = AuditLog(pool, audit_keys)
     directory = Directory(pool, PasswordHasher(cfg.bcrypt_cost))
-    tokens = ApiTokenStore(pool, audit, RedisRevocationPublisher(redis))
+    tokens = ApiTokenStore(pool, audit, RedisRevocationPublisher(redis, cfg.common.redis_namespace.revocation_channel))
     command = args.command
     if command == "create-tenant":
         tenant_id, created = await directory.create_tenant(args.name, if_not_exists=args.if_not_exists)

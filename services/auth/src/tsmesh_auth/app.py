@@ -25,7 +25,6 @@ from tsmesh_auth.tokens import AccessTokenIssuer
 from tsmesh_common.authn import SCOPES, Authenticator, AuthenticatorConfig
 from tsmesh_common.context import Principal
 from tsmesh_common.errors import FailedPrecondition
-from tsmesh_common.redis_keys import REVOCATION_CHANNEL
 from tsmesh_common.server import GrpcApp
 
 
@@ -99,7 +98,7 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
     audit = AuditLog(pool, audit_keys)
     checkpointer = Checkpointer(audit.head, CheckpointExporter(audit_keys, cfg.audit_checkpoint_dir))
     directory = Directory(pool, hasher)
-    remote = RedisRevocationPublisher(redis)
+    remote = RedisRevocationPublisher(redis, cfg.common.redis_namespace.revocation_channel)
     tokens = ApiTokenStore(
         pool,
         audit,
@@ -129,7 +128,7 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
         pool,
         directory,
         hasher,
-        LoginThrottle(redis, policy),
+        LoginThrottle(redis, policy, cfg.common.redis_namespace),
         issuer,
         audit,
         publisher,
@@ -156,7 +155,10 @@ def create_app(parts: AuthParts, pubsub_redis: Any | None) -> GrpcApp:
     app.run_in_background(parts.checkpointer.run_forever(parts.config.audit_checkpoint_seconds), "audit-checkpoint")
     if pubsub_redis is not None:
         app.run_in_background(
-            parts.authenticator.follow_revocations(pubsub_redis, REVOCATION_CHANNEL), "revocation-feed"
+            parts.authenticator.follow_revocations(
+                pubsub_redis, parts.config.common.redis_namespace.revocation_channel
+            ),
+            "revocation-feed",
         )
     app.on_shutdown(parts.tokens.drain)
     return app

@@ -7,8 +7,6 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter
 
-from tsmesh_common.redis_keys import REVOCATION_CHANNEL
-
 log = logging.getLogger(__name__)
 
 PUBLISH_FAILURES = Counter("tsmesh_auth_revocation_publish_failures_total", "Revocation events not published")
@@ -21,9 +19,9 @@ class RevocationPublisher(Protocol):
 
 
 class RedisRevocationPublisher:
-    """PUBLISH ``"<token_id> <until>"`` on ``REVOCATION_CHANNEL`` (the contract)."""
+    """PUBLISH ``"<token_id> <until>"`` on the namespace's revocation channel (the contract)."""
 
-    def __init__(self, redis: Any, channel: str = REVOCATION_CHANNEL) -> None:
+    def __init__(self, redis: Any, channel: str) -> None:
         self._redis = redis
         self._channel = channel
 

@@ -24,7 +24,7 @@ from tsmesh_auth.audit import AuditEvent, AuditLog
 from tsmesh_auth.directory import Directory
 from tsmesh_auth.passwords import PasswordHasher, normalize_email
 from tsmesh_auth.revocations import RevocationPublisher
-from tsmesh_auth.throttle import LoginThrottle, attempt_keys
+from tsmesh_auth.throttle import LoginThrottle
 from tsmesh_auth.tokens import AccessTokenIssuer, IssuedToken
 from tsmesh_common.errors import InvalidArgument, Unauthenticated
 from tsmesh_common.identity import login_identity
@@ -81,7 +81,7 @@ class Sessions:
         if not password or len(password) > 1024:
             raise InvalidArgument("password", "is required (at most 1024 characters)")
         email = normalize_email(email)
-        attempt = attempt_keys(login_identity(tenant, email), client_address)
+        attempt = self._throttle.attempt(login_identity(tenant, email), client_address)
         await self._throttle.reserve(attempt)
         user = await self._directory.login_user(tenant, email)
         usable = user is not None and not user.disabled

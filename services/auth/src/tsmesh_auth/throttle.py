@@ -30,10 +30,9 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from tsmesh_common.errors import ResourceExhausted
+from tsmesh_common.redis_keys import RedisNamespace
 
 log = logging.getLogger(__name__)
-
-KEY_PREFIX = "tsmesh:auth:loginfail:"
 
 # KEYS = pair, account, address; ARGV = now, window, then (free, cap) for each key in that order,
 # then the base delay. Returns "0" when the attempt is reserved (all three counted), else the
@@ -103,24 +102,35 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 
-def attempt_keys(identity: str, address: str) -> Attempt:
-    """The keys for the canonical login ``identity`` tried from client ``address``."""
+def attempt_keys(identity: str, address: str, prefix: str) -> Attempt:
+    """The keys (under ``prefix``) for the canonical login ``identity`` tried from client ``address``."""
     return Attempt(
-        pair=f"{KEY_PREFIX}pair:{_digest(identity, address)}",
-        account=f"{KEY_PREFIX}acct:{_digest(identity)}",
-        address=f"{KEY_PREFIX}addr:{address}",
+        pair=f"{prefix}pair:{_digest(identity, address)}",
+        account=f"{prefix}acct:{_digest(identity)}",
+        address=f"{prefix}addr:{address}",
     )
 
 
 class LoginThrottle:
     """Reserves login attempts; fails open (with a warning) when Redis is unreachable."""
 
-    def __init__(self, redis: Any, policy: ThrottlePolicy, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        policy: ThrottlePolicy,
+        namespace: RedisNamespace,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._redis = redis
+        self._prefix = namespace.login_failure_prefix
         self._policy = policy
         self._clock = clock
         self._window = int(max(policy.max_delay_seconds * 2, policy.max_account_delay_seconds * 2, 3600))
         self._shas: dict[str, str] = {}
+
+    def attempt(self, identity: str, address: str) -> Attempt:
+        """The counters of the canonical login ``identity`` tried from client ``address``."""
+        return attempt_keys(identity, address, self._prefix)
 
     async def _run(self, script: str, attempt: Attempt, *args: Any) -> Any:
         keys = (attempt.pair, attempt.account, attempt.address)

@@ -26,7 +26,6 @@ from tsmesh_common.config import load_or_exit
 from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.logs import configure_logging
 from tsmesh_common.ratelimit import RateLimiter
-from tsmesh_common.redis_keys import REVOCATION_CHANNEL
 from tsmesh_common.tracing import setup_tracing
 from tsmesh_gateway import tally
 from tsmesh_gateway.compression import GzipWhenAccepted
@@ -74,15 +73,17 @@ def build_app(parts: Parts) -> Starlette:
     cfg = parts.cfg
     principals = PrincipalCache(parts.authenticator)
     caching = cfg.cache_ttl_seconds > 0 and cfg.cache_max_bytes > 0
+    namespace = cfg.common.redis_namespace
     # the feed needs the lean client's subscriptions (a redis:// URL); otherwise every read goes to Redis
     feed = None
     if caching and parts.lean_redis is not None:
         lean = parts.lean_redis
         feed = GenerationFeed(
-            lambda channel, on_message, on_lost: lean.subscribe(channel, on_message, on_lost, client_name=FEED_NAME)
+            lambda channel, on_message, on_lost: lean.subscribe(channel, on_message, on_lost, client_name=FEED_NAME),
+            namespace,
         )
     cache = MicroCache(
-        GenerationReader(parts.lean_redis or parts.redis),
+        GenerationReader(parts.lean_redis or parts.redis, namespace),
         ttl=cfg.cache_ttl_seconds,
         max_bytes=cfg.cache_max_bytes,
         feed=feed,
@@ -108,7 +109,7 @@ def build_app(parts: Parts) -> Starlette:
             await listener.start()
         watchdog = asyncio.get_running_loop().create_task(deps.watchdog.run(), name="body-watchdog")
         follower = asyncio.get_running_loop().create_task(
-            parts.authenticator.follow_revocations(parts.redis, REVOCATION_CHANNEL), name="revocations"
+            parts.authenticator.follow_revocations(parts.redis, namespace.revocation_channel), name="revocations"
         )
         flusher = asyncio.get_running_loop().create_task(tally.flush_every(1.0), name="metric-tallies")
         tasks = [flusher, follower, watchdog]
@@ -175,7 +176,7 @@ def connect(cfg: GatewayConfig) -> Parts:
     authenticator = Authenticator(
         AuthenticatorConfig(issuer=cfg.common.jwt_issuer, audience=cfg.common.jwt_audience), source, source
     )
-    limiter = RateLimiter(redis, prefix="tsmesh:gw:rl")
+    limiter = RateLimiter(redis, prefix=cfg.common.redis_namespace.gateway_rate_prefix)
     return Parts(cfg, upstreams, authenticator, limiter, redis, LeanRedis.from_url(cfg.common.redis_url))
 
 

@@ -1,7 +1,7 @@
 """Tenants' data generations followed from Redis pub/sub, so the micro-cache's hit path reads no Redis.
 
-Every value a generation key takes is announced on ``GENERATION_CHANNEL`` by the script that sets it
-(``BUMP_GENERATION_LUA``, ``INIT_GENERATIONS_LUA``; ``tsmesh_common.redis_keys``). While this feed's
+Every value a generation key takes is announced on the namespace's generation channel by the script
+that sets it (``bump_generation_lua``, ``init_generations_lua``; ``tsmesh_common.redis_keys``). While this feed's
 subscription is up, it keeps the current generation of each tenant it has been asked about:
 
 - the first value of a tenant comes from a normal read (:class:`~tsmesh_gateway.microcache.GenerationReader`)
@@ -28,7 +28,7 @@ from typing import Protocol
 
 from prometheus_client import Counter, Gauge
 
-from tsmesh_common.redis_keys import GENERATION_CHANNEL, data_generation_key
+from tsmesh_common.redis_keys import RedisNamespace
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ FEED_RESETS = Counter(
 )
 
 FEED_NAME = "tsmesh-gateway-generation-feed"  # the subscription's name in Redis's CLIENT LIST
-_PREFIX = data_generation_key("").encode()[:-1]  # b"tsmesh:gen:{"
 STABLE_SECONDS = 5.0  # a subscription lost sooner than this is retried with backoff
 
 
@@ -64,12 +63,15 @@ class GenerationFeed:
     def __init__(
         self,
         subscribe: Subscribe,
+        namespace: RedisNamespace,
         *,
         ping_seconds: float = 1.0,
         ping_timeout: float = 2.0,
         max_tenants: int = 100_000,
     ) -> None:
         self._subscribe = subscribe
+        self._channel = namespace.generation_channel
+        self._prefix = namespace.data_generation_key("").encode()[:-1]  # b"<namespace>:gen:{"
         self._ping_seconds = ping_seconds
         self._ping_timeout = ping_timeout
         self._max_tenants = max_tenants
@@ -105,12 +107,13 @@ class GenerationFeed:
             self._values[tenant_id] = value
 
     def _message(self, data: bytes) -> None:
-        """``b"<value> tsmesh:gen:{<tenant>}"``; other keys (late generations) and tenants nobody
+        """``b"<value> <namespace>:gen:{<tenant>}"``; other keys (late generations) and tenants nobody
         asked about are ignored."""
         value, _, key = data.partition(b" ")
-        if not key.startswith(_PREFIX) or not key.endswith(b"}"):
+        prefix = self._prefix
+        if not key.startswith(prefix) or not key.endswith(b"}"):
             return
-        tenant = key[len(_PREFIX) : -1].decode("utf-8", "replace")
+        tenant = key[len(prefix) : -1].decode("utf-8", "replace")
         if tenant not in self._tracked:
             return
         try:
@@ -144,9 +147,7 @@ class GenerationFeed:
         while True:
             epoch = self._epoch + 1
             try:
-                subscription = await self._subscribe(
-                    GENERATION_CHANNEL, self._message, functools.partial(self._end, epoch)
-                )
+                subscription = await self._subscribe(self._channel, self._message, functools.partial(self._end, epoch))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis unreachable: reads go to Redis meanwhile

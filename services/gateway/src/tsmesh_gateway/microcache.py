@@ -8,7 +8,7 @@ Redis: concurrent reads share one in-flight MGET, and each waiter joins only a r
 arrived. Without Redis the cache is bypassed.
 
 A missing generation key (a tenant never written, or Redis restarted without persistence) is set to
-the Redis server's clock by ``INIT_GENERATIONS_LUA`` and read as that value, never as a constant: an
+the Redis server's clock by the namespace's ``init_generations_lua`` and read as that value, never as a constant: an
 answer cached before the loss must not match again (ADR 0305). Only a read that found a key missing
 runs the script.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from tsmesh_common.redis_keys import INIT_GENERATIONS_LUA, data_generation_key
+from tsmesh_common.redis_keys import RedisNamespace
 from tsmesh_gateway.compression import gzip_body
 from tsmesh_gateway.generation_feed import GenerationFeed
 from tsmesh_gateway.tally import TallyCounter
@@ -69,8 +69,10 @@ class GenerationReader:
     reads of one tenant in one batch share ONE future (no per-request future or task).
     """
 
-    def __init__(self, redis: Any, timeout: float = 0.25) -> None:
+    def __init__(self, redis: Any, namespace: RedisNamespace, timeout: float = 0.25) -> None:
         self._redis = redis
+        self._key = namespace.data_generation_key
+        self._init_script = namespace.init_generations_lua
         self._timeout = timeout
         self._pending: dict[str, _Shared] = {}
         self._busy = False
@@ -108,7 +110,7 @@ class GenerationReader:
 
     async def _fetch(self, batch: dict[str, _Shared]) -> None:
         tenants = list(batch)
-        keys = [data_generation_key(t) for t in tenants]
+        keys = [self._key(t) for t in tenants]
         try:
             async with asyncio.timeout(self._timeout):
                 if len(keys) == 1:
@@ -117,7 +119,7 @@ class GenerationReader:
                     values = await self._redis.mget(keys)
                 missing = [i for i, value in enumerate(values) if value is None]
                 if missing:
-                    found = await self._redis.eval(INIT_GENERATIONS_LUA, len(missing), *(keys[i] for i in missing))
+                    found = await self._redis.eval(self._init_script, len(missing), *(keys[i] for i in missing))
                     for i, value in zip(missing, found, strict=True):
                         values[i] = value
         except Exception as exc:  # noqa: BLE001 - every waiter gets the failure

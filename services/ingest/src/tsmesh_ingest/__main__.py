@@ -20,7 +20,6 @@ from tsmesh_common.authn import Authenticator, AuthenticatorConfig, GrpcAuthSour
 from tsmesh_common.client import create_channel
 from tsmesh_common.config import load_or_exit
 from tsmesh_common.logs import configure_logging
-from tsmesh_common.redis_keys import REVOCATION_CHANNEL
 from tsmesh_common.server import run, serve
 from tsmesh_common.tracing import setup_tracing
 from tsmesh_ingest.config import IngestConfig
@@ -52,7 +51,9 @@ async def _serve(cfg: IngestConfig) -> None:
         await channel.close(None)
 
     runtime.app.on_shutdown(close_clients)
-    runtime.app.run_in_background(authenticator.follow_revocations(redis, REVOCATION_CHANNEL), "revocations")
+    runtime.app.run_in_background(
+        authenticator.follow_revocations(redis, common.redis_namespace.revocation_channel), "revocations"
+    )
     await runtime.start()
     await serve(runtime.app, common)
 

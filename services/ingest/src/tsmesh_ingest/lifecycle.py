@@ -23,7 +23,7 @@ from tsmesh.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 
 from tsmesh_common.context import current_principal
 from tsmesh_common.errors import InvalidArgument, Unavailable
-from tsmesh_common.redis_keys import BUMP_GENERATION_LUA, data_generation_key, late_generation_key
+from tsmesh_common.redis_keys import RedisNamespace
 from tsmesh_ingest.limits import LimitsProvider
 from tsmesh_ingest.retention import RetentionDays
 from tsmesh_ingest.rollups import RollupRefresher
@@ -88,6 +88,7 @@ class LifecycleServicer(lifecycle_pb2_grpc.DataLifecycleServiceServicer):
         defaults: RetentionDays,
         limits: LimitsProvider,
         redis: Any,
+        namespace: RedisNamespace,
         *,
         refresher: RollupRefresher | None = None,
         audit: AuditSink | None = None,
@@ -101,6 +102,7 @@ class LifecycleServicer(lifecycle_pb2_grpc.DataLifecycleServiceServicer):
         self._defaults = defaults
         self._limits = limits
         self._redis = redis
+        self._namespace = namespace
         self._window = active_window_seconds
 
     async def GetRetention(self, request: lifecycle_pb2.GetRetentionRequest, context: Any) -> lifecycle_pb2.Retention:
@@ -140,7 +142,7 @@ class LifecycleServicer(lifecycle_pb2_grpc.DataLifecycleServiceServicer):
             labels = await conn.fetch(_TOP_LABELS, tenant_id, limit)
             total = await conn.fetchval("SELECT count(*) FROM ts.series WHERE tenant_id = $1", tenant_id)
         now = time.time()
-        active = await self._redis.zcount(f"tsmesh:ingest:active:{{{tenant_id}}}", now - self._window, "+inf")
+        active = await self._redis.zcount(self._namespace.active_series_key(tenant_id), now - self._window, "+inf")
         return lifecycle_pb2.Cardinality(
             series_per_metric=[lifecycle_pb2.MetricSeries(metric=r["metric"], series=r["n"]) for r in per_metric],
             top_labels=[lifecycle_pb2.LabelValuesCount(label=r["label"], values=r["n"]) for r in labels],
@@ -196,8 +198,9 @@ class LifecycleServicer(lifecycle_pb2_grpc.DataLifecycleServiceServicer):
 
     async def _bump(self, tenant_id: str) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.eval(BUMP_GENERATION_LUA, 1, data_generation_key(tenant_id))
-            pipe.eval(BUMP_GENERATION_LUA, 1, late_generation_key(tenant_id))
+            ns = self._namespace
+            pipe.eval(ns.bump_generation_lua, 1, ns.data_generation_key(tenant_id))
+            pipe.eval(ns.bump_generation_lua, 1, ns.late_generation_key(tenant_id))
             await pipe.execute()
 
     async def _retention(self, conn: Any, tenant_id: str) -> lifecycle_pb2.Retention:

@@ -16,7 +16,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from tsmesh_common.leanredis import LeanRedis, command
-from tsmesh_common.redis_keys import live_channel
+from tsmesh_common.redis_keys import RedisNamespace
 from tsmesh_ingest.metrics import LIVE_PUBLISH_FAILURES
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,11 @@ class LivePublisher:
     counted in ``tsmesh_ingest_live_publish_failures_total``.
     """
 
-    def __init__(self, redis: Any, max_pending: int = 1000, lean: LeanRedis | None = None) -> None:
+    def __init__(
+        self, redis: Any, namespace: RedisNamespace, max_pending: int = 1000, lean: LeanRedis | None = None
+    ) -> None:
         self._redis = redis
+        self._channel = namespace.live_channel
         self._lean = lean
         self._max_pending = max_pending
         self._queued: list[tuple[str, bytes]] = []
@@ -50,7 +53,7 @@ class LivePublisher:
             if lean.in_flight + len(batches) > self._max_pending:
                 LIVE_PUBLISH_FAILURES.inc(len(batches))
                 return
-            channel = live_channel(tenant_id).encode()
+            channel = self._channel(tenant_id).encode()
             for value in batches:
                 self._last = reply = lean.send(command(b"PUBLISH", channel, value))
                 reply.add_done_callback(self._published)
@@ -58,7 +61,7 @@ class LivePublisher:
         if len(self._queued) + len(batches) > self._max_pending:
             LIVE_PUBLISH_FAILURES.inc(len(batches))
             return
-        channel_name = live_channel(tenant_id)
+        channel_name = self._channel(tenant_id)
         self._queued.extend((channel_name, value) for value in batches)
         if self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(self._send())

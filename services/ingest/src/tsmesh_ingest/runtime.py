@@ -126,9 +126,10 @@ async def build_runtime(
     runtime = IngestRuntime(cfg=cfg, app=app)
     if cfg.runs_api:
         runtime.producer = PointProducer(cfg.kafka)
-        runtime.live = LivePublisher(redis, lean=LeanRedis.from_url(cfg.common.redis_url))
-        limiter = RateLimiter(redis, prefix="tsmesh:ingest:rate")
-        series = SeriesAdmission(redis, unchecked_new_series=cfg.unchecked_new_series)
+        namespace = cfg.common.redis_namespace
+        runtime.live = LivePublisher(redis, namespace, lean=LeanRedis.from_url(cfg.common.redis_url))
+        limiter = RateLimiter(redis, prefix=namespace.ingest_rate_prefix)
+        series = SeriesAdmission(redis, namespace, unchecked_new_series=cfg.unchecked_new_series)
         admission = Admission(StaticLimits(cfg.limits, cfg.limit_overrides), limiter, series)
         validator = Validator(cfg.validation, SeriesIdCache())
         servicer = IngestServicer(validator, admission, runtime.producer, runtime.live)
@@ -174,6 +175,7 @@ async def build_runtime(
             redis,
             batcher,
             retry_max_seconds=w.retry_max_seconds,
+            namespace=cfg.common.redis_namespace,
             hooks=hooks,
             late_window_seconds=w.late_window_s,
         )
@@ -183,7 +185,9 @@ async def build_runtime(
         defaults = RetentionDays(w.raw_days, w.rollup_1m_days, w.rollup_1h_days)
         runtime.retention = Retention(runtime.pool, runtime.partitions, defaults)
         limits = StaticLimits(cfg.limits, cfg.limit_overrides)
-        lifecycle = LifecycleServicer(runtime.pool, defaults, limits, redis, refresher=runtime.refresher, audit=audit)
+        lifecycle = LifecycleServicer(
+            runtime.pool, defaults, limits, redis, cfg.common.redis_namespace, refresher=runtime.refresher, audit=audit
+        )
         app.add_service(LIFECYCLE_SERVICE, lambda server: add_lifecycle(lifecycle, server))
     app.on_shutdown(runtime.close)
     return runtime

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from tsmesh_common.errors import ResourceExhausted
 from tsmesh_common.ratelimit import LocalGcra
-from tsmesh_common.redis_keys import active_series_key, series_creation_key
+from tsmesh_common.redis_keys import RedisNamespace
 from tsmesh_ingest.limits import TenantLimits
 from tsmesh_ingest.metrics import LIMITS_UNCHECKED, REQUESTS_LIMITED
 
@@ -95,6 +95,7 @@ class SeriesAdmission:
     def __init__(
         self,
         redis: Any,
+        namespace: RedisNamespace,
         *,
         window_seconds: float = 3600.0,
         refresh_seconds: float = 60.0,
@@ -105,6 +106,7 @@ class SeriesAdmission:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._script = redis.register_script(SERIES_LUA)
+        self._namespace = namespace
         self._window = window_seconds
         self._refresh = refresh_seconds
         self._max_tracked = max_tracked
@@ -154,7 +156,7 @@ class SeriesAdmission:
     async def _shared(self, tenant_id: str, fresh: set[int], limits: TenantLimits) -> Any:
         interval_us = max(1, round(1_000_000 / limits.new_series_per_second))
         return await self._script(
-            keys=[active_series_key(tenant_id), series_creation_key(tenant_id)],
+            keys=[self._namespace.active_series_key(tenant_id), self._namespace.series_creation_key(tenant_id)],
             args=[
                 time.time(),
                 self._window,

@@ -32,12 +32,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 from tsmesh.v1 import common_pb2
 
-from tsmesh_common.redis_keys import (
-    BUMP_GENERATION_LUA,
-    LATE_WRITE_SECONDS,
-    data_generation_key,
-    late_generation_key,
-)
+from tsmesh_common.redis_keys import LATE_WRITE_SECONDS, RedisNamespace
 from tsmesh_ingest.batching import AdaptiveBatcher
 from tsmesh_ingest.db import is_transient
 from tsmesh_ingest.metrics import CONSUMER_LAG, DB_RETRIES, DLQ_TOTAL, GENERATION_RETRIES
@@ -66,6 +61,7 @@ class Writer:
         redis: Any,
         batcher: AdaptiveBatcher,
         *,
+        namespace: RedisNamespace,
         retry_max_seconds: float = 5.0,
         hooks: WriterHooks | None = None,
         late_window_seconds: float = LATE_WRITE_SECONDS,
@@ -76,6 +72,7 @@ class Writer:
         self._dlq_topic = dlq_topic
         self._store = store
         self._redis = redis
+        self._namespace = namespace
         self._batcher = batcher
         self._retry_max = retry_max_seconds
         self._hooks = hooks or WriterHooks()
@@ -253,14 +250,15 @@ class Writer:
             return
         tenants = sorted({item.tenant_id for item in items})
         late = self.late_tenants(items)
+        ns = self._namespace
         delay = 0.05
         while True:
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for tenant in tenants:
-                        pipe.eval(BUMP_GENERATION_LUA, 1, data_generation_key(tenant))
+                        pipe.eval(ns.bump_generation_lua, 1, ns.data_generation_key(tenant))
                         if tenant in late:
-                            pipe.eval(BUMP_GENERATION_LUA, 1, late_generation_key(tenant))
+                            pipe.eval(ns.bump_generation_lua, 1, ns.late_generation_key(tenant))
                     await pipe.execute()
                 return
             except (RedisError, OSError) as exc:

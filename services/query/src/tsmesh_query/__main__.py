@@ -9,7 +9,6 @@ from tsmesh_common.authn import Authenticator, AuthenticatorConfig, GrpcAuthSour
 from tsmesh_common.client import create_channel
 from tsmesh_common.config import load_or_exit
 from tsmesh_common.logs import configure_logging
-from tsmesh_common.redis_keys import REVOCATION_CHANNEL
 from tsmesh_common.server import run, serve
 from tsmesh_common.tracing import setup_tracing
 from tsmesh_query.config import QueryConfig
@@ -29,7 +28,9 @@ async def _main() -> None:
     redis = create_redis(common.redis_url)
     audit = AuditReporter(channel)
     components = build(cfg, authenticator, redis, audit=audit)
-    components.app.run_in_background(authenticator.follow_revocations(redis, REVOCATION_CHANNEL), "revocations")
+    components.app.run_in_background(
+        authenticator.follow_revocations(redis, common.redis_namespace.revocation_channel), "revocations"
+    )
 
     async def close_channel() -> None:
         await audit.drain()

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from tsmesh_common.breaker import CircuitBreaker
 from tsmesh_common.errors import Unavailable
+from tsmesh_common.redis_keys import RedisNamespace
 from tsmesh_query.metrics import CACHE_BYTES, CACHE_ERRORS, CACHE_EVICTIONS, CACHE_REQUESTS
 
 log = logging.getLogger(__name__)
@@ -81,17 +82,17 @@ class LruCache(Generic[V]):
         self._gauge.set(self.bytes)
 
 
-def redis_key(tenant: str, key: str) -> str:
+def redis_key(namespace: RedisNamespace, tenant: str, key: str) -> str:
     """The L2 key of a cache key: tenant in clear (hash-tagged), the rest hashed to a fixed length."""
-    digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
-    return f"tsmesh:qc:{{{tenant}}}:{digest}"
+    return namespace.query_cache_key(tenant, hashlib.blake2b(key.encode(), digest_size=16).hexdigest())
 
 
 class RedisCache:
     """L2: chunk blobs in Redis with a TTL; any Redis failure degrades to a miss."""
 
-    def __init__(self, redis: Redis, breaker: CircuitBreaker, max_entry_bytes: int) -> None:
+    def __init__(self, redis: Redis, breaker: CircuitBreaker, max_entry_bytes: int, namespace: RedisNamespace) -> None:
         self._redis = redis
+        self._namespace = namespace
         self._breaker = breaker
         self._max_entry = max_entry_bytes
         self._hit = CACHE_REQUESTS.labels("l2", "hit")
@@ -102,7 +103,7 @@ class RedisCache:
     async def get_many(self, tenant: str, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        names = [redis_key(tenant, k) for k in keys]
+        names = [redis_key(self._namespace, tenant, k) for k in keys]
         try:
             values: list[Any] = await self._breaker.call(lambda: self._redis.mget(names))
         except (RedisError, OSError, Unavailable) as exc:
@@ -124,7 +125,7 @@ class RedisCache:
         async def write() -> None:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key, blob, ttl in kept:
-                    pipe.set(redis_key(tenant, key), blob, ex=ttl)
+                    pipe.set(redis_key(self._namespace, tenant, key), blob, ex=ttl)
                 await pipe.execute()
 
         try:

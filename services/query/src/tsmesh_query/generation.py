@@ -9,7 +9,7 @@ per-command pool and retry machinery: this read happens on every QueryRange call
 unreachable the generations are unknown (``None``) and callers bypass the caches.
 
 A missing key (a tenant never written, or Redis restarted without persistence) is set to the
-Redis server's clock by ``INIT_GENERATIONS_LUA`` and read as that value, never as 0: an entry
+Redis server's clock by the namespace's ``init_generations_lua`` and read as that value, never as 0: an entry
 cached under a generation from before a loss must not match again (ADR 0305). Only a read that
 found a key missing runs the script; the usual read is the one MGET.
 """
@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from tsmesh_common.breaker import CircuitBreaker
 from tsmesh_common.errors import Unavailable
 from tsmesh_common.leanredis import command
-from tsmesh_common.redis_keys import INIT_GENERATIONS_LUA, data_generation_key, late_generation_key
+from tsmesh_common.redis_keys import RedisNamespace
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,6 @@ LONE_IDLE_TICKS = 2
 BATCH_MAX_TICKS = 128
 
 
-_INIT_SCRIPT = INIT_GENERATIONS_LUA.encode()
-
-
 class Generations(NamedTuple):
     """A tenant's generations: ``data`` moves on every commit, ``late`` on commits of late points."""
 
@@ -57,8 +54,10 @@ class Generations(NamedTuple):
 class GenerationReader:
     """``await get(tenant)`` -> the tenant's current generations, or None if Redis is down."""
 
-    def __init__(self, redis: Redis, breaker: CircuitBreaker) -> None:
+    def __init__(self, redis: Redis, breaker: CircuitBreaker, namespace: RedisNamespace) -> None:
         self._redis = redis
+        self._namespace = namespace
+        self._init_script = namespace.init_generations_lua.encode()
         self._breaker = breaker
         self._waiting: dict[str, list[asyncio.Future[Generations | None]]] = {}
         self._in_flight = False
@@ -119,8 +118,9 @@ class GenerationReader:
 
     async def _read(self, tenants: list[str]) -> list[Generations | None]:
         keys: list[str] = []
+        ns = self._namespace
         for tenant in tenants:
-            keys += (data_generation_key(tenant), late_generation_key(tenant))
+            keys += (ns.data_generation_key(tenant), ns.late_generation_key(tenant))
         self.reads += 1
         try:
             raw = await self._breaker.call(lambda: self._fetch(keys))
@@ -140,7 +140,7 @@ class GenerationReader:
         missing = [i for i, value in enumerate(values) if value is None]
         if missing:
             count = str(len(missing)).encode()
-            found = await self._command(command(b"EVAL", _INIT_SCRIPT, count, *(encoded[i] for i in missing)))
+            found = await self._command(command(b"EVAL", self._init_script, count, *(encoded[i] for i in missing)))
             for i, value in zip(missing, found, strict=True):
                 values[i] = value
         return values

@@ -29,7 +29,7 @@ from tsmesh.v1 import common_pb2, query_pb2
 
 from tsmesh_common.errors import ResourceExhausted, Unauthenticated
 from tsmesh_common.leanredis import command
-from tsmesh_common.redis_keys import LIVE_PATTERN, tenant_of_live_channel
+from tsmesh_common.redis_keys import RedisNamespace
 from tsmesh_query.config import SubscribeConfig
 from tsmesh_query.metrics import LIVE_BATCHES, LIVE_DELAY, SUBSCRIBERS, SUBSCRIBERS_DROPPED
 from tsmesh_query.selectors import Selector
@@ -322,7 +322,7 @@ class _FeedProtocol(asyncio.Protocol):
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         auth = command(b"AUTH", *self._auth) if self._auth else b""
-        tcp.write(auth + command(b"PSUBSCRIBE", LIVE_PATTERN.encode()))
+        tcp.write(auth + command(b"PSUBSCRIBE", self._hub.live_pattern.encode()))
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -355,8 +355,10 @@ class _FeedProtocol(asyncio.Protocol):
 class LiveHub:
     """The process-wide live feed and its subscribers."""
 
-    def __init__(self, redis: Redis, cfg: SubscribeConfig) -> None:
+    def __init__(self, redis: Redis, cfg: SubscribeConfig, namespace: RedisNamespace) -> None:
         self._redis = redis
+        self.live_pattern = namespace.live_pattern
+        self._tenant_of = namespace.tenant_of_live_channel
         self._cfg = cfg
         self._index: dict[str, dict[str, _MetricIndex]] = {}
         self._subs: set[Subscription] = set()
@@ -451,7 +453,7 @@ class LiveHub:
 
     def dispatch(self, channel: str, data: bytes) -> None:
         """Fan one published PointBatch out to the channel tenant's matching subscribers."""
-        by_metric = self._index.get(tenant_of_live_channel(channel))
+        by_metric = self._index.get(self._tenant_of(channel))
         if not by_metric:
             return
         batch = common_pb2.PointBatch.FromString(data)
@@ -506,7 +508,7 @@ class LiveHub:
         """The feed through redis-py (TLS or unix-socket URLs)."""
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.psubscribe(LIVE_PATTERN)
+            await pubsub.psubscribe(self.live_pattern)
             self.connected.set()
             while True:
                 # the raw reply (no per-message dict): [b"pmessage", pattern, channel, data]

@@ -59,13 +59,14 @@ def build(
     ``clock`` (ns) decides which chunks are past the late-arrival window; benchmarks compress time.
     """
     db = Database(cfg.database)
+    namespace = cfg.common.redis_namespace
     redis_breaker = CircuitBreaker("redis", failures=(RedisError, OSError), failure_threshold=3, reset_seconds=2.0)
     l1: LruCache[bytes] = LruCache("l1", cfg.cache.l1_max_bytes // 2)
     results: LruCache[bytes] = LruCache("l1_results", cfg.cache.l1_max_bytes // 2)
-    l2 = RedisCache(redis, redis_breaker, cfg.cache.l2_max_entry_bytes) if cfg.cache.l2_enabled else None
-    generations = GenerationReader(redis, redis_breaker)
+    l2 = RedisCache(redis, redis_breaker, cfg.cache.l2_max_entry_bytes, namespace) if cfg.cache.l2_enabled else None
+    generations = GenerationReader(redis, redis_breaker, namespace)
     engine = RangeEngine(db, cfg.limits, cfg.cache, l1, results, l2, generations, clock)
-    hub = LiveHub(redis, cfg.subscribe)
+    hub = LiveHub(redis, cfg.subscribe, namespace)
     if authenticator is not None:
         authenticator.on_revocation(hub.revoke)
     app = GrpcApp(authenticator, audit=audit, tuning=cfg.common.grpc)
