@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from tsmesh_auth.callers import reporter_var
 from tsmesh_common.context import request_id_var
 
 GENESIS = b"\x00" * 32
@@ -33,6 +34,9 @@ class AuditEvent:
     client_address: str = ""
     detail: str = ""
     request_id: str | None = None
+    # the authenticated service that reported the event or vouched for its client address (ADR 0107);
+    # None: the service of the current call
+    reporter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ def chain_hash(prev_hash: bytes, at: datetime, fields: dict[str, str]) -> bytes:
 
 
 def _fields(event: AuditEvent) -> dict[str, str]:
-    return {
+    fields = {
         "action": event.action[:MAX_FIELD],
         "outcome": event.outcome[:MAX_FIELD],
         "tenant_id": event.tenant_id[:MAX_FIELD],
@@ -64,6 +68,10 @@ def _fields(event: AuditEvent) -> dict[str, str]:
         "request_id": (event.request_id if event.request_id is not None else request_id_var.get() or "")[:MAX_FIELD],
         "detail": event.detail[:MAX_FIELD],
     }
+    reporter = (event.reporter if event.reporter is not None else reporter_var.get())[:MAX_FIELD]
+    if reporter:  # hashed only when set: rows written before the column existed verify unchanged
+        fields["reporter"] = reporter
+    return fields
 
 
 class AuditLog:
@@ -84,8 +92,9 @@ class AuditLog:
             await conn.execute(
                 """
                 INSERT INTO auth.audit_log
-                    (at, action, outcome, tenant_id, actor, client_address, request_id, detail, prev_hash, hash)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                    (at, action, outcome, tenant_id, actor, client_address, request_id, detail, prev_hash, hash,
+                     reporter)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                 """,
                 at,
                 fields["action"],
@@ -97,6 +106,7 @@ class AuditLog:
                 fields["detail"],
                 prev_hash,
                 chain_hash(prev_hash, at, fields),
+                fields.get("reporter", ""),
             )
 
     async def verify(self) -> VerifyResult:
@@ -105,13 +115,16 @@ class AuditLog:
         prev_hash = GENESIS
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             async for row in conn.cursor(
-                "SELECT id, at, action, outcome, tenant_id, actor, client_address, request_id, detail, prev_hash, hash"
+                "SELECT id, at, action, outcome, tenant_id, actor, client_address, request_id, detail, prev_hash, hash,"
+                " reporter"
                 " FROM auth.audit_log ORDER BY id",
                 prefetch=1000,
             ):
                 rows += 1
                 fields = {k: row[k] for k in ("action", "outcome", "tenant_id", "actor", "client_address")}
                 fields.update(request_id=row["request_id"], detail=row["detail"])
+                if row["reporter"]:
+                    fields["reporter"] = row["reporter"]
                 expected = chain_hash(prev_hash, row["at"], fields)
                 if bytes(row["prev_hash"]) != prev_hash or bytes(row["hash"]) != expected:
                     return VerifyResult(ok=False, rows=rows, first_bad_id=int(row["id"]))
