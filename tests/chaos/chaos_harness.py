@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
-from throwaway import TansuBroker, ThrowawayPostgres, free_port, wait_for_port
+from throwaway import TansuBroker, ThrowawayPostgres
 
 PG_CTL = "/usr/lib/postgresql/15/bin/pg_ctl"
 
@@ -95,29 +95,6 @@ class PausableBroker(TansuBroker):
 
     def resume(self) -> None:
         os.kill(self._proc.pid, signal.SIGCONT)
-
-
-class PrivateRedis:
-    """A redis-server of our own on a free port (no persistence), stoppable and restartable."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        self._proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait(10)
 
 
 def private_postgres() -> ThrowawayPostgres:

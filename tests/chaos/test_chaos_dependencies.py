@@ -24,7 +24,6 @@ import ingest_harness
 from chaos_harness import (
     Load,
     PausableBroker,
-    PrivateRedis,
     chaos_long,
     check_exactly_once,
     pg_stop,
@@ -32,7 +31,7 @@ from chaos_harness import (
     report,
 )
 from ingest_harness import Ingest, ingest_env, point
-from testkit import eventually
+from testkit import PrivateRedis, eventually
 from throwaway import ThrowawayPostgres
 
 from tsmesh_common.server import create_server
