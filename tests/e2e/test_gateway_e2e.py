@@ -154,3 +154,24 @@ async def test_login_token_write_query_and_live_stream(stack: Stack) -> None:
         refused = await http.post("/v1/query/latest", json={"selector": {"metric": metric}}, headers=api)
         assert refused.status_code == 401
         await ws_proto.close()
+
+
+async def test_auth_believes_the_gateway_about_the_client_address(stack: Stack) -> None:
+    """Out of the box, the stack's gateway proves itself to auth (ADR 0107): the login it forwards is
+    audited as reported by the gateway, with the gateway's view of the client."""
+    import asyncpg
+
+    email = f"nobody-{uuid.uuid4().hex[:8]}@example.com"
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer = await client.post(
+            f"{stack.gateway_url}/v1/auth/login", json={"tenant": DEMO_TENANT, "email": email, "password": "x" * 12}
+        )
+    assert answer.status_code == 401, answer.text
+    conn = await asyncpg.connect(stack.database_url("postgres"))
+    try:
+        row = await conn.fetchrow(
+            "SELECT reporter, client_address FROM auth.audit_log WHERE actor = $1 ORDER BY id DESC LIMIT 1", email
+        )
+    finally:
+        await conn.close()
+    assert row is not None and row["reporter"] == "gateway" and row["client_address"] == "127.0.0.1"
