@@ -381,7 +381,7 @@ class GrpcAuthSource:
 
     async def list_revocations(self) -> Sequence[tuple[str, float]]:
         entries: list[tuple[str, float]] = []
-        page_token = ""
+        page_token = ""  # nosec B105 # a position in the list, not a secret
         while True:
             response = await self._stub.ListRevocations(
                 auth_pb2.ListRevocationsRequest(page_token=page_token), timeout=self._timeout
