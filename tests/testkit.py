@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from throwaway import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP_SQL = (ROOT / "deploy" / "postgres" / "bootstrap.sql").read_text()
@@ -134,26 +132,3 @@ class TokenMint:
 
         config = AuthenticatorConfig(issuer=self.issuer, audience=self.audience)
         return Authenticator(config, self.jwks, NoIntrospection())
-
-
-class PrivateRedis:
-    """A redis-server of our own on a free port (no persistence), stoppable and restartable."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        self._proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait(10)

@@ -9,7 +9,8 @@ from typing import Any
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from testkit import PrivateRedis, eventually
+from testkit import eventually
+from throwaway import ThrowawayRedis
 from tsmesh.v1 import auth_pb2, auth_pb2_grpc
 
 from tsmesh_auth.config import AuthConfig
@@ -71,8 +72,8 @@ async def test_the_revocation_list_is_paged_and_holds_only_unexpired_tokens(auth
 
 
 @pytest.fixture
-async def private_redis() -> AsyncIterator[PrivateRedis]:
-    redis = PrivateRedis()
+async def private_redis() -> AsyncIterator[ThrowawayRedis]:
+    redis = ThrowawayRedis()
     try:
         yield redis
     finally:
@@ -80,7 +81,7 @@ async def private_redis() -> AsyncIterator[PrivateRedis]:
 
 
 @pytest.fixture
-async def outage_server(auth_env: dict[str, str], private_redis: PrivateRedis) -> AsyncIterator[AuthServer]:
+async def outage_server(auth_env: dict[str, str], private_redis: ThrowawayRedis) -> AsyncIterator[AuthServer]:
     """Auth on a Redis of its own (stoppable), republishing owed revocations every 0.1 s."""
     cfg = AuthConfig.from_env({**auth_env, "TSMESH_AUTH_REVOCATION_RETRY_SECONDS": "0.1"})
     pool = await create_pool(cfg.database_url, 5)
@@ -105,7 +106,7 @@ async def _published(server: AuthServer, token_id: str) -> bool:
 
 
 async def test_a_revocation_made_while_redis_is_down_is_refused_everywhere_once_it_is_back(
-    outage_server: AuthServer, private_redis: PrivateRedis
+    outage_server: AuthServer, private_redis: ThrowawayRedis
 ) -> None:
     pair = await _session(outage_server)
     mesh = _mesh(outage_server.channel)

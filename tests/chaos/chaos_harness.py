@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
-from throwaway import TansuBroker, ThrowawayPostgres
-
-PG_CTL = "/usr/lib/postgresql/15/bin/pg_ctl"
+from throwaway import TansuBroker
 
 chaos_long = pytest.mark.skipif(
     os.environ.get("TSMESH_CHAOS_LONG") != "1", reason="long chaos scenario: run by `make chaos`"
@@ -79,14 +76,6 @@ async def check_exactly_once(
     assert not missing, f"{len(missing)} acknowledged points were not stored"
 
 
-def pg_stop(pg: ThrowawayPostgres, mode: str = "fast") -> None:
-    """Stop a private cluster (``immediate`` is a crash)."""
-    args = [PG_CTL, "-D", str(pg.data), "-m", mode, "-w", "stop"]
-    if os.geteuid() == 0:
-        args = ["runuser", "-u", "postgres", "--", *args]
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=pg.dir)
-
-
 class PausableBroker(TansuBroker):
     """A private bundled broker that can be made unreachable (SIGSTOP) without losing its log."""
 
@@ -95,8 +84,3 @@ class PausableBroker(TansuBroker):
 
     def resume(self) -> None:
         os.kill(self._proc.pid, signal.SIGCONT)
-
-
-def private_postgres() -> ThrowawayPostgres:
-    """A private cluster; synchronous commits, so an immediate stop loses no acknowledged commit."""
-    return ThrowawayPostgres({"synchronous_commit": "on"})
