@@ -56,7 +56,7 @@ class Stack:
         self.gateway_ready_path: str | None = None
         self.pg_host, self.pg_port = stack_checks.pg_address(cfg)
         self.kafka_bootstrap = cfg.kafka_bootstrap or f"127.0.0.1:{cfg.kafka_port}"
-        # Each service's credential towards auth, fresh per stack and never written out (ADR 0107):
+        # Each service's credential towards auth, fresh per stack and never written out (ADR 0108):
         # auth believes the gateway's x-client-address and the services' audit reports only with it.
         self._service_secrets = {
             module_of(svc).removeprefix("tsmesh_"): secrets.token_urlsafe(32) for svc in SERVICES if svc != "auth"

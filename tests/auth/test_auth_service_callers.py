@@ -1,5 +1,5 @@
 """Only an authenticated gateway names the client address; only an authenticated service reports
-audit events; the audit log records which service did (ADR 0107)."""
+audit events; the audit log records which service did (ADR 0108)."""
 
 from __future__ import annotations
 

@@ -304,7 +304,7 @@ async def test_a_scope_downgrade_ends_live_subscriptions_and_the_socket_follows_
 
 
 async def test_auth_believes_the_gateway_about_the_client_address(stack: Stack) -> None:
-    """Out of the box, the stack's gateway proves itself to auth (ADR 0107): the login it forwards is
+    """Out of the box, the stack's gateway proves itself to auth (ADR 0108): the login it forwards is
     audited as reported by the gateway, with the gateway's view of the client."""
     import asyncpg
 

@@ -275,7 +275,7 @@ async def test_one_ipv6_64_is_one_per_address_budget(gateway_factory) -> None:
 
 
 async def test_the_gateway_proves_itself_to_auth_and_to_auth_only(gateway_factory, mesh) -> None:
-    """Auth believes x-client-address only with the gateway's service credential (ADR 0107); the
+    """Auth believes x-client-address only with the gateway's service credential (ADR 0108); the
     secret never travels to the other upstreams."""
     secret = "gw-" + uuid.uuid4().hex * 2
     gw = await gateway_factory(TSMESH_SERVICE_SECRET=secret)

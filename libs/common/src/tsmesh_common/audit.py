@@ -2,7 +2,7 @@
 
 Every service's interceptor reports PERMISSION_DENIED answers here. The report carries the
 caller's own credentials, so auth attributes the event to the caller's tenant and subject, and the
-reporting service's credential, which auth requires and records (ADR 0107);
+reporting service's credential, which auth requires and records (ADR 0108);
 reports are fire-and-forget with a bound on those in flight, so a flood of refusals never
 slows calls down nor grows memory (the excess is counted and dropped).
 """

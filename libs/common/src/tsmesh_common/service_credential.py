@@ -2,7 +2,7 @@
 
 Auth holds every service's secret (from a Secret) and believes what only a service may say —
 the gateway's ``x-client-address``, audit events reported on a caller's behalf — when the
-credential matches (ADR 0107). The secret is never printed: ``repr`` hides it.
+credential matches (ADR 0108). The secret is never printed: ``repr`` hides it.
 """
 
 from __future__ import annotations

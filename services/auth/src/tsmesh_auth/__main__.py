@@ -5,7 +5,7 @@ python -m tsmesh_auth migrate       apply the schema ``auth`` migrations
 python -m tsmesh_auth admin ...     administration (see ``tsmesh_auth.admin``)
 python -m tsmesh_auth service-credentials DIR NAME...
                                     write a random secret per service into DIR, keeping those present
-                                    (local set-ups: compose; ADR 0107)
+                                    (local set-ups: compose; ADR 0108)
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ from tsmesh.v1 import auth_pb2_grpc
 
 from tsmesh_auth.api_tokens import ApiTokenStore
 from tsmesh_auth.audit import AuditLog
+from tsmesh_auth.audit_checkpoints import Checkpointer, CheckpointExporter
+from tsmesh_auth.audit_keys import AuditKeys
 from tsmesh_auth.callers import ServiceCallers
 from tsmesh_auth.config import AuthConfig
 from tsmesh_auth.directory import Directory
@@ -82,6 +84,7 @@ class AuthParts:
     keyring: KeyRing
     directory: Directory
     audit: AuditLog
+    checkpointer: Checkpointer
     tokens: ApiTokenStore
     sessions: Sessions
     revocations: RevocationList
@@ -91,7 +94,9 @@ class AuthParts:
 
 async def check_migrated(pool: Any) -> None:
     async with pool.acquire() as conn:
-        present = await conn.fetchval("SELECT to_regclass('auth.signing_keys') IS NOT NULL")
+        present = await conn.fetchval(
+            "SELECT to_regclass('auth.signing_keys') IS NOT NULL AND to_regclass('auth.revocations') IS NOT NULL"
+        )
     if not present:
         raise FailedPrecondition("schema auth is not migrated: run `python -m tsmesh_auth migrate` first")
 
@@ -107,7 +112,9 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
     keyring = KeyRing(pool, encryption, max_token_lifetime(cfg))
     await keyring.ensure_signing_key(cfg.production)
     hasher = PasswordHasher(cfg.bcrypt_cost)
-    audit = AuditLog(pool)
+    audit_keys = AuditKeys.from_kek(encryption)
+    audit = AuditLog(pool, audit_keys)
+    checkpointer = Checkpointer(audit.head, CheckpointExporter(audit_keys, cfg.audit_checkpoint_dir))
     directory = Directory(pool, hasher)
     remote = RedisRevocationPublisher(redis)
     revocations = RevocationList(pool, remote)
@@ -150,7 +157,9 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
         reuse_grace_seconds=cfg.refresh_reuse_grace_seconds,
         tokens=tokens,
     )
-    return AuthParts(cfg, pool, keyring, directory, audit, tokens, sessions, revocations, authenticator, hasher)
+    return AuthParts(
+        cfg, pool, keyring, directory, audit, checkpointer, tokens, sessions, revocations, authenticator, hasher
+    )
 
 
 def create_app(parts: AuthParts, pubsub_redis: Any | None) -> GrpcApp:
@@ -171,6 +180,7 @@ def create_app(parts: AuthParts, pubsub_redis: Any | None) -> GrpcApp:
     app.run_in_background(
         parts.revocations.maintain_forever(parts.config.revocation_retry_seconds), "revocation-republish"
     )
+    app.run_in_background(parts.checkpointer.run_forever(parts.config.audit_checkpoint_seconds), "audit-checkpoint")
     if pubsub_redis is not None:
         app.run_in_background(
             parts.authenticator.follow_revocations(pubsub_redis, REVOCATION_CHANNEL), "revocation-feed"

@@ -1,4 +1,4 @@
-"""Which mesh service made a call to auth, from the service credential it presents (ADR 0107).
+"""Which mesh service made a call to auth, from the service credential it presents (ADR 0108).
 
 Only a caller that proves it is the gateway may name the client address (``x-client-address``);
 every other caller is identified by its socket peer. Only an authenticated service may report

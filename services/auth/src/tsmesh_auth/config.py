@@ -54,6 +54,8 @@ class AuthConfig:
     login_max_delay_seconds: float
     login_max_account_delay_seconds: float
     db_pool_size: int
+    audit_checkpoint_dir: Path | None
+    audit_checkpoint_seconds: float
     revocation_retry_seconds: float
     # service name -> SHA-256 of its secret: who may vouch for a client address or report audit events
     service_secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
@@ -101,9 +103,22 @@ class AuthConfig:
                 "TSMESH_AUTH_LOGIN_MAX_ACCOUNT_DELAY_SECONDS", 60.0, minimum=0.0
             ),
             db_pool_size=env.get_int("TSMESH_AUTH_DB_POOL_SIZE", 10, minimum=1, maximum=200),
+            audit_checkpoint_dir=_read_checkpoint_dir(env),
+            audit_checkpoint_seconds=env.get_float("TSMESH_AUTH_AUDIT_CHECKPOINT_SECONDS", 300.0, minimum=1.0),
             revocation_retry_seconds=env.get_float("TSMESH_AUTH_REVOCATION_RETRY_SECONDS", 2.0, minimum=0.1),
             service_secrets=_read_service_secrets(env),
         )
+
+
+def _read_checkpoint_dir(env: Env) -> Path | None:
+    """Where signed audit checkpoints are written as files (besides the log); must be a writable directory."""
+    text = env.raw("TSMESH_AUTH_AUDIT_CHECKPOINT_DIR")
+    if not text:
+        return None
+    path = Path(text)
+    if not path.is_dir():
+        raise ConfigError("TSMESH_AUTH_AUDIT_CHECKPOINT_DIR", "must be an existing directory")
+    return path
 
 
 def _read_service_secrets(env: Env) -> dict[str, bytes]:
