@@ -84,6 +84,9 @@ async def test_rows_with_a_reporter_keep_the_chain_verifiable(auth_server: AuthS
     try:
         await conn.execute("ALTER TABLE auth.audit_log DISABLE TRIGGER audit_log_append_only")
         await conn.execute("UPDATE auth.audit_log SET reporter = 'query' WHERE reporter = 'gateway'")
+        await conn.execute("ALTER TABLE auth.audit_log ENABLE TRIGGER audit_log_append_only")
     finally:
         await conn.close()
-    assert not (await auth_server.parts.audit.verify()).ok
+    tampered = await auth_server.parts.audit.verify()
+    assert not tampered.ok and tampered.first_bad_id is not None
+    assert [p for p in tampered.problems if "do not verify" in p] == list(tampered.problems), tampered.problems
