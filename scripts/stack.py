@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -55,6 +56,11 @@ class Stack:
         self.gateway_ready_path: str | None = None
         self.pg_host, self.pg_port = stack_checks.pg_address(cfg)
         self.kafka_bootstrap = cfg.kafka_bootstrap or f"127.0.0.1:{cfg.kafka_port}"
+        # Each service's credential towards auth, fresh per stack and never written out (ADR 0108):
+        # auth believes the gateway's x-client-address and the services' audit reports only with it.
+        self._service_secrets = {
+            module_of(svc).removeprefix("tsmesh_"): secrets.token_urlsafe(32) for svc in SERVICES if svc != "auth"
+        }
 
     # addresses --------------------------------------------------------------------------------
     def grpc_addr(self, svc: str) -> str:
@@ -111,8 +117,9 @@ class Stack:
         if svc in INGEST_MODES:
             env["TSMESH_INGEST_MODE"] = INGEST_MODES[svc]
         if svc == "auth":
-            # auth listens on 127.0.0.1 behind the gateway, which forwards each caller's address
-            env["TSMESH_AUTH_TRUST_CLIENT_ADDRESS_HEADER"] = "true"
+            env["TSMESH_AUTH_SERVICE_SECRETS"] = ",".join(f"{n}:{s}" for n, s in self._service_secrets.items())
+        else:
+            env["TSMESH_SERVICE_SECRET"] = self._service_secrets[module_of(svc).removeprefix("tsmesh_")]
         return env
 
     def _tool_env(self, svc: str) -> dict[str, str]:

@@ -20,10 +20,14 @@ from tsmesh_auth.config import AuthConfig
 from tsmesh_auth.db import create_pool
 from tsmesh_auth.migrate import upgrade_async
 from tsmesh_common.server import GrpcApp
+from tsmesh_common.service_credential import ServiceCredential
 
 PASSWORD = "correct-horse-battery-staple"
 REDIS_URL = os.environ.get("TSMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 Database = Any  # tests/conftest.py Database: .dsn(role)
+# The mesh services' credentials towards auth, as the test stacks hold them (fresh per test run).
+GATEWAY = ServiceCredential("gateway", base64.urlsafe_b64encode(os.urandom(32)).decode())
+QUERY = ServiceCredential("query", base64.urlsafe_b64encode(os.urandom(32)).decode())
 
 
 def auth_environ(database: Database, **overrides: str) -> dict[str, str]:
@@ -33,7 +37,7 @@ def auth_environ(database: Database, **overrides: str) -> dict[str, str]:
         "TSMESH_REDIS_NAMESPACE": fresh_namespace().name,
         "TSMESH_AUTH_BCRYPT_COST": "4",
         "TSMESH_AUTH_KEK": base64.b64encode(os.urandom(32)).decode(),
-        "TSMESH_AUTH_TRUST_CLIENT_ADDRESS_HEADER": "true",
+        "TSMESH_AUTH_SERVICE_SECRETS": f"{GATEWAY.service}:{GATEWAY.secret},{QUERY.service}:{QUERY.secret}",
         "TSMESH_GRPC_PORT": "0",
         "TSMESH_METRICS_PORT": "0",
     }
@@ -60,8 +64,9 @@ class AuthServer:
     password: str = PASSWORD
 
     def md(self, token: str | None = None) -> tuple[tuple[str, str], ...]:
-        """Call metadata: a unique client address per test (throttling) and the bearer token."""
-        md = [("x-client-address", self.address)]
+        """Call metadata as the gateway sends it: its credential, a unique client address per test
+        (throttling) and the bearer token."""
+        md = [*GATEWAY.metadata(), ("x-client-address", self.address)]
         if token:
             md.append(("authorization", f"Bearer {token}"))
         return tuple(md)

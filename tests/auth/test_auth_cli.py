@@ -132,3 +132,21 @@ async def test_python_m_tsmesh_auth_serves_and_stops_gracefully(migrated) -> Non
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_service_credentials_are_written_once_and_read_by_auth(tmp_path) -> None:
+    """Compose's set-up job: a secret per service, kept on later runs, accepted by AuthConfig."""
+    import subprocess
+    import sys
+
+    from tsmesh_auth.config import AuthConfig
+
+    command = [sys.executable, "-m", "tsmesh_auth", "service-credentials", str(tmp_path), "gateway", "query"]
+    subprocess.run(command, check=True, capture_output=True)
+    first = (tmp_path / "gateway").read_text()
+    subprocess.run(command, check=True, capture_output=True)
+    assert (tmp_path / "gateway").read_text() == first and len(first) >= 32
+    cfg = AuthConfig.from_env({"TSMESH_AUTH_SERVICE_SECRETS_DIR": str(tmp_path)})
+    assert sorted(cfg.service_secrets) == ["gateway", "query"]
+    bad = subprocess.run([*command[:-2], "Not A Name"], capture_output=True)
+    assert bad.returncode == 2

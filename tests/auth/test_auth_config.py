@@ -8,7 +8,6 @@ import os
 import pytest
 
 from tsmesh_auth.config import AuthConfig, parse_kek
-from tsmesh_auth.service import client_address
 from tsmesh_common.config import ConfigError
 
 
@@ -47,19 +46,24 @@ def test_both_kek_sources_is_an_error() -> None:
         AuthConfig.from_env({"TSMESH_AUTH_KEK": kek, "TSMESH_AUTH_KEK_FILE": "/tmp/x"})
 
 
-class _Ctx:
-    def __init__(self, peer: str, md: tuple[tuple[str, str], ...] = ()) -> None:
-        self._peer, self._md = peer, md
+def test_service_secrets_are_kept_as_digests_and_validated(tmp_path) -> None:
+    secret = "s" * 32
+    cfg = AuthConfig.from_env({"TSMESH_AUTH_SERVICE_SECRETS": f"gateway:{secret}, query:{'q' * 40}"})
+    assert sorted(cfg.service_secrets) == ["gateway", "query"]
+    assert secret not in repr(cfg) and secret.encode() not in b"".join(cfg.service_secrets.values())
+    (tmp_path / "gateway").write_text(secret + "\n")
+    (tmp_path / "..data").mkdir()  # a mounted Secret's own entries are skipped
+    assert sorted(AuthConfig.from_env({"TSMESH_AUTH_SERVICE_SECRETS_DIR": str(tmp_path)}).service_secrets) == [
+        "gateway"
+    ]
+    for bad in ("gateway", "gateway:short", f"Gate Way:{secret}"):
+        with pytest.raises(ConfigError, match="TSMESH_AUTH_SERVICE_SECRETS"):
+            AuthConfig.from_env({"TSMESH_AUTH_SERVICE_SECRETS": bad})
+    with pytest.raises(ConfigError, match="TSMESH_AUTH_SERVICE_SECRETS_DIR"):
+        AuthConfig.from_env({"TSMESH_AUTH_SERVICE_SECRETS_DIR": str(tmp_path / "absent")})
 
-    def peer(self) -> str:
-        return self._peer
 
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._md
-
-
-def test_client_address_comes_from_the_transport_unless_the_header_is_trusted() -> None:
-    spoofed = (("x-client-address", "1.2.3.4"),)
-    assert client_address(_Ctx("ipv4:10.0.0.7:5555", spoofed), trust_header=False) == "10.0.0.7"
-    assert client_address(_Ctx("ipv6:[::1]:5555"), trust_header=False) == "::1"
-    assert client_address(_Ctx("ipv4:10.0.0.7:5555", spoofed), trust_header=True) == "1.2.3.4"
+def test_access_tokens_may_not_outlive_the_mesh_wide_maximum() -> None:
+    with pytest.raises(ConfigError, match="TSMESH_AUTH_ACCESS_TTL_SECONDS"):
+        AuthConfig.from_env({"TSMESH_AUTH_ACCESS_TTL_SECONDS": "7200", "TSMESH_JWT_MAX_LIFETIME_SECONDS": "3600"})
+    assert AuthConfig.from_env({}).common.jwt_max_lifetime_seconds == 86_400

@@ -14,7 +14,7 @@ from tsmesh.v1 import auth_pb2
 
 from tsmesh_common.identity import canonical_login_name, login_identity
 
-from .conftest import AuthServer, Database, auth_environ
+from .conftest import GATEWAY, AuthServer, Database, auth_environ
 
 WRONG = "wrong-password-123"
 PAIR_BUDGET = 5
@@ -44,7 +44,7 @@ async def login(server: AuthServer, tenant: str, email: str, password: str, addr
     try:
         await server.stub.Login(
             auth_pb2.LoginRequest(tenant=tenant, email=email, password=password),
-            metadata=(("x-client-address", address),),
+            metadata=(*GATEWAY.metadata(), ("x-client-address", address)),
             timeout=30,
         )
     except grpc.aio.AioRpcError as exc:

@@ -76,7 +76,7 @@ async def test_concurrent_refreshes_in_separate_transactions_at_the_sql_level(au
         parts.sessions._throttle,
         parts.sessions._issuer,
         parts.audit,
-        parts.sessions._publisher,
+        parts.revocations,
         refresh_ttl_seconds=3600,
         reuse_grace_seconds=2.0,
     )

@@ -12,6 +12,7 @@ from tsmesh_common.audit import AuditReporter
 from tsmesh_common.config import CommonConfig
 from tsmesh_common.context import current_principal
 from tsmesh_common.server import GrpcApp, create_server
+from tsmesh_common.service_credential import ServiceCredential
 
 
 class _Audit(auth_pb2_grpc.AuthServiceServicer):
@@ -19,10 +20,12 @@ class _Audit(auth_pb2_grpc.AuthServiceServicer):
 
     def __init__(self) -> None:
         self.received: list[tuple[auth_pb2.ReportAuditEventRequest, str]] = []
+        self.services: list[str] = []
 
     async def ReportAuditEvent(self, request, context):  # type: ignore[no-untyped-def]
         md = dict(context.invocation_metadata())
         self.received.append((request, md.get("authorization", "")))
+        self.services.append(md.get("x-tsmesh-service-credential", ""))
         return auth_pb2.ReportAuditEventResponse()
 
 
@@ -32,7 +35,7 @@ class _ReadOnlyIngest(ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.WriteResponse()
 
 
-async def test_permission_denied_is_reported_with_the_callers_token(token_mint) -> None:
+async def test_permission_denied_is_reported_with_the_callers_token_and_the_services_credential(token_mint) -> None:
     cfg = CommonConfig.from_env({}, service="t", grpc_port=0, metrics_port=0)
     audit_app = GrpcApp(authenticator=None)
     recorder = _Audit()
@@ -41,7 +44,8 @@ async def test_permission_denied_is_reported_with_the_callers_token(token_mint) 
     )
     audit_port = await create_server(audit_app, cfg)
     audit_channel = grpc.aio.insecure_channel(f"127.0.0.1:{audit_port}")
-    app = GrpcApp(token_mint.authenticator(), audit=AuditReporter(audit_channel))
+    credential = ServiceCredential("ingest", "i" * 40)
+    app = GrpcApp(token_mint.authenticator(), audit=AuditReporter(audit_channel, credential=credential))
     app.add_service(
         "tsmesh.v1.IngestService", lambda s: ingest_pb2_grpc.add_IngestServiceServicer_to_server(_ReadOnlyIngest(), s)
     )
@@ -62,6 +66,7 @@ async def test_permission_denied_is_reported_with_the_callers_token(token_mint) 
         assert request.action == "permission_denied"
         assert request.detail.startswith("/tsmesh.v1.IngestService/WriteBatch")
         assert authorization == f"Bearer {token}"
+        assert recorder.services == [f"ingest:{'i' * 40}"]  # auth refuses reports without it (ADR 0108)
     finally:
         await channel.close()
         await app.stop(0)

@@ -43,7 +43,7 @@ def test_compose_names_every_service_with_a_healthcheck() -> None:
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
     for name, svc in services.items():
         if svc.get("restart") == "no":  # one-shot set-up jobs (migrations, topics, tokens) end instead of serving
-            assert svc["command"][0] in ("migrate", "create-topics") or name == "setup", name
+            assert svc["command"][0] in ("migrate", "create-topics", "service-credentials") or name == "setup", name
             continue
         check = svc.get("healthcheck")
         assert check and check["test"][0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"

@@ -353,3 +353,24 @@ async def test_a_promql_selector_subscription_receives_what_the_structured_one_d
             )
             live = await _proto_points(ws_proto, 2)
             assert sorted((dict(p.labels)["host"], p.value) for p in live) == [("web1", 2.0), ("web2", 3.0)]
+
+
+async def test_auth_believes_the_gateway_about_the_client_address(stack: Stack) -> None:
+    """Out of the box, the stack's gateway proves itself to auth (ADR 0108): the login it forwards is
+    audited as reported by the gateway, with the gateway's view of the client."""
+    import asyncpg
+
+    email = f"nobody-{uuid.uuid4().hex[:8]}@example.com"
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer = await client.post(
+            f"{stack.gateway_url}/v1/auth/login", json={"tenant": DEMO_TENANT, "email": email, "password": "x" * 12}
+        )
+    assert answer.status_code == 401, answer.text
+    conn = await asyncpg.connect(stack.database_url("postgres"))
+    try:
+        row = await conn.fetchrow(
+            "SELECT reporter, client_address FROM auth.audit_log WHERE actor = $1 ORDER BY id DESC LIMIT 1", email
+        )
+    finally:
+        await conn.close()
+    assert row is not None and row["reporter"] == "gateway" and row["client_address"] == "127.0.0.1"

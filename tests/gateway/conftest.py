@@ -114,6 +114,7 @@ async def gateway_factory(mesh: Mesh, redis_client: aioredis.Redis) -> AsyncIter
             deadline=cfg.deadline_seconds,
             failures=cfg.breaker_failures,
             reset=cfg.breaker_reset_seconds,
+            auth_credential=cfg.common.service_credential,
         )
         authenticator = Authenticator(
             AuthenticatorConfig(issuer=mesh.mint.issuer, audience=mesh.mint.audience), mesh.mint.jwks, mesh.api

@@ -95,6 +95,11 @@ class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
             raise Unauthenticated("invalid credentials")
         return auth_pb2.LoginResponse(tokens=self._pair(request.tenant))
 
+    async def ListRevocations(
+        self, request: auth_pb2.ListRevocationsRequest, context: Any
+    ) -> auth_pb2.ListRevocationsResponse:
+        return auth_pb2.ListRevocationsResponse()  # nothing revoked durably: tests revoke through events
+
     def _pair(self, tenant: str) -> auth_pb2.TokenPair:
         return auth_pb2.TokenPair(
             access_token=self.mint.token(tenant), refresh_token=f"r-{tenant}", token_type="Bearer", expires_in=300
@@ -336,7 +341,10 @@ async def start_upstreams(mint: Any, api: ApiTokens) -> tuple[GrpcApp, int, Fake
     from tsmesh_common.authn import Authenticator, AuthenticatorConfig
 
     authenticator = Authenticator(AuthenticatorConfig(issuer=mint.issuer, audience=mint.audience), mint.jwks, api)
-    public = frozenset(f"/tsmesh.v1.AuthService/{m}" for m in ("Login", "Refresh", "Logout", "GetJwks", "Introspect"))
+    public = frozenset(
+        f"/tsmesh.v1.AuthService/{m}"
+        for m in ("Login", "Refresh", "Logout", "GetJwks", "Introspect", "ListRevocations")
+    )
     app = GrpcApp(authenticator, public_methods=public)
     auth, ingest, query = FakeAuth(mint, api), FakeIngest(), FakeQuery()
     app.add_service("tsmesh.v1.AuthService", lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(auth, s))

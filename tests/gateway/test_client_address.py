@@ -272,3 +272,23 @@ async def test_one_ipv6_64_is_one_per_address_budget(gateway_factory) -> None:
         rotating = [f"2001:db8:7:7::{i:x}" for i in range(1, 4)]  # one host rotating through its /64
         assert [await status(proxy, address) for address in rotating] == [200, 200, 429]
         assert await status(proxy, "2001:db8:7:8::1") == 200  # the next /64 is another client
+
+
+async def test_the_gateway_proves_itself_to_auth_and_to_auth_only(gateway_factory, mesh) -> None:
+    """Auth believes x-client-address only with the gateway's service credential (ADR 0108); the
+    secret never travels to the other upstreams."""
+    secret = "gw-" + uuid.uuid4().hex * 2
+    gw = await gateway_factory(TSMESH_SERVICE_SECRET=secret)
+    request_id = uuid.uuid4().hex
+    answer = await gw.client.post(
+        "/v1/auth/login",
+        json={"tenant": gw.tenant, "email": "ok@x", "password": "pw"},
+        headers={"x-request-id": request_id},
+    )
+    assert answer.status_code == 200, answer.text
+    seen = [md for name, md in mesh.auth.metadata if name == "Login" and md.get("x-request-id") == request_id]
+    assert [md["x-tsmesh-service-credential"] for md in seen] == [f"gateway:{secret}"]
+    body = {"points": [{"metric": "m", "timestamp_ns": 1, "value": 1}]}
+    write = await gw.client.post("/v1/write", json=body, headers=gw.bearer())
+    assert write.status_code == 200, write.text
+    assert mesh.ingest.metadata and all("x-tsmesh-service-credential" not in md for md in mesh.ingest.metadata)

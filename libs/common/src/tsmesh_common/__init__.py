@@ -18,11 +18,13 @@ __all__ = [  # noqa: RUF022 (grouped by role, not sorted)
     "logs",
     "tracing",
     "migrations",
-    # Who is calling: request context, token authentication, login identities, audit reports
+    # Who is calling: request context, token authentication, login identities, audit reports,
+    # a service's own credential towards auth
     "context",
     "authn",
     "identity",
     "audit",
+    "service_credential",
     # Redis shared between services: key and channel names, the lean connection, rate limits
     "redis_keys",
     "leanredis",

@@ -1,7 +1,8 @@
 """Report refusals to auth's append-only audit log (``AuthService.ReportAuditEvent``).
 
 Every service's interceptor reports PERMISSION_DENIED answers here. The report carries the
-caller's own credentials, so auth attributes the event to the caller's tenant and subject;
+caller's own credentials, so auth attributes the event to the caller's tenant and subject, and the
+reporting service's credential, which auth requires and records (ADR 0108);
 reports are fire-and-forget with a bound on those in flight, so a flood of refusals never
 slows calls down nor grows memory (the excess is counted and dropped).
 """
@@ -16,6 +17,7 @@ from prometheus_client import Counter
 from tsmesh.v1 import auth_pb2, auth_pb2_grpc
 
 from tsmesh_common.client import outgoing_metadata
+from tsmesh_common.service_credential import ServiceCredential
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,16 @@ REPORTS = Counter("tsmesh_audit_reports_total", "Audit events reported to auth",
 class AuditReporter:
     """Sends permission-denied events to auth in the background."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, max_in_flight: int = 64, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        max_in_flight: int = 64,
+        timeout: float = 2.0,
+        credential: ServiceCredential | None = None,
+    ) -> None:
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
+        self._own_metadata = credential.metadata() if credential is not None else ()
         self._max_in_flight = max_in_flight
         self._timeout = timeout
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -50,7 +60,9 @@ class AuditReporter:
 
     async def _send(self, request: auth_pb2.ReportAuditEventRequest, authorization: str) -> None:
         try:
-            await self._stub.ReportAuditEvent(request, timeout=self._timeout, metadata=outgoing_metadata(authorization))
+            await self._stub.ReportAuditEvent(
+                request, timeout=self._timeout, metadata=outgoing_metadata(authorization) + self._own_metadata
+            )
             REPORTS.labels("sent").inc()
         except grpc.aio.AioRpcError as exc:
             REPORTS.labels("failed").inc()

@@ -4,8 +4,13 @@
   ``kid`` triggers a refetch, at most once per ``jwks_refetch_interval``. A token whose signature was
   verified is remembered until it expires (a signature check costs ~0.5 ms here, a hit ~1 µs);
   revocations still apply to remembered tokens, and withdrawing a key from the JWKS forgets them.
+- An access JWT whose lifetime (``exp`` - ``iat``) exceeds
+  ``max_token_lifetime_seconds`` is refused, whoever signed it.
 - API tokens (``tsm_...``) are introspected through auth and cached for a short time; revocation
   events published on Redis evict them at once, and revoked ids are refused until they expire.
+- Revocations are durable in auth (ADR 0106): with a ``RevocationSource`` the list of revoked,
+  unexpired token ids is loaded before the first JWT is accepted and again each time the Redis
+  feed resubscribes, so a restart or a Redis outage never lets a revoked token back in.
 
 Where the keys and introspection answers come from is a narrow ``Protocol``: other services use the
 gRPC implementations below, the auth service plugs in its own store.
@@ -27,6 +32,7 @@ import jwt
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 from tsmesh.v1 import auth_pb2, auth_pb2_grpc
 
+from tsmesh_common.config import CommonConfig
 from tsmesh_common.context import Principal
 from tsmesh_common.errors import Unauthenticated, Unavailable
 
@@ -50,6 +56,12 @@ class IntrospectionSource(Protocol):
     async def introspect(self, token: str) -> Principal | None: ...
 
 
+class RevocationSource(Protocol):
+    """The durable list of revoked token ids not yet expired: (token id, unix expiry) pairs."""
+
+    async def list_revocations(self) -> Sequence[tuple[str, float]]: ...
+
+
 @dataclass(frozen=True)
 class AuthenticatorConfig:
     issuer: str
@@ -59,6 +71,17 @@ class AuthenticatorConfig:
     api_token_cache_size: int = 100_000
     jwks_refetch_interval: float = 1.0
     jwt_cache_size: int = 10_000
+    max_token_lifetime_seconds: float = 86_400.0
+
+    @classmethod
+    def from_common(cls, common: CommonConfig, **overrides: Any) -> AuthenticatorConfig:
+        """The settings every service reads from its environment (issuer, audience, max lifetime)."""
+        return cls(
+            issuer=common.jwt_issuer,
+            audience=common.jwt_audience,
+            max_token_lifetime_seconds=common.jwt_max_lifetime_seconds,
+            **overrides,
+        )
 
 
 class Authenticator:
@@ -70,11 +93,16 @@ class Authenticator:
         jwks: JwksSource,
         introspection: IntrospectionSource,
         clock: Callable[[], float] = time.time,
+        *,
+        revocations: RevocationSource | None = None,
     ) -> None:
         self._config = config
         self._jwks = jwks
         self._introspection = introspection
         self._clock = clock
+        self._revocation_source = revocations
+        self._revocations_loaded = revocations is None
+        self._load_lock = asyncio.Lock()
         self._keys: dict[str, tuple[str, Any]] = {}
         self._last_fetch = float("-inf")
         self._fetch_lock = asyncio.Lock()
@@ -90,6 +118,8 @@ class Authenticator:
         if token.startswith(API_TOKEN_PREFIX):
             principal = await self._api_token(token)
         else:
+            if not self._revocations_loaded:
+                await self._first_load()
             principal = await self._jwt(token)
         if principal.token_id in self._revoked:
             raise Unauthenticated("token revoked")
@@ -133,6 +163,8 @@ class Authenticator:
             raise Unauthenticated("token expired") from None
         except jwt.PyJWTError:
             raise Unauthenticated("invalid token") from None
+        if not self._lifetime_allowed(claims):
+            raise Unauthenticated("invalid token")
         scopes = claims.get("scope", "")
         if not isinstance(scopes, str) or not isinstance(claims["tid"], str) or not claims["tid"]:
             raise Unauthenticated("invalid token")
@@ -144,6 +176,14 @@ class Authenticator:
             token_id=str(claims["jti"]),
             kind="jwt",
         )
+
+    def _lifetime_allowed(self, claims: dict[str, Any]) -> bool:
+        """Whether the token lives no longer than the configured maximum from its issue (PyJWT has
+        already refused an ``iat`` in the future, so a far ``exp`` cannot hide behind a late ``iat``)."""
+        exp, iat = claims["exp"], claims["iat"]
+        if not isinstance(exp, int | float) or not isinstance(iat, int | float):
+            return False
+        return bool(exp - iat <= self._config.max_token_lifetime_seconds + self._config.leeway_seconds)
 
     async def _key(self, kid: str) -> tuple[str, Any] | None:
         key = self._keys.get(kid)
@@ -193,15 +233,51 @@ class Authenticator:
 
     def revoke(self, token_id: str, until: float | None = None) -> None:
         """Refuse a token id from now on (a revocation event); evicts cached answers for it."""
-        self._revoked[token_id] = until if until is not None else self._clock() + 86_400.0
+        self.revoke_many([(token_id, until if until is not None else self._clock() + 86_400.0)])
+
+    def revoke_many(self, entries: Sequence[tuple[str, float]]) -> None:
+        """Refuse each (token id, until) pair; one pass over the caches whatever the number."""
+        if not entries:
+            return
+        ids = set()
+        for token_id, until in entries:
+            self._revoked[token_id] = max(until, self._revoked.get(token_id, until))
+            ids.add(token_id)
         for digest, (principal, _) in list(self._api_cache.items()):
-            if principal.token_id == token_id:
+            if principal.token_id in ids:
                 del self._api_cache[digest]
         now = self._clock()
         for expired in [k for k, v in self._revoked.items() if v <= now]:
             del self._revoked[expired]
-        for callback in self._revocation_callbacks:
-            callback(token_id)
+        for token_id in ids:
+            for callback in self._revocation_callbacks:
+                callback(token_id)
+
+    async def load_revocations(self) -> int:
+        """Load the durable revocation list (start, and after the feed resubscribed); its size."""
+        if self._revocation_source is None:
+            return 0
+        async with self._load_lock:
+            entries = await self._revocation_source.list_revocations()
+            self.revoke_many(entries)
+            self._revocations_loaded = True
+        return len(entries)
+
+    async def _first_load(self) -> None:
+        """No JWT is accepted before the revocation list has been loaded once."""
+        try:
+            await self.load_revocations()
+        except Exception as exc:  # noqa: BLE001 - gRPC or database: either way auth cannot answer now
+            log.warning("revocation list not loaded", extra={"error": type(exc).__name__})
+            raise Unavailable("auth service unreachable") from None
+
+    async def _reload_quietly(self) -> bool:
+        try:
+            await self.load_revocations()
+        except Exception as exc:  # noqa: BLE001 - retried by the feed until it succeeds
+            log.warning("revocation list not reloaded, retrying", extra={"error": type(exc).__name__})
+            return False
+        return True
 
     def on_revocation(self, callback: Callable[[str], None]) -> None:
         """Be told of each revoked token id (the gateway closes that token's sockets)."""
@@ -210,6 +286,8 @@ class Authenticator:
     async def follow_revocations(self, redis: Any, channel: str, poll_seconds: float = 1.0) -> None:
         """Consume revocation events (``<token_id> <until_unix>``) until cancelled; reconnects.
 
+        After each (re)subscription the durable list is reloaded (retried every ``poll_seconds``
+        until it succeeds): whatever was revoked while the feed was away is refused from then on.
         Polls with a timeout and checks for cancellation itself: redis-py can swallow a cancellation
         that lands while it (re)connects, which would otherwise hang a graceful shutdown.
         """
@@ -218,9 +296,12 @@ class Authenticator:
             pubsub = redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(channel)
+                reload_pending = self._revocation_source is not None
                 while True:
                     if task is not None and task.cancelling():
                         raise asyncio.CancelledError
+                    if reload_pending:
+                        reload_pending = not await self._reload_quietly()
                     message = await pubsub.get_message(timeout=poll_seconds)
                     if message is not None:
                         self._revocation_event(message.get("data"))
@@ -275,7 +356,7 @@ def bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str:
 
 
 class GrpcAuthSource:
-    """JWKS and introspection from the auth service over gRPC."""
+    """JWKS, introspection and the revocation list from the auth service over gRPC."""
 
     def __init__(self, channel: grpc.aio.Channel, timeout: float = 2.0) -> None:
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
@@ -297,6 +378,18 @@ class GrpcAuthSource:
             token_id=response.token_id,
             kind="api_token" if response.kind == auth_pb2.TOKEN_KIND_API_TOKEN else "jwt",
         )
+
+    async def list_revocations(self) -> Sequence[tuple[str, float]]:
+        entries: list[tuple[str, float]] = []
+        page_token = ""  # nosec B105 # a position in the list, not a secret
+        while True:
+            response = await self._stub.ListRevocations(
+                auth_pb2.ListRevocationsRequest(page_token=page_token), timeout=self._timeout
+            )
+            entries.extend((r.token_id, float(r.expires_at)) for r in response.revocations)
+            page_token = response.next_page_token
+            if not page_token:
+                return entries
 
 
 def _jwk_fields(key: auth_pb2.Jwk) -> dict[str, str]:

@@ -14,6 +14,7 @@ from typing import NoReturn, TypeVar
 
 from tsmesh_common.grpc_tuning import LB_POLICIES, GrpcTuning
 from tsmesh_common.redis_keys import DEFAULT_NAMESPACE, RedisNamespace
+from tsmesh_common.service_credential import MIN_SECRET_CHARS, ServiceCredential
 
 T = TypeVar("T")
 
@@ -127,6 +128,8 @@ class CommonConfig:
     otlp_endpoint: str | None
     grpc: GrpcTuning = field(default_factory=GrpcTuning)
     redis_namespace: RedisNamespace = field(default_factory=RedisNamespace)
+    jwt_max_lifetime_seconds: int = 86_400
+    service_credential: ServiceCredential | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, service: str, grpc_port: int, metrics_port: int) -> CommonConfig:
@@ -150,6 +153,10 @@ class CommonConfig:
             otlp_endpoint=env.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
             grpc=_grpc_tuning(env),
             redis_namespace=redis_namespace(env),
+            jwt_max_lifetime_seconds=env.get_int(
+                "TSMESH_JWT_MAX_LIFETIME_SECONDS", 86_400, minimum=60, maximum=366 * 86_400
+            ),
+            service_credential=_service_credential(env, service),
         )
 
 
@@ -160,6 +167,27 @@ def redis_namespace(env: Env) -> RedisNamespace:
         return RedisNamespace(name)
     except ValueError as exc:
         raise ConfigError("TSMESH_REDIS_NAMESPACE", str(exc)) from None
+
+
+def _service_credential(env: Env, service: str) -> ServiceCredential | None:
+    """This service's credential towards auth: ``TSMESH_SERVICE_SECRET`` or ``TSMESH_SERVICE_SECRET_FILE``."""
+    inline = env.raw("TSMESH_SERVICE_SECRET")
+    path = env.raw("TSMESH_SERVICE_SECRET_FILE")
+    if inline is not None and path is not None:
+        raise ConfigError("TSMESH_SERVICE_SECRET_FILE", "set either TSMESH_SERVICE_SECRET or its _FILE, not both")
+    variable, secret = "TSMESH_SERVICE_SECRET", inline
+    if path is not None:
+        variable = "TSMESH_SERVICE_SECRET_FILE"
+        try:
+            with open(path, encoding="utf-8") as file:
+                secret = file.read().strip()
+        except OSError as exc:
+            raise ConfigError(variable, f"cannot read the file ({exc.strerror})") from None
+    if secret is None:
+        return None
+    if len(secret) < MIN_SECRET_CHARS or not secret.isascii() or not secret.isprintable():
+        raise ConfigError(variable, f"must be at least {MIN_SECRET_CHARS} printable ASCII characters")
+    return ServiceCredential(service, secret)
 
 
 def _grpc_tuning(env: Env) -> GrpcTuning:

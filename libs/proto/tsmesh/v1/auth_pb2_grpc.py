@@ -87,6 +87,11 @@ class AuthServiceStub:
                 request_serializer=tsmesh_dot_v1_dot_auth__pb2.ReportAuditEventRequest.SerializeToString,
                 response_deserializer=tsmesh_dot_v1_dot_auth__pb2.ReportAuditEventResponse.FromString,
                 _registered_method=True)
+        self.ListRevocations = channel.unary_unary(
+                '/tsmesh.v1.AuthService/ListRevocations',
+                request_serializer=tsmesh_dot_v1_dot_auth__pb2.ListRevocationsRequest.SerializeToString,
+                response_deserializer=tsmesh_dot_v1_dot_auth__pb2.ListRevocationsResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -155,6 +160,14 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRevocations(self, request, context):
+        """Access-token ids revoked and not yet expired (durable; ADR 0106). Authenticators load it at
+        start and each time their revocation feed resubscribes, so no revocation is missed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +220,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ReportAuditEvent,
                     request_deserializer=tsmesh_dot_v1_dot_auth__pb2.ReportAuditEventRequest.FromString,
                     response_serializer=tsmesh_dot_v1_dot_auth__pb2.ReportAuditEventResponse.SerializeToString,
+            ),
+            'ListRevocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevocations,
+                    request_deserializer=tsmesh_dot_v1_dot_auth__pb2.ListRevocationsRequest.FromString,
+                    response_serializer=tsmesh_dot_v1_dot_auth__pb2.ListRevocationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -482,6 +500,33 @@ class AuthService:
             '/tsmesh.v1.AuthService/ReportAuditEvent',
             tsmesh_dot_v1_dot_auth__pb2.ReportAuditEventRequest.SerializeToString,
             tsmesh_dot_v1_dot_auth__pb2.ReportAuditEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tsmesh.v1.AuthService/ListRevocations',
+            tsmesh_dot_v1_dot_auth__pb2.ListRevocationsRequest.SerializeToString,
+            tsmesh_dot_v1_dot_auth__pb2.ListRevocationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,10 @@ class AuthServiceStub:
     RotateApiToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RotateApiTokenRequest, _auth_pb2.RotateApiTokenResponse]
     RevokeApiToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeApiTokenRequest, _auth_pb2.RevokeApiTokenResponse]
     ReportAuditEvent: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ReportAuditEventRequest, _auth_pb2.ReportAuditEventResponse]
+    ListRevocations: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListRevocationsRequest, _auth_pb2.ListRevocationsResponse]
+    """Access-token ids revoked and not yet expired (durable; ADR 0106). Authenticators load it at
+    start and each time their revocation feed resubscribes, so no revocation is missed.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -65,6 +69,10 @@ class AuthServiceAsyncStub(AuthServiceStub):
     RotateApiToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.RotateApiTokenRequest, _auth_pb2.RotateApiTokenResponse]  # type: ignore[assignment]
     RevokeApiToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeApiTokenRequest, _auth_pb2.RevokeApiTokenResponse]  # type: ignore[assignment]
     ReportAuditEvent: _aio.UnaryUnaryMultiCallable[_auth_pb2.ReportAuditEventRequest, _auth_pb2.ReportAuditEventResponse]  # type: ignore[assignment]
+    ListRevocations: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListRevocationsRequest, _auth_pb2.ListRevocationsResponse]  # type: ignore[assignment]
+    """Access-token ids revoked and not yet expired (durable; ADR 0106). Authenticators load it at
+    start and each time their revocation feed resubscribes, so no revocation is missed.
+    """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuthService owns tenants, users, signing keys, API tokens and the audit log.
@@ -141,5 +149,15 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.ReportAuditEventRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.ReportAuditEventResponse, _abc.Awaitable[_auth_pb2.ReportAuditEventResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListRevocations(
+        self,
+        request: _auth_pb2.ListRevocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ListRevocationsResponse, _abc.Awaitable[_auth_pb2.ListRevocationsResponse]]:
+        """Access-token ids revoked and not yet expired (durable; ADR 0106). Authenticators load it at
+        start and each time their revocation feed resubscribes, so no revocation is missed.
+        """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -6,14 +6,14 @@ administrator. After this revision the service role cannot alter auth.audit_log 
 migration that changes the table must be applied by the administrator.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002 (which adds audit_log.reporter while the service role still owns the table)
 """
 
 from alembic import op
 from sqlalchemy import text
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

@@ -71,6 +71,7 @@ class Actor:
 
     subject: str
     client_address: str = ""
+    token_id: str = ""  # the credential the action was made with (API tokens record their creator)
 
 
 def digest(token: str) -> bytes:
@@ -157,8 +158,9 @@ class ApiTokenStore:
         expires_at = datetime.now(UTC) + timedelta(seconds=ttl_seconds) if ttl_seconds else None
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                "INSERT INTO auth.api_tokens (id, tenant_id, name, scopes, secret_hash, created_by, expires_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING "
+                "INSERT INTO auth.api_tokens"
+                " (id, tenant_id, name, scopes, secret_hash, created_by, expires_at, created_by_token)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING "
                 "id, tenant_id, name, scopes, created_at, expires_at, last_used_at, revoked_at",
                 token_id,
                 tenant_id,
@@ -167,6 +169,7 @@ class ApiTokenStore:
                 digest(secret),
                 actor.subject,
                 expires_at,
+                actor.token_id or None,
             )
         await self._audit_action("api_token.create", tenant_id, actor, token_id)
         return _record(row), secret
@@ -216,12 +219,50 @@ class ApiTokenStore:
             )
         if row is None:
             raise PermissionDenied("no such token in your tenant")
+        await self._announce(token_id, _ts(row["expires_at"]))
+        await self._audit_action("api_token.revoke", tenant_id, actor, token_id)
+        await self.revoke_created_by(tenant_id, [token_id], actor)
+        return _record(row)
+
+    async def revoke_created_by(self, tenant_id: str, parents: Sequence[str], actor: Actor) -> tuple[str, ...]:
+        """Revoke every token created with one of ``parents`` (credential ids), and what those
+        created in turn: a credential revoked for cause takes what it made with it (ADR 0106)."""
+        if not parents:
+            return ()
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """
+                WITH RECURSIVE made AS (
+                    SELECT id FROM auth.api_tokens WHERE tenant_id = $1 AND created_by_token = ANY($2::text[])
+                    UNION
+                    SELECT t.id FROM auth.api_tokens t JOIN made ON t.created_by_token = made.id
+                    WHERE t.tenant_id = $1
+                )
+                UPDATE auth.api_tokens SET revoked_at = now()
+                WHERE id IN (SELECT id FROM made) AND revoked_at IS NULL
+                RETURNING id, expires_at
+                """,
+                tenant_id,
+                list(parents),
+            )
+        for row in rows:
+            await self._announce(row["id"], _ts(row["expires_at"]))
+            await self._audit.append(
+                AuditEvent(
+                    action="api_token.revoke",
+                    outcome="cascaded",
+                    tenant_id=tenant_id,
+                    actor=actor.subject,
+                    client_address=actor.client_address,
+                    detail=f"token_id={row['id']} created_by_revoked={','.join(parents)[:200]}",
+                )
+            )
+        return tuple(row["id"] for row in rows)
+
+    async def _announce(self, token_id: str, expires: float | None) -> None:
         self.evict(token_id)
-        expires = _ts(row["expires_at"])
         horizon = self._clock() + REVOKED_ANNOUNCE_SECONDS
         await self._publisher.publish(token_id, min(expires, horizon) if expires else horizon)
-        await self._audit_action("api_token.revoke", tenant_id, actor, token_id)
-        return _record(row)
 
     async def lookup(self, token: str) -> CachedToken | None:
         """The active token behind ``token`` (cached), or None. Never raises for bad input."""

@@ -12,12 +12,13 @@ from tsmesh_auth.api_tokens import ApiTokenStore
 from tsmesh_auth.audit import AuditLog
 from tsmesh_auth.audit_checkpoints import Checkpointer, CheckpointExporter
 from tsmesh_auth.audit_keys import AuditKeys
+from tsmesh_auth.callers import ServiceCallers
 from tsmesh_auth.config import AuthConfig
 from tsmesh_auth.directory import Directory
 from tsmesh_auth.kek import resolve_kek
 from tsmesh_auth.keys import KeyRing
 from tsmesh_auth.passwords import PasswordHasher
-from tsmesh_auth.revocations import RedisRevocationPublisher, RevocationPublisher
+from tsmesh_auth.revocations import Entry, RedisRevocationPublisher, RevocationList, RevocationPublisher
 from tsmesh_auth.service import PUBLIC_METHODS, SERVICE_NAME, AuthServicer, introspected
 from tsmesh_auth.sessions import Sessions
 from tsmesh_auth.throttle import LoginThrottle, ThrottlePolicy
@@ -55,9 +56,22 @@ class LocalThenRedisPublisher:
         self._authenticator = authenticator
         self._remote = remote
 
-    async def publish(self, token_id: str, until: float) -> None:
+    async def publish(self, token_id: str, until: float) -> bool:
         self._authenticator.revoke(token_id, until)
-        await self._remote.publish(token_id, until)
+        return await self._remote.publish(token_id, until)
+
+
+class ListedRevocations:
+    """The revocation source of auth's own authenticator: the table, no network hop."""
+
+    def __init__(self, revocations: RevocationList) -> None:
+        self._revocations = revocations
+
+    async def list_revocations(self) -> list[Entry]:
+        entries: list[Entry] = []
+        while page := await self._revocations.unexpired(entries[-1][0] if entries else ""):
+            entries.extend(page)
+        return entries
 
 
 @dataclass
@@ -72,13 +86,16 @@ class AuthParts:
     checkpointer: Checkpointer
     tokens: ApiTokenStore
     sessions: Sessions
+    revocations: RevocationList
     authenticator: Authenticator
     hasher: PasswordHasher
 
 
 async def check_migrated(pool: Any) -> None:
     async with pool.acquire() as conn:
-        present = await conn.fetchval("SELECT to_regclass('auth.signing_keys') IS NOT NULL")
+        present = await conn.fetchval(
+            "SELECT to_regclass('auth.signing_keys') IS NOT NULL AND to_regclass('auth.revocations') IS NOT NULL"
+        )
     if not present:
         raise FailedPrecondition("schema auth is not migrated: run `python -m tsmesh_auth migrate` first")
 
@@ -99,6 +116,7 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
     checkpointer = Checkpointer(audit.head, CheckpointExporter(audit_keys, cfg.audit_checkpoint_dir))
     directory = Directory(pool, hasher)
     remote = RedisRevocationPublisher(redis, cfg.common.redis_namespace.revocation_channel)
+    revocations = RevocationList(pool, remote)
     tokens = ApiTokenStore(
         pool,
         audit,
@@ -108,11 +126,13 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
         render=introspected,
     )
     authenticator = Authenticator(
-        AuthenticatorConfig(issuer=cfg.common.jwt_issuer, audience=cfg.common.jwt_audience, api_token_cache_seconds=0),
+        AuthenticatorConfig.from_common(cfg.common, api_token_cache_seconds=0),
         keyring,
         StoreIntrospection(tokens),
+        revocations=ListedRevocations(revocations),
     )
     authenticator.on_revocation(tokens.evict)
+    revocations.set_local(authenticator.revoke)
     publisher = LocalThenRedisPublisher(authenticator, remote)
     tokens.set_publisher(publisher)
     policy = ThrottlePolicy(
@@ -131,11 +151,14 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
         LoginThrottle(redis, policy, cfg.common.redis_namespace),
         issuer,
         audit,
-        publisher,
+        revocations,
         refresh_ttl_seconds=cfg.refresh_ttl_seconds,
         reuse_grace_seconds=cfg.refresh_reuse_grace_seconds,
+        tokens=tokens,
     )
-    return AuthParts(cfg, pool, keyring, directory, audit, checkpointer, tokens, sessions, authenticator, hasher)
+    return AuthParts(
+        cfg, pool, keyring, directory, audit, checkpointer, tokens, sessions, revocations, authenticator, hasher
+    )
 
 
 def create_app(parts: AuthParts, pubsub_redis: Any | None) -> GrpcApp:
@@ -147,11 +170,15 @@ def create_app(parts: AuthParts, pubsub_redis: Any | None) -> GrpcApp:
         parts.tokens,
         parts.audit,
         parts.authenticator,
-        trust_client_address_header=parts.config.trust_client_address_header,
+        parts.revocations,
+        ServiceCallers(parts.config.service_secrets),
     )
     app.add_service(SERVICE_NAME, lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server))
     app.run_in_background(parts.keyring.refresh_forever(parts.config.key_refresh_seconds), "signing-key-reload")
     app.run_in_background(parts.sessions.purge_forever(3600.0), "refresh-token-purge")
+    app.run_in_background(
+        parts.revocations.maintain_forever(parts.config.revocation_retry_seconds), "revocation-republish"
+    )
     app.run_in_background(parts.checkpointer.run_forever(parts.config.audit_checkpoint_seconds), "audit-checkpoint")
     if pubsub_redis is not None:
         app.run_in_background(

@@ -21,6 +21,7 @@ import orjson
 
 from tsmesh_auth.audit_checkpoints import Checkpoint
 from tsmesh_auth.audit_keys import AuditKeys
+from tsmesh_auth.callers import reporter_var
 from tsmesh_common.context import request_id_var
 
 GENESIS = b"\x00" * 32
@@ -51,6 +52,9 @@ class AuditEvent:
     client_address: str = ""
     detail: str = ""
     request_id: str | None = None
+    # the authenticated service that reported the event or vouched for its client address (ADR 0108);
+    # None: the service of the current call
+    reporter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ def legacy_hash(prev_hash: bytes, at: datetime, fields: dict[str, str]) -> bytes
 
 
 def _fields(event: AuditEvent) -> dict[str, str]:
-    return {
+    fields = {
         "action": event.action[:MAX_FIELD],
         "outcome": event.outcome[:MAX_FIELD],
         "tenant_id": event.tenant_id[:MAX_FIELD],
@@ -85,6 +89,10 @@ def _fields(event: AuditEvent) -> dict[str, str]:
         "request_id": (event.request_id if event.request_id is not None else request_id_var.get() or "")[:MAX_FIELD],
         "detail": event.detail[:MAX_FIELD],
     }
+    reporter = (event.reporter if event.reporter is not None else reporter_var.get())[:MAX_FIELD]
+    if reporter:  # in the MAC only when set: rows written before the column existed verify unchanged
+        fields["reporter"] = reporter
+    return fields
 
 
 class AuditLog:
@@ -110,14 +118,16 @@ class AuditLog:
             await conn.execute(
                 """
                 INSERT INTO auth.audit_log
-                    (at, action, outcome, tenant_id, actor, client_address, request_id, detail, prev_hash, hash, key_id)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                    (at, action, outcome, tenant_id, actor, client_address, request_id, detail, prev_hash, hash, key_id,
+                     reporter)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                 """,
                 at,
                 *(fields[name] for name in _FIELDS),
                 prev_hash,
                 self.link(prev_hash, at, fields),
                 self._keys.key_id,
+                fields.get("reporter", ""),
             )
 
     async def head(self) -> tuple[int, bytes] | None:
@@ -139,7 +149,7 @@ class AuditLog:
             walk = _Walk(self.link, self._keys.key_id, checkpoints)
             async for row in conn.cursor(
                 "SELECT id, at, action, outcome, tenant_id, actor, client_address, request_id, detail, prev_hash, hash,"
-                " key_id FROM auth.audit_log ORDER BY id",
+                " key_id, reporter FROM auth.audit_log ORDER BY id",
                 prefetch=1000,
             ):
                 walk.row(row)
@@ -187,6 +197,8 @@ class _Walk:
         self.rows += 1
         row_id, stored, key_id = int(row["id"]), bytes(row["hash"]), row["key_id"]
         fields = {name: row[name] for name in _FIELDS}
+        if row["reporter"]:
+            fields["reporter"] = row["reporter"]
         if key_id == "" and not self._keyed:
             expected = legacy_hash(self._prev, row["at"], fields)
         elif key_id == self._key_id:

@@ -6,10 +6,12 @@ import base64
 import binascii
 import contextlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from tsmesh_auth.callers import secret_digest
 from tsmesh_common.config import CommonConfig, ConfigError, Env
+from tsmesh_common.service_credential import MIN_SECRET_CHARS, SERVICE_NAME
 
 DEFAULT_DATABASE_URL = "postgresql://tsmesh_auth@127.0.0.1:5432/tsmesh"
 
@@ -51,28 +53,39 @@ class AuthConfig:
     login_base_delay_seconds: float
     login_max_delay_seconds: float
     login_max_account_delay_seconds: float
-    trust_client_address_header: bool
     db_pool_size: int
     audit_checkpoint_dir: Path | None
     audit_checkpoint_seconds: float
+    revocation_retry_seconds: float
+    # service name -> SHA-256 of its secret: who may vouch for a client address or report audit events
+    service_secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
     @property
     def production(self) -> bool:
         return self.common.production
 
     def __repr__(self) -> str:
-        return f"AuthConfig(database_url=<set>, kek={'<set>' if self.kek else None}, bcrypt_cost={self.bcrypt_cost})"
+        return (
+            f"AuthConfig(database_url=<set>, kek={'<set>' if self.kek else None}, bcrypt_cost={self.bcrypt_cost},"
+            f" services={sorted(self.service_secrets)})"
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> AuthConfig:
         env = Env(environ)
         common = CommonConfig.from_env(environ, service="auth", grpc_port=50053, metrics_port=9103)
+        access_ttl = env.get_int("TSMESH_AUTH_ACCESS_TTL_SECONDS", 900, minimum=30, maximum=86_400)
+        if access_ttl > common.jwt_max_lifetime_seconds:
+            raise ConfigError(
+                "TSMESH_AUTH_ACCESS_TTL_SECONDS",
+                f"must not exceed TSMESH_JWT_MAX_LIFETIME_SECONDS ({common.jwt_max_lifetime_seconds})",
+            )
         return cls(
             common=common,
             database_url=env.get_str("TSMESH_DATABASE_URL", DEFAULT_DATABASE_URL, insecure_default=True),
             kek=_read_kek(env),
             bcrypt_cost=env.get_int("TSMESH_AUTH_BCRYPT_COST", 12, minimum=4, maximum=31),
-            access_ttl_seconds=env.get_int("TSMESH_AUTH_ACCESS_TTL_SECONDS", 900, minimum=30, maximum=86_400),
+            access_ttl_seconds=access_ttl,
             refresh_ttl_seconds=env.get_int("TSMESH_AUTH_REFRESH_TTL_SECONDS", 30 * 86_400, minimum=60),
             refresh_reuse_grace_seconds=env.get_float("TSMESH_AUTH_REFRESH_REUSE_GRACE_SECONDS", 2.0, minimum=0.0),
             api_token_grace_seconds=env.get_int("TSMESH_AUTH_API_TOKEN_GRACE_SECONDS", 3600, minimum=0),
@@ -89,10 +102,11 @@ class AuthConfig:
             login_max_account_delay_seconds=env.get_float(
                 "TSMESH_AUTH_LOGIN_MAX_ACCOUNT_DELAY_SECONDS", 60.0, minimum=0.0
             ),
-            trust_client_address_header=env.get_bool("TSMESH_AUTH_TRUST_CLIENT_ADDRESS_HEADER", False),
             db_pool_size=env.get_int("TSMESH_AUTH_DB_POOL_SIZE", 10, minimum=1, maximum=200),
             audit_checkpoint_dir=_read_checkpoint_dir(env),
             audit_checkpoint_seconds=env.get_float("TSMESH_AUTH_AUDIT_CHECKPOINT_SECONDS", 300.0, minimum=1.0),
+            revocation_retry_seconds=env.get_float("TSMESH_AUTH_REVOCATION_RETRY_SECONDS", 2.0, minimum=0.1),
+            service_secrets=_read_service_secrets(env),
         )
 
 
@@ -105,6 +119,40 @@ def _read_checkpoint_dir(env: Env) -> Path | None:
     if not path.is_dir():
         raise ConfigError("TSMESH_AUTH_AUDIT_CHECKPOINT_DIR", "must be an existing directory")
     return path
+
+
+def _read_service_secrets(env: Env) -> dict[str, bytes]:
+    """``TSMESH_AUTH_SERVICE_SECRETS`` (``name:secret,...``) or ``TSMESH_AUTH_SERVICE_SECRETS_DIR`` (one
+    file per service, named after it: a mounted Secret); kept as digests."""
+    inline = env.raw("TSMESH_AUTH_SERVICE_SECRETS")
+    directory = env.raw("TSMESH_AUTH_SERVICE_SECRETS_DIR")
+    if inline is not None and directory is not None:
+        raise ConfigError("TSMESH_AUTH_SERVICE_SECRETS_DIR", "set either TSMESH_AUTH_SERVICE_SECRETS or its _DIR")
+    pairs: list[tuple[str, str]] = []
+    variable = "TSMESH_AUTH_SERVICE_SECRETS"
+    if inline is not None:
+        for item in inline.split(","):
+            name, sep, secret = item.strip().partition(":")
+            if not sep:
+                raise ConfigError(variable, "must be a comma-separated list of service:secret")
+            pairs.append((name, secret))
+    if directory is not None:
+        variable = "TSMESH_AUTH_SERVICE_SECRETS_DIR"
+        try:
+            files = sorted(p for p in Path(directory).iterdir() if p.is_file() and not p.name.startswith("."))
+            pairs = [(p.name, p.read_text().strip()) for p in files]
+        except OSError as exc:
+            raise ConfigError(variable, f"cannot read the directory ({exc.strerror})") from None
+    digests: dict[str, bytes] = {}
+    for name, secret in pairs:
+        if not SERVICE_NAME.fullmatch(name):
+            raise ConfigError(variable, f"service name {name[:40]!r} must match {SERVICE_NAME.pattern}")
+        if len(secret) < MIN_SECRET_CHARS or not secret.isascii() or not secret.isprintable():
+            raise ConfigError(
+                variable, f"the secret of {name!r} must be at least {MIN_SECRET_CHARS} printable characters"
+            )
+        digests[name] = secret_digest(secret)
+    return digests
 
 
 def _read_kek(env: Env) -> bytes | None:

@@ -9,7 +9,9 @@ from tsmesh.v1 import auth_pb2, auth_pb2_grpc
 
 from tsmesh_auth.api_tokens import Actor, ApiTokenRecord, ApiTokenStore, CachedToken
 from tsmesh_auth.audit import AuditEvent, AuditLog
+from tsmesh_auth.callers import ServiceCallers
 from tsmesh_auth.keys import KeyRing
+from tsmesh_auth.revocations import RevocationList
 from tsmesh_auth.sessions import Sessions, Tokens
 from tsmesh_common.audit import PERMISSION_DENIED_ACTION
 from tsmesh_common.authn import API_TOKEN_PREFIX, MAX_TOKEN_LENGTH, Authenticator
@@ -18,28 +20,13 @@ from tsmesh_common.errors import InvalidArgument, PermissionDenied, Unauthentica
 
 SERVICE_NAME = "tsmesh.v1.AuthService"
 PUBLIC_METHODS = frozenset(
-    f"/{SERVICE_NAME}/{name}" for name in ("Login", "Refresh", "Logout", "GetJwks", "Introspect")
+    f"/{SERVICE_NAME}/{name}" for name in ("Login", "Refresh", "Logout", "GetJwks", "Introspect", "ListRevocations")
 )
-CLIENT_ADDRESS_HEADER = "x-client-address"
+DEFAULT_REVOCATION_PAGE = 10_000
 INACTIVE = auth_pb2.IntrospectResponse(active=False)
 INTROSPECTIONS = Counter("tsmesh_auth_introspections_total", "Introspect answers", ["kind", "active"])
 
 Context = Any
-
-
-def client_address(context: Context, trust_header: bool) -> str:
-    """The caller's IP (from the transport, or from ``x-client-address`` set by a trusted gateway)."""
-    if trust_header:
-        for key, value in context.invocation_metadata() or ():
-            if key == CLIENT_ADDRESS_HEADER and isinstance(value, str) and 0 < len(value) <= 64:
-                return value
-    peer: str = context.peer() or ""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        return rest.rsplit(":", 1)[0]
-    if kind == "ipv6":
-        return rest.rsplit(":", 1)[0].strip("[]")
-    return peer[:64]
 
 
 def _pair(tokens: Tokens) -> auth_pb2.TokenPair:
@@ -85,31 +72,32 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         tokens: ApiTokenStore,
         audit: AuditLog,
         authenticator: Authenticator,
-        *,
-        trust_client_address_header: bool = False,
+        revocations: RevocationList,
+        callers: ServiceCallers,
     ) -> None:
         self._sessions = sessions
         self._keyring = keyring
         self._tokens = tokens
         self._audit = audit
         self._authenticator = authenticator
-        self._trust_header = trust_client_address_header
+        self._revocations = revocations
+        self._callers = callers
         self._api_active = INTROSPECTIONS.labels("api_token", "true")
         self._jwt_active = INTROSPECTIONS.labels("jwt", "true")
         self._inactive = INTROSPECTIONS.labels("any", "false")
 
     async def Login(self, request: auth_pb2.LoginRequest, context: Context) -> auth_pb2.LoginResponse:
         tokens = await self._sessions.login(
-            request.tenant, request.email, request.password, client_address(context, self._trust_header)
+            request.tenant, request.email, request.password, self._callers.client_address(context)
         )
         return auth_pb2.LoginResponse(tokens=_pair(tokens))
 
     async def Refresh(self, request: auth_pb2.RefreshRequest, context: Context) -> auth_pb2.RefreshResponse:
-        tokens = await self._sessions.refresh(request.refresh_token, client_address(context, self._trust_header))
+        tokens = await self._sessions.refresh(request.refresh_token, self._callers.client_address(context))
         return auth_pb2.RefreshResponse(tokens=_pair(tokens))
 
     async def Logout(self, request: auth_pb2.LogoutRequest, context: Context) -> auth_pb2.LogoutResponse:
-        await self._sessions.logout(request.refresh_token, client_address(context, self._trust_header))
+        await self._sessions.logout(request.refresh_token, self._callers.client_address(context))
         return auth_pb2.LogoutResponse()
 
     async def GetJwks(self, request: auth_pb2.GetJwksRequest, context: Context) -> auth_pb2.GetJwksResponse:
@@ -146,7 +134,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     async def _admin(self, context: Context, action: str) -> tuple[Principal, Actor]:
         principal = current_principal()
-        actor = Actor(principal.subject, client_address(context, self._trust_header))
+        actor = Actor(principal.subject, self._callers.client_address(context), principal.token_id)
         try:
             principal.require("admin")
         except PermissionDenied:
@@ -203,6 +191,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.ReportAuditEventRequest, context: Context
     ) -> auth_pb2.ReportAuditEventResponse:
         principal = current_principal()
+        address = self._callers.client_address(context)
+        reporter = self._callers.identify(context.invocation_metadata())
+        if not reporter:
+            # a service reports what it saw on a caller's behalf: it must prove which service it is
+            raise Unauthenticated("ReportAuditEvent needs a service credential")
         if not request.action or len(request.action) > 100:
             raise InvalidArgument("action", "is required (at most 100 characters)")
         if "admin" not in principal.scopes and request.action != PERMISSION_DENIED_ACTION:
@@ -212,7 +205,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             raise InvalidArgument("outcome", "must be at most 100 characters")
         if len(request.detail) > 1000:
             raise InvalidArgument("detail", "must be at most 1000 characters")
-        address = request.client_address[:64] or client_address(context, self._trust_header)
+        address = request.client_address[:64] or address
         await self._audit.append(
             AuditEvent(
                 action=request.action,
@@ -221,9 +214,24 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 actor=principal.subject,
                 client_address=address,
                 detail=request.detail,
+                reporter=reporter,
             )
         )
         return auth_pb2.ReportAuditEventResponse()
+
+    async def ListRevocations(
+        self, request: auth_pb2.ListRevocationsRequest, context: Context
+    ) -> auth_pb2.ListRevocationsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        if len(request.page_token) > 256:
+            raise InvalidArgument("page_token", "must be at most 256 characters")
+        size = min(request.page_size or DEFAULT_REVOCATION_PAGE, DEFAULT_REVOCATION_PAGE)
+        entries = await self._revocations.unexpired(request.page_token, size)
+        return auth_pb2.ListRevocationsResponse(
+            revocations=[auth_pb2.Revocation(token_id=t, expires_at=int(until) + 1) for t, until in entries],
+            next_page_token=entries[-1][0] if len(entries) == size else "",
+        )
 
 
 _JWK_FIELDS = frozenset({"kty", "kid", "alg", "use", "crv", "x", "y"})

@@ -20,10 +20,11 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from tsmesh_auth.api_tokens import Actor, ApiTokenStore
 from tsmesh_auth.audit import AuditEvent, AuditLog
 from tsmesh_auth.directory import Directory
 from tsmesh_auth.passwords import PasswordHasher, normalize_email
-from tsmesh_auth.revocations import RevocationPublisher
+from tsmesh_auth.revocations import RevocationList
 from tsmesh_auth.throttle import LoginThrottle
 from tsmesh_auth.tokens import AccessTokenIssuer, IssuedToken
 from tsmesh_common.errors import InvalidArgument, Unauthenticated
@@ -59,10 +60,11 @@ class Sessions:
         throttle: LoginThrottle,
         issuer: AccessTokenIssuer,
         audit: AuditLog,
-        publisher: RevocationPublisher,
+        revocations: RevocationList,
         *,
         refresh_ttl_seconds: int,
         reuse_grace_seconds: float,
+        tokens: ApiTokenStore | None = None,
     ) -> None:
         self._pool = pool
         self._directory = directory
@@ -70,9 +72,10 @@ class Sessions:
         self._throttle = throttle
         self._issuer = issuer
         self._audit = audit
-        self._publisher = publisher
+        self._revocations = revocations
         self._refresh_ttl = timedelta(seconds=refresh_ttl_seconds)
         self._reuse_grace = reuse_grace_seconds
+        self._tokens = tokens
 
     async def login(self, tenant: str, email: str, password: str, client_address: str) -> Tokens:
         """A token pair for valid credentials; one bland refusal for every kind of failure."""
@@ -169,19 +172,33 @@ class Sessions:
                 f"family={row['family_id']}",
             )
         )
+        if self._tokens is not None:
+            # the session was stolen: what any of its access tokens created is suspect too (ADR 0106)
+            jtis = await conn.fetch(
+                "SELECT access_jti FROM auth.refresh_tokens WHERE family_id = $1 AND access_jti IS NOT NULL",
+                row["family_id"],
+            )
+            await self._tokens.revoke_created_by(
+                tenant_id, [r["access_jti"] for r in jtis], Actor(subject, client_address)
+            )
 
     async def _revoke_family(self, conn: Any, family_id: uuid.UUID) -> None:
-        """Revoke every token of a family and announce its access tokens that may still be live."""
-        rows = await conn.fetch(
-            "UPDATE auth.refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL"
-            " RETURNING access_jti, extract(epoch FROM issued_at) AS issued",
-            family_id,
-        )
+        """Revoke every token of a family; its access tokens that may still be live are recorded as
+        revoked in the same transaction, then announced."""
         now = time.time()
-        for row in rows:
-            until = float(row["issued"]) + self._issuer.ttl_seconds + 60
-            if row["access_jti"] and until > now:
-                await self._publisher.publish(row["access_jti"], until)
+        async with conn.transaction():
+            rows = await conn.fetch(
+                "UPDATE auth.refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL"
+                " RETURNING access_jti, extract(epoch FROM issued_at) AS issued",
+                family_id,
+            )
+            entries = [
+                (row["access_jti"], until)
+                for row in rows
+                if row["access_jti"] and (until := float(row["issued"]) + self._issuer.ttl_seconds + 60) > now
+            ]
+            await self._revocations.record(conn, entries)
+        await self._revocations.announce(entries)
 
     async def purge_expired(self) -> int:
         """Delete refresh tokens expired for more than a day (their families can no longer be used)."""

@@ -171,11 +171,10 @@ def connect(cfg: GatewayConfig) -> Parts:
         deadline=cfg.deadline_seconds,
         failures=cfg.breaker_failures,
         reset=cfg.breaker_reset_seconds,
+        auth_credential=cfg.common.service_credential,
     )
     source = GrpcAuthSource(upstreams.auth.channel)
-    authenticator = Authenticator(
-        AuthenticatorConfig(issuer=cfg.common.jwt_issuer, audience=cfg.common.jwt_audience), source, source
-    )
+    authenticator = Authenticator(AuthenticatorConfig.from_common(cfg.common), source, source, revocations=source)
     limiter = RateLimiter(redis, prefix=cfg.common.redis_namespace.gateway_rate_prefix)
     return Parts(cfg, upstreams, authenticator, limiter, redis, LeanRedis.from_url(cfg.common.redis_url))
 

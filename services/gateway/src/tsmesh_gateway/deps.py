@@ -55,7 +55,7 @@ class Deps:
 
     def __post_init__(self) -> None:
         self.client_address = client_address_resolver(self.cfg.trusted_proxies)
-        self.audit = AuditReporter(self.upstreams.auth.channel)
+        self.audit = AuditReporter(self.upstreams.auth.channel, credential=self.cfg.common.service_credential)
 
     async def authorize(self, request: Request, route_class: str, scope: str | None) -> Caller:
         """Authenticate the bearer token, check ``scope``, then spend the route class budgets."""

@@ -13,6 +13,7 @@ from tsmesh.v1 import auth_pb2_grpc, export_pb2_grpc, ingest_pb2_grpc, lifecycle
 
 from tsmesh_common.breaker import CircuitBreaker
 from tsmesh_common.client import call_unary, create_channel, outgoing_metadata
+from tsmesh_common.service_credential import ServiceCredential
 
 T = TypeVar("T")
 
@@ -30,8 +31,18 @@ class _UpstreamDown(Exception):
 class Upstream:
     """One gRPC service behind the gateway: channel, deadline and breaker."""
 
-    def __init__(self, name: str, channel: grpc.aio.Channel, *, deadline: float, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self,
+        name: str,
+        channel: grpc.aio.Channel,
+        *,
+        deadline: float,
+        breaker: CircuitBreaker,
+        credential: ServiceCredential | None = None,
+    ) -> None:
         self.name = name
+        # the gateway's own credential on every call (auth believes x-client-address only with it)
+        self._own_metadata = credential.metadata() if credential is not None else ()
         self.channel = channel
         self.deadline = deadline
         self.breaker = breaker
@@ -47,7 +58,7 @@ class Upstream:
         extra_metadata: tuple[tuple[str, str], ...] = (),
     ) -> T:
         """Call ``method`` with the caller's credentials, the request id, ``extra_metadata`` and the deadline."""
-        metadata = outgoing_metadata(authorization) + extra_metadata
+        metadata = outgoing_metadata(authorization) + self._own_metadata + extra_metadata
 
         async def attempt() -> T:
             try:
@@ -103,15 +114,18 @@ class Upstreams:
         failures: int,
         reset: float,
         ingest_writer_addr: str = "",
+        auth_credential: ServiceCredential | None = None,
     ) -> Upstreams:
-        def make(name: str, addr: str) -> Upstream:
+        def make(name: str, addr: str, credential: ServiceCredential | None = None) -> Upstream:
             breaker = CircuitBreaker(
                 f"gateway_{name}", failures=(_UpstreamDown,), failure_threshold=failures, reset_seconds=reset
             )
-            return Upstream(name, create_channel(addr), deadline=deadline, breaker=breaker)
+            return Upstream(name, create_channel(addr), deadline=deadline, breaker=breaker, credential=credential)
 
         writer = make("ingest_writer", ingest_writer_addr) if ingest_writer_addr else None
-        return cls(make("auth", auth_addr), make("ingest", ingest_addr), make("query", query_addr), writer)
+        return cls(
+            make("auth", auth_addr, auth_credential), make("ingest", ingest_addr), make("query", query_addr), writer
+        )
 
     def all(self) -> tuple[Upstream, ...]:
         return (self.auth, self.ingest, self.query)

@@ -39,10 +39,8 @@ async def _serve(cfg: IngestConfig) -> None:
     # Both modes authenticate: the API serves writes, the writer the DataLifecycleService (admin).
     channel = create_channel(common.auth_addr, common.grpc)
     source = GrpcAuthSource(channel)
-    authenticator = Authenticator(
-        AuthenticatorConfig(issuer=common.jwt_issuer, audience=common.jwt_audience), source, source
-    )
-    audit = AuditReporter(channel)
+    authenticator = Authenticator(AuthenticatorConfig.from_common(common), source, source, revocations=source)
+    audit = AuditReporter(channel, credential=common.service_credential)
     runtime = await build_runtime(cfg, authenticator, redis, audit=audit)
 
     async def close_clients() -> None:

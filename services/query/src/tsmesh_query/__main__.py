@@ -22,11 +22,9 @@ async def _main() -> None:
     setup_tracing(common.service, common.otlp_endpoint)
     channel = create_channel(common.auth_addr, common.grpc)
     source = GrpcAuthSource(channel)
-    authenticator = Authenticator(
-        AuthenticatorConfig(issuer=common.jwt_issuer, audience=common.jwt_audience), source, source
-    )
+    authenticator = Authenticator(AuthenticatorConfig.from_common(common), source, source, revocations=source)
     redis = create_redis(common.redis_url)
-    audit = AuditReporter(channel)
+    audit = AuditReporter(channel, credential=common.service_credential)
     components = build(cfg, authenticator, redis, audit=audit)
     components.app.run_in_background(
         authenticator.follow_revocations(redis, common.redis_namespace.revocation_channel), "revocations"
