@@ -17,7 +17,6 @@ from tsmesh_auth.config import AuthConfig
 from tsmesh_auth.db import create_pool
 from tsmesh_common.authn import Authenticator, AuthenticatorConfig, GrpcAuthSource
 from tsmesh_common.errors import Unauthenticated
-from tsmesh_common.redis_keys import REVOCATION_CHANNEL
 
 from .conftest import AuthServer, start_server
 
@@ -112,7 +111,11 @@ async def test_a_revocation_made_while_redis_is_down_is_refused_everywhere_once_
     mesh = _mesh(outage_server.channel)
     jti = (await mesh.authenticate(pair.access_token)).token_id  # accepted and remembered
     feed_redis = aioredis.Redis.from_url(private_redis.url, socket_connect_timeout=1.0)
-    feed = asyncio.create_task(mesh.follow_revocations(feed_redis, REVOCATION_CHANNEL, poll_seconds=0.1))
+    feed = asyncio.create_task(
+        mesh.follow_revocations(
+            feed_redis, outage_server.parts.config.common.redis_namespace.revocation_channel, poll_seconds=0.1
+        )
+    )
     try:
         await asyncio.sleep(0.3)  # subscribed
         private_redis.stop()
