@@ -154,11 +154,21 @@ class Writer:
             for table, width in (("rollup_1m", MIN), ("rollup_1h", HOUR)):
                 a, b = lo - lo % width, hi - hi % width + width
                 await self.conn.execute(f"DELETE FROM ts.{table} WHERE bucket >= $1 AND bucket < $2", a, b)
+                # 1m buckets also say whether their values never go down and their ms are distinct
+                flags = (
+                    ", bool_and(prev IS NULL OR value >= prev), bool_and(prev_ts IS NULL OR ts / 1000000 > prev_ts / 1000000)"
+                    if table == "rollup_1m"
+                    else ""
+                )
                 await self.conn.execute(
                     f"""INSERT INTO ts.{table}
                     SELECT series_id, ts - ts % {width}, count(*), sum(value), min(value), max(value), min(ts),
-                      (array_agg(value ORDER BY ts))[1], max(ts), (array_agg(value ORDER BY ts DESC))[1]
-                    FROM ts.points WHERE ts >= $1 AND ts < $2 GROUP BY 1, 2""",
+                      (array_agg(value ORDER BY ts))[1], max(ts), (array_agg(value ORDER BY ts DESC))[1]{flags}
+                    FROM (SELECT series_id, ts, value,
+                            lag(value) OVER (PARTITION BY series_id, ts - ts % {width} ORDER BY ts) AS prev,
+                            lag(ts) OVER (PARTITION BY series_id, ts - ts % {width} ORDER BY ts) AS prev_ts
+                          FROM ts.points WHERE ts >= $1 AND ts < $2) AS p
+                    GROUP BY 1, 2""",
                     a,
                     b,
                 )

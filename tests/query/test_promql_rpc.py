@@ -29,6 +29,7 @@ async def load(loader: Loader, tenant: str) -> None:
         sid = await loader.series(tenant, "up", {"host": host, "job": "api"})
         rows += [(sid, (BASE_MS + k * 15_000) * NS_PER_MS, slope * k) for k in range(240)]
     await loader.points(rows)
+    await loader.refresh_rollups(sorted({r[0] for r in rows}))
 
 
 def labels(series: Any) -> dict[str, str]:
@@ -172,6 +173,7 @@ async def test_answers_are_cached_until_the_data_generation_moves(
     assert (stats.hits, stats.misses) == (1, 1)
     sid = await loader.series(tenant, "up", {"host": "c", "job": "api"})
     await loader.points([(sid, (BASE_MS + 3_600_000) * NS_PER_MS, 1000.0)])
+    await loader.refresh_rollups([sid])
     await bump(redis_client, tenant)
     fresh = await service.stub.PromQueryRange(request, metadata=md, timeout=10)
     assert fresh.series[0].values[0] == 1000.0

@@ -12,8 +12,9 @@ import numpy as np
 
 from tsmesh_common.errors import ResourceExhausted
 from tsmesh_query.config import QueryLimits
+from tsmesh_query.promql.rollups import read_rollups
 from tsmesh_query.promql.selection import Selection
-from tsmesh_query.promql.values import RawSeries, SampleSet
+from tsmesh_query.promql.values import Floats, Ints, RawSeries, SampleSet
 
 NS_PER_MS = 1_000_000
 POINTS_SQL = """
@@ -51,31 +52,46 @@ class _Collector:
 
 
 async def fetch_samples(conn: asyncpg.Connection, selection: Selection, limits: QueryLimits) -> SampleSet:
-    """Every selector's series with their samples in ``[lo, hi]`` ms; more than ``max_points``
-    samples in all is RESOURCE_EXHAUSTED."""
+    """Every selector's series with their samples in ``[lo, hi]`` ms (from the 1-minute rollup for
+    the selectors and series it answers exactly, ``rollups.py``); more than ``max_points`` samples
+    in all is RESOURCE_EXHAUSTED."""
     samples = SampleSet()
     budget = limits.max_points
     for key, series in selection.by_selector.items():
         lo, hi = selection.plan.spans[key]
         ids = [s.series_id for s in series]
-        collector = _Collector(budget)
-        if ids:
-            try:
-                await conn.copy_from_query(
-                    POINTS_SQL, ids, lo * NS_PER_MS, hi * NS_PER_MS + NS_PER_MS - 1, output=collector, format="binary"
-                )
-            except ResourceExhausted:
-                raise ResourceExhausted(
-                    "max_points", f"the query would read more than {limits.max_points} samples"
-                ) from None
-        rows = collector.rows()
-        budget -= len(rows)
-        sid = rows["sid"].astype(np.int64)
-        ts = rows["ts"].astype(np.int64) // NS_PER_MS
-        values = rows["value"].astype(np.float64)
+        reduced: dict[int, tuple[Ints, Floats, Ints]] = {}
+        if ids and key in selection.plan.rollups:
+            reduced, kept = await read_rollups(conn, ids, lo, hi, selection.plan.rollups[key])
+            budget -= kept
+            if budget < 0:
+                raise ResourceExhausted("max_points", f"the query would read more than {limits.max_points} samples")
+        raw_ids = [one for one in ids if one not in reduced]
+        sid, ts, values = await _raw(conn, raw_ids, lo, hi, budget, limits)
+        budget -= len(sid)
         out: list[RawSeries] = []
         for s in series:
+            part = reduced.get(s.series_id)
+            if part is not None:
+                out.append(RawSeries(s.labels, *part))
+                continue
             first, last = np.searchsorted(sid, s.series_id, "left"), np.searchsorted(sid, s.series_id, "right")
             out.append(RawSeries(s.labels, ts[first:last], values[first:last]))
         samples.by_selector[key] = out
     return samples
+
+
+async def _raw(
+    conn: asyncpg.Connection, ids: list[int], lo: int, hi: int, budget: int, limits: QueryLimits
+) -> tuple[Ints, Ints, Floats]:
+    """(series id, ts ms, value) of the raw samples of ``ids`` in ``[lo, hi]`` ms, by (series id, ts)."""
+    collector = _Collector(budget)
+    if ids:
+        try:
+            await conn.copy_from_query(
+                POINTS_SQL, ids, lo * NS_PER_MS, hi * NS_PER_MS + NS_PER_MS - 1, output=collector, format="binary"
+            )
+        except ResourceExhausted:
+            raise ResourceExhausted("max_points", f"the query would read more than {limits.max_points} samples") from None
+    rows = collector.rows()
+    return rows["sid"].astype(np.int64), rows["ts"].astype(np.int64) // NS_PER_MS, rows["value"].astype(np.float64)

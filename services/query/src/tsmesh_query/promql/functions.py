@@ -310,6 +310,7 @@ def _over_range(name: str, rf: RangeFrame, fn: Window, keep_name: bool) -> Frame
     for s in rf.series:
         labels = s.labels if keep_name else drop_name(s.labels)
         whole = window_values(name, s, rf.te, rf.range_ms)
+        assert whole is not None or s.weights is None, "rollup samples reached a per-window function"
         if whole is not None:
             out.append(Series(labels, whole[0], whole[1]))
             continue

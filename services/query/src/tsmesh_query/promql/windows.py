@@ -41,6 +41,9 @@ def window_values(name: str, s: RangeSeries, te: Ints, range_ms: int) -> tuple[F
     lo, hi = s.lo, s.hi
     count = hi - lo
     present = count > 0
+    if s.weights is not None:  # a rollup's samples: count the stored samples they stand for
+        weight = np.concatenate(([0], np.cumsum(s.weights)))
+        count = weight[hi] - weight[lo]
     if not present.any():
         return np.zeros(len(te)), present
     safe_lo = np.where(present, lo, 0)
