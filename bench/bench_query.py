@@ -28,6 +28,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import LatencyRecorder, Report, drive, echo_baseline
 from local_prometheus import Dataset, Prometheus
@@ -54,10 +55,15 @@ CONCURRENCY = 32
 class Keys:
     """Ed25519 JWTs verified by a real Authenticator (no auth service needed)."""
 
-    def __init__(self) -> None:
-        self.key = Ed25519PrivateKey.generate()
+    def __init__(self, secret: bytes | None = None) -> None:
+        self.key = Ed25519PrivateKey.from_private_bytes(secret) if secret else Ed25519PrivateKey.generate()
         public = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(self.key.public_key()))
         self.jwks = [{**public, "kid": "bench", "alg": "EdDSA", "use": "sig"}]
+
+    def secret(self) -> str:
+        """The private key as hex, for the ``--serve`` processes of this run (a throwaway key)."""
+        raw = self.key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+        return raw.hex()
 
     async def fetch_jwks(self) -> list[dict[str, str]]:
         return self.jwks
@@ -209,7 +215,7 @@ async def timed(stub, req, md, n: int) -> LatencyRecorder:
     return rec
 
 
-async def main() -> None:
+async def main(only_promql: bool, baseline: Path | None) -> None:
     report = Report("query")
     keys = Keys()
     redis = Redis.from_url(REDIS_URL)
@@ -235,6 +241,9 @@ async def main() -> None:
         await admin.copy_records_to_table("rollup_1h", schema_name="ts", records=rows)
         await admin.execute("ANALYZE")
         print(f"loaded {8640} raw points and {len(rows)} hourly rollups", flush=True)
+        if only_promql:
+            await promql_vs_prometheus(db, keys, writer, report, baseline)
+            return
 
         # --- uncached (no L1, no L2) latencies
         comps, channel = await start(config(db, CacheConfig(l1_max_bytes=0, l2_enabled=False)), keys)
@@ -304,7 +313,7 @@ async def main() -> None:
         await comps.app.stop(0.1)
 
         # --- PromQL beside Prometheus on the same data
-        await promql_vs_prometheus(db, keys, writer, report)
+        await promql_vs_prometheus(db, keys, writer, report, baseline)
 
         # --- dashboard
         hit, queries, p99, lookups, errors = await dashboard(db, keys, writer, redis)
@@ -329,13 +338,15 @@ async def main() -> None:
         await admin.close()
         await redis.aclose()
         await drop_db(db)
-    report.print()
-    print(report.markdown())
+        report.print()
+        print(report.markdown())
 
 
-async def promql_vs_prometheus(db: str, keys: Keys, writer: Writer, report: Report) -> None:
+async def promql_vs_prometheus(db: str, keys: Keys, writer: Writer, report: Report, baseline: Path | None) -> None:
     """``sum by (dc) (rate(x[5m]))`` over 100 counters x 24 h of 10 s samples at step 60 s: tsmesh
-    (gRPC PromQueryRange, uncached and cached) beside a local Prometheus (HTTP) on the same data."""
+    (gRPC PromQueryRange, uncached and cached) beside a local Prometheus (HTTP) on the same data.
+    Each tree's query service runs in a process of its own (``--serve``); with ``baseline`` (another
+    checkout, e.g. main), both trees answer the same requests, alternately, in the same run."""
     if shutil.which("promtool") is None:
         print("promtool missing (make bench-tools): PromQL comparison skipped", flush=True)
         return
@@ -357,7 +368,8 @@ async def promql_vs_prometheus(db: str, keys: Keys, writer: Writer, report: Repo
         series.append(("x", labels, points))
         rows += [(sid, t * 1_000_000, v) for t, v in points]
     await writer.write(tenant, rows)
-    await writer.conn.execute("ANALYZE ts.points")
+    await writer.refresh(start_s * S - HOUR, end_s * S + HOUR)  # as ingest's writer keeps them
+    await writer.conn.execute("ANALYZE")
     text, start_ms, end_ms, step_ms = "sum by (dc) (rate(x[5m]))", start_s * 1000, end_s * 1000, 60_000
     request = query_pb2.PromQueryRangeRequest(query=text, start_ms=start_ms, end_ms=end_ms, step_ms=step_ms)
     with tempfile.TemporaryDirectory() as work:
@@ -370,27 +382,79 @@ async def promql_vs_prometheus(db: str, keys: Keys, writer: Writer, report: Repo
                 theirs.record(time.perf_counter() - t)
         finally:
             prometheus.close()
-    for label, cache in (("uncached", CacheConfig(l1_max_bytes=0, l2_enabled=False)), ("cached", CacheConfig())):
-        comps, channel = await start(config(db, cache), keys)
-        stub = query_pb2_grpc.QueryServiceStub(channel)
-        ours = LatencyRecorder()
-        for i in range(33 if label == "uncached" else 203):
-            t = time.perf_counter()
-            await stub.PromQueryRange(request, metadata=md, timeout=30)
-            if i >= 3:
-                ours.record(time.perf_counter() - t)
-        await channel.close()
-        await comps.app.stop(0.1)
+    trees = {"this tree": ROOT} | ({"baseline tree": baseline} if baseline else {})
+    for label in ("uncached", "cached"):
+        servers = {name: await Server.start(tree, db, keys, label) for name, tree in trees.items()}
+        try:
+            ours = {name: LatencyRecorder() for name in servers}
+            for i in range(33 if label == "uncached" else 203):
+                for name, server in servers.items():  # alternate: both see the same machine load
+                    t = time.perf_counter()
+                    await server.stub.PromQueryRange(request, metadata=md, timeout=30)
+                    if i >= 3:
+                        ours[name].record(time.perf_counter() - t)
+        finally:
+            for server in servers.values():
+                await server.stop()
         target = "<= 50 ms and <= 2x Prometheus" if label == "uncached" else "<= 5 ms"
-        report.add(
-            f"PromQL {label} sum by (dc) (rate[5m]) 100 x 24 h @1m p99",
-            ours.summary()["p99"],
-            "ms",
-            "Prometheus p99",
-            theirs.summary()["p99"],
-            target,
-        )
+        for name, rec in ours.items():
+            report.add(
+                f"PromQL {label} sum by (dc) (rate[5m]) 100 x 24 h @1m p99 ({name})",
+                rec.summary()["p99"],
+                "ms",
+                "Prometheus p99",
+                theirs.summary()["p99"],
+                target if name == "this tree" else None,
+            )
+        if baseline:
+            report.add(
+                f"  PromQL {label} p50, this tree vs baseline tree",
+                ours["this tree"].summary()["p50"],
+                "ms",
+                "baseline tree p50",
+                ours["baseline tree"].summary()["p50"],
+            )
     report.add("  Prometheus same query p50", theirs.summary()["p50"], "ms")
+
+
+class Server:
+    """One tree's query service in a process of its own (``--serve``), its sources first on the path."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, channel: grpc.aio.Channel) -> None:
+        self.proc = proc
+        self.channel = channel
+        self.stub = query_pb2_grpc.QueryServiceStub(channel)
+
+    @classmethod
+    async def start(cls, tree: Path, db: str, keys: Keys, cache: str) -> Server:
+        paths = [tree / "services" / "query" / "src", tree / "libs" / "common" / "src", tree / "libs" / "proto"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in paths), "TSMESH_BENCH_KEY": keys.secret()}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--serve", db, cache, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"query service of {tree} did not start: {line!r}")
+        return cls(proc, grpc.aio.insecure_channel(f"127.0.0.1:{int(line.split()[1])}"))
+
+    async def stop(self) -> None:
+        await self.channel.close()
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        await asyncio.wait_for(self.proc.wait(), 30)
+
+
+async def serve(db: str, cache: str) -> None:
+    """``--serve DB uncached|cached``: a query service on a free port (printed) until stdin closes."""
+    keys = Keys(bytes.fromhex(os.environ["TSMESH_BENCH_KEY"]))
+    caches = CacheConfig(l1_max_bytes=0, l2_enabled=False) if cache == "uncached" else CacheConfig()
+    auth = Authenticator(AuthenticatorConfig(issuer="tsmesh-auth", audience="tsmesh"), keys, keys)
+    comps = build(config(db, caches), auth, create_redis(REDIS_URL), time.time_ns)
+    port = await comps.app.start("127.0.0.1", 0)
+    print(f"PORT {port}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await comps.app.stop(0.1)
 
 
 async def dashboard(db: str, keys: Keys, writer: Writer, redis: Redis):
@@ -513,6 +577,16 @@ async def subscribe_latency(db: str, keys: Keys, redis: Redis) -> dict[str, floa
 
 
 if __name__ == "__main__":
+    import argparse
+
     import uvloop
 
-    uvloop.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only-promql", action="store_true", help="run figure 5 only")
+    parser.add_argument("--baseline-tree", type=Path, help="another checkout (e.g. main) measured beside this one")
+    parser.add_argument("--serve", nargs=2, metavar=("DB", "CACHE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        uvloop.run(serve(*args.serve))
+    else:
+        uvloop.run(main(args.only_promql, args.baseline_tree))
