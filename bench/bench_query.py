@@ -62,7 +62,9 @@ class Keys:
 
     def secret(self) -> str:
         """The private key as hex, for the ``--serve`` processes of this run (a throwaway key)."""
-        raw = self.key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+        raw = self.key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
         return raw.hex()
 
     async def fetch_jwks(self) -> list[dict[str, str]]:
@@ -162,7 +164,8 @@ class Writer:
                 await self.conn.execute(f"DELETE FROM ts.{table} WHERE bucket >= $1 AND bucket < $2", a, b)
                 # 1m buckets also say whether their values never go down and their ms are distinct
                 flags = (
-                    ", bool_and(prev IS NULL OR value >= prev), bool_and(prev_ts IS NULL OR ts / 1000000 > prev_ts / 1000000)"
+                    ", bool_and(prev IS NULL OR value >= prev)"
+                    ", bool_and(prev_ts IS NULL OR ts / 1000000 > prev_ts / 1000000)"
                     if table == "rollup_1m"
                     else ""
                 )

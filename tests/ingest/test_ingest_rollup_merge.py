@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import random
 import time
@@ -129,8 +130,10 @@ async def check_contract(conn: Any) -> int:
     for r in flags:
         if any(s == r["series_id"] and lo < r["bucket"] + MINUTE_NS and hi >= r["bucket"] for s, lo, hi in pending):
             continue
-        ordered = sorted((ts, v) for sid, ts, v in raw if sid == r["series_id"] and ts // MINUTE_NS * MINUTE_NS == r["bucket"])
-        pairs = list(zip(ordered, ordered[1:]))
+        ordered = sorted(
+            (ts, v) for sid, ts, v in raw if sid == r["series_id"] and ts // MINUTE_NS * MINUTE_NS == r["bucket"]
+        )
+        pairs = list(itertools.pairwise(ordered))
         assert r["ascending"] is not None and r["distinct_ms"] is not None, r
         # a flag may be false where the truth is unknown (interleaved merges), never true where false
         assert not r["ascending"] or not any(b[1] < a[1] for a, b in pairs), (r, ordered)

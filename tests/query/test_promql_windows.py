@@ -69,7 +69,11 @@ def test_series_computed_together_answer_as_each_alone_to_the_bit(name: str) -> 
     rng = np.random.default_rng(7)
     te = np.arange(0, 3_000_000, 41_000, dtype=np.int64)
     series = [_series(rng, n, te, 300_000, weighted=n % 2 == 1) for n in (300, 0, 1, 2, 157, 90)]
-    series.append(RangeSeries((), np.array([5, 9], dtype=np.int64), np.array([1.0, np.nan]), series[0].lo * 0, series[0].lo * 0 + 2))
+    series.append(
+        RangeSeries(
+            (), np.array([5, 9], dtype=np.int64), np.array([1.0, np.nan]), series[0].lo * 0, series[0].lo * 0 + 2
+        )
+    )
     together = windows_of_all(name, series, te, 300_000)
     for s, got in zip(series, together, strict=True):
         alone = window_values(name, s, te, 300_000)

@@ -117,7 +117,8 @@ class Loader:
             for table, width in (("rollup_1m", MINUTE_NS), ("rollup_1h", HOUR_NS)):
                 await self.conn.execute(f"DELETE FROM ts.{table} WHERE series_id = ANY($1::bigint[])", series_ids)
                 flags = (
-                    ", bool_and(prev IS NULL OR NOT value < prev), bool_and(prev_ts IS NULL OR ts / 1000000 > prev_ts / 1000000)"
+                    ", bool_and(prev IS NULL OR NOT value < prev)"
+                    ", bool_and(prev_ts IS NULL OR ts / 1000000 > prev_ts / 1000000)"
                     if table == "rollup_1m"
                     else ""
                 )

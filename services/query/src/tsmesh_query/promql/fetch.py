@@ -92,6 +92,8 @@ async def _raw(
                 POINTS_SQL, ids, lo * NS_PER_MS, hi * NS_PER_MS + NS_PER_MS - 1, output=collector, format="binary"
             )
         except ResourceExhausted:
-            raise ResourceExhausted("max_points", f"the query would read more than {limits.max_points} samples") from None
+            raise ResourceExhausted(
+                "max_points", f"the query would read more than {limits.max_points} samples"
+            ) from None
     rows = collector.rows()
     return rows["sid"].astype(np.int64), rows["ts"].astype(np.int64) // NS_PER_MS, rows["value"].astype(np.float64)

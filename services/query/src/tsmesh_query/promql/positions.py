@@ -36,7 +36,9 @@ def _only(pattern: str, text: str) -> int | None:
 def parse_error(text: str, message: str) -> str:
     """Prometheus's shape: ``"1:16: parse error: unclosed left parenthesis"``; without the position
     when the parser's message does not pin it down."""
-    if message == "invalid promql query" and re.search(r"([-+*/%^=<>!,(]|\b(by|without|offset|bool|on|ignoring))\s*$", text):
+    if message == "invalid promql query" and re.search(
+        r"([-+*/%^=<>!,(]|\b(by|without|offset|bool|on|ignoring))\s*$", text
+    ):
         message = "unexpected end of input"  # a dangling operator or keyword: Prometheus's words
     at = _offset(text, message)
     return f"parse error: {message}" if at is None else f"{_line_col(text, at)}: parse error: {message}"

@@ -37,9 +37,7 @@ def window_values(name: str, s: RangeSeries, te: Ints, range_ms: int) -> tuple[F
     return windows_of_all(name, [s], te, range_ms)[0]
 
 
-def windows_of_all(
-    name: str, series: list[RangeSeries], te: Ints, range_ms: int
-) -> list[tuple[Floats, Mask] | None]:
+def windows_of_all(name: str, series: list[RangeSeries], te: Ints, range_ms: int) -> list[tuple[Floats, Mask] | None]:
     """``window_values`` of every series. The series with finite samples are computed together: their
     samples concatenated, their windows one (series x steps) array of indexes, so each operation runs
     once for all of them. Prefix sums stay per series, so a series' answer never depends on the others."""
@@ -83,7 +81,9 @@ def _together(name: str, series: list[RangeSeries], te: Ints, range_ms: int) -> 
             values = total if name == "sum_over_time" else total / count
     else:
         values, present = _extrapolated(name, ts, vals, series, te, range_ms, safe_lo, safe_last, count)
-    return [(values[i], present[i]) if present[i].any() else (np.zeros(len(te)), present[i]) for i in range(len(series))]
+    return [
+        (values[i], present[i]) if present[i].any() else (np.zeros(len(te)), present[i]) for i in range(len(series))
+    ]
 
 
 def _resets(series: list[RangeSeries]) -> Floats:
