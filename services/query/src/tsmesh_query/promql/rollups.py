@@ -157,11 +157,13 @@ async def read_rollups(
     await conn.copy_from_query(BUCKETS_SQL, ids, lo_ns, hi_ns, counter, output=collector, format="binary")
     rows = collector.rows()
     sid = rows["sid"].astype(np.int64)
-    count = rows["count"].astype(np.int64)
     # first and last of each bucket, interleaved in time order; a one-sample bucket keeps one
-    ts = np.stack([rows["first_ts"], rows["last_ts"]], axis=1).astype(np.int64).ravel() // NS_PER_MS
-    values = np.stack([rows["first"], rows["last"]], axis=1).astype(np.float64).ravel()
-    weights = np.stack([np.ones(len(count), dtype=np.int64), count - 1], axis=1).ravel()
+    ts, values, weights = np.empty(2 * len(rows), np.int64), np.empty(2 * len(rows)), np.ones(2 * len(rows), np.int64)
+    ts[0::2], ts[1::2] = rows["first_ts"], rows["last_ts"]
+    values[0::2], values[1::2] = rows["first"], rows["last"]
+    weights[1::2] = rows["count"]
+    weights[1::2] -= 1
+    ts //= NS_PER_MS
     owner = np.repeat(sid, 2)
     keep = (weights > 0) & (ts >= lo_ms) & (ts <= hi_ms)
     bad = set(np.unique(sid[rows["ok"] == 0]).tolist()) | pending
