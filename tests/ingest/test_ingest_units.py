@@ -53,10 +53,10 @@ def _validator(**limits: object) -> Validator:
     return Validator(ValidationLimits(**limits), SeriesIdCache(), clock=lambda: NOW)  # type: ignore[arg-type]
 
 
-def test_validator_accepts_non_finite_values_only_when_configured() -> None:
-    nan = [point("m", NOW_NS, float("nan"))]
-    assert len(_validator().validate("t", nan).errors) == 1
-    assert len(_validator(allow_non_finite=True).validate("t", nan).points) == 1
+def test_validator_accepts_non_finite_values_unless_configured_not_to() -> None:
+    nan = [point("m", NOW_NS, float("nan")), point("m", NOW_NS + 1, float("-inf"))]
+    assert len(_validator(allow_non_finite=False).validate("t", nan).errors) == 2
+    assert len(_validator().validate("t", nan).points) == 2
 
 
 def test_validator_time_window_and_label_checks() -> None:

@@ -137,7 +137,7 @@ class IngestConfig:
             max_labels=env.get_int("TSMESH_INGEST_MAX_LABELS", 32, minimum=0),
             max_label_name_length=env.get_int("TSMESH_INGEST_MAX_LABEL_NAME_LENGTH", 128, minimum=1),
             max_label_value_bytes=env.get_int("TSMESH_INGEST_MAX_LABEL_VALUE_BYTES", 1024, minimum=1),
-            allow_non_finite=env.get_bool("TSMESH_INGEST_ALLOW_NON_FINITE", False),
+            allow_non_finite=env.get_bool("TSMESH_INGEST_ALLOW_NON_FINITE", True),
             max_past_seconds=writer.raw_days * 86_400,
             retained_days=writer.raw_days,
             max_future_seconds=env.get_int("TSMESH_INGEST_MAX_FUTURE_SECONDS", 600, minimum=0),

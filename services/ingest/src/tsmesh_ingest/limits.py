@@ -19,7 +19,7 @@ class ValidationLimits:
     max_labels: int = 32
     max_label_name_length: int = 128
     max_label_value_bytes: int = 1024
-    allow_non_finite: bool = False
+    allow_non_finite: bool = True  # NaN and +-Inf are values in Prometheus's model (ADR 0212)
     max_past_seconds: int = 30 * 86_400
     max_future_seconds: int = 600
     retained_days: int = 0
