@@ -12,6 +12,7 @@ import numpy as np
 
 from tsmesh_common.errors import ResourceExhausted
 from tsmesh_query.config import QueryLimits
+from tsmesh_query.promql.copyrows import CopyRows
 from tsmesh_query.promql.rollups import read_rollups
 from tsmesh_query.promql.selection import Selection
 from tsmesh_query.promql.values import Floats, Ints, RawSeries, SampleSet
@@ -22,33 +23,9 @@ SELECT series_id, ts, value FROM ts.points
 WHERE series_id = ANY($1::bigint[]) AND ts >= $2 AND ts <= $3
 ORDER BY series_id, ts
 """
-HEADER_BYTES = 19  # signature, flags, extension length
-TRAILER_BYTES = 2  # field count -1
 ROW = np.dtype(
     [("n", ">i2"), ("l1", ">i4"), ("sid", ">i8"), ("l2", ">i4"), ("ts", ">i8"), ("l3", ">i4"), ("value", ">f8")]
 )
-
-
-class _Collector:
-    """The COPY output: chunks kept until the row budget is passed."""
-
-    def __init__(self, max_rows: int) -> None:
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self._max_bytes = HEADER_BYTES + TRAILER_BYTES + max_rows * ROW.itemsize
-
-    async def __call__(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self._max_bytes:
-            raise ResourceExhausted("max_points", "")
-        self.chunks.append(chunk)
-
-    def rows(self) -> np.ndarray:
-        data = b"".join(self.chunks)
-        if len(data) < HEADER_BYTES + TRAILER_BYTES:
-            return np.zeros(0, dtype=ROW)
-        body = memoryview(data)[HEADER_BYTES : len(data) - TRAILER_BYTES]
-        return np.frombuffer(body, dtype=ROW, count=len(body) // ROW.itemsize)
 
 
 async def fetch_samples(conn: asyncpg.Connection, selection: Selection, limits: QueryLimits) -> SampleSet:
@@ -62,10 +39,13 @@ async def fetch_samples(conn: asyncpg.Connection, selection: Selection, limits: 
         ids = [s.series_id for s in series]
         reduced: dict[int, tuple[Ints, Floats, Ints]] = {}
         if ids and key in selection.plan.rollups:
-            reduced, kept = await read_rollups(conn, ids, lo, hi, selection.plan.rollups[key])
+            try:
+                reduced, kept = await read_rollups(conn, ids, lo, hi, selection.plan.rollups[key], budget)
+            except ResourceExhausted:
+                raise ResourceExhausted(
+                    "max_points", f"the query would read more than {limits.max_points} samples"
+                ) from None
             budget -= kept
-            if budget < 0:
-                raise ResourceExhausted("max_points", f"the query would read more than {limits.max_points} samples")
         raw_ids = [one for one in ids if one not in reduced]
         sid, ts, values = await _raw(conn, raw_ids, lo, hi, budget, limits)
         budget -= len(sid)
@@ -85,7 +65,7 @@ async def _raw(
     conn: asyncpg.Connection, ids: list[int], lo: int, hi: int, budget: int, limits: QueryLimits
 ) -> tuple[Ints, Ints, Floats]:
     """(series id, ts ms, value) of the raw samples of ``ids`` in ``[lo, hi]`` ms, by (series id, ts)."""
-    collector = _Collector(budget)
+    collector = CopyRows(ROW, budget)
     if ids:
         try:
             await conn.copy_from_query(

@@ -24,6 +24,7 @@ import asyncpg
 import numpy as np
 
 from tsmesh_query.promql import ast
+from tsmesh_query.promql.copyrows import CopyRows
 from tsmesh_query.promql.values import Floats, Ints
 
 BUCKET_MS = 60_000
@@ -52,8 +53,6 @@ PENDING_SQL = """
 SELECT DISTINCT series_id FROM ts.rollup_pending
 WHERE series_id = ANY($1::bigint[]) AND hi >= $2 AND lo < $3
 """
-HEADER_BYTES = 19
-TRAILER_BYTES = 2
 ROW = np.dtype(
     [
         ("n", ">i2"),
@@ -130,30 +129,16 @@ def rollup_selectors(expr: ast.Expr, start_ms: int, end_ms: int, step_ms: int) -
     return {key: counter for key, counter in uses.by_key.items() if counter is not None}
 
 
-class _Collector:
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-
-    async def __call__(self, chunk: bytes) -> None:
-        self.chunks.append(chunk)
-
-    def rows(self) -> np.ndarray:
-        data = b"".join(self.chunks)
-        if len(data) < HEADER_BYTES + TRAILER_BYTES:
-            return np.zeros(0, dtype=ROW)
-        body = memoryview(data)[HEADER_BYTES : len(data) - TRAILER_BYTES]
-        return np.frombuffer(body, dtype=ROW, count=len(body) // ROW.itemsize)
-
-
 async def read_rollups(
-    conn: asyncpg.Connection, ids: list[int], lo_ms: int, hi_ms: int, counter: bool
+    conn: asyncpg.Connection, ids: list[int], lo_ms: int, hi_ms: int, counter: bool, max_rows: int
 ) -> tuple[dict[int, tuple[Ints, Floats, Ints]], int]:
     """Per series id that its buckets answer exactly: (ts ms, values, weights) of the first and
     last sample of each bucket between ``lo_ms`` and ``hi_ms``; and the number of samples kept.
-    The ids missing from the answer must be read raw."""
+    The ids missing from the answer must be read raw; more than ``max_rows`` buckets is
+    RESOURCE_EXHAUSTED (``max_points``)."""
     lo_ns, hi_ns = lo_ms * NS_PER_MS, hi_ms * NS_PER_MS + NS_PER_MS - 1
     pending = {int(r["series_id"]) for r in await conn.fetch(PENDING_SQL, ids, lo_ns, hi_ns + BUCKET_MS * NS_PER_MS)}
-    collector = _Collector()
+    collector = CopyRows(ROW, max_rows)
     await conn.copy_from_query(BUCKETS_SQL, ids, lo_ns, hi_ns, counter, output=collector, format="binary")
     rows = collector.rows()
     sid = rows["sid"].astype(np.int64)
