@@ -291,7 +291,8 @@ async def main(only: str | None, baseline: Path | None) -> None:
             await promql_vs_prometheus(db, keys, writer, report, baseline)
             return
         if only == "dashboard":  # with the benchmark's writer (pending ranges), then with ingest's own
-            pool = await asyncpg.create_pool(PG.replace("postgres@", "tsmesh_ingest@") + f"/{db}", min_size=1, max_size=2)
+            ingest_dsn = PG.replace("postgres@", "tsmesh_ingest@") + f"/{db}"
+            pool = await asyncpg.create_pool(ingest_dsn, min_size=1, max_size=2)
             try:
                 for label, dash_writer in (
                     ("bench writer", writer),

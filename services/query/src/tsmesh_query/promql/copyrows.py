@@ -15,22 +15,34 @@ TRAILER_BYTES = 2
 
 
 class CopyRows:
-    """An ``output`` for asyncpg's ``copy_from_query``: keeps the chunks, RESOURCE_EXHAUSTED
-    (``max_points``) as soon as more than ``max_rows`` rows have arrived."""
+    """An ``output`` for asyncpg's ``copy_from_query``: keeps the chunks until more than ``max_rows``
+    rows have arrived, then drops them; ``rows`` is then RESOURCE_EXHAUSTED (``max_points``).
+
+    The output never raises: an exception raised in it when the whole COPY had already arrived left
+    asyncpg's connection waiting forever (the transaction's ROLLBACK never answered), so an
+    over-limit query hung until its deadline. The rest of an over-limit COPY is read and dropped
+    (memory stays bounded; the query's timeout bounds the time)."""
 
     def __init__(self, dtype: np.dtype, max_rows: int) -> None:
         self.dtype = dtype
         self.chunks: list[bytes] = []
         self.size = 0
+        self.over = False
         self._max_bytes = HEADER_BYTES + TRAILER_BYTES + max_rows * dtype.itemsize
 
     async def __call__(self, chunk: bytes) -> None:
+        if self.over:
+            return
         self.size += len(chunk)
         if self.size > self._max_bytes:
-            raise ResourceExhausted("max_points", "")
+            self.over = True
+            self.chunks.clear()
+            return
         self.chunks.append(chunk)
 
     def rows(self) -> np.ndarray:
+        if self.over:
+            raise ResourceExhausted("max_points", "")
         data = b"".join(self.chunks)
         if len(data) < HEADER_BYTES + TRAILER_BYTES:
             return np.zeros(0, dtype=self.dtype)

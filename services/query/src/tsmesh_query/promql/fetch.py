@@ -2,7 +2,7 @@
 
 Samples stream from PostgreSQL as binary ``COPY`` (fixed 38-byte rows of series id, timestamp and
 value) and are decoded by numpy in one step, with no Python object per row. ``max_points`` is
-enforced while the bytes arrive: the copy is abandoned as soon as the budget is passed.
+enforced while the bytes arrive: past the budget the rest of the copy is dropped (``copyrows``).
 """
 
 from __future__ import annotations
@@ -67,13 +67,11 @@ async def _raw(
     """(series id, ts ms, value) of the raw samples of ``ids`` in ``[lo, hi]`` ms, by (series id, ts)."""
     collector = CopyRows(ROW, budget)
     if ids:
-        try:
-            await conn.copy_from_query(
-                POINTS_SQL, ids, lo * NS_PER_MS, hi * NS_PER_MS + NS_PER_MS - 1, output=collector, format="binary"
-            )
-        except ResourceExhausted:
-            raise ResourceExhausted(
-                "max_points", f"the query would read more than {limits.max_points} samples"
-            ) from None
-    rows = collector.rows()
+        await conn.copy_from_query(
+            POINTS_SQL, ids, lo * NS_PER_MS, hi * NS_PER_MS + NS_PER_MS - 1, output=collector, format="binary"
+        )
+    try:
+        rows = collector.rows()
+    except ResourceExhausted:
+        raise ResourceExhausted("max_points", f"the query would read more than {limits.max_points} samples") from None
     return rows["sid"].astype(np.int64), rows["ts"].astype(np.int64) // NS_PER_MS, rows["value"].astype(np.float64)
