@@ -626,8 +626,26 @@ async def dashboard(db: str, keys: Keys, writer: Writer, redis: Redis):
         finally:
             await watcher.close()
 
+    waits: dict[str, int] = {}
+
+    async def where_handlers_wait() -> None:
+        """Samples the innermost query-service frame every awaiting task is stopped at (every 0.1 s)."""
+        while time.monotonic() < stop:
+            for task in asyncio.all_tasks():
+                frames, coro = [], task.get_coro()
+                while coro is not None and hasattr(coro, "cr_frame"):  # the awaited chain, outermost first
+                    if coro.cr_frame is not None and "tsmesh_query" in coro.cr_frame.f_code.co_filename:
+                        frames.append(coro.cr_frame)
+                    coro = coro.cr_await
+                if frames and "live.py" not in frames[0].f_code.co_filename:
+                    top = frames[-1]
+                    key = f"{Path(top.f_code.co_filename).name}:{top.f_lineno} {top.f_code.co_name}"
+                    waits[key] = waits.get(key, 0) + 1
+            await asyncio.sleep(0.1)
+
     warm_stats = None
     tasks = [asyncio.create_task(ingest()), asyncio.create_task(refresher()), asyncio.create_task(loop_lag())]
+    tasks.append(asyncio.create_task(where_handlers_wait()))
     tasks.append(asyncio.create_task(database_activity()))
     tasks += [asyncio.create_task(panel(i)) for i in range(100)]
     await asyncio.sleep(min(10.0, real_seconds / 4))  # the first refresh of each panel fills the cache
@@ -655,6 +673,7 @@ async def dashboard(db: str, keys: Keys, writer: Writer, redis: Redis):
     for _, _, q in activity:
         slowest[q] = slowest.get(q, 0) + 1
     print("dashboard: slowest running statement, by samples:", sorted(slowest.items(), key=lambda x: -x[1])[:4])
+    print("dashboard: where query handlers wait, by samples:", sorted(waits.items(), key=lambda x: -x[1])[:8])
     return ratio, stats.queries - warm_stats[2], lat.summary()["p99"], hits + misses, errors, why
 
 
