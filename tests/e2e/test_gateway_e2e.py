@@ -5,7 +5,6 @@ WebSocket in both subprotocols, and close a live socket by revoking its token.""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import websockets
 from devstack import DEMO_EMAIL, DEMO_TENANT, Stack
 from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
-from stack_config import drop_database, private_config
+from stackkit import private_stack
 from tsmesh.v1 import stream_pb2
 
 pytestmark = pytest.mark.e2e
@@ -27,15 +26,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    cfg = private_config(tmp_path_factory.mktemp("gateway-stack"))
-    with open(os.devnull, "w") as quiet:
-        running = Stack(cfg, out=quiet)
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
-            drop_database(cfg.database)
+    with private_stack(tmp_path_factory.mktemp("gateway-stack")) as running:
+        yield running
 
 
 async def _json_frames(ws: websockets.ClientConnection, want: int) -> list[dict[str, Any]]:
@@ -240,3 +232,124 @@ async def test_no_documented_route_answers_without_its_scope(stack: Stack) -> No
             "POST /v1/auth/logout",
             "POST /v1/auth/refresh",
         ]
+
+
+async def _until_closed(ws: websockets.ClientConnection) -> None:
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            await asyncio.wait_for(ws.recv(), 20)
+
+
+async def test_a_scope_downgrade_ends_live_subscriptions_and_the_socket_follows_the_new_token(stack: Stack) -> None:
+    base = stack.gateway_url
+    ws_url = base.replace("http", "ws") + "/v1/stream"
+    metric = f"e2e_down_{uuid.uuid4().hex[:8]}"
+    subscribe = orjson.dumps({"type": "subscribe", "id": "s", "selector": {"metric": metric}}).decode()
+    ping = orjson.dumps({"type": "ping"}).decode()
+    async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+        login = await http.post(
+            "/v1/auth/login", json={"tenant": DEMO_TENANT, "email": DEMO_EMAIL, "password": stack.admin_password}
+        )
+        session = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        tokens = {}
+        for name, scopes in (("reader", ["read"]), ("witness", ["read"]), ("writer", ["write"])):
+            created = await http.post("/v1/tokens", json={"name": f"e2e-{name}", "scopes": scopes}, headers=session)
+            assert created.status_code == 201, created.text
+            tokens[name] = (created.json()["secret"], created.json()["token"]["id"])
+        bearer = {name: {"Authorization": f"Bearer {secret}"} for name, (secret, _) in tokens.items()}
+
+        async def write(value: float) -> None:
+            point = {"metric": metric, "labels": {}, "timestamp_ns": time.time_ns(), "value": value}
+            answer = await http.post("/v1/write", json={"points": [point]}, headers=bearer["writer"])
+            assert answer.status_code == 200, answer.text
+
+        ws = await websockets.connect(ws_url, subprotocols=["tsmesh.json.v1"], additional_headers=bearer["reader"])
+        witness = await websockets.connect(
+            ws_url, subprotocols=["tsmesh.json.v1"], additional_headers=bearer["witness"]
+        )
+        for socket in (ws, witness):
+            await socket.send(subscribe)
+            assert orjson.loads(await asyncio.wait_for(socket.recv(), 20))["type"] == "ack"
+        await write(1.0)
+        assert [p["value"] for p in await _json_frames(ws, 1)] == [1.0]
+        assert [p["value"] for p in await _json_frames(witness, 1)] == [1.0]
+
+        await ws.send(orjson.dumps({"type": "auth", "token": tokens["writer"][0]}).decode())
+        error = orjson.loads(await asyncio.wait_for(ws.recv(), 20))
+        assert (error["type"], error["id"], error["code"]) == ("error", "s", "PERMISSION_DENIED")
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 20)) == {"type": "ack", "id": "", "op": "auth"}
+        await write(2.0)
+        assert [p["value"] for p in await _json_frames(witness, 1)] == [2.0]  # the point went live ...
+        await ws.send(ping)
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 20))["type"] == "pong"  # ... but not here
+
+        # revoking the reader token (the one that opened the socket) leaves it open; the witness, still
+        # on a token of its own, shows revocations are applied
+        assert (await http.delete(f"/v1/tokens/{tokens['reader'][1]}", headers=session)).status_code == 200
+        assert (await http.delete(f"/v1/tokens/{tokens['witness'][1]}", headers=session)).status_code == 200
+        await _until_closed(witness)
+        await ws.send(ping)
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 20))["type"] == "pong"
+        assert (await http.delete(f"/v1/tokens/{tokens['writer'][1]}", headers=session)).status_code == 200
+        await _until_closed(ws)
+        assert ws.close_code == 4401
+
+
+async def test_a_promql_selector_subscription_receives_what_the_structured_one_does(stack: Stack) -> None:
+    """Both subprotocols: a subscription by PromQL string (parsed by query's PromQL parser) gets
+    exactly the points of the equivalent structured selector; a bad string gets an error frame
+    naming the problem and the socket goes on."""
+    metric = f"e2e_promql_{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=20) as http:
+        login = await http.post(
+            "/v1/auth/login", json={"tenant": DEMO_TENANT, "email": DEMO_EMAIL, "password": stack.admin_password}
+        )
+        session = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        created = await http.post(
+            "/v1/tokens", json={"name": "promql-live", "scopes": ["read", "write"]}, headers=session
+        )
+        api = {"Authorization": f"Bearer {created.json()['secret']}"}
+        ws_url = stack.gateway_url.replace("http", "ws") + "/v1/stream"
+        async with (
+            websockets.connect(ws_url, subprotocols=["tsmesh.json.v1"], additional_headers=api) as ws_json,
+            websockets.connect(ws_url, subprotocols=["tsmesh.proto.v1"], additional_headers=api) as ws_proto,
+        ):
+            structured = {"metric": metric, "matchers": [{"name": "host", "op": "=~", "value": "web.*"}]}
+            for frame in (
+                {"type": "subscribe", "id": "structured", "selector": structured},
+                {"type": "subscribe", "id": "bad", "promql": f"rate({metric}[5m])"},
+                {"type": "subscribe", "id": "promql", "promql": f'{metric}{{host=~"web.*"}}'},
+            ):
+                await ws_json.send(orjson.dumps(frame).decode())
+            answers = [orjson.loads(await asyncio.wait_for(ws_json.recv(), 20)) for _ in range(3)]
+            assert answers[0] == {"type": "ack", "id": "structured", "op": "subscribe"}
+            assert answers[1]["type"] == "error" and answers[1]["id"] == "bad"
+            assert answers[1]["code"] == "INVALID_ARGUMENT" and "must be a series selector" in answers[1]["message"]
+            assert answers[2] == {"type": "ack", "id": "promql", "op": "subscribe"}
+            subscribe = stream_pb2.StreamClientMessage(
+                subscribe={"id": "p", "promql": f'{{__name__="{metric}", host!~"db.*|"}}'}
+            )
+            await ws_proto.send(subscribe.SerializeToString())
+            ack = stream_pb2.StreamServerMessage.FromString(await asyncio.wait_for(ws_proto.recv(), 20))
+            assert (ack.ack.id, ack.ack.type) == ("p", "subscribe")
+
+            now = time.time_ns()
+            points = [
+                {"metric": metric, "labels": labels, "timestamp_ns": now + i, "value": float(i)}
+                for i, labels in enumerate(({"host": "db1"}, {"dc": "x"}, {"host": "web1"}, {"host": "web2"}))
+            ]
+            written = await http.post("/v1/write", json={"points": points}, headers=api)
+            assert written.status_code == 200 and written.json()["accepted"] == 4, written.text
+
+            by_subscription: dict[str, list[tuple[str, float]]] = {"structured": [], "promql": []}
+            while sum(map(len, by_subscription.values())) < 4:
+                frame = orjson.loads(await asyncio.wait_for(ws_json.recv(), 20))
+                if frame["type"] == "points":
+                    by_subscription[frame["id"]] += [(p["labels"].get("host", ""), p["value"]) for p in frame["points"]]
+            assert (
+                sorted(by_subscription["promql"])
+                == sorted(by_subscription["structured"])
+                == [("web1", 2.0), ("web2", 3.0)]
+            )
+            live = await _proto_points(ws_proto, 2)
+            assert sorted((dict(p.labels)["host"], p.value) for p in live) == [("web1", 2.0), ("web2", 3.0)]

@@ -152,6 +152,13 @@ def test_config_errors_name_the_variable() -> None:
         IngestConfig.from_env({"TSMESH_INGEST_TENANT_LIMITS": "[1]"})
     cfg = IngestConfig.from_env({"TSMESH_INGEST_TENANT_LIMITS": '{"acme": {"points_per_second": 5}}'})
     assert cfg.limit_overrides["acme"].points_per_second == 5
+    assert cfg.limit_overrides["acme"].new_series_per_second == cfg.limits.new_series_per_second == 1_000
+    with pytest.raises(ConfigError, match=r"TSMESH_INGEST_TENANT_LIMITS.*'acme'.*new_series_per_second"):
+        IngestConfig.from_env({"TSMESH_INGEST_TENANT_LIMITS": '{"acme": {"new_series_per_second": 0}}'})
+    with pytest.raises(ConfigError, match="TSMESH_INGEST_BURST_NEW_SERIES"):
+        IngestConfig.from_env({"TSMESH_INGEST_BURST_NEW_SERIES": "0"})
+    with pytest.raises(ConfigError, match="TSMESH_INGEST_UNCHECKED_NEW_SERIES"):
+        IngestConfig.from_env({"TSMESH_INGEST_UNCHECKED_NEW_SERIES": "-1"})
     assert not cfg.kafka.idempotence
     prod = IngestConfig.from_env(
         {
