@@ -1,5 +1,5 @@
 """Two facts per 1-minute rollup bucket that let PromQL answer from it exactly what it answers from raw
-points (query ADR 0311): ``ascending`` (no sample of the bucket is below the one before it: no counter
+points (query ADR 0312): ``ascending`` (no sample of the bucket is below the one before it: no counter
 reset inside) and ``distinct_ms`` (no two samples of the bucket share a millisecond, PromQL's time
 unit). NULL means unknown: such a bucket is read from raw. The writer's partial merge keeps both
 (false when two merged partials interleave in time), the refresher recomputes them from raw.
