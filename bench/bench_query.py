@@ -655,7 +655,7 @@ async def dashboard(db: str, keys: Keys, writer: Writer, redis: Redis):
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*tasks)
     cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
-    handled = [b - a for a, b in zip(handled0, _handler_buckets(), strict=True)]
+    handled = [(bound, b - a) for (bound, a), (_, b) in zip(handled0, _handler_buckets(), strict=True)]
     hits = stats.chunk_hits - warm_stats[0]
     misses = stats.chunk_misses - warm_stats[1]
     await channel.close()
@@ -677,24 +677,25 @@ async def dashboard(db: str, keys: Keys, writer: Writer, redis: Redis):
     return ratio, stats.queries - warm_stats[2], lat.summary()["p99"], hits + misses, errors, why
 
 
-def _handler_buckets() -> list[float]:
-    """Cumulative counts of the query service's QueryRange handler durations (interceptor histogram)."""
-    from tsmesh_common.interceptors import LATENCY
+def _handler_buckets() -> list[tuple[float, float]]:
+    """(upper bound s, cumulative count) of the query service's QueryRange handler durations, read
+    from the process's Prometheus registry (``tsmesh_grpc_server_duration_seconds``)."""
+    from prometheus_client import REGISTRY
 
     method = "/tsmesh.v1.QueryService/QueryRange"
-    out = []
-    for metric in LATENCY.collect():
-        out = [s.value for s in metric.samples if s.name.endswith("_bucket") and s.labels.get("method") == method]
-    return out or [0.0]
+    return [
+        (float(sample.labels["le"]), sample.value)
+        for metric in REGISTRY.collect()
+        if metric.name == "tsmesh_grpc_server_duration_seconds"
+        for sample in metric.samples
+        if sample.name.endswith("_bucket") and sample.labels.get("method") == method
+    ] or [(float("inf"), 0.0)]
 
 
-def _bucket_p99(cumulative: list[float]) -> float:
+def _bucket_p99(cumulative: list[tuple[float, float]]) -> float:
     """The upper bound (ms) of the histogram bucket holding the 99th percentile."""
-    from tsmesh_common.interceptors import LATENCY
-
-    bounds = [*LATENCY._upper_bounds]  # the histogram's own buckets
-    total = cumulative[-1] if cumulative else 0.0
-    for bound, count in zip(bounds, cumulative, strict=False):
+    total = cumulative[-1][1]
+    for bound, count in cumulative:
         if total and count >= 0.99 * total:
             return bound * 1000
     return float("inf")
