@@ -28,6 +28,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import LatencyRecorder, Report, drive, echo_baseline
 from local_prometheus import Dataset, Prometheus
@@ -56,10 +57,17 @@ CONCURRENCY = 32
 class Keys:
     """Ed25519 JWTs verified by a real Authenticator (no auth service needed)."""
 
-    def __init__(self) -> None:
-        self.key = Ed25519PrivateKey.generate()
+    def __init__(self, secret: bytes | None = None) -> None:
+        self.key = Ed25519PrivateKey.from_private_bytes(secret) if secret else Ed25519PrivateKey.generate()
         public = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(self.key.public_key()))
         self.jwks = [{**public, "kid": "bench", "alg": "EdDSA", "use": "sig"}]
+
+    def secret(self) -> str:
+        """The private key as hex, for the ``--serve`` processes of this run (a throwaway key)."""
+        raw = self.key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return raw.hex()
 
     async def fetch_jwks(self) -> list[dict[str, str]]:
         return self.jwks
@@ -156,15 +164,69 @@ class Writer:
             for table, width in (("rollup_1m", MIN), ("rollup_1h", HOUR)):
                 a, b = lo - lo % width, hi - hi % width + width
                 await self.conn.execute(f"DELETE FROM ts.{table} WHERE bucket >= $1 AND bucket < $2", a, b)
+                # 1m buckets also say whether their values never go down and their ms are distinct
+                flags = (
+                    ", bool_and(prev IS NULL OR value >= prev)"
+                    ", bool_and(prev_ts IS NULL OR ts / 1000000 > prev_ts / 1000000)"
+                    if table == "rollup_1m"
+                    else ""
+                )
                 await self.conn.execute(
                     f"""INSERT INTO ts.{table}
                     SELECT series_id, ts - ts % {width}, count(*), sum(value), min(value), max(value), min(ts),
-                      (array_agg(value ORDER BY ts))[1], max(ts), (array_agg(value ORDER BY ts DESC))[1]
-                    FROM ts.points WHERE ts >= $1 AND ts < $2 GROUP BY 1, 2""",
+                      (array_agg(value ORDER BY ts))[1], max(ts), (array_agg(value ORDER BY ts DESC))[1]{flags}
+                    FROM (SELECT series_id, ts, value,
+                            lag(value) OVER (PARTITION BY series_id, ts - ts % {width} ORDER BY ts) AS prev,
+                            lag(ts) OVER (PARTITION BY series_id, ts - ts % {width} ORDER BY ts) AS prev_ts
+                          FROM ts.points WHERE ts >= $1 AND ts < $2) AS p
+                    GROUP BY 1, 2""",
                     a,
                     b,
                 )
             await self.conn.execute("DELETE FROM ts.rollup_pending WHERE hi < $1", hi)
+
+
+class IngestWriter(Writer):
+    """Writes through ingest's own store (``PointStore``: the fast path merges the batch's partial
+    aggregates into the rollups, no pending range) and refresher, as the production writer does."""
+
+    def __init__(self, conn: asyncpg.Connection, redis: Redis, pool: asyncpg.Pool) -> None:
+        from tsmesh_ingest.partitions import PartitionManager
+        from tsmesh_ingest.rollups import RollupRefresher
+        from tsmesh_ingest.store import KnownSeries, PointStore
+
+        super().__init__(conn, redis)
+        self.store = PointStore(pool, PartitionManager(), KnownSeries())
+        self.refresher = RollupRefresher(pool)
+        self.identity: dict[int, tuple[str, dict[str, str], int]] = {}
+
+    async def series(self, tenant: str, metric: str, labels: dict[str, str]) -> int:
+        from tsmesh_ingest.series_id import series_id
+
+        unsigned = series_id(tenant, metric, labels.items())
+        signed = unsigned - (1 << 64) if unsigned >= 1 << 63 else unsigned
+        self.identity[signed] = (metric, labels, unsigned)
+        return signed
+
+    async def write(self, tenant: str, rows: list[tuple[int, int, float]]) -> None:
+        from tsmesh_ingest.series_id import signed_array
+        from tsmesh_ingest.store import Item
+
+        points, ids = [], []
+        for sid, ts, value in rows:
+            metric, labels, unsigned = self.identity[sid]
+            points.append(common_pb2.Point(metric=metric, labels=labels, timestamp_ns=ts, value=value))
+            ids.append(unsigned)
+        batch = common_pb2.PointBatch(tenant_id=tenant, points=points, series_ids=ids, accepted_at_ns=time.time_ns())
+        async with self.lock:
+            await self.store.write([Item(tenant, batch, signed_array(ids), batch.SerializeToString())])
+        await self.redis.incr(data_generation_key(tenant))
+        if min(ts for _, ts, _ in rows) < time.time_ns() - LATE_WRITE_SECONDS * S:
+            await self.redis.incr(late_generation_key(tenant))
+
+    async def refresh(self, lo: int, hi: int) -> None:
+        while await self.refresher.refresh_once():
+            pass
 
 
 def query(metric: str, start: int, end: int, step: int, agg=query_pb2.AGGREGATION_AVG, group_by=(), matchers=()):
@@ -203,7 +265,7 @@ async def timed(stub, req, md, n: int) -> LatencyRecorder:
     return rec
 
 
-async def main() -> None:
+async def main(only: str | None, baseline: Path | None) -> None:
     report = Report("query")
     keys = Keys()
     redis = Redis.from_url(REDIS_URL)
@@ -229,6 +291,33 @@ async def main() -> None:
         await admin.copy_records_to_table("rollup_1h", schema_name="ts", records=rows)
         await admin.execute("ANALYZE")
         print(f"loaded {8640} raw points and {len(rows)} hourly rollups", flush=True)
+        if only == "promql":
+            await promql_vs_prometheus(db, keys, writer, report, baseline)
+            return
+        if only == "dashboard":  # with the benchmark's writer (pending ranges), then with ingest's own
+            ingest_dsn = PG.replace("postgres@", "tsmesh_ingest@") + f"/{db}"
+            pool = await asyncpg.create_pool(ingest_dsn, min_size=1, max_size=2)
+            try:
+                for label, dash_writer in (
+                    ("bench writer", writer),
+                    ("ingest writer", IngestWriter(admin, redis, pool)),
+                ):
+                    hit, queries, p99, lookups, errors, why = await dashboard(db, keys, dash_writer, redis)
+                    report.add(f"dashboard QueryRange p99 ({label})", p99, "ms")
+                    report.add(f"  dashboard queries ({label})", queries, "calls")
+                    report.add(f"  dashboard chunk cache hit ratio ({label})", hit * 100, "%")
+                    for name, value in why.items():
+                        unit = (
+                            "cores"
+                            if "CPU" in name
+                            else "connections"
+                            if "connections" in name or "lock" in name
+                            else "ms"
+                        )
+                        report.add(f"  dashboard {name} ({label})", value, unit)
+            finally:
+                await pool.close()
+            return
 
         # --- uncached (no L1, no L2) latencies
         comps, channel = await start(config(db, CacheConfig(l1_max_bytes=0, l2_enabled=False)), keys)
@@ -298,15 +387,18 @@ async def main() -> None:
         await comps.app.stop(0.1)
 
         # --- PromQL beside Prometheus on the same data
-        await promql_vs_prometheus(db, keys, writer, report)
+        await promql_vs_prometheus(db, keys, writer, report, baseline)
 
         # --- dashboard
-        hit, queries, p99, lookups, errors = await dashboard(db, keys, writer, redis)
+        hit, queries, p99, lookups, errors, why = await dashboard(db, keys, writer, redis)
         report.add("dashboard chunk cache hit ratio", hit * 100, "%", None, None, ">= 90%")
         report.add("dashboard chunk lookups", lookups, "chunks")
         report.add("dashboard QueryRange p99", p99, "ms", "echo p99", base_lat.latency["p99"])
         report.add("dashboard queries", queries, "calls")
         report.add("dashboard calls refused (overload)", sum(errors.values()), "calls")
+        for name, value in why.items():
+            unit = "cores" if "CPU" in name else "connections" if "connections" in name or "lock" in name else "ms"
+            report.add(f"  dashboard {name}", value, unit)
 
         # --- subscribe latency
         sub = await subscribe_latency(db, keys, redis)
@@ -323,13 +415,15 @@ async def main() -> None:
         await admin.close()
         await redis.aclose()
         await drop_db(db)
-    report.print()
-    print(report.markdown())
+        report.print()
+        print(report.markdown())
 
 
-async def promql_vs_prometheus(db: str, keys: Keys, writer: Writer, report: Report) -> None:
+async def promql_vs_prometheus(db: str, keys: Keys, writer: Writer, report: Report, baseline: Path | None) -> None:
     """``sum by (dc) (rate(x[5m]))`` over 100 counters x 24 h of 10 s samples at step 60 s: tsmesh
-    (gRPC PromQueryRange, uncached and cached) beside a local Prometheus (HTTP) on the same data."""
+    (gRPC PromQueryRange, uncached and cached) beside a local Prometheus (HTTP) on the same data.
+    Each tree's query service runs in a process of its own (``--serve``); with ``baseline`` (another
+    checkout, e.g. main), both trees answer the same requests, alternately, in the same run."""
     if shutil.which("promtool") is None:
         print("promtool missing (make bench-tools): PromQL comparison skipped", flush=True)
         return
@@ -351,40 +445,95 @@ async def promql_vs_prometheus(db: str, keys: Keys, writer: Writer, report: Repo
         series.append(("x", labels, points))
         rows += [(sid, t * 1_000_000, v) for t, v in points]
     await writer.write(tenant, rows)
-    await writer.conn.execute("ANALYZE ts.points")
+    await writer.refresh(start_s * S - HOUR, end_s * S + HOUR)  # as ingest's writer keeps them
+    await writer.conn.execute("ANALYZE")
     text, start_ms, end_ms, step_ms = "sum by (dc) (rate(x[5m]))", start_s * 1000, end_s * 1000, 60_000
     request = query_pb2.PromQueryRangeRequest(query=text, start_ms=start_ms, end_ms=end_ms, step_ms=step_ms)
+    trees = {"this tree": ROOT} | ({"baseline tree": baseline} if baseline else {})
+    theirs = LatencyRecorder()
     with tempfile.TemporaryDirectory() as work:
         prometheus = Prometheus(Path(work), Dataset(series, start_ms, end_ms))
         try:
-            theirs = LatencyRecorder()
-            for _ in range(33):
-                t = time.perf_counter()
-                await asyncio.to_thread(prometheus.query_range, text, start_ms, end_ms, step_ms)
-                theirs.record(time.perf_counter() - t)
+            for label in ("uncached", "cached"):
+                servers = {name: await Server.start(tree, db, keys, label) for name, tree in trees.items()}
+                try:
+                    ours = {name: LatencyRecorder() for name in servers}
+                    for i in range(33 if label == "uncached" else 203):
+                        # alternate: each engine sees the same machine load
+                        if label == "uncached":
+                            t = time.perf_counter()
+                            await asyncio.to_thread(prometheus.query_range, text, start_ms, end_ms, step_ms)
+                            if i >= 3:
+                                theirs.record(time.perf_counter() - t)
+                        for name, server in servers.items():
+                            t = time.perf_counter()
+                            await server.stub.PromQueryRange(request, metadata=md, timeout=30)
+                            if i >= 3:
+                                ours[name].record(time.perf_counter() - t)
+                finally:
+                    for server in servers.values():
+                        await server.stop()
+                target = "<= 50 ms and <= 2x Prometheus" if label == "uncached" else "<= 5 ms"
+                for name, rec in ours.items():
+                    report.add(
+                        f"PromQL {label} sum by (dc) (rate[5m]) 100 x 24 h @1m p99 ({name})",
+                        rec.summary()["p99"],
+                        "ms",
+                        "Prometheus p99",
+                        theirs.summary()["p99"],
+                        target if name == "this tree" else None,
+                    )
+                if baseline:
+                    report.add(
+                        f"  PromQL {label} p50, this tree vs baseline tree",
+                        ours["this tree"].summary()["p50"],
+                        "ms",
+                        "baseline tree p50",
+                        ours["baseline tree"].summary()["p50"],
+                    )
         finally:
             prometheus.close()
-    for label, cache in (("uncached", CacheConfig(l1_max_bytes=0, l2_enabled=False)), ("cached", CacheConfig())):
-        comps, channel = await start(config(db, cache), keys)
-        stub = query_pb2_grpc.QueryServiceStub(channel)
-        ours = LatencyRecorder()
-        for i in range(33 if label == "uncached" else 203):
-            t = time.perf_counter()
-            await stub.PromQueryRange(request, metadata=md, timeout=30)
-            if i >= 3:
-                ours.record(time.perf_counter() - t)
-        await channel.close()
-        await comps.app.stop(0.1)
-        target = "<= 50 ms and <= 2x Prometheus" if label == "uncached" else "<= 5 ms"
-        report.add(
-            f"PromQL {label} sum by (dc) (rate[5m]) 100 x 24 h @1m p99",
-            ours.summary()["p99"],
-            "ms",
-            "Prometheus p99",
-            theirs.summary()["p99"],
-            target,
-        )
     report.add("  Prometheus same query p50", theirs.summary()["p50"], "ms")
+
+
+class Server:
+    """One tree's query service in a process of its own (``--serve``), its sources first on the path."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, channel: grpc.aio.Channel) -> None:
+        self.proc = proc
+        self.channel = channel
+        self.stub = query_pb2_grpc.QueryServiceStub(channel)
+
+    @classmethod
+    async def start(cls, tree: Path, db: str, keys: Keys, cache: str) -> Server:
+        paths = [tree / "services" / "query" / "src", tree / "libs" / "common" / "src", tree / "libs" / "proto"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in paths), "TSMESH_BENCH_KEY": keys.secret()}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--serve", db, cache, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"query service of {tree} did not start: {line!r}")
+        return cls(proc, grpc.aio.insecure_channel(f"127.0.0.1:{int(line.split()[1])}"))
+
+    async def stop(self) -> None:
+        await self.channel.close()
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        await asyncio.wait_for(self.proc.wait(), 30)
+
+
+async def serve(db: str, cache: str) -> None:
+    """``--serve DB uncached|cached``: a query service on a free port (printed) until stdin closes."""
+    keys = Keys(bytes.fromhex(os.environ["TSMESH_BENCH_KEY"]))
+    caches = CacheConfig(l1_max_bytes=0, l2_enabled=False) if cache == "uncached" else CacheConfig()
+    auth = Authenticator(AuthenticatorConfig(issuer="tsmesh-auth", audience="tsmesh"), keys, keys)
+    comps = build(config(db, caches), auth, create_redis(REDIS_URL), time.time_ns)
+    port = await comps.app.start("127.0.0.1", 0)
+    print(f"PORT {port}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await comps.app.stop(0.1)
 
 
 async def dashboard(db: str, keys: Keys, writer: Writer, redis: Redis):
@@ -453,18 +602,107 @@ async def dashboard(db: str, keys: Keys, writer: Writer, redis: Redis):
             lat.record(time.perf_counter() - t)
             await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - t)))  # 10 virtual seconds
 
+    lag = LatencyRecorder()
+
+    async def loop_lag() -> None:
+        """How late a 20 ms sleep wakes: the time any callback waits for this (shared) event loop."""
+        while time.monotonic() < stop:
+            t = time.perf_counter()
+            await asyncio.sleep(0.02)
+            lag.record(time.perf_counter() - t - 0.02)
+
+    activity: list[tuple[int, int, str]] = []  # (active, waiting on a lock, slowest statement) per sample
+
+    async def database_activity() -> None:
+        """What the query service's connections do: sampled from pg_stat_activity every 0.25 s."""
+        watcher = await asyncpg.connect(f"{PG}/{db}")
+        try:
+            while time.monotonic() < stop:
+                rows = await watcher.fetch(
+                    "SELECT state, wait_event_type, now() - query_start AS age, left(query, 60) AS q "
+                    "FROM pg_stat_activity WHERE application_name = 'tsmesh-query' AND datname = current_database()"
+                )
+                busy = [r for r in rows if r["state"] == "active"]
+                locked = sum(r["wait_event_type"] == "Lock" for r in busy)
+                slowest = max(busy, key=lambda r: r["age"])["q"] if busy else ""
+                activity.append((len(busy), locked, " ".join(slowest.split())))
+                await asyncio.sleep(0.25)
+        finally:
+            await watcher.close()
+
+    waits: dict[str, int] = {}
+
+    async def where_handlers_wait() -> None:
+        """Samples the innermost query-service frame every awaiting task is stopped at (every 0.1 s)."""
+        while time.monotonic() < stop:
+            for task in asyncio.all_tasks():
+                frames, coro = [], task.get_coro()
+                while coro is not None and hasattr(coro, "cr_frame"):  # the awaited chain, outermost first
+                    if coro.cr_frame is not None and "tsmesh_query" in coro.cr_frame.f_code.co_filename:
+                        frames.append(coro.cr_frame)
+                    coro = coro.cr_await
+                if frames and "live.py" not in frames[0].f_code.co_filename:
+                    top = frames[-1]
+                    key = f"{Path(top.f_code.co_filename).name}:{top.f_lineno} {top.f_code.co_name}"
+                    waits[key] = waits.get(key, 0) + 1
+            await asyncio.sleep(0.1)
+
     warm_stats = None
-    tasks = [asyncio.create_task(ingest()), asyncio.create_task(refresher())]
+    tasks = [asyncio.create_task(ingest()), asyncio.create_task(refresher()), asyncio.create_task(loop_lag())]
+    tasks.append(asyncio.create_task(where_handlers_wait()))
+    tasks.append(asyncio.create_task(database_activity()))
     tasks += [asyncio.create_task(panel(i)) for i in range(100)]
     await asyncio.sleep(min(10.0, real_seconds / 4))  # the first refresh of each panel fills the cache
     warm_stats = (stats.chunk_hits, stats.chunk_misses, stats.queries, stats.result_hits)
+    lat_warm, lag_warm = len(lat), len(lag)
+    handled0 = _handler_buckets()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*tasks)
+    cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    handled = [(bound, b - a) for (bound, a), (_, b) in zip(handled0, _handler_buckets(), strict=True)]
     hits = stats.chunk_hits - warm_stats[0]
     misses = stats.chunk_misses - warm_stats[1]
     await channel.close()
     await comps.app.stop(0.1)
     ratio = hits / max(1, hits + misses)
-    return ratio, stats.queries - warm_stats[2], lat.summary()["p99"], hits + misses, errors
+    why = {
+        "client p99 after warm-up": lat.tail(lat_warm).summary()["p99"],
+        "event-loop lag p99 (client, server, writer share it)": lag.tail(lag_warm).summary()["p99"],
+        "server handler p99 (histogram bucket bound)": _bucket_p99(handled),
+        "process CPU (cores busy, of 1 usable by one loop)": cpu,
+        "query connections active in PostgreSQL (mean, of 8)": sum(a for a, _, _ in activity) / max(1, len(activity)),
+        "of which waiting on a lock (mean)": sum(w for _, w, _ in activity) / max(1, len(activity)),
+    }
+    slowest: dict[str, int] = {}
+    for _, _, q in activity:
+        slowest[q] = slowest.get(q, 0) + 1
+    print("dashboard: slowest running statement, by samples:", sorted(slowest.items(), key=lambda x: -x[1])[:4])
+    print("dashboard: where query handlers wait, by samples:", sorted(waits.items(), key=lambda x: -x[1])[:8])
+    return ratio, stats.queries - warm_stats[2], lat.summary()["p99"], hits + misses, errors, why
+
+
+def _handler_buckets() -> list[tuple[float, float]]:
+    """(upper bound s, cumulative count) of the query service's QueryRange handler durations, read
+    from the process's Prometheus registry (``tsmesh_grpc_server_duration_seconds``)."""
+    from prometheus_client import REGISTRY
+
+    method = "/tsmesh.v1.QueryService/QueryRange"
+    return [
+        (float(sample.labels["le"]), sample.value)
+        for metric in REGISTRY.collect()
+        if metric.name == "tsmesh_grpc_server_duration_seconds"
+        for sample in metric.samples
+        if sample.name.endswith("_bucket") and sample.labels.get("method") == method
+    ] or [(float("inf"), 0.0)]
+
+
+def _bucket_p99(cumulative: list[tuple[float, float]]) -> float:
+    """The upper bound (ms) of the histogram bucket holding the 99th percentile."""
+    total = cumulative[-1][1]
+    for bound, count in cumulative:
+        if total and count >= 0.99 * total:
+            return bound * 1000
+    return float("inf")
 
 
 async def subscribe_latency(db: str, keys: Keys, redis: Redis) -> dict[str, float]:
@@ -507,6 +745,16 @@ async def subscribe_latency(db: str, keys: Keys, redis: Redis) -> dict[str, floa
 
 
 if __name__ == "__main__":
+    import argparse
+
     import uvloop
 
-    uvloop.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["promql", "dashboard"], help="run figure 5 or 3 only")
+    parser.add_argument("--baseline-tree", type=Path, help="another checkout (e.g. main) measured beside this one")
+    parser.add_argument("--serve", nargs=2, metavar=("DB", "CACHE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        uvloop.run(serve(*args.serve))
+    else:
+        uvloop.run(main(args.only, args.baseline_tree))

@@ -47,6 +47,12 @@ class LatencyRecorder:
         """Merge the samples of another recorder (e.g. one per worker task)."""
         self._samples.extend(other._samples)
 
+    def tail(self, start: int) -> LatencyRecorder:
+        """The samples recorded after the first ``start`` (e.g. after a warm-up)."""
+        out = LatencyRecorder()
+        out._samples = self._samples[start:]
+        return out
+
     def __len__(self) -> int:
         return len(self._samples)
 

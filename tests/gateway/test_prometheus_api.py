@@ -122,6 +122,11 @@ async def test_errors_use_prometheus_error_types(gateway, url: str, status: int,
     assert body["error"]
 
 
+async def test_a_refused_query_names_the_parameter_as_prometheus_does(gateway) -> None:
+    answer = await gateway.client.get("/api/v1/query?query=refuse_bad_data", headers=gateway.bearer("read"))
+    assert answer.json()["error"] == 'invalid parameter "query": parse error: unexpected end of input'
+
+
 async def test_without_a_token_the_answer_is_a_prometheus_error(gateway) -> None:
     answer = await gateway.client.get("/api/v1/labels")
     assert answer.status_code == 401

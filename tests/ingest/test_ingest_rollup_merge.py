@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import random
 import time
@@ -125,6 +126,18 @@ async def check_contract(conn: Any) -> int:
                 continue
             assert key in stored and key in want, (table, key, stored.get(key), want.get(key))
             assert same(stored[key], want[key]), (table, key, stored[key], want[key])
+    flags = await conn.fetch("SELECT series_id, bucket, ascending, distinct_ms FROM ts.rollup_1m")
+    for r in flags:
+        if any(s == r["series_id"] and lo < r["bucket"] + MINUTE_NS and hi >= r["bucket"] for s, lo, hi in pending):
+            continue
+        ordered = sorted(
+            (ts, v) for sid, ts, v in raw if sid == r["series_id"] and ts // MINUTE_NS * MINUTE_NS == r["bucket"]
+        )
+        pairs = list(itertools.pairwise(ordered))
+        assert r["ascending"] is not None and r["distinct_ms"] is not None, r
+        # a flag may be false where the truth is unknown (interleaved merges), never true where false
+        assert not r["ascending"] or not any(b[1] < a[1] for a, b in pairs), (r, ordered)
+        assert not r["distinct_ms"] or not any(b[0] // 10**6 == a[0] // 10**6 for a, b in pairs), (r, ordered)
     return covered
 
 

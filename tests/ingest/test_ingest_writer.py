@@ -96,9 +96,11 @@ async def test_late_and_rewritten_points_update_the_rollups(ts_db: Any, start_in
     minute = await ingest.fetch("SELECT * FROM ts.rollup_1m ORDER BY bucket")
     assert [dict(r) | {"series_id": 0} for r in minute] == [
         {"series_id": 0, "bucket": t0, "count": 2, "sum": 51.0, "min": 1.0, "max": 50.0,
-         "first_ts": t0 + 10**9, "first": 1.0, "last_ts": t0 + 30 * 10**9, "last": 50.0},
+         "first_ts": t0 + 10**9, "first": 1.0, "last_ts": t0 + 30 * 10**9, "last": 50.0,
+         "ascending": True, "distinct_ms": True},
         {"series_id": 0, "bucket": t0 + MINUTE, "count": 1, "sum": 7.0, "min": 7.0, "max": 7.0,
-         "first_ts": t0 + MINUTE + 1, "first": 7.0, "last_ts": t0 + MINUTE + 1, "last": 7.0},
+         "first_ts": t0 + MINUTE + 1, "first": 7.0, "last_ts": t0 + MINUTE + 1, "last": 7.0,
+         "ascending": True, "distinct_ms": True},
     ]  # fmt: skip
     hour = await ingest.fetch("SELECT count, sum, min, max, first, last, first_ts, last_ts, bucket FROM ts.rollup_1h")
     raw = await ingest.fetch(

@@ -44,6 +44,7 @@ async def load(loader: Any, data: Dataset) -> None:
         sid = await loader.series(TENANT, metric, labels)
         rows += [(sid, ts * NS_PER_MS, value) for ts, value in points]
     await loader.points(rows)
+    await loader.refresh_rollups(sorted({r[0] for r in rows}))
 
 
 Answer = dict[Any, list[tuple[int, float]]]
@@ -100,6 +101,8 @@ WINDOWS = {
     "one-step": (100 * 60_000 + 3_000, 100 * 60_000 + 3_000, 60_000),
     "instant": (61 * 60_000 + 1_000, 61 * 60_000 + 1_000, 0),
     "random": (40 * 60_000 + 7_000, 160 * 60_000, 90_000),  # 400 random compositions, not the corpus
+    # whole minutes: the selectors the 1-minute rollup answers exactly read it (promql/rollups.py)
+    "aligned": (60 * 60_000, 180 * 60_000, 60_000),
 }
 
 

@@ -12,12 +12,14 @@ import pytest
 from tsmesh.v1 import query_pb2
 from tsq_support import Loader, Running, query_config, start_service, stop_service
 
-from tsmesh_common.errors import DeadlineExceeded
-from tsmesh_query.config import QueryLimits
+from tsmesh_common.errors import DeadlineExceeded, ResourceExhausted
+from tsmesh_query.config import DatabaseConfig, QueryLimits
+from tsmesh_query.promql.engine import PromEngine
 from tsmesh_query.promql.evaluate import Evaluator
 from tsmesh_query.promql.parse import parse_query
 from tsmesh_query.promql.plan import plan_query
 from tsmesh_query.promql.values import RawSeries, SampleSet, make_labels
+from tsmesh_query.store import Database
 
 BASE_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 NS_PER_MS = 1_000_000
@@ -29,6 +31,7 @@ async def load(loader: Loader, tenant: str) -> None:
         sid = await loader.series(tenant, "up", {"host": host, "job": "api"})
         rows += [(sid, (BASE_MS + k * 15_000) * NS_PER_MS, slope * k) for k in range(240)]
     await loader.points(rows)
+    await loader.refresh_rollups(sorted({r[0] for r in rows}))
 
 
 def labels(series: Any) -> dict[str, str]:
@@ -135,6 +138,25 @@ async def test_limits_answer_resource_exhausted(
         await stop_service(running)
 
 
+@pytest.mark.parametrize("rollups", [False, True])
+async def test_an_over_limit_read_is_refused_at_once_and_its_connection_serves_the_next(
+    ts_db: Any, loader: Loader, rollups: bool
+) -> None:
+    """The whole (small) COPY arrives in one chunk: refusing it inside asyncpg's output left the
+    connection waiting forever, and the query answered its deadline instead of max_points."""
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    await load(loader, tenant)
+    db = Database(DatabaseConfig(primary_url=ts_db.dsn("tsmesh_query"), pool_max=1))
+    engine = PromEngine(db, QueryLimits(max_points=100), timeout_s=5.0, rollups=rollups)
+    try:
+        with pytest.raises(ResourceExhausted, match="max_points"):
+            await engine.query_range(tenant, "up", BASE_MS, BASE_MS + 3_600_000, 60_000)
+        answer = await engine.query(tenant, 'up{host="a"}', BASE_MS + 60_000)
+        assert answer.series[0].values == [4.0]
+    finally:
+        await db.close()
+
+
 def test_an_expired_deadline_stops_evaluation() -> None:
     plan = plan_query(parse_query("sum(up)"), 0, 60_000, 15_000)
     ts = np.arange(0, 60_001, 15_000, dtype=np.int64)
@@ -172,6 +194,7 @@ async def test_answers_are_cached_until_the_data_generation_moves(
     assert (stats.hits, stats.misses) == (1, 1)
     sid = await loader.series(tenant, "up", {"host": "c", "job": "api"})
     await loader.points([(sid, (BASE_MS + 3_600_000) * NS_PER_MS, 1000.0)])
+    await loader.refresh_rollups([sid])
     await bump(redis_client, tenant)
     fresh = await service.stub.PromQueryRange(request, metadata=md, timeout=10)
     assert fresh.series[0].values[0] == 1000.0

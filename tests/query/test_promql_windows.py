@@ -7,7 +7,7 @@ import pytest
 
 from tsmesh_query.promql.functions import RANGE_FUNCTIONS
 from tsmesh_query.promql.values import RangeSeries
-from tsmesh_query.promql.windows import VECTORIZED, window_values
+from tsmesh_query.promql.windows import VECTORIZED, window_values, windows_of_all
 
 
 @pytest.mark.parametrize("name", sorted(VECTORIZED))
@@ -51,3 +51,33 @@ def test_extremes_ignore_nan_unless_alone(name: str) -> None:
         expected = RANGE_FUNCTIONS[name](ts[lo[i] : hi[i]], values[lo[i] : hi[i]], int(te[i]), 2500)
         assert expected is not None
         assert whole[0][i] == pytest.approx(expected, nan_ok=True)
+
+
+def _series(rng: np.random.Generator, n: int, te: np.ndarray, range_ms: int, weighted: bool = False) -> RangeSeries:
+    ts = np.cumsum(rng.integers(1_000, 30_000, n)).astype(np.int64)
+    values = np.cumsum(rng.uniform(0, 5, n))
+    if n:
+        values[rng.integers(0, n, 3)] = 0.0
+    lo = np.searchsorted(ts, te - range_ms, "left").astype(np.int64)
+    hi = np.searchsorted(ts, te, "right").astype(np.int64)
+    weights = rng.integers(1, 5, n).astype(np.int64) if weighted else None
+    return RangeSeries((), ts, values, lo, hi, weights)
+
+
+@pytest.mark.parametrize("name", sorted(VECTORIZED))
+def test_series_computed_together_answer_as_each_alone_to_the_bit(name: str) -> None:
+    rng = np.random.default_rng(7)
+    te = np.arange(0, 3_000_000, 41_000, dtype=np.int64)
+    series = [_series(rng, n, te, 300_000, weighted=n % 2 == 1) for n in (300, 0, 1, 2, 157, 90)]
+    series.append(
+        RangeSeries(
+            (), np.array([5, 9], dtype=np.int64), np.array([1.0, np.nan]), series[0].lo * 0, series[0].lo * 0 + 2
+        )
+    )
+    together = windows_of_all(name, series, te, 300_000)
+    for s, got in zip(series, together, strict=True):
+        alone = window_values(name, s, te, 300_000)
+        assert (got is None) == (alone is None)
+        if got is not None and alone is not None:
+            assert got[1].tolist() == alone[1].tolist()
+            assert got[0][got[1]].tobytes() == alone[0][alone[1]].tobytes()

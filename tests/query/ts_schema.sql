@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS ts.rollup_1m (
   PRIMARY KEY (series_id, bucket)
 );
 CREATE TABLE IF NOT EXISTS ts.rollup_1h (LIKE ts.rollup_1m INCLUDING ALL);
+ALTER TABLE ts.rollup_1m ADD COLUMN IF NOT EXISTS ascending boolean, ADD COLUMN IF NOT EXISTS distinct_ms boolean;
 CREATE TABLE IF NOT EXISTS ts.rollup_pending (
   id bigserial PRIMARY KEY,
   series_id bigint NOT NULL,

@@ -115,16 +115,27 @@ class Loader:
     async def refresh_rollups(self, series_ids: Sequence[int]) -> None:
         """Recompute the 1m and 1h buckets of these series from raw and clear their pending ranges
         (what ingest's refresher does, in one transaction; sums past the float8 range saturate to
-        +-Infinity as its overflow fallback does)."""
+        +-Infinity as its overflow fallback does; 1m buckets say whether their values never go down and
+        their milliseconds are distinct)."""
         async with self.conn.transaction():
             for table, width in (("rollup_1m", MINUTE_NS), ("rollup_1h", HOUR_NS)):
                 await self.conn.execute(f"DELETE FROM ts.{table} WHERE series_id = ANY($1::bigint[])", series_ids)
+                flags = (
+                    ", bool_and(prev IS NULL OR NOT value < prev)"
+                    ", bool_and(prev_ts IS NULL OR ts / 1000000 > prev_ts / 1000000)"
+                    if table == "rollup_1m"
+                    else ""
+                )
                 await self.conn.execute(
                     f"""
                     INSERT INTO ts.{table}
                     SELECT series_id, ts - ts % {width}, count(*), {SATURATING_SUM}, min(value), max(value), min(ts),
-                           (array_agg(value ORDER BY ts))[1], max(ts), (array_agg(value ORDER BY ts DESC))[1]
-                    FROM ts.points WHERE series_id = ANY($1::bigint[]) GROUP BY 1, 2
+                           (array_agg(value ORDER BY ts))[1], max(ts), (array_agg(value ORDER BY ts DESC))[1]{flags}
+                    FROM (SELECT series_id, ts, value,
+                            lag(value) OVER (PARTITION BY series_id, ts - ts % {width} ORDER BY ts) AS prev,
+                            lag(ts) OVER (PARTITION BY series_id, ts - ts % {width} ORDER BY ts) AS prev_ts
+                          FROM ts.points WHERE series_id = ANY($1::bigint[])) AS p
+                    GROUP BY 1, 2
                     """,
                     series_ids,
                 )

@@ -40,6 +40,8 @@ ADVISORY_KEY = 0x7473_6D65_7368_0001  # "tsmesh" + 1
 # same first and last minute merge into one (same buckets, min lo, max hi).
 # The buckets to recompute go to a table of their own, analyzed, so the plan fits their real number
 # (often a handful: a misestimate made the planner spend seconds on one bucket, ADR 0203).
+# A 1m bucket's ``ascending`` and ``distinct_ms`` (migration 0003) compare each point with the one
+# before it in the bucket; 1h buckets leave them NULL (unused).
 REFRESH_SQL = (
     "CREATE TEMP TABLE IF NOT EXISTS rollup_claim (series_id bigint, lo bigint, hi bigint, created_at timestamptz) "
     "ON COMMIT DELETE ROWS",
@@ -66,13 +68,23 @@ REFRESH_SQL = (
     "ANALYZE rollup_r1m",
     "DELETE FROM ts.rollup_1m r USING rollup_r1m b WHERE r.series_id = b.series_id AND r.bucket = b.bucket",
     """
-    INSERT INTO ts.rollup_1m (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last)
-    SELECT a.series_id, a.bucket, a.count, a.sum, a.min, a.max, a.first_ts, f.value, a.last_ts, l.value
+    INSERT INTO ts.rollup_1m (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last,
+                              ascending, distinct_ms)
+    SELECT a.series_id, a.bucket, a.count, a.sum, a.min, a.max, a.first_ts, f.value, a.last_ts, l.value,
+           a.ascending, a.distinct_ms
     FROM (
         SELECT b.series_id, b.bucket, count(*) AS count, sum(p.value) AS sum, min(p.value) AS min,
-               max(p.value) AS max, min(p.ts) AS first_ts, max(p.ts) AS last_ts
+               max(p.value) AS max, min(p.ts) AS first_ts, max(p.ts) AS last_ts,
+               bool_and(p.prev_value IS NULL OR NOT p.value < p.prev_value) AS ascending,
+               bool_and(p.prev_ts IS NULL OR p.ts - ((p.ts % 1000000) + 1000000) % 1000000
+                        > p.prev_ts - ((p.prev_ts % 1000000) + 1000000) % 1000000) AS distinct_ms
         FROM rollup_r1m b
-        JOIN ts.points p ON p.series_id = b.series_id AND p.ts >= b.bucket AND p.ts < b.bucket + 60000000000
+        CROSS JOIN LATERAL (
+            SELECT q.ts, q.value, lag(q.value) OVER w AS prev_value, lag(q.ts) OVER w AS prev_ts
+            FROM ts.points q
+            WHERE q.series_id = b.series_id AND q.ts >= b.bucket AND q.ts < b.bucket + 60000000000
+            WINDOW w AS (ORDER BY q.ts)
+        ) p
         GROUP BY b.series_id, b.bucket
     ) a
     JOIN ts.points f ON f.series_id = a.series_id AND f.ts = a.first_ts

@@ -53,7 +53,7 @@ _STAGE_ROW = _row_dtype(("seq", ">i8"), ("sid", ">i8"), ("ts", ">i8"), ("value",
 _PENDING_ROW = _row_dtype(("sid", ">i8"), ("lo", ">i8"), ("hi", ">i8"))
 _PARTIAL_ROW = _row_dtype(
     ("width", ">i8"), ("sid", ">i8"), ("bucket", ">i8"), ("count", ">i8"), ("sum", ">f8"), ("min", ">f8"),
-    ("max", ">f8"), ("first_ts", ">i8"), ("first", ">f8"), ("last_ts", ">i8"), ("last", ">f8"),
+    ("max", ">f8"), ("first_ts", ">i8"), ("first", ">f8"), ("last_ts", ">i8"), ("last", ">f8"), ("flags", ">i8"),
 )  # fmt: skip
 
 STAGE_DDL = (
@@ -69,9 +69,32 @@ MERGE_SQL = (
 PARTIAL_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS ingest_partial (width bigint, series_id bigint, bucket bigint, count bigint, "
     "sum double precision, min double precision, max double precision, first_ts bigint, first double precision, "
-    "last_ts bigint, last double precision) ON COMMIT DELETE ROWS"
+    "last_ts bigint, last double precision, flags bigint) ON COMMIT DELETE ROWS"
 )
-PARTIAL_COLUMNS = ("width", "series_id", "bucket", "count", "sum", "min", "max", "first_ts", "first", "last_ts", "last")
+PARTIAL_COLUMNS = (
+    "width", "series_id", "bucket", "count", "sum", "min", "max", "first_ts", "first", "last_ts", "last", "flags",
+)  # fmt: skip
+# ``flags`` of a minute partial: its points never go down (no counter reset inside) and no two share
+# a millisecond (migration 0003); both stay true in a merge only when the two partials do not
+# interleave in time and the later one starts at or above (and in a later millisecond than) the
+# earlier one's end. NULL and AND keep an unknown unknown.
+ASCENDING, DISTINCT_MS = 1, 2
+_MS = "(({ts}) - ((({ts}) % 1000000) + 1000000) % 1000000)"
+_FLAGS_MERGE = f"""
+        ascending = CASE
+            WHEN r.last_ts < EXCLUDED.first_ts THEN r.ascending AND EXCLUDED.ascending AND r.last <= EXCLUDED.first
+            WHEN EXCLUDED.last_ts < r.first_ts THEN r.ascending AND EXCLUDED.ascending AND EXCLUDED.last <= r.first
+            ELSE false END,
+        distinct_ms = CASE
+            WHEN {_MS.format(ts="r.last_ts")} < {_MS.format(ts="EXCLUDED.first_ts")}
+                THEN r.distinct_ms AND EXCLUDED.distinct_ms
+            WHEN {_MS.format(ts="EXCLUDED.last_ts")} < {_MS.format(ts="r.first_ts")}
+                THEN r.distinct_ms AND EXCLUDED.distinct_ms
+            ELSE false END,"""
+_FLAGS_INSERT = {
+    "columns": ", ascending, distinct_ms",
+    "values": f", (flags & {ASCENDING}) <> 0, (flags & {DISTINCT_MS}) <> 0",
+}
 # float8 ``+`` raises "value out of range: overflow" when two finite sums overflow (the refresher's
 # ``sum()`` too); valid points must never fail a batch, so the merge saturates to +-Infinity, as
 # numpy's sums of the partials do. Only operands both above 1e291 (under half an ulp of the largest
@@ -92,10 +115,10 @@ SATURATING_SUM = (
 # later timestamp. Rows arrive sorted by (series_id, bucket), so concurrent merges lock in one order.
 MERGE_PARTIALS_SQL = ";".join(
     f"""
-    INSERT INTO ts.{table} AS r (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last)
-    SELECT series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last
+    INSERT INTO ts.{table} AS r (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last{cols})
+    SELECT series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last{values}
     FROM ingest_partial WHERE width = {width}
-    ON CONFLICT (series_id, bucket) DO UPDATE SET
+    ON CONFLICT (series_id, bucket) DO UPDATE SET{flags}
         count = r.count + EXCLUDED.count, sum = {SATURATING_SUM},
         min = least(r.min, EXCLUDED.min), max = greatest(r.max, EXCLUDED.max),
         first_ts = least(r.first_ts, EXCLUDED.first_ts),
@@ -103,7 +126,10 @@ MERGE_PARTIALS_SQL = ";".join(
         last_ts = greatest(r.last_ts, EXCLUDED.last_ts),
         last = CASE WHEN EXCLUDED.last_ts > r.last_ts THEN EXCLUDED.last ELSE r.last END
     """  # noqa: S608  # nosec B608 # the table names and widths are the literals below
-    for table, width in (("rollup_1m", MINUTE_NS), ("rollup_1h", HOUR_NS))
+    for table, width, cols, values, flags in (
+        ("rollup_1m", MINUTE_NS, _FLAGS_INSERT["columns"], _FLAGS_INSERT["values"], _FLAGS_MERGE),
+        ("rollup_1h", HOUR_NS, "", "", ""),
+    )
 )
 SERIES_SQL = (
     "INSERT INTO ts.series (series_id, tenant_id, metric, labels) "
@@ -160,6 +186,7 @@ class Partials:
     first: npt.NDArray[np.float64]
     last_ts: npt.NDArray[np.int64]
     last: npt.NDArray[np.float64]
+    flags: npt.NDArray[np.int64]  # ASCENDING | DISTINCT_MS (minute partials; 0 for coarser ones)
 
 
 def _runs(sids: npt.NDArray[np.int64], buckets: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.intp], ...]:
@@ -196,7 +223,27 @@ def partials_of(
         values[starts],
         tss[lasts],
         values[lasts],
+        _order_flags(sids, buckets, tss, values, starts),
     )
+
+
+def _order_flags(
+    sids: npt.NDArray[np.int64],
+    buckets: npt.NDArray[np.int64],
+    tss: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+    starts: npt.NDArray[np.intp],
+) -> npt.NDArray[np.int64]:
+    """ASCENDING | DISTINCT_MS per run: no point below the one before it, no two in one millisecond."""
+    if not len(starts):
+        return np.zeros(0, dtype=np.int64)
+    inside = (sids[1:] == sids[:-1]) & (buckets[1:] == buckets[:-1])
+    drops = np.zeros(len(sids), dtype=np.int64)
+    shared = np.zeros(len(sids), dtype=np.int64)
+    drops[:-1] = inside & (values[1:] < values[:-1])
+    shared[:-1] = inside & (tss[1:] // 1_000_000 == tss[:-1] // 1_000_000)
+    flags = np.where(np.add.reduceat(drops, starts) == 0, ASCENDING, 0)
+    return (flags | np.where(np.add.reduceat(shared, starts) == 0, DISTINCT_MS, 0)).astype(np.int64)
 
 
 def coarsen(fine: Partials, width: int) -> Partials:
@@ -214,6 +261,7 @@ def coarsen(fine: Partials, width: int) -> Partials:
         fine.first[starts],
         fine.last_ts[lasts],
         fine.last[lasts],
+        np.zeros(len(starts), dtype=np.int64),
     )
 
 
@@ -323,7 +371,7 @@ def partial_payload(cols: Columns) -> bytes:
     columns: dict[str, Any] = {"width": np.concatenate(widths)}
     for name, column in (("sid", "sids"), ("bucket", "buckets")):
         columns[name] = np.concatenate([getattr(p, column) for p in parts])
-    for name in ("count", "sum", "min", "max", "first_ts", "first", "last_ts", "last"):
+    for name in ("count", "sum", "min", "max", "first_ts", "first", "last_ts", "last", "flags"):
         columns[name] = np.concatenate([getattr(p, name) for p in parts])
     return _pack(_PARTIAL_ROW, columns)
 

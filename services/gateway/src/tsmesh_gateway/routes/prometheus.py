@@ -120,7 +120,10 @@ def failure(exc: BaseException) -> Response:
         status, error_type, headers = 422, "execution", {}
     elif error.code == "DEADLINE_EXCEEDED":
         status, error_type = 503, "timeout"
-    body = {"status": "error", "errorType": error_type, "error": error.message}
+    message, field = error.message, error.details.get("field")
+    if error.code == "INVALID_ARGUMENT" and field and message.startswith(f"{field}: "):
+        message = f'invalid parameter "{field}": {message[len(field) + 2 :]}'  # Prometheus's words
+    body = {"status": "error", "errorType": error_type, "error": message}
     return Response(orjson.dumps(body), status, headers=headers, media_type=JSON)
 
 

@@ -25,19 +25,23 @@ DEFAULT_TIMEOUT_S = 30.0
 class PromEngine:
     """Runs PromQL range and instant queries for one tenant at a time."""
 
-    def __init__(self, db: Database, limits: QueryLimits, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self, db: Database, limits: QueryLimits, timeout_s: float = DEFAULT_TIMEOUT_S, rollups: bool = True
+    ) -> None:
+        """``rollups``: read 1-minute rollups where they answer exactly (off: raw samples only)."""
         self._db = db
         self._limits = limits
         self._timeout_s = timeout_s
+        self._rollups = rollups
 
     async def query_range(
         self, tenant: str, query: str, start_ms: int, end_ms: int, step_ms: int, timeout_s: float = 0.0
     ) -> Result:
-        plan = plan_query(parse_query(query), start_ms, end_ms, step_ms)
+        plan = plan_query(parse_query(query), start_ms, end_ms, step_ms, rollups=self._rollups)
         return await self._run(tenant, plan, False, timeout_s)
 
     async def query(self, tenant: str, query: str, at_ms: int, timeout_s: float = 0.0) -> Result:
-        plan = plan_query(parse_query(query), at_ms, at_ms, 1, instant=True)
+        plan = plan_query(parse_query(query), at_ms, at_ms, 1, instant=True, rollups=self._rollups)
         return await self._run(tenant, plan, True, timeout_s)
 
     async def _run(self, tenant: str, plan: Plan, instant: bool, timeout_s: float) -> Result:

@@ -100,7 +100,7 @@ class Evaluator:
         for raw in self._samples.by_selector.get(sel.matchers, []):
             lo = np.searchsorted(raw.ts, te - node.range_ms, "left").astype(np.int64)
             hi = np.searchsorted(raw.ts, te, "right").astype(np.int64)
-            out.append(RangeSeries(raw.labels, raw.ts, raw.values, lo, hi))
+            out.append(RangeSeries(raw.labels, raw.ts, raw.values, lo, hi, raw.weights))
         return RangeFrame(out, te, node.range_ms)
 
     def _subquery(self, node: ast.Subquery, ts: Ints) -> RangeFrame:

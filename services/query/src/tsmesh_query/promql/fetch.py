@@ -2,7 +2,7 @@
 
 Samples stream from PostgreSQL as binary ``COPY`` (fixed 38-byte rows of series id, timestamp and
 value) and are decoded by numpy in one step, with no Python object per row. ``max_points`` is
-enforced while the bytes arrive: the copy is abandoned as soon as the budget is passed.
+enforced while the bytes arrive: past the budget the rest of the copy is dropped (``copyrows``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ import numpy as np
 
 from tsmesh_common.errors import ResourceExhausted
 from tsmesh_query.config import QueryLimits
+from tsmesh_query.promql.copyrows import CopyRows
+from tsmesh_query.promql.rollups import read_rollups
 from tsmesh_query.promql.selection import Selection
-from tsmesh_query.promql.values import RawSeries, SampleSet
+from tsmesh_query.promql.values import Floats, Ints, RawSeries, SampleSet
 
 NS_PER_MS = 1_000_000
 POINTS_SQL = """
@@ -21,61 +23,55 @@ SELECT series_id, ts, value FROM ts.points
 WHERE series_id = ANY($1::bigint[]) AND ts >= $2 AND ts <= $3
 ORDER BY series_id, ts
 """
-HEADER_BYTES = 19  # signature, flags, extension length
-TRAILER_BYTES = 2  # field count -1
 ROW = np.dtype(
     [("n", ">i2"), ("l1", ">i4"), ("sid", ">i8"), ("l2", ">i4"), ("ts", ">i8"), ("l3", ">i4"), ("value", ">f8")]
 )
 
 
-class _Collector:
-    """The COPY output: chunks kept until the row budget is passed."""
-
-    def __init__(self, max_rows: int) -> None:
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self._max_bytes = HEADER_BYTES + TRAILER_BYTES + max_rows * ROW.itemsize
-
-    async def __call__(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self._max_bytes:
-            raise ResourceExhausted("max_points", "")
-        self.chunks.append(chunk)
-
-    def rows(self) -> np.ndarray:
-        data = b"".join(self.chunks)
-        if len(data) < HEADER_BYTES + TRAILER_BYTES:
-            return np.zeros(0, dtype=ROW)
-        body = memoryview(data)[HEADER_BYTES : len(data) - TRAILER_BYTES]
-        return np.frombuffer(body, dtype=ROW, count=len(body) // ROW.itemsize)
-
-
 async def fetch_samples(conn: asyncpg.Connection, selection: Selection, limits: QueryLimits) -> SampleSet:
-    """Every selector's series with their samples in ``[lo, hi]`` ms; more than ``max_points``
-    samples in all is RESOURCE_EXHAUSTED."""
+    """Every selector's series with their samples in ``[lo, hi]`` ms (from the 1-minute rollup for
+    the selectors and series it answers exactly, ``rollups.py``); more than ``max_points`` samples
+    in all is RESOURCE_EXHAUSTED."""
     samples = SampleSet()
     budget = limits.max_points
     for key, series in selection.by_selector.items():
         lo, hi = selection.plan.spans[key]
         ids = [s.series_id for s in series]
-        collector = _Collector(budget)
-        if ids:
+        reduced: dict[int, tuple[Ints, Floats, Ints]] = {}
+        if ids and key in selection.plan.rollups:
             try:
-                await conn.copy_from_query(
-                    POINTS_SQL, ids, lo * NS_PER_MS, hi * NS_PER_MS + NS_PER_MS - 1, output=collector, format="binary"
-                )
+                reduced, kept = await read_rollups(conn, ids, lo, hi, selection.plan.rollups[key], budget)
             except ResourceExhausted:
                 raise ResourceExhausted(
                     "max_points", f"the query would read more than {limits.max_points} samples"
                 ) from None
-        rows = collector.rows()
-        budget -= len(rows)
-        sid = rows["sid"].astype(np.int64)
-        ts = rows["ts"].astype(np.int64) // NS_PER_MS
-        values = rows["value"].astype(np.float64)
+            budget -= kept
+        raw_ids = [one for one in ids if one not in reduced]
+        sid, ts, values = await _raw(conn, raw_ids, lo, hi, budget, limits)
+        budget -= len(sid)
         out: list[RawSeries] = []
         for s in series:
+            part = reduced.get(s.series_id)
+            if part is not None:
+                out.append(RawSeries(s.labels, *part))
+                continue
             first, last = np.searchsorted(sid, s.series_id, "left"), np.searchsorted(sid, s.series_id, "right")
             out.append(RawSeries(s.labels, ts[first:last], values[first:last]))
         samples.by_selector[key] = out
     return samples
+
+
+async def _raw(
+    conn: asyncpg.Connection, ids: list[int], lo: int, hi: int, budget: int, limits: QueryLimits
+) -> tuple[Ints, Ints, Floats]:
+    """(series id, ts ms, value) of the raw samples of ``ids`` in ``[lo, hi]`` ms, by (series id, ts)."""
+    collector = CopyRows(ROW, budget)
+    if ids:
+        await conn.copy_from_query(
+            POINTS_SQL, ids, lo * NS_PER_MS, hi * NS_PER_MS + NS_PER_MS - 1, output=collector, format="binary"
+        )
+    try:
+        rows = collector.rows()
+    except ResourceExhausted:
+        raise ResourceExhausted("max_points", f"the query would read more than {limits.max_points} samples") from None
+    return rows["sid"].astype(np.int64), rows["ts"].astype(np.int64) // NS_PER_MS, rows["value"].astype(np.float64)

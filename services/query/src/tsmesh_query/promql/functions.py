@@ -33,7 +33,7 @@ from tsmesh_query.promql.values import (
     make_labels,
     merge,
 )
-from tsmesh_query.promql.windows import window_values
+from tsmesh_query.promql.windows import windows_of_all
 
 if TYPE_CHECKING:
     from tsmesh_query.promql.evaluate import Evaluator
@@ -307,9 +307,9 @@ def call(node: ast.Call, args: list[Value], ts: Ints, ev: Evaluator) -> Value:
 def _over_range(name: str, rf: RangeFrame, fn: Window, keep_name: bool) -> Frame:
     out = []
     steps = len(rf.te)
-    for s in rf.series:
+    for s, whole in zip(rf.series, windows_of_all(name, rf.series, rf.te, rf.range_ms), strict=True):
         labels = s.labels if keep_name else drop_name(s.labels)
-        whole = window_values(name, s, rf.te, rf.range_ms)
+        assert whole is not None or s.weights is None, "rollup samples reached a per-window function"
         if whole is not None:
             out.append(Series(labels, whole[0], whole[1]))
             continue

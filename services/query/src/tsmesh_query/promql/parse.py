@@ -1,6 +1,7 @@
 """Stage 1: PromQL text to the engine's syntax tree, with the PyPI ``promql-parser`` (Rust).
 
-A text the parser refuses is an INVALID_ARGUMENT on field ``query`` carrying the parser's message;
+A text the parser refuses is an INVALID_ARGUMENT on field ``query`` carrying the parser's message,
+after its ``line:column`` where ``positions`` can tell it, as Prometheus words it;
 native-histogram functions are refused here with a clear message instead of a wrong number.
 """
 
@@ -13,6 +14,7 @@ import promql_parser as pp
 
 from tsmesh_common.errors import InvalidArgument
 from tsmesh_query.promql import ast
+from tsmesh_query.promql.positions import parse_error
 
 MAX_QUERY_LENGTH = 16_384
 NATIVE_HISTOGRAM_FUNCTIONS = frozenset(
@@ -40,11 +42,11 @@ def parse_query(text: str) -> ast.Expr:
     try:
         tree = pp.parse(text)
     except ValueError as exc:
-        raise InvalidArgument("query", f"parse error: {exc}") from None
+        raise InvalidArgument("query", parse_error(text, str(exc))) from None
     except BaseException as exc:  # the Rust extension panics (PanicException) on e.g. a negative @
         if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
             raise
-        raise InvalidArgument("query", f"parse error: {exc}") from None
+        raise InvalidArgument("query", parse_error(text, str(exc))) from None
     return _convert(tree)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from tsmesh_common.errors import InvalidArgument
 from tsmesh_query.promql import ast
+from tsmesh_query.promql.rollups import rollup_selectors
 from tsmesh_query.promql.values import Ints
 
 LOOKBACK_MS = 5 * 60_000
@@ -19,7 +20,9 @@ SelectorKey = tuple[tuple[str, str, str], ...]
 
 @dataclass(frozen=True)
 class Plan:
-    """What to evaluate, at which steps (ms), and which samples (per selector, ``[lo, hi]`` ms) to fetch."""
+    """What to evaluate, at which steps (ms), and which samples (per selector, ``[lo, hi]`` ms) to
+    fetch; ``rollups``: the selectors a 1-minute rollup answers exactly (``rollups.py``), each with
+    whether it reads counter resets."""
 
     expr: ast.Expr
     start_ms: int
@@ -27,6 +30,7 @@ class Plan:
     step_ms: int
     timestamps: Ints
     spans: dict[SelectorKey, tuple[int, int]]
+    rollups: dict[SelectorKey, bool] = field(default_factory=dict)
 
 
 def at_ms(at: ast.At, start_ms: int, end_ms: int) -> int:
@@ -37,7 +41,9 @@ def at_ms(at: ast.At, start_ms: int, end_ms: int) -> int:
     return at.ms
 
 
-def plan_query(expr: ast.Expr, start_ms: int, end_ms: int, step_ms: int, instant: bool = False) -> Plan:
+def plan_query(
+    expr: ast.Expr, start_ms: int, end_ms: int, step_ms: int, instant: bool = False, rollups: bool = True
+) -> Plan:
     """Validate the time range and work out every selector's sample span. A range query must be
     of scalar or instant-vector type; an instant query may also answer a string or a range vector."""
     if not instant and isinstance(expr, ast.String | ast.MatrixSelector | ast.Subquery):
@@ -54,7 +60,8 @@ def plan_query(expr: ast.Expr, start_ms: int, end_ms: int, step_ms: int, instant
     timestamps = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
     spans: dict[SelectorKey, tuple[int, int]] = {}
     _walk(expr, start_ms, end_ms, start_ms, end_ms, spans)
-    return Plan(expr, start_ms, end_ms, step_ms, timestamps, spans)
+    exact = rollup_selectors(expr, start_ms, end_ms, step_ms) if rollups else {}
+    return Plan(expr, start_ms, end_ms, step_ms, timestamps, spans, exact)
 
 
 def _shift(lo: int, hi: int, offset_ms: int, at: ast.At | None, start_ms: int, end_ms: int) -> tuple[int, int]:

@@ -37,11 +37,13 @@ class ExecutionError(FailedPrecondition):
 
 @dataclass(frozen=True, slots=True)
 class RawSeries:
-    """One stored series' samples in ascending time."""
+    """One stored series' samples in ascending time; from a rollup (``rollups``), each sample
+    stands for ``weights`` stored samples."""
 
     labels: Labels
     ts: Ints
     values: Floats
+    weights: Ints | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class RangeSeries:
     values: Floats
     lo: Ints
     hi: Ints
+    weights: Ints | None = None  # see RawSeries
 
 
 @dataclass(slots=True)

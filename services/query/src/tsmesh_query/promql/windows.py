@@ -34,42 +34,87 @@ def _prefix(values: Floats) -> Floats:
 
 def window_values(name: str, s: RangeSeries, te: Ints, range_ms: int) -> tuple[Floats, Mask] | None:
     """``name`` over each step's window of ``s``, or None when the loop must compute it."""
+    return windows_of_all(name, [s], te, range_ms)[0]
+
+
+def windows_of_all(name: str, series: list[RangeSeries], te: Ints, range_ms: int) -> list[tuple[Floats, Mask] | None]:
+    """``window_values`` of every series. The series with finite samples are computed together: their
+    samples concatenated, their windows one (series x steps) array of indexes, so each operation runs
+    once for all of them. Prefix sums stay per series, so a series' answer never depends on the others."""
     if name in EXTREMES:
-        return _extreme(np.fmin if name == "min_over_time" else np.fmax, s)
-    if name not in VECTORIZED or not np.isfinite(s.values).all():
-        return None
-    lo, hi = s.lo, s.hi
-    count = hi - lo
+        return [_extreme(np.fmin if name == "min_over_time" else np.fmax, s) for s in series]
+    out: list[tuple[Floats, Mask] | None] = [None] * len(series)
+    if name not in VECTORIZED:
+        return out
+    rows = [i for i, s in enumerate(series) if np.isfinite(s.values).all()]
+    if rows:
+        for i, answer in zip(rows, _together(name, [series[i] for i in rows], te, range_ms), strict=True):
+            out[i] = answer
+    return out
+
+
+def _together(name: str, series: list[RangeSeries], te: Ints, range_ms: int) -> list[tuple[Floats, Mask]]:
+    sizes = np.array([len(s.ts) for s in series], dtype=np.int64)
+    offsets = (np.cumsum(sizes) - sizes)[:, None]  # each series' first sample in the concatenation
+    ts = np.concatenate([s.ts for s in series])
+    vals = np.concatenate([s.values for s in series])
+    lo, hi = np.stack([s.lo for s in series]) + offsets, np.stack([s.hi for s in series]) + offsets
+    # stored samples per window: a rollup's sample stands for ``weights`` of them (integers: exact)
+    weights = np.concatenate([np.ones(len(s.ts), np.int64) if s.weights is None else s.weights for s in series])
+    stored = np.concatenate(([0], np.cumsum(weights)))
+    count = stored[hi] - stored[lo]
     present = count > 0
-    if not present.any():
-        return np.zeros(len(te)), present
     safe_lo = np.where(present, lo, 0)
     safe_last = np.where(present, hi - 1, 0)
     if name == "count_over_time":
-        return count.astype(np.float64), present
-    if name == "present_over_time":
-        return np.ones(len(te)), present
-    if name == "last_over_time":
-        return s.values[safe_last], present
-    if name in ("sum_over_time", "avg_over_time"):
-        sums = _prefix(s.values)
-        total = sums[hi] - sums[lo]
+        values = count.astype(np.float64)
+    elif name == "present_over_time":
+        values = np.ones(count.shape)
+    elif name == "last_over_time":
+        values = vals[safe_last] if len(vals) else np.zeros(count.shape)
+    elif name in ("sum_over_time", "avg_over_time"):
+        # per-series prefix sums, laid out with one leading 0 per series: series i's is shifted by i
+        sums = np.concatenate([_prefix(s.values) for s in series])
+        shift = np.arange(len(series))[:, None]
+        total = sums[hi + shift] - sums[lo + shift]
         with np.errstate(all="ignore"):
-            return (total if name == "sum_over_time" else total / count), present
-    return _extrapolated(name, s, te, range_ms, safe_lo, safe_last, count)
+            values = total if name == "sum_over_time" else total / count
+    else:
+        values, present = _extrapolated(name, ts, vals, series, te, range_ms, safe_lo, safe_last, count)
+    return [
+        (values[i], present[i]) if present[i].any() else (np.zeros(len(te)), present[i]) for i in range(len(series))
+    ]
+
+
+def _resets(series: list[RangeSeries]) -> Floats:
+    """Per sample, the counter drops of the pairs before it in its own series (a prefix sum each)."""
+    parts = []
+    for s in series:
+        v = s.values
+        drops = np.where(v[1:] < v[:-1], v[:-1], 0.0) if len(v) > 1 else v[:0]
+        parts.append(_prefix(drops)[: len(v)])
+    return np.concatenate(parts)
 
 
 def _extrapolated(
-    name: str, s: RangeSeries, te: Ints, range_ms: int, first: Ints, last: Ints, count: Ints
+    name: str,
+    ts: Ints,
+    vals: Floats,
+    series: list[RangeSeries],
+    te: Ints,
+    range_ms: int,
+    first: Ints,
+    last: Ints,
+    count: Ints,
 ) -> tuple[Floats, Mask]:
     """Prometheus's extrapolatedRate for rate, increase and delta."""
     present = count >= 2
-    vals, ts = s.values, s.ts
+    if not len(vals):
+        return np.zeros(count.shape), present
     result = vals[last] - vals[first]
     counter = name != "delta"
-    if counter and len(vals) > 1:
-        drops = np.where(vals[1:] < vals[:-1], vals[:-1], 0.0)
-        resets = _prefix(drops)  # resets[k]: the drops of pairs before sample k
+    if counter:
+        resets = _resets(series)
         result = result + (resets[last] - resets[first])
     with np.errstate(all="ignore"):
         to_start = (ts[first] - (te - range_ms)) / 1000
