@@ -220,9 +220,9 @@ class IngestWriter(Writer):
         batch = common_pb2.PointBatch(tenant_id=tenant, points=points, series_ids=ids, accepted_at_ns=time.time_ns())
         async with self.lock:
             await self.store.write([Item(tenant, batch, signed_array(ids), batch.SerializeToString())])
-        await self.redis.incr(data_generation_key(tenant))
+        await self.redis.incr(NS.data_generation_key(tenant))
         if min(ts for _, ts, _ in rows) < time.time_ns() - LATE_WRITE_SECONDS * S:
-            await self.redis.incr(late_generation_key(tenant))
+            await self.redis.incr(NS.late_generation_key(tenant))
 
     async def refresh(self, lo: int, hi: int) -> None:
         while await self.refresher.refresh_once():

@@ -1,7 +1,7 @@
 """Revoked access tokens: durable in ``auth.revocations``, announced on Redis (ADR 0106).
 
 A revocation is first committed to the table (with the token's expiry, after which the row is
-pruned), then refused in this process and published on ``REVOCATION_CHANNEL`` so every
+pruned), then refused in this process and published on the namespace's revocation channel so every
 authenticator evicts the token at once. A publish that fails leaves the row unpublished and
 :meth:`RevocationList.maintain_forever` publishes it again once Redis answers; authenticators
 also reload the whole list (``ListRevocations``) at start and whenever their feed resubscribes.
