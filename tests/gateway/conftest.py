@@ -32,9 +32,9 @@ from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.ratelimit import RateLimiter
 from tsmesh_common.redis_keys import BUMP_GENERATION_LUA, data_generation_key
 from tsmesh_common.server import GrpcApp
-from tsmesh_gateway.app import Parts, build_app
 from tsmesh_gateway.config import GatewayConfig
 from tsmesh_gateway.upstreams import Upstreams
+from tsmesh_gateway.wiring import GatewayClients, build
 
 
 @dataclass
@@ -113,7 +113,7 @@ async def gateway_factory(mesh: Mesh, redis_client: aioredis.Redis) -> AsyncIter
         )
         limiter = RateLimiter(redis_client, prefix=f"test:gw:{uuid.uuid4().hex[:8]}")
         lean = LeanRedis.from_url(REDIS_URL)
-        app = build_app(Parts(cfg, upstreams, authenticator, limiter, redis_client, lean))
+        app = build(cfg, GatewayClients(upstreams, authenticator, limiter, redis_client, lean))
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
         transport = httpx.ASGITransport(app=app, client=(f"10.0.{len(opened)}.{uuid.uuid4().int % 250}", 1234))

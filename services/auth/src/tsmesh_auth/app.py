@@ -1,4 +1,5 @@
-"""Wiring of the auth service's parts from a pool and Redis clients (used by ``__main__`` and tests)."""
+"""The auth service's parts over a pool and Redis (:func:`build`, shared by the server and the admin
+CLI) and its gRPC app (:func:`create_app`); :mod:`tsmesh_auth.wiring` opens the clients."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ from tsmesh_auth.service import PUBLIC_METHODS, SERVICE_NAME, AuthServicer, intr
 from tsmesh_auth.sessions import Sessions
 from tsmesh_auth.throttle import LoginThrottle, ThrottlePolicy
 from tsmesh_auth.tokens import AccessTokenIssuer
-from tsmesh_common.authn import SCOPES, Authenticator, AuthenticatorConfig
+from tsmesh_common.authn import SCOPES, Authenticator
+from tsmesh_common.bootstrap import follow_revocations, mesh_authenticator
 from tsmesh_common.context import Principal
 from tsmesh_common.errors import FailedPrecondition
-from tsmesh_common.redis_keys import REVOCATION_CHANNEL
 from tsmesh_common.server import GrpcApp
 
 
@@ -103,11 +104,7 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
         default_grace_seconds=cfg.api_token_grace_seconds,
         render=introspected,
     )
-    authenticator = Authenticator(
-        AuthenticatorConfig(issuer=cfg.common.jwt_issuer, audience=cfg.common.jwt_audience, api_token_cache_seconds=0),
-        keyring,
-        StoreIntrospection(tokens),
-    )
+    authenticator = mesh_authenticator(cfg.common, keyring, StoreIntrospection(tokens), api_token_cache_seconds=0)
     authenticator.on_revocation(tokens.evict)
     publisher = LocalThenRedisPublisher(authenticator, remote)
     tokens.set_publisher(publisher)
@@ -149,8 +146,6 @@ def create_app(parts: AuthParts, pubsub_redis: Any | None) -> GrpcApp:
     app.run_in_background(parts.keyring.refresh_forever(parts.config.key_refresh_seconds), "signing-key-reload")
     app.run_in_background(parts.sessions.purge_forever(3600.0), "refresh-token-purge")
     if pubsub_redis is not None:
-        app.run_in_background(
-            parts.authenticator.follow_revocations(pubsub_redis, REVOCATION_CHANNEL), "revocation-feed"
-        )
+        follow_revocations(app, parts.authenticator, pubsub_redis)
     app.on_shutdown(parts.tokens.drain)
     return app

@@ -1,6 +1,6 @@
 """``python -m tsmesh_gateway``: serve the gateway with Granian (``TSMESH_GATEWAY_WORKERS`` workers).
 
-Each worker builds its own application through :func:`tsmesh_gateway.app.create_app` (its own
+Each worker builds its own application through :func:`tsmesh_gateway.wiring.create_app` (its own
 channels, Redis pool, caches and WebSocket hub); state shared between workers lives in Redis only.
 With more than one worker, Prometheus runs in multiprocess mode over a fresh directory so
 ``/metrics`` answers for every worker whichever one serves the scrape.
@@ -26,7 +26,7 @@ def main() -> None:
     from granian.constants import Interfaces, Loops, SSLProtocols
 
     server = Granian(
-        "tsmesh_gateway.app:create_app",
+        "tsmesh_gateway.wiring:create_app",
         factory=True,
         address=cfg.http_host,
         port=cfg.http_port,
