@@ -33,6 +33,7 @@ from tsmesh_common.ratelimit import RateLimiter
 from tsmesh_common.redis_keys import BUMP_GENERATION_LUA, data_generation_key
 from tsmesh_common.server import GrpcApp
 from tsmesh_gateway.config import GatewayConfig
+from tsmesh_gateway.internal import InternalPages
 from tsmesh_gateway.upstreams import Upstreams
 from tsmesh_gateway.wiring import GatewayClients, build
 
@@ -68,6 +69,11 @@ class Gateway:
     cfg: GatewayConfig
     mesh: Mesh
     tenant: str
+
+    @property
+    def internal(self) -> httpx.Client:
+        """A client of the internal port's pages (metrics of this process, docs)."""
+        return httpx.Client(transport=httpx.WSGITransport(app=InternalPages(None)), base_url="http://internal")
 
     def bearer(self, scopes: str = "read write admin", tenant: str | None = None, **claims: Any) -> dict[str, str]:
         return {"authorization": f"Bearer {self.mesh.mint.token(tenant or self.tenant, scopes, **claims)}"}
@@ -144,7 +150,9 @@ class Served:
 
     port: int
     ws_port: int
+    internal_port: int
     mesh: Mesh
+    proc: Any = None
 
     @property
     def ws_url(self) -> str:
@@ -160,6 +168,11 @@ class Served:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def internal(self) -> str:
+        """The internal port: metrics and docs."""
+        return f"http://127.0.0.1:{self.internal_port}"
+
 
 @pytest.fixture(scope="session")
 def served_factory(mesh: Mesh) -> Iterator[Callable[..., Served]]:
@@ -167,12 +180,22 @@ def served_factory(mesh: Mesh) -> Iterator[Callable[..., Served]]:
     procs = []
 
     def make(**env: str) -> Served:
-        port, ws_port = free_port(), free_port()
-        proc = start_gateway(gateway_environ(mesh.port, port, REDIS_URL, TSMESH_GATEWAY_WS_PORT=str(ws_port), **env))
+        port, ws_port, internal_port = free_port(), free_port(), free_port()
+        proc = start_gateway(
+            gateway_environ(
+                mesh.port,
+                port,
+                REDIS_URL,
+                TSMESH_GATEWAY_WS_PORT=str(ws_port),
+                TSMESH_METRICS_PORT=str(internal_port),
+                **env,
+            )
+        )
         procs.append(proc)
         wait_for_port(port, 20)
         wait_for_port(ws_port, 20)
-        return Served(port, ws_port, mesh)
+        wait_for_port(internal_port, 20)
+        return Served(port, ws_port, internal_port, mesh, proc)
 
     yield make
     for proc in procs:

@@ -362,6 +362,7 @@ def gateway_environ(upstream_port: int, http_port: int, redis_url: str, **extra:
             "TSMESH_QUERY_ADDR": f"127.0.0.1:{upstream_port}",
             "TSMESH_REDIS_URL": redis_url,
             "TSMESH_LOG_LEVEL": "WARNING",
+            "TSMESH_METRICS_PORT": "0",
             **extra,
         }
     )

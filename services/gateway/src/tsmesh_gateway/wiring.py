@@ -28,6 +28,7 @@ from tsmesh_gateway.app import GatewayApp
 from tsmesh_gateway.compression import GzipWhenAccepted
 from tsmesh_gateway.config import GatewayConfig
 from tsmesh_gateway.deps import Deps
+from tsmesh_gateway.drain import DRAIN_SIGNAL
 from tsmesh_gateway.edge import EdgeMiddleware
 from tsmesh_gateway.fastpath import FastQueries
 from tsmesh_gateway.generation_feed import FEED_NAME, GenerationFeed
@@ -35,6 +36,7 @@ from tsmesh_gateway.guard import BatchingLimiter, Limiter, PrincipalCache, Route
 from tsmesh_gateway.microcache import GenerationReader, MicroCache
 from tsmesh_gateway.querycache import QueryCache
 from tsmesh_gateway.routes import mount
+from tsmesh_gateway.routes.ops import Readiness
 from tsmesh_gateway.stream.endpoint import StreamEndpoint
 from tsmesh_gateway.stream.hub import Hub
 from tsmesh_gateway.stream.listener import LeanListener
@@ -95,11 +97,13 @@ def connect(cfg: GatewayConfig) -> GatewayClients:
     )
 
 
-def build(cfg: GatewayConfig, clients: GatewayClients, *, freeze_heap: bool = False) -> Starlette:
+def build(cfg: GatewayConfig, clients: GatewayClients, *, worker: bool = False) -> Starlette:
     """The gateway application over ``clients``; background work starts in its lifespan, which
-    closes the clients at the end. ``freeze_heap`` (a real worker) moves what start-up built out of
-    the collector's way once serving (:class:`~tsmesh_gateway.stream.hub.HeapFreezer`)."""
+    closes the clients at the end. A Granian ``worker`` also moves what start-up built out of the
+    collector's way once serving (:class:`~tsmesh_gateway.stream.hub.HeapFreezer`) and drains on
+    :data:`~tsmesh_gateway.drain.DRAIN_SIGNAL`."""
     principals = PrincipalCache(clients.authenticator)
+    readiness = Readiness()
     deps = Deps(
         cfg,
         clients.upstreams,
@@ -132,11 +136,15 @@ def build(cfg: GatewayConfig, clients: GatewayClients, *, freeze_heap: bool = Fa
         if deps.cache.feed is not None:
             background.append((deps.cache.feed.run(), "generation-feed"))
         tasks = [asyncio.get_running_loop().create_task(coro, name=name) for coro, name in background]
-        if freeze_heap:
+        if worker:
             hub.heap.start()
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(DRAIN_SIGNAL, lambda: tasks.append(loop.create_task(drain(), name="drain")))
+        readiness.serving = True
         try:
             yield
         finally:
+            readiness.serving = False
             tally.flush()
             for task in tasks:
                 task.cancel()
@@ -146,8 +154,13 @@ def build(cfg: GatewayConfig, clients: GatewayClients, *, freeze_heap: bool = Fa
             await listener.stop()
             await clients.close()
 
+    async def drain() -> None:
+        readiness.serving = False
+        await hub.stop()  # first: the listener's stop waits for its sockets to close
+        await listener.stop()
+
     queries = QueryCache(deps)
-    routes = [*mount(deps, queries), WebSocketRoute("/v1/stream", stream)]
+    routes = [*mount(deps, queries, readiness), WebSocketRoute("/v1/stream", stream)]
     app = GatewayApp(routes=routes, middleware=_middleware(cfg), lifespan=lifespan)
     if cfg.fast_path:
         app.fast = FastQueries(deps, queries.handlers(), cors=bool(cfg.cors_origins))
@@ -195,4 +208,4 @@ def _middleware(cfg: GatewayConfig) -> list[Middleware]:
 def create_app() -> Starlette:
     """Granian factory (one call per worker): config from the environment, then connect and build."""
     cfg = load_or_exit(GatewayConfig.from_env, os.environ)
-    return build(cfg, connect(cfg), freeze_heap=True)
+    return build(cfg, connect(cfg), worker=True)

@@ -10,23 +10,20 @@ are wrapped in :func:`tsmesh_gateway.deps.endpoint`; their OpenAPI entries live 
 
 from __future__ import annotations
 
-import os
-
 from starlette.routing import BaseRoute
 
 from tsmesh_gateway.deps import Deps
-from tsmesh_gateway.openapi import spec
 from tsmesh_gateway.querycache import QueryCache
 from tsmesh_gateway.routes.admin import admin_routes
 from tsmesh_gateway.routes.auth import auth_routes
 from tsmesh_gateway.routes.data import query_routes
 from tsmesh_gateway.routes.influx import influx_routes
-from tsmesh_gateway.routes.ops import ops_routes
+from tsmesh_gateway.routes.ops import Readiness, ops_routes
 from tsmesh_gateway.routes.prometheus import prometheus_routes
 from tsmesh_gateway.routes.push import push_routes
 
 
-def mount(deps: Deps, queries: QueryCache) -> list[BaseRoute]:
+def mount(deps: Deps, queries: QueryCache, readiness: Readiness) -> list[BaseRoute]:
     """Every family's HTTP routes (the WebSocket route is the stream's, added by the app)."""
     return [
         *query_routes(deps, queries),
@@ -35,5 +32,5 @@ def mount(deps: Deps, queries: QueryCache) -> list[BaseRoute]:
         *push_routes(deps),
         *auth_routes(deps),
         *admin_routes(deps),
-        *ops_routes(deps.upstreams, spec, os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
+        *ops_routes(deps.upstreams, readiness),
     ]
