@@ -50,6 +50,7 @@ class BenchGateway:
         env.update(**extra_env)
         env.update(
             TSMESH_HTTP_PORT=str(self.port),
+            TSMESH_METRICS_PORT="0",
             TSMESH_GATEWAY_WORKERS=str(workers),
             TSMESH_GATEWAY_WS_PORT=str(self.ws_port),
             TSMESH_LOG_LEVEL="WARNING",
