@@ -18,7 +18,6 @@ from pathlib import Path
 
 from tsmesh_common.config import load_or_exit
 from tsmesh_gateway.config import LISTEN_BACKLOG, GatewayConfig, raise_open_file_limit
-from tsmesh_gateway.internal import internal_server
 
 
 def main() -> None:
@@ -26,9 +25,11 @@ def main() -> None:
     cfg = load_or_exit(GatewayConfig.from_env, os.environ)
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tsmesh-gateway-metrics-")
+    # imported once the directory is set: prometheus_client picks its multiprocess mode at import
     from granian.constants import Interfaces, Loops, SSLProtocols
 
     from tsmesh_gateway.drain import DrainingGranian
+    from tsmesh_gateway.internal import internal_server
 
     server = DrainingGranian(
         "tsmesh_gateway.wiring:create_app",
