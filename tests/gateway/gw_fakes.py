@@ -396,5 +396,10 @@ def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
         Path(log).unlink(missing_ok=True)
 
 
+def unknown_api_token() -> str:
+    """A well-formed API token that auth does not know."""
+    return f"tsm_{uuid.uuid4().hex[:12]}_{uuid.uuid4().hex}"
+
+
 def grpc_code_of(exc: BaseException) -> grpc.StatusCode | None:
     return exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None

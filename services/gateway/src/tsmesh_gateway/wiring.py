@@ -32,9 +32,10 @@ from tsmesh_gateway.drain import DRAIN_SIGNAL
 from tsmesh_gateway.edge import EdgeMiddleware
 from tsmesh_gateway.fastpath import FastQueries
 from tsmesh_gateway.generation_feed import FEED_NAME, GenerationFeed
-from tsmesh_gateway.guard import BatchingLimiter, Limiter, PrincipalCache, RouteLimits
 from tsmesh_gateway.microcache import GenerationReader, MicroCache
+from tsmesh_gateway.principal_cache import PrincipalCache
 from tsmesh_gateway.querycache import QueryCache
+from tsmesh_gateway.rate_leasing import BatchingLimiter, Limiter, RouteLimits
 from tsmesh_gateway.routes import mount
 from tsmesh_gateway.routes.ops import Readiness
 from tsmesh_gateway.stream.endpoint import StreamEndpoint

@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 from tsmesh_common.context import Principal
 from tsmesh_common.errors import InvalidArgument, PermissionDenied, TsmeshError, Unauthenticated
 from tsmesh_gateway.config import StreamConfig
-from tsmesh_gateway.guard import PrincipalCache, authorization_token
+from tsmesh_gateway.principal_cache import PrincipalCache, authorization_token
 from tsmesh_gateway.stream.codec import JSON_PROTOCOL, PROTO_PROTOCOL, SEND_NOW, ClientMessage, Message, codec_for
 from tsmesh_gateway.stream.connection import (
     CLOSE_BAD_MESSAGE,
