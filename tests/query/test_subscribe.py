@@ -15,8 +15,8 @@ from tsmesh.v1 import common_pb2, query_pb2
 from tsq_support import Running
 
 from tsmesh_common.errors import ResourceExhausted, Unauthenticated
+from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.redis_keys import live_channel
-from tsmesh_query import live
 from tsmesh_query.config import QueryLimits, SubscribeConfig
 from tsmesh_query.live import LiveHub
 from tsmesh_query.selectors import parse_selector
@@ -246,11 +246,8 @@ async def test_batches_waiting_for_a_stream_go_out_as_one_response() -> None:
     await stream.aclose()
 
 
-async def test_feed_through_redis_py_when_the_url_is_not_plain_tcp(
-    monkeypatch: pytest.MonkeyPatch, redis_client: aioredis.Redis
-) -> None:
-    monkeypatch.setattr(live, "_plain_tcp", lambda redis: None)  # as for rediss:// and unix sockets
-    hub = LiveHub(aioredis.Redis(), SubscribeConfig())
+async def test_feed_through_redis_py_when_the_url_is_not_plain_tcp(redis_client: aioredis.Redis) -> None:
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(), LeanRedis.from_url("rediss://127.0.0.1:6379"))  # no lean client
     follower = asyncio.create_task(hub.follow())
     try:
         await asyncio.wait_for(hub.connected.wait(), 5)
@@ -270,7 +267,7 @@ def test_lean_feed_runs_on_uvloop() -> None:
     """The service runs on uvloop, whose transports are not asyncio.Transport subclasses."""
 
     async def scenario() -> list[str]:
-        hub = LiveHub(aioredis.Redis(), SubscribeConfig())
+        hub = LiveHub(aioredis.Redis(), SubscribeConfig(), LeanRedis("127.0.0.1", 6379))
         follower = asyncio.create_task(hub.follow())
         publisher = aioredis.Redis()
         try:

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from tsmesh_common.bootstrap import Mesh, connect_mesh, follow_revocations, start_process
 from tsmesh_common.breaker import CircuitBreaker
+from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.server import GrpcApp
 from tsmesh_query.cache import LruCache, RedisCache
 from tsmesh_query.config import QueryConfig
@@ -81,7 +82,7 @@ def build(cfg: QueryConfig, clients: QueryClients, clock: Callable[[], int] = ti
     l2 = RedisCache(redis, redis_breaker, cfg.cache.l2_max_entry_bytes) if cfg.cache.l2_enabled else None
     generations = GenerationReader(redis, redis_breaker)
     engine = RangeEngine(db, cfg.limits, cfg.cache, l1, results, l2, generations, clock)
-    hub = LiveHub(redis, cfg.subscribe)
+    hub = LiveHub(redis, cfg.subscribe, LeanRedis.from_url(cfg.common.redis_url))
     if authenticator is not None:
         authenticator.on_revocation(hub.revoke)
     app = GrpcApp(authenticator, audit=audit, tuning=cfg.common.grpc)
