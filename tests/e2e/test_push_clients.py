@@ -5,24 +5,23 @@ and an InfluxDB 1.x ``/write``; every series is read back through the query API.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from devstack import DEMO_EMAIL, DEMO_TENANT, Stack
+from devstack import Stack
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from stack_config import drop_database, free_ports, private_config
+from stack_config import free_ports
+from stackkit import api_token
 
 pytestmark = pytest.mark.e2e
 
@@ -30,31 +29,9 @@ Labels = dict[str, str]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    cfg = private_config(tmp_path_factory.mktemp("push-stack"))
-    with open(os.devnull, "w") as quiet:
-        running = Stack(cfg, out=quiet)
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
-            drop_database(cfg.database)
-
-
-@pytest.fixture(scope="module")
 def token(stack: Stack) -> str:
     """An API token with scopes read and write."""
-    with httpx.Client(base_url=stack.gateway_url, timeout=20) as http:
-        login = http.post(
-            "/v1/auth/login", json={"tenant": DEMO_TENANT, "email": DEMO_EMAIL, "password": stack.admin_password}
-        )
-        assert login.status_code == 200, login.text
-        session = {"Authorization": f"Bearer {login.json()['access_token']}"}
-        created = http.post("/v1/tokens", json={"name": "push", "scopes": ["read", "write"]}, headers=session)
-        assert created.status_code == 201, created.text
-        secret: str = created.json()["secret"]
-        return secret
+    return api_token(stack, "push")
 
 
 async def latest(stack: Stack, token: str, metric: str, want: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
