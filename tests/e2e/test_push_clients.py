@@ -122,7 +122,7 @@ async def test_influx_v1_write(stack: Stack, token: str) -> None:
 async def test_prometheus_scrapes_the_gateway_and_remote_writes_into_tsmesh(
     stack: Stack, token: str, tmp_path: Path
 ) -> None:
-    target = stack.gateway_url.removeprefix("http://")
+    target = stack.metrics_url("gateway").removeprefix("http://").removesuffix("/metrics")  # the internal port
     job = f"tsmesh-gateway-{uuid.uuid4().hex[:6]}"
     (tmp_path / "token").write_text(token)
     (tmp_path / "prometheus.yml").write_text(
