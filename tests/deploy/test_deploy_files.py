@@ -124,7 +124,7 @@ def test_each_deployment_has_probes_resources_non_root_and_a_service(name: str) 
         spec = container[probe]
         if name == "gateway":
             assert spec["httpGet"]["port"] == "http"
-            # readiness does not follow the upstreams (ADR 0453): /readyz only fails while starting or draining
+            # readiness does not follow the upstreams (ADR 0454): /readyz only fails while starting or draining
             assert spec["httpGet"]["path"] == ("/readyz" if probe == "readinessProbe" else "/healthz")
         else:
             assert spec["grpc"]["port"] == ports["grpc"] == TSMESH[name.removesuffix("-writer")]

@@ -95,7 +95,7 @@ async def test_upstream_down_is_503_then_the_breaker_opens(gateway_factory) -> N
         assert answer.status_code == 503
         messages.append(answer.json()["message"])
     assert "circuit open" in messages[-1]
-    # one upstream down degrades the gateway, it does not take it out of the load balancer (ADR 0453)
+    # one upstream down degrades the gateway, it does not take it out of the load balancer (ADR 0454)
     ready = await gw.client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {

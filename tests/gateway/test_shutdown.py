@@ -1,4 +1,4 @@
-"""A real Granian gateway stopped by SIGTERM (ADR 0453): in-flight requests finish within
+"""A real Granian gateway stopped by SIGTERM (ADR 0454): in-flight requests finish within
 ``TSMESH_SHUTDOWN_GRACE_SECONDS`` and WebSockets, on both listeners, are closed with 1001 going away."""
 
 from __future__ import annotations

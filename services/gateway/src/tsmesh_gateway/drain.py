@@ -1,4 +1,4 @@
-"""A gateway's graceful stop (ADR 0453), in two steps because Granian only drains HTTP requests.
+"""A gateway's graceful stop (ADR 0454), in two steps because Granian only drains HTTP requests.
 
 On SIGTERM, Granian's main process (:class:`DrainingGranian`, its process-per-worker server) first
 sends :data:`DRAIN_SIGNAL` to every worker: each one leaves readiness, stops its lean listener and

@@ -1,5 +1,5 @@
 """The gateway's internal port (``TSMESH_METRICS_PORT``, 9100): ``/metrics``, ``/openapi.json``, Swagger
-UI at ``/docs`` and ``/healthz``, kept off the public port (ADR 0453).
+UI at ``/docs`` and ``/healthz``, kept off the public port (ADR 0454).
 
 Served from a thread of Granian's main process (:func:`internal_server`), not from a worker: the
 workers' metrics are read from the Prometheus multiprocess directory, so one scrape sees every

@@ -1,7 +1,7 @@
 """Operational routes on the public port: ``/healthz`` (alive) and ``/readyz`` (in the load
 balancer). Metrics and docs are on the internal port (:mod:`tsmesh_gateway.internal`).
 
-Readiness (ADR 0453): a gateway is ready from the end of its start-up to the start of its shutdown.
+Readiness (ADR 0454): a gateway is ready from the end of its start-up to the start of its shutdown.
 Upstream health is reported, never a reason to leave the load balancer: every gateway shares the
 same upstreams, so one unhealthy upstream would take every gateway out, and with them the routes
 that do not need that upstream (writes and WebSockets while query is down). Requests to a down
