@@ -106,8 +106,10 @@ async def main() -> None:
     await publisher.aclose()
     summaries = {name: rec.summary() for name, rec in results.items()}
     for name, s in summaries.items():
-        print(f"{name:12} deliveries {s['count']:6d}  p50 {s['p50']:.3f} ms  p99 {s['p99']:.3f} ms  max {s['max']:.2f} ms")
-    (a, sa), (b, sb) = summaries.items()
+        print(
+            f"{name:12} deliveries {s['count']:6d}  p50 {s['p50']:.3f} ms  p99 {s['p99']:.3f} ms  max {s['max']:.2f} ms"
+        )
+    (_, sa), (_, sb) = summaries.items()
     print(f"B/A: p50 {sb['p50'] / sa['p50']:.2f}x  p99 {sb['p99'] / sa['p99']:.2f}x")
 
 

@@ -114,7 +114,7 @@ def build(cfg: GatewayConfig, clients: GatewayClients, *, worker: bool = False) 
     )
     hub = Hub(clients.upstreams.query_stub, cfg.stream, authenticate=clients.authenticator.authenticate)
     clients.authenticator.on_revocation(hub.revoke)
-    stream = StreamEndpoint(hub, principals, cfg.stream)
+    stream = StreamEndpoint(hub, principals, cfg.stream, client_address=deps.client_address)
     listener = LeanListener(
         stream,
         cfg.http_host,
@@ -122,6 +122,7 @@ def build(cfg: GatewayConfig, clients: GatewayClients, *, worker: bool = False) 
         max_message_bytes=cfg.stream.max_message_bytes,
         max_connections=cfg.stream.max_connections,
         tls=(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None,
+        gate=stream.gate,
     )
 
     @contextlib.asynccontextmanager
