@@ -167,7 +167,8 @@ async def test_no_documented_route_answers_without_its_scope(stack: Stack) -> No
     to a token lacking that scope, and gets past authorisation with it; the unauthenticated ones are
     exactly the login, refresh, logout, JWKS and health routes."""
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=20) as http:
-        document = (await http.get("/openapi.json")).json()
+        internal = stack.metrics_url("gateway").removesuffix("/metrics")  # docs are on the internal port
+        document = (await http.get(f"{internal}/openapi.json")).json()
         login = await http.post(
             "/v1/auth/login", json={"tenant": DEMO_TENANT, "email": DEMO_EMAIL, "password": stack.admin_password}
         )
