@@ -369,7 +369,9 @@ class Stack:
         """Where everything is, for the developer."""
         cfg = self.cfg
         internal = f"http://127.0.0.1:{cfg.gateway_metrics_port}"
-        rows = [("gateway", f"{self.gateway_url}  (/readyz /healthz)  internal {internal}  (/metrics /docs)")]
+        rows = [
+            ("gateway", f"{self.gateway_url}  (/ui console; /readyz /healthz /docs)  internal {internal}  (/metrics)")
+        ]
         for svc in ("ingest", "query", "auth"):
             rows.append((svc, f"gRPC {self.grpc_addr(svc)}  metrics {self.metrics_url(svc)}"))
         writer = "ingest_writer"

@@ -1,6 +1,5 @@
-"""A private stack (``scripts/devstack.py``) for the tests that drive the whole mesh: free ports, a
-throwaway database dropped afterwards, its own state folder; never ``make run``'s. Used by the
-``stack`` fixtures of ``tests/e2e`` and ``tests/cli``."""
+"""A private tsmesh stack for end-to-end tests: the whole mesh (``scripts/stack.py``) on free ports
+with a throwaway database, never ``make run``'s; stopped and the database dropped afterwards."""
 
 from __future__ import annotations
 
@@ -15,9 +14,9 @@ from stack_config import drop_database, private_config
 
 
 @contextlib.contextmanager
-def private_stack(state_dir: Path) -> Iterator[Stack]:
-    """Start a private stack in ``state_dir``; stopped and its database dropped on exit."""
-    cfg = private_config(state_dir)
+def private_stack(folder: Path) -> Iterator[Stack]:
+    """A started stack whose state lives in ``folder``."""
+    cfg = private_config(folder)
     with open(os.devnull, "w") as quiet:
         running = Stack(cfg, out=quiet)
         try:

@@ -18,9 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT / "scripts") not in sys.path:
     sys.path.insert(0, str(ROOT / "scripts"))
 
-from devstack import Stack  # noqa: E402
 from stack_config import StackConfig, drop_database, private_config  # noqa: E402
-from stackkit import private_stack  # noqa: E402
 
 
 @pytest.fixture
@@ -36,10 +34,3 @@ def stack_config(tmp_path: Path) -> Iterator[Callable[..., StackConfig]]:
     yield make
     for cfg in made:
         drop_database(cfg.database)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A private stack shared by a module's tests (``tests/stackkit.py``)."""
-    with private_stack(tmp_path_factory.mktemp("stack")) as running:
-        yield running

@@ -6,12 +6,20 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from devstack import DEMO_EMAIL, DEMO_TENANT, Stack
+from stackkit import private_stack
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with private_stack(tmp_path_factory.mktemp("prometheus-stack")) as running:
+        yield running
 
 
 async def test_written_points_answer_promql_through_the_gateway(stack: Stack) -> None:

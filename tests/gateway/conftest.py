@@ -72,7 +72,7 @@ class Gateway:
 
     @property
     def internal(self) -> httpx.Client:
-        """A client of the internal port's pages (metrics of this process, docs)."""
+        """A client of the internal port's pages (the metrics of this process)."""
         return httpx.Client(transport=httpx.WSGITransport(app=InternalPages(None)), base_url="http://internal")
 
     def bearer(self, scopes: str = "read write admin", tenant: str | None = None, **claims: Any) -> dict[str, str]:

@@ -47,7 +47,7 @@ async def test_admin_routes_answer_an_admin(gateway) -> None:
     assert wrong.status_code == 400
     card = await gateway.client.get("/v1/admin/cardinality?limit=5", headers=admin)
     assert card.json()["max_active_series"] == 1000
-    spec = gateway.internal.get("/openapi.json").json()
+    spec = (await gateway.client.get("/openapi.json")).json()
     assert {"/v1/admin/retention", "/v1/admin/delete", "/v1/admin/export", "/v1/admin/cardinality"} <= set(
         spec["paths"]
     )

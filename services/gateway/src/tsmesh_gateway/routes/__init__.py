@@ -13,6 +13,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from tsmesh_gateway.deps import Deps
+from tsmesh_gateway.openapi import spec
 from tsmesh_gateway.querycache import QueryCache
 from tsmesh_gateway.routes.admin import admin_routes
 from tsmesh_gateway.routes.auth import auth_routes
@@ -21,6 +22,7 @@ from tsmesh_gateway.routes.influx import influx_routes
 from tsmesh_gateway.routes.ops import Readiness, ops_routes
 from tsmesh_gateway.routes.prometheus import prometheus_routes
 from tsmesh_gateway.routes.push import push_routes
+from tsmesh_gateway.routes.ui import ui_routes
 
 
 def mount(deps: Deps, queries: QueryCache, readiness: Readiness) -> list[BaseRoute]:
@@ -32,5 +34,6 @@ def mount(deps: Deps, queries: QueryCache, readiness: Readiness) -> list[BaseRou
         *push_routes(deps),
         *auth_routes(deps),
         *admin_routes(deps),
-        *ops_routes(deps.upstreams, readiness),
+        *ops_routes(deps.upstreams, spec, readiness),
+        *ui_routes(),
     ]

@@ -1,22 +1,42 @@
-"""Operational routes on the public port: ``/healthz`` (alive) and ``/readyz`` (in the load
-balancer). Metrics and docs are on the internal port (:mod:`tsmesh_gateway.internal`).
+"""Operational routes on the public port: ``/healthz`` (alive), ``/readyz`` (in the load balancer),
+``/openapi.json`` and Swagger UI at ``/docs``. Metrics are on the internal port
+(:mod:`tsmesh_gateway.internal`).
 
 Readiness (ADR 0454): a gateway is ready from the end of its start-up to the start of its shutdown.
 Upstream health is reported, never a reason to leave the load balancer: every gateway shares the
 same upstreams, so one unhealthy upstream would take every gateway out, and with them the routes
 that do not need that upstream (writes and WebSockets while query is down). Requests to a down
 upstream are answered 503 by its circuit breaker instead.
+
+Swagger UI 5 (it reads OpenAPI 3.1) is vendored under ``static/swagger-ui`` (version and source in its
+README) and served locally (no CDN), with no inline script so the Content-Security-Policy stays strict.
+The docs stay on the public port: "Try it out" calls the API from the page's own origin.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from tsmesh_gateway.bodies import JSON_TYPE
 from tsmesh_gateway.upstreams import Upstreams
+
+DOCS_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>tsmesh API</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script src="/docs/init.js"></script></body></html>
+"""
+SWAGGER_UI_DIR = Path(__file__).resolve().parent.parent / "static" / "swagger-ui"
+DOCS_INIT = 'window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true});\n'
 
 
 class Readiness:
@@ -26,8 +46,9 @@ class Readiness:
         self.serving = False
 
 
-def ops_routes(upstreams: Upstreams, readiness: Readiness) -> list[BaseRoute]:
-    """Liveness and readiness routes."""
+def ops_routes(upstreams: Upstreams, spec: Callable[[], dict[str, object]], readiness: Readiness) -> list[BaseRoute]:
+    """Liveness, readiness and documentation routes."""
+    spec_bytes: list[bytes] = []
 
     async def healthz(request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON_TYPE)
@@ -39,4 +60,22 @@ def ops_routes(upstreams: Upstreams, readiness: Readiness) -> list[BaseRoute]:
         body = orjson.dumps({"status": status, "upstreams": upstream, "degraded": degraded})
         return Response(body, 200 if readiness.serving else 503, media_type=JSON_TYPE)
 
-    return [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
+    async def openapi(request: Request) -> Response:
+        if not spec_bytes:
+            spec_bytes.append(orjson.dumps(spec()))
+        return Response(spec_bytes[0], media_type=JSON_TYPE)
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(DOCS_HTML)
+
+    async def docs_init(request: Request) -> Response:
+        return Response(DOCS_INIT, media_type="text/javascript")
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        Route("/docs/init.js", docs_init, methods=["GET"]),
+        Mount("/docs/static", StaticFiles(directory=SWAGGER_UI_DIR), name="swagger"),
+    ]
