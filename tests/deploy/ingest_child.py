@@ -1,4 +1,4 @@
-"""A real ingest API process for the rollout test: ``build_runtime`` and ``serve`` as in production,
+"""A real ingest API process for the rollout test: ``wiring.build`` and ``serve`` as in production,
 verifying tokens against the test's public key (``TEST_JWK``) instead of the auth service."""
 
 from __future__ import annotations
