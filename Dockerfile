@@ -79,6 +79,6 @@ FROM runtime AS gateway
 COPY --from=build-gateway /opt/venv /opt/venv
 COPY --from=build-gateway /app/services/gateway /app/services/gateway
 ENV TSMESH_HTTP_HOST=0.0.0.0 TSMESH_HTTP_PORT=8080 TSMESH_HEALTH_URL=http://127.0.0.1:8080/readyz
-EXPOSE 8080 8081
+EXPOSE 8080 8081 9100
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 CMD ["tsmesh-health"]
 ENTRYPOINT ["python", "-m", "tsmesh_gateway"]

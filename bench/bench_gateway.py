@@ -56,7 +56,7 @@ RANGE_QUERY = (  # the same query as GET /v1/query/range (no body to bridge)
 
 def create_bench_app() -> Any:
     """Granian factory: the real gateway plus a bare hello-JSON route in front of it (same server)."""
-    from tsmesh_gateway.app import create_app
+    from tsmesh_gateway.wiring import create_app
 
     gateway = create_app()
     if os.environ.get(live_trace.ENV):

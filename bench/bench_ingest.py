@@ -55,10 +55,11 @@ async def _serve_child() -> None:
     import redis.asyncio as aioredis
 
     from tsmesh_common.authn import Authenticator, AuthenticatorConfig
+    from tsmesh_common.bootstrap import Mesh
     from tsmesh_common.logs import configure_logging
     from tsmesh_common.server import serve
     from tsmesh_ingest.config import IngestConfig
-    from tsmesh_ingest.runtime import build_runtime
+    from tsmesh_ingest.wiring import IngestClients, build
 
     cfg = IngestConfig.from_env(os.environ)
     configure_logging(cfg.common.service, "WARNING")
@@ -67,7 +68,7 @@ async def _serve_child() -> None:
         AuthenticatorConfig(issuer="tsmesh-auth", audience="tsmesh"), _StaticJwks([jwk]), _NoIntrospection()
     )
     redis = aioredis.Redis.from_url(cfg.common.redis_url)
-    runtime = await build_runtime(cfg, authenticator, redis)
+    runtime = await build(cfg, IngestClients(redis, Mesh(authenticator)))
     await runtime.start()
     await serve(runtime.app, cfg.common)
 

@@ -37,10 +37,11 @@ from throwaway import fresh_redis_namespace
 from tsmesh.v1 import common_pb2, query_pb2, query_pb2_grpc
 
 from tsmesh_common.authn import Authenticator, AuthenticatorConfig
+from tsmesh_common.bootstrap import Mesh
 from tsmesh_common.config import CommonConfig
 from tsmesh_common.redis_keys import LATE_WRITE_SECONDS, RedisNamespace
 from tsmesh_query.config import CacheConfig, DatabaseConfig, QueryConfig
-from tsmesh_query.wiring import QueryComponents, build, create_redis
+from tsmesh_query.wiring import QueryClients, QueryComponents, build, create_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = os.environ.get("TSMESH_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -251,7 +252,7 @@ def config(db: str, cache: CacheConfig) -> QueryConfig:
 
 async def start(cfg: QueryConfig, keys: Keys, clock=time.time_ns) -> tuple[QueryComponents, grpc.aio.Channel]:
     auth = Authenticator(AuthenticatorConfig(issuer="tsmesh-auth", audience="tsmesh"), keys, keys)
-    comps = build(cfg, auth, create_redis(REDIS_URL), clock)
+    comps = build(cfg, QueryClients(create_redis(REDIS_URL), Mesh(auth)), clock)
     port = await comps.app.start("127.0.0.1", 0)
     return comps, grpc.aio.insecure_channel(f"127.0.0.1:{port}")
 

@@ -46,10 +46,12 @@ class BenchGateway:
     def __init__(self, stack: Any, workers: int, log: Path, **extra_env: str) -> None:
         self.port = free_port()
         self.ws_port = free_port()
+        self.internal_port = free_port()
         env = stack.service_env("gateway")
         env.update(**extra_env)
         env.update(
             TSMESH_HTTP_PORT=str(self.port),
+            TSMESH_METRICS_PORT=str(self.internal_port),
             TSMESH_GATEWAY_WORKERS=str(workers),
             TSMESH_GATEWAY_WS_PORT=str(self.ws_port),
             TSMESH_LOG_LEVEL="WARNING",
@@ -79,6 +81,7 @@ class BenchGateway:
         self._log = log.open("wb")
         self.proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=self._log, stderr=self._log)
         self.url = f"http://127.0.0.1:{self.port}"
+        self.internal_url = f"http://127.0.0.1:{self.internal_port}"
         self.ws_url = f"ws://127.0.0.1:{self.ws_port}/v1/stream"
         deadline = time.monotonic() + 60
         while True:

@@ -186,7 +186,7 @@ async def ws_part(
                 {
                     "query": stack.metrics_url("query"),
                     "ingest": stack.metrics_url("ingest"),
-                    "gateway": gw.url + "/metrics",
+                    "gateway": gw.internal_url + "/metrics",
                 }
             )
             samples, read = split(ask(clients, "collect"))

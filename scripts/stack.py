@@ -68,9 +68,9 @@ class Stack:
         return f"127.0.0.1:{self.cfg.grpc_port(svc)}"
 
     def metrics_url(self, svc: str) -> str:
-        """The Prometheus metrics URL of ``svc`` (the gateway serves its own under its HTTP port)."""
+        """The Prometheus metrics URL of ``svc`` (the gateway's is on its internal port)."""
         if svc == "gateway":
-            return f"{self.gateway_url}/metrics"
+            return f"http://127.0.0.1:{self.cfg.gateway_metrics_port}/metrics"
         return f"http://127.0.0.1:{self.cfg.metrics_port(svc)}/metrics"
 
     @property
@@ -107,7 +107,11 @@ class Stack:
             TSMESH_SHUTDOWN_GRACE_SECONDS=str(self.cfg.service_grace_s),
         )
         if svc == "gateway":
-            env.update(TSMESH_HTTP_HOST="127.0.0.1", TSMESH_HTTP_PORT=str(self.cfg.http_port))
+            env.update(
+                TSMESH_HTTP_HOST="127.0.0.1",
+                TSMESH_HTTP_PORT=str(self.cfg.http_port),
+                TSMESH_METRICS_PORT=str(self.cfg.gateway_metrics_port),
+            )
         else:
             env.update(
                 TSMESH_GRPC_PORT=str(self.cfg.grpc_port(svc)),
@@ -373,7 +377,10 @@ class Stack:
     def describe(self) -> str:
         """Where everything is, for the developer."""
         cfg = self.cfg
-        rows = [("gateway", f"{self.gateway_url}  (/ui console; /readyz /healthz /metrics /docs)")]
+        internal = f"http://127.0.0.1:{cfg.gateway_metrics_port}"
+        rows = [
+            ("gateway", f"{self.gateway_url}  (/ui console; /readyz /healthz /docs)  internal {internal}  (/metrics)")
+        ]
         for svc in ("ingest", "query", "auth"):
             rows.append((svc, f"gRPC {self.grpc_addr(svc)}  metrics {self.metrics_url(svc)}"))
         writer = "ingest_writer"

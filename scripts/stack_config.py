@@ -57,6 +57,7 @@ class StackConfig:
     query_port: int = 50052
     query_metrics_port: int = 9102
     http_port: int = 8080
+    gateway_metrics_port: int = 9100
     state_dir: Path = ROOT / ".tsmesh"
     log_level: str = "INFO"
     startup_timeout_s: float = 90.0
@@ -89,6 +90,7 @@ class StackConfig:
             query_port=env.get_port("TSMESH_QUERY_GRPC_PORT", d.query_port),
             query_metrics_port=env.get_port("TSMESH_QUERY_METRICS_PORT", d.query_metrics_port),
             http_port=env.get_port("TSMESH_HTTP_PORT", d.http_port),
+            gateway_metrics_port=env.get_port("TSMESH_GATEWAY_METRICS_PORT", d.gateway_metrics_port),
             state_dir=Path(env.get_str("TSMESH_DEV_DIR", str(d.state_dir))),
             log_level=env.get_str("TSMESH_LOG_LEVEL", d.log_level),
         )
@@ -102,6 +104,7 @@ class StackConfig:
             "TSMESH_DEV_KAFKA_PORT": str(self.kafka_port),
             "TSMESH_DEV_DATABASE": self.database,
             "TSMESH_HTTP_PORT": str(self.http_port),
+            "TSMESH_GATEWAY_METRICS_PORT": str(self.gateway_metrics_port),
             "TSMESH_DEV_DIR": str(self.state_dir),
             "TSMESH_LOG_LEVEL": self.log_level,
         }
@@ -124,6 +127,7 @@ class StackConfig:
             Port("query gRPC", "TSMESH_QUERY_GRPC_PORT", self.query_port),
             Port("query metrics", "TSMESH_QUERY_METRICS_PORT", self.query_metrics_port),
             Port("gateway HTTP", "TSMESH_HTTP_PORT", self.http_port),
+            Port("gateway metrics and docs", "TSMESH_GATEWAY_METRICS_PORT", self.gateway_metrics_port),
         ]
         if self.kafka_bootstrap is None:
             ports.append(Port("bundled Kafka broker", "TSMESH_DEV_KAFKA_PORT", self.kafka_port))
@@ -172,7 +176,7 @@ def private_config(state_dir: Path, **overrides: object) -> StackConfig:
     folder, so it never touches ``make run``'s nor hears another stack on the same Redis.
 
     Dependencies: ``TSMESH_TEST_PG_ADMIN_URL`` and ``TSMESH_TEST_REDIS_URL``, else the local defaults."""
-    ports = free_ports(10)
+    ports = free_ports(11)
     database = f"tsmesh_e2e_{uuid.uuid4().hex[:10]}"
     values: dict[str, object] = {
         "pg_admin_url": throwaway_pg_admin_url(),
@@ -189,6 +193,7 @@ def private_config(state_dir: Path, **overrides: object) -> StackConfig:
         "http_port": ports[7],
         "ingest_writer_port": ports[8],
         "ingest_writer_metrics_port": ports[9],
+        "gateway_metrics_port": ports[10],
         "state_dir": state_dir,
         "log_level": "WARNING",
     }

@@ -8,7 +8,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from devstack import Stack
+import httpx
+from devstack import DEMO_EMAIL, DEMO_TENANT, Stack
 from stack_config import drop_database, private_config
 
 
@@ -24,3 +25,17 @@ def private_stack(folder: Path) -> Iterator[Stack]:
         finally:
             running.stop()
             drop_database(cfg.database)
+
+
+def api_token(stack: Stack, name: str, scopes: tuple[str, ...] = ("read", "write")) -> str:
+    """A new API token of the demo tenant (created by its admin through the gateway)."""
+    with httpx.Client(base_url=stack.gateway_url, timeout=20) as http:
+        login = http.post(
+            "/v1/auth/login", json={"tenant": DEMO_TENANT, "email": DEMO_EMAIL, "password": stack.admin_password}
+        )
+        assert login.status_code == 200, login.text
+        session = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        created = http.post("/v1/tokens", json={"name": name, "scopes": list(scopes)}, headers=session)
+        assert created.status_code == 201, created.text
+        secret: str = created.json()["secret"]
+        return secret

@@ -31,10 +31,11 @@ from ingest_harness import Ingest, ingest_env, pg_stop, point
 from testkit import eventually
 from throwaway import ThrowawayPostgres, ThrowawayRedis
 
+from tsmesh_common.bootstrap import Mesh
 from tsmesh_common.server import create_server
 from tsmesh_ingest.config import IngestConfig
-from tsmesh_ingest.runtime import build_runtime
 from tsmesh_ingest.topics import create_topics
+from tsmesh_ingest.wiring import IngestClients, build
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -115,7 +116,7 @@ async def test_redis_stopped_for_ten_seconds(ts_db: Any, broker: Any, token_mint
     client = aioredis.Redis.from_url(redis.url)
     cfg = IngestConfig.from_env(ingest_env(ts_db.dsn("tsmesh_ingest"), broker.bootstrap, TSMESH_REDIS_URL=redis.url))
     await create_topics(cfg.kafka)
-    runtime = await build_runtime(cfg, token_mint.authenticator(), client)
+    runtime = await build(cfg, IngestClients(client, Mesh(token_mint.authenticator())))
     try:
         port = await create_server(runtime.app, cfg.common)
         await runtime.start()

@@ -1,4 +1,4 @@
-"""A real ingest API process for the rollout test: ``build_runtime`` and ``serve`` as in production,
+"""A real ingest API process for the rollout test: ``wiring.build`` and ``serve`` as in production,
 verifying tokens against the test's public key (``TEST_JWK``) instead of the auth service."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import redis.asyncio as aioredis
 from testkit import NoIntrospection, StaticJwks
 
 from tsmesh_common.authn import Authenticator, AuthenticatorConfig
+from tsmesh_common.bootstrap import Mesh
 from tsmesh_common.server import run, serve
 from tsmesh_ingest.config import IngestConfig
-from tsmesh_ingest.runtime import build_runtime
+from tsmesh_ingest.wiring import IngestClients, build
 
 
 async def main() -> None:
@@ -21,8 +22,7 @@ async def main() -> None:
     jwks.keys.append(json.loads(os.environ["TEST_JWK"]))
     authenticator = Authenticator(AuthenticatorConfig(issuer="tsmesh-auth", audience="tsmesh"), jwks, NoIntrospection())
     redis = aioredis.Redis.from_url(cfg.common.redis_url)
-    runtime = await build_runtime(cfg, authenticator, redis)
-    runtime.app.on_shutdown(redis.aclose)
+    runtime = await build(cfg, IngestClients(redis, Mesh(authenticator)))
     await runtime.start()
     await serve(runtime.app, cfg.common)
 

@@ -16,7 +16,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TSMESH = {"auth": 50053, "ingest": 50051, "query": 50052}
-METRICS = {"auth": 9103, "ingest": 9101, "query": 9102, "gateway": 8080}
+METRICS = {"auth": 9103, "ingest": 9101, "query": 9102, "gateway": 9100}
 
 
 def load(path: str) -> Any:
@@ -163,7 +163,8 @@ def test_each_deployment_has_probes_resources_non_root_and_a_service(name: str) 
         spec = container[probe]
         if name == "gateway":
             assert spec["httpGet"]["port"] == "http"
-            assert spec["httpGet"]["path"] == "/healthz"  # readiness must not follow the upstreams
+            # readiness does not follow the upstreams (ADR 0454): /readyz only fails while starting or draining
+            assert spec["httpGet"]["path"] == ("/readyz" if probe == "readinessProbe" else "/healthz")
         else:
             assert spec["grpc"]["port"] == ports["grpc"] == TSMESH[name.removesuffix("-writer")]
     assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
@@ -173,6 +174,6 @@ def test_each_deployment_has_probes_resources_non_root_and_a_service(name: str) 
         assert env["TSMESH_INGEST_MODE"] == "writer"
     if name != "gateway":
         assert env["TSMESH_GRPC_PORT"] == str(ports["grpc"])
-        assert env["TSMESH_METRICS_PORT"] == str(ports["metrics"])
+    assert env["TSMESH_METRICS_PORT"] == str(ports["metrics"])
     service_ports = {p["targetPort"] for p in service["spec"]["ports"]}
     assert service_ports <= set(ports)

@@ -99,10 +99,59 @@ def test_only_tsmesh_pods_reach_auth(overlay: str) -> None:
     for rule in policy["spec"]["ingress"]:
         for peer in rule["from"]:
             if "podSelector" in peer:
-                assert peer["podSelector"]["matchLabels"][NAME] in ("gateway", "ingest", "query")
+                assert peer["podSelector"]["matchLabels"][NAME] in ("gateway", "ingest", "ingest-writer", "query")
                 assert [p["port"] for p in rule["ports"]] == [50053]
             else:  # Prometheus, on the metrics port only
                 assert [p["port"] for p in rule["ports"]] == [9103]
+
+
+# every call the services make to each other (config.env's *_ADDR), and the port it goes to
+CALLS = (
+    ("gateway", "auth", 50053),
+    ("gateway", "ingest", 50051),
+    ("gateway", "query", 50052),
+    ("gateway", "ingest-writer", 50051),  # admin routes: DataLifecycleService
+    ("ingest", "auth", 50053),
+    ("ingest-writer", "auth", 50053),  # the writer authenticates lifecycle RPCs
+    ("query", "auth", 50053),
+)
+
+
+def _admits(rules: list[dict[str, Any]], peer_key: str, peer: str, port: int) -> bool:
+    for rule in rules:
+        peers = rule.get(peer_key)
+        pods = [p["podSelector"].get("matchLabels", {}).get(NAME) for p in peers or [] if "podSelector" in p]
+        if (peers is None or peer in pods) and any(p["port"] == port for p in rule.get("ports", [{"port": port}])):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_admit_every_call_of_the_mesh(overlay: str) -> None:
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(render(overlay), "NetworkPolicy")}
+    for client, server, port in CALLS:
+        assert _admits(policies[client]["egress"], "to", server, port), f"{client} may not call {server}:{port}"
+        assert _admits(policies[server]["ingress"], "from", client, port), f"{server} refuses {client} on {port}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gateway_metrics_and_docs_are_on_an_internal_port_for_monitoring_only(overlay: str) -> None:
+    docs = render(overlay)
+    gateway = next(d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "gateway")
+    pod = gateway["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert ports["metrics"] == int(env["TSMESH_METRICS_PORT"]) == 9100
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9100"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    policy = next(p for p in of_kind(docs, "NetworkPolicy") if p["metadata"]["name"] == "gateway")
+    for rule in policy["spec"]["ingress"]:
+        if 9100 in [p["port"] for p in rule["ports"]]:
+            assert rule["from"] == [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+            ]
+    assert not _admits(policy["spec"]["ingress"], "from", "anything", 9100)
 
 
 def test_production_kafka_is_replicated_and_authenticated() -> None:

@@ -18,14 +18,14 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from devstack import DEMO_EMAIL, DEMO_TENANT, Stack
+from devstack import Stack
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from stack_config import ROOT, free_ports
-from stackkit import private_stack
+from stackkit import api_token, private_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -41,16 +41,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def token(stack: Stack) -> str:
     """An API token with scopes read and write."""
-    with httpx.Client(base_url=stack.gateway_url, timeout=20) as http:
-        login = http.post(
-            "/v1/auth/login", json={"tenant": DEMO_TENANT, "email": DEMO_EMAIL, "password": stack.admin_password}
-        )
-        assert login.status_code == 200, login.text
-        session = {"Authorization": f"Bearer {login.json()['access_token']}"}
-        created = http.post("/v1/tokens", json={"name": "push", "scopes": ["read", "write"]}, headers=session)
-        assert created.status_code == 201, created.text
-        secret: str = created.json()["secret"]
-        return secret
+    return api_token(stack, "push")
 
 
 async def latest(stack: Stack, token: str, metric: str, want: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
@@ -141,7 +132,7 @@ async def test_influx_v1_write(stack: Stack, token: str) -> None:
 async def test_prometheus_scrapes_the_gateway_and_remote_writes_into_tsmesh(
     stack: Stack, token: str, tmp_path: Path
 ) -> None:
-    target = stack.gateway_url.removeprefix("http://")
+    target = stack.metrics_url("gateway").removeprefix("http://").removesuffix("/metrics")  # the internal port
     job = f"tsmesh-gateway-{uuid.uuid4().hex[:6]}"
     (tmp_path / "token").write_text(token)
     (tmp_path / "prometheus.yml").write_text(
@@ -198,7 +189,7 @@ def compose_prometheus_config(stack: Stack, folder: Path, prometheus_port: int) 
         "ingest:9101": stack.metrics_url("ingest"),
         "ingest-writer:9101": stack.metrics_url("ingest_writer"),
         "query:9102": stack.metrics_url("query"),
-        "gateway:8080": stack.metrics_url("gateway"),
+        "gateway:9100": stack.metrics_url("gateway"),
         "127.0.0.1:9090": f"http://127.0.0.1:{prometheus_port}/metrics",
     }
     for job in config["scrape_configs"]:

@@ -33,9 +33,10 @@ from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.ratelimit import RateLimiter
 from tsmesh_common.redis_keys import RedisNamespace
 from tsmesh_common.server import GrpcApp
-from tsmesh_gateway.app import Parts, build_app
 from tsmesh_gateway.config import GatewayConfig
+from tsmesh_gateway.internal import InternalPages
 from tsmesh_gateway.upstreams import Upstreams
+from tsmesh_gateway.wiring import GatewayClients, build
 
 
 @dataclass
@@ -74,6 +75,11 @@ class Gateway:
     def ns(self) -> RedisNamespace:
         """The names of this gateway's Redis keys and channels (a namespace of its own)."""
         return self.cfg.common.redis_namespace
+
+    @property
+    def internal(self) -> httpx.Client:
+        """A client of the internal port's pages (the metrics of this process)."""
+        return httpx.Client(transport=httpx.WSGITransport(app=InternalPages(None)), base_url="http://internal")
 
     def bearer(self, scopes: str = "read write admin", tenant: str | None = None, **claims: Any) -> dict[str, str]:
         return {"authorization": f"Bearer {self.mesh.mint.token(tenant or self.tenant, scopes, **claims)}"}
@@ -121,7 +127,7 @@ async def gateway_factory(mesh: Mesh, redis_client: aioredis.Redis) -> AsyncIter
         )
         limiter = RateLimiter(redis_client, prefix=cfg.common.redis_namespace.gateway_rate_prefix)
         lean = LeanRedis.from_url(REDIS_URL)
-        app = build_app(Parts(cfg, upstreams, authenticator, limiter, redis_client, lean))
+        app = build(cfg, GatewayClients(upstreams, authenticator, limiter, redis_client, lean))
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
         transport = httpx.ASGITransport(app=app, client=(f"10.0.{len(opened)}.{uuid.uuid4().int % 250}", 1234))
@@ -152,8 +158,10 @@ class Served:
 
     port: int
     ws_port: int
+    internal_port: int
     mesh: Mesh
     ns: RedisNamespace
+    proc: Any = None
 
     @property
     def ws_url(self) -> str:
@@ -169,6 +177,11 @@ class Served:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def internal(self) -> str:
+        """The internal port: metrics and docs."""
+        return f"http://127.0.0.1:{self.internal_port}"
+
 
 @pytest.fixture(scope="session")
 def served_factory(mesh: Mesh) -> Iterator[Callable[..., Served]]:
@@ -176,14 +189,21 @@ def served_factory(mesh: Mesh) -> Iterator[Callable[..., Served]]:
     procs = []
 
     def make(**env: str) -> Served:
-        port, ws_port = free_port(), free_port()
+        port, ws_port, internal_port = free_port(), free_port(), free_port()
         ns = fresh_namespace()
-        environ = gateway_environ(mesh.port, port, REDIS_URL, TSMESH_GATEWAY_WS_PORT=str(ws_port))
+        environ = gateway_environ(
+            mesh.port,
+            port,
+            REDIS_URL,
+            TSMESH_GATEWAY_WS_PORT=str(ws_port),
+            TSMESH_METRICS_PORT=str(internal_port),
+        )
         proc = start_gateway({**environ, "TSMESH_REDIS_NAMESPACE": ns.name, **env})
         procs.append(proc)
         wait_for_port(port, 20)
         wait_for_port(ws_port, 20)
-        return Served(port, ws_port, mesh, ns)
+        wait_for_port(internal_port, 20)
+        return Served(port, ws_port, internal_port, mesh, ns, proc)
 
     yield make
     for proc in procs:

@@ -374,6 +374,7 @@ def gateway_environ(upstream_port: int, http_port: int, redis_url: str, **extra:
             "TSMESH_REDIS_URL": redis_url,
             "TSMESH_REDIS_NAMESPACE": fresh_namespace().name,
             "TSMESH_LOG_LEVEL": "WARNING",
+            "TSMESH_METRICS_PORT": "0",
             **extra,
         }
     )
@@ -405,6 +406,11 @@ def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
     log = _LOGS.pop(proc.pid, None)
     if log is not None and proc.returncode == 0:
         Path(log).unlink(missing_ok=True)
+
+
+def unknown_api_token() -> str:
+    """A well-formed API token that auth does not know."""
+    return f"tsm_{uuid.uuid4().hex[:12]}_{uuid.uuid4().hex}"
 
 
 def grpc_code_of(exc: BaseException) -> grpc.StatusCode | None:

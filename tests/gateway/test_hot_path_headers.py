@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from tsmesh_gateway.edge import new_request_id
-from tsmesh_gateway.guard import rate_header_bytes, rate_headers
+from tsmesh_gateway.rate_leasing import rate_header_bytes, rate_headers
 
 
 def test_rate_header_bytes_match_rate_headers_for_reused_and_fresh_values() -> None:

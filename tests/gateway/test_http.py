@@ -94,15 +94,34 @@ async def test_upstream_down_is_503_then_the_breaker_opens(gateway_factory) -> N
         assert answer.status_code == 503
         messages.append(answer.json()["message"])
     assert "circuit open" in messages[-1]
+    # one upstream down degrades the gateway, it does not take it out of the load balancer (ADR 0454)
     ready = await gw.client.get("/readyz")
-    assert ready.status_code == 503
-    assert ready.json()["upstreams"] == {"auth": True, "ingest": False, "query": True}
+    assert ready.status_code == 200
+    assert ready.json() == {
+        "status": "degraded",
+        "upstreams": {"auth": True, "ingest": False, "query": True},
+        "degraded": ["ingest"],
+    }
+
+
+async def test_writes_keep_working_and_the_gateway_stays_ready_while_query_is_down(gateway_factory) -> None:
+    gw = await gateway_factory(TSMESH_QUERY_ADDR=f"127.0.0.1:{free_port()}")
+    ready = await gw.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["degraded"] == ["query"]
+    write = await gw.client.post(
+        "/v1/write", json={"points": [{"metric": "m", "timestamp_ns": 1, "value": 1}]}, headers=gw.bearer()
+    )
+    assert write.status_code == 200
 
 
 async def test_readyz_when_every_upstream_serves(gateway) -> None:
     answer = await gateway.client.get("/readyz")
     assert answer.status_code == 200
-    assert answer.json()["upstreams"] == {"auth": True, "ingest": True, "query": True}
+    assert answer.json() == {
+        "status": "ready",
+        "upstreams": {"auth": True, "ingest": True, "query": True},
+        "degraded": [],
+    }
 
 
 async def test_json_write_reaches_ingest_as_the_token_tenant_with_request_id(gateway, mesh) -> None:
@@ -294,10 +313,18 @@ async def test_auth_routes(gateway, mesh) -> None:
 
 
 async def test_docs_are_served_locally_and_metrics_count_requests(gateway) -> None:
+    assert (await gateway.client.get("/healthz")).status_code == 200
     docs = await gateway.client.get("/docs")
     assert docs.status_code == 200
     assert "/docs/static/swagger-ui-bundle.js" in docs.text and "//cdn" not in docs.text and "<script>" not in docs.text
     bundle = await gateway.client.get("/docs/static/swagger-ui-bundle.js")
     assert bundle.status_code == 200 and len(bundle.content) > 100_000
-    metrics = await gateway.client.get("/metrics")
+    assert (await gateway.client.get("/openapi.json")).json()["openapi"].startswith("3.")
+    metrics = gateway.internal.get("/metrics")
     assert 'tsmesh_gateway_http_requests_total{route_class="other",status="200"}' in metrics.text
+
+
+async def test_metrics_are_not_on_the_public_port(gateway) -> None:
+    assert (await gateway.client.get("/metrics")).status_code == 404
+    assert gateway.internal.get("/metrics").status_code == 200
+    assert gateway.internal.get("/docs").status_code == 404  # the docs stay public: Try it out calls the API

@@ -304,7 +304,7 @@ async def test_a_full_worker_refuses_new_sockets_fast_and_explicitly(served_fact
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await asyncio.wait_for(late.recv(), 5)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013  # try again later
-        metrics = (await asyncio.to_thread(urlopen_text, f"{full.http}/metrics")).splitlines()
+        metrics = (await asyncio.to_thread(urlopen_text, f"{full.internal}/metrics")).splitlines()
         assert any(
             line.startswith("tsmesh_gateway_ws_refused_total ") and float(line.split()[1]) >= 2 for line in metrics
         )

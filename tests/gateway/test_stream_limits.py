@@ -46,7 +46,7 @@ async def close_frame(url: str, headers: dict[str, str]) -> tuple[int, str]:
 
 
 def limited_total(served: Any, limit: str) -> float:
-    with urllib.request.urlopen(f"{served.http}/metrics", timeout=5) as answer:
+    with urllib.request.urlopen(f"{served.internal}/metrics", timeout=5) as answer:
         lines = answer.read().decode().splitlines()
     prefix = f'tsmesh_gateway_ws_limited_total{{limit="{limit}"}} '
     return sum(float(line.split()[1]) for line in lines if line.startswith(prefix))

@@ -42,9 +42,9 @@ async def test_fast_path_requests_are_counted_by_the_next_scrape(gateway) -> Non
     def count(text: str) -> float:
         return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(metric)), 0.0)
 
-    before = count((await gateway.client.get("/metrics")).text)
+    before = count(gateway.internal.get("/metrics").text)
     body = {"selector": {"metric": "cpu"}, "start_ns": 0, "end_ns": 10**12}
     for _ in range(3):
         answer = await gateway.client.post("/v1/query/range", json=body, headers=gateway.bearer("read"))
         assert answer.status_code == 200
-    assert count((await gateway.client.get("/metrics")).text) == before + 3
+    assert count(gateway.internal.get("/metrics").text) == before + 3

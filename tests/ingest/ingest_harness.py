@@ -19,12 +19,14 @@ from testkit import eventually, fresh_namespace
 from throwaway import ThrowawayPostgres
 from tsmesh.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 
+from tsmesh_common.bootstrap import Mesh
 from tsmesh_common.server import create_server
 from tsmesh_ingest.config import IngestConfig
 from tsmesh_ingest.migrate import upgrade
-from tsmesh_ingest.runtime import IngestRuntime, build_runtime
+from tsmesh_ingest.runtime import IngestRuntime
 from tsmesh_ingest.store import WriterHooks
 from tsmesh_ingest.topics import create_topics
+from tsmesh_ingest.wiring import IngestClients, build
 
 REDIS_URL = os.environ.get("TSMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_CTL = "/usr/lib/postgresql/15/bin/pg_ctl"
@@ -146,7 +148,9 @@ async def start_ingest(broker: Any, token_mint: Any, redis_client: Any) -> Async
         cfg = IngestConfig.from_env(environ)
         if bootstrap is None:
             await create_topics(cfg.kafka)
-        runtime = await build_runtime(cfg, token_mint.authenticator(), redis or redis_client, hooks=hooks, audit=audit)
+        runtime = await build(
+            cfg, IngestClients(redis or redis_client, Mesh(token_mint.authenticator(), audit)), hooks=hooks
+        )
         port = await create_server(runtime.app, cfg.common)
         await runtime.start()
         if bootstrap is None:  # the session broker is up: write only once the producer is connected

@@ -12,10 +12,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ingest_harness import ingest_env
 from testkit import eventually
 
+from tsmesh_common.bootstrap import Mesh
 from tsmesh_common.server import create_server
 from tsmesh_ingest.config import IngestConfig
-from tsmesh_ingest.runtime import build_runtime
 from tsmesh_ingest.service import SERVICE_NAME
+from tsmesh_ingest.wiring import IngestClients, build
 
 
 async def test_ingest_is_not_serving_until_the_producer_connects(
@@ -24,7 +25,7 @@ async def test_ingest_is_not_serving_until_the_producer_connects(
     port = throwaway.free_port()
     environ = ingest_env("postgresql://nobody@127.0.0.1:1/none", f"127.0.0.1:{port}", TSMESH_INGEST_MODE="api")
     cfg = IngestConfig.from_env(environ)
-    runtime = await build_runtime(cfg, token_mint.authenticator(), redis_client)
+    runtime = await build(cfg, IngestClients(redis_client, Mesh(token_mint.authenticator())))
     await runtime.start()
     grpc_port = await create_server(runtime.app, cfg.common)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")

@@ -15,7 +15,7 @@ from tsmesh.v1 import common_pb2, query_pb2
 from tsq_support import QUERY_NS, Running
 
 from tsmesh_common.errors import ResourceExhausted, Unauthenticated
-from tsmesh_query import live
+from tsmesh_common.leanredis import LeanRedis
 from tsmesh_query.config import QueryLimits, SubscribeConfig
 from tsmesh_query.live import LiveHub
 from tsmesh_query.selectors import parse_selector
@@ -245,11 +245,9 @@ async def test_batches_waiting_for_a_stream_go_out_as_one_response() -> None:
     await stream.aclose()
 
 
-async def test_feed_through_redis_py_when_the_url_is_not_plain_tcp(
-    monkeypatch: pytest.MonkeyPatch, redis_client: aioredis.Redis
-) -> None:
-    monkeypatch.setattr(live, "_plain_tcp", lambda redis: None)  # as for rediss:// and unix sockets
-    hub = LiveHub(aioredis.Redis(), SubscribeConfig(), QUERY_NS)
+async def test_feed_through_redis_py_when_the_url_is_not_plain_tcp(redis_client: aioredis.Redis) -> None:
+    no_lean_client = LeanRedis.from_url("rediss://127.0.0.1:6379")
+    hub = LiveHub(aioredis.Redis(), SubscribeConfig(), QUERY_NS, no_lean_client)
     follower = asyncio.create_task(hub.follow())
     try:
         await asyncio.wait_for(hub.connected.wait(), 5)
@@ -269,7 +267,7 @@ def test_lean_feed_runs_on_uvloop() -> None:
     """The service runs on uvloop, whose transports are not asyncio.Transport subclasses."""
 
     async def scenario() -> list[str]:
-        hub = LiveHub(aioredis.Redis(), SubscribeConfig(), QUERY_NS)
+        hub = LiveHub(aioredis.Redis(), SubscribeConfig(), QUERY_NS, LeanRedis("127.0.0.1", 6379))
         follower = asyncio.create_task(hub.follow())
         publisher = aioredis.Redis()
         try:

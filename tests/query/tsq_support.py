@@ -20,10 +20,11 @@ import redis.asyncio as aioredis
 from testkit import fresh_namespace
 from tsmesh.v1 import query_pb2_grpc
 
+from tsmesh_common.bootstrap import Mesh
 from tsmesh_common.config import CommonConfig
 from tsmesh_common.redis_keys import RedisNamespace
 from tsmesh_query.config import CacheConfig, DatabaseConfig, QueryConfig, QueryLimits, SubscribeConfig
-from tsmesh_query.wiring import QueryComponents, build, create_redis
+from tsmesh_query.wiring import QueryClients, QueryComponents, build, create_redis
 
 HERE = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("TSMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -177,7 +178,7 @@ class Running:
 
 
 async def start_service(cfg: QueryConfig, mint: TokenMint) -> Running:
-    components = build(cfg, mint.authenticator(), create_redis(cfg.common.redis_url))
+    components = build(cfg, QueryClients(create_redis(cfg.common.redis_url), Mesh(mint.authenticator())))
     port = await components.app.start("127.0.0.1", 0)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     return Running(components, channel, query_pb2_grpc.QueryServiceStub(channel), mint)

@@ -2,7 +2,7 @@
 
 Services import from the submodules (``from tsmesh_common.config import Env``); ``__all__`` is the
 map of the public ones, grouped by role. A module not listed is an implementation detail of the
-listed ones (``interceptors`` and ``metrics_http`` of ``server``, ``grpc_tuning`` of ``server`` and
+listed ones (``interceptors`` of ``server``, ``grpc_tuning`` of ``server`` and
 ``client``, ``otlp_names`` of ``otlp_metrics``). ``tests/common/test_public_face.py`` checks that
 the list is exactly what the services, the CLI and the scripts import.
 """
@@ -11,8 +11,11 @@ __all__ = [  # noqa: RUF022 (grouped by role, not sorted)
     # Configuration and the one error hierarchy
     "config",
     "errors",
-    # A service process: gRPC server skeleton, clients, breakers, logs, traces, migrations
+    # A service process: its bootstrap (logs, traces, the mesh authenticator, revocations), gRPC server
+    # skeleton and metrics endpoint, clients, breakers, logs, traces, migrations
+    "bootstrap",
     "server",
+    "metrics_http",
     "client",
     "breaker",
     "logs",

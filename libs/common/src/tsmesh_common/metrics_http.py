@@ -1,4 +1,5 @@
-"""The Prometheus ``/metrics`` and ``/healthz`` HTTP endpoint of a gRPC service.
+"""The Prometheus ``/metrics`` and ``/healthz`` HTTP endpoint of a gRPC service, on a
+:class:`WsgiThreadServer` (the gateway serves its internal port on one too).
 
 Served from a daemon thread so a busy event loop never delays a scrape or a probe.
 """
@@ -26,7 +27,31 @@ class _QuietHandler(WSGIRequestHandler):
         return
 
 
-class MetricsServer:
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class WsgiThreadServer:
+    """A WSGI app served from a daemon thread on ``host:port`` (port 0: any free port)."""
+
+    def __init__(self, host: str, port: int, app: WsgiApp) -> None:
+        try:
+            self._server = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise Unavailable(f"metrics port {port} is already in use (TSMESH_METRICS_PORT moves it)") from exc
+            raise
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class MetricsServer(WsgiThreadServer):
     """Serves metrics and process health; ``healthy`` is polled on each /healthz request."""
 
     def __init__(
@@ -34,14 +59,7 @@ class MetricsServer:
     ) -> None:
         self._metrics_app = make_wsgi_app(registry)
         self._healthy = healthy
-        try:
-            self._server = make_server(host, port, self._app, _ThreadingServer, handler_class=_QuietHandler)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise Unavailable(f"metrics port {port} is already in use (TSMESH_METRICS_PORT moves it)") from exc
-            raise
-        self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+        super().__init__(host, port, self._app)
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -54,10 +72,3 @@ class MetricsServer:
             return [b"ok\n" if ok else b"shutting down\n"]
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found\n"]
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()

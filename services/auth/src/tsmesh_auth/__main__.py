@@ -16,37 +16,19 @@ import secrets
 import sys
 from pathlib import Path
 
-import redis.asyncio as aioredis
-
 from tsmesh_auth import admin
-from tsmesh_auth.app import build, create_app
 from tsmesh_auth.config import AuthConfig
-from tsmesh_auth.db import create_pool
 from tsmesh_auth.migrate import upgrade
+from tsmesh_auth.wiring import build, connect
 from tsmesh_common.config import load_or_exit
-from tsmesh_common.errors import TsmeshError, Unavailable
 from tsmesh_common.logs import configure_logging
 from tsmesh_common.server import run, serve
 from tsmesh_common.service_credential import SERVICE_NAME
-from tsmesh_common.tracing import setup_tracing
 
 
 async def _serve() -> None:
     cfg = load_or_exit(AuthConfig.from_env, os.environ)
-    configure_logging(cfg.common.service, cfg.common.log_level)
-    setup_tracing(cfg.common.service, cfg.common.otlp_endpoint)
-    pool = await create_pool(cfg.database_url, cfg.db_pool_size)
-    redis = aioredis.Redis.from_url(cfg.common.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
-    pubsub_redis = aioredis.Redis.from_url(cfg.common.redis_url, socket_connect_timeout=2.0, health_check_interval=30)
-    try:
-        parts = await build(cfg, pool, redis)
-    except TsmeshError as exc:
-        await pool.close()
-        raise Unavailable(exc.message) from None
-    app = create_app(parts, pubsub_redis)
-    app.on_shutdown(pool.close)
-    app.on_shutdown(redis.aclose)
-    app.on_shutdown(pubsub_redis.aclose)
+    app = await build(cfg, await connect(cfg))
     await serve(app, cfg.common)
 
 

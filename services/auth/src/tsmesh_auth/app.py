@@ -1,4 +1,5 @@
-"""Wiring of the auth service's parts from a pool and Redis clients (used by ``__main__`` and tests)."""
+"""The auth service's parts over a pool and Redis (:func:`build`, shared by the server and the admin
+CLI) and its gRPC app (:func:`create_app`); :mod:`tsmesh_auth.wiring` opens the clients."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from tsmesh_auth.service import PUBLIC_METHODS, SERVICE_NAME, AuthServicer, intr
 from tsmesh_auth.sessions import Sessions
 from tsmesh_auth.throttle import LoginThrottle, ThrottlePolicy
 from tsmesh_auth.tokens import AccessTokenIssuer
-from tsmesh_common.authn import SCOPES, Authenticator, AuthenticatorConfig
+from tsmesh_common.authn import SCOPES, Authenticator
+from tsmesh_common.bootstrap import follow_revocations, mesh_authenticator
 from tsmesh_common.context import Principal
 from tsmesh_common.errors import FailedPrecondition
 from tsmesh_common.server import GrpcApp
@@ -125,11 +127,8 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
         default_grace_seconds=cfg.api_token_grace_seconds,
         render=introspected,
     )
-    authenticator = Authenticator(
-        AuthenticatorConfig.from_common(cfg.common, api_token_cache_seconds=0),
-        keyring,
-        StoreIntrospection(tokens),
-        revocations=ListedRevocations(revocations),
+    authenticator = mesh_authenticator(
+        cfg.common, keyring, StoreIntrospection(tokens), ListedRevocations(revocations), api_token_cache_seconds=0
     )
     authenticator.on_revocation(tokens.evict)
     revocations.set_local(authenticator.revoke)
@@ -181,11 +180,6 @@ def create_app(parts: AuthParts, pubsub_redis: Any | None) -> GrpcApp:
     )
     app.run_in_background(parts.checkpointer.run_forever(parts.config.audit_checkpoint_seconds), "audit-checkpoint")
     if pubsub_redis is not None:
-        app.run_in_background(
-            parts.authenticator.follow_revocations(
-                pubsub_redis, parts.config.common.redis_namespace.revocation_channel
-            ),
-            "revocation-feed",
-        )
+        follow_revocations(parts.config.common, app, parts.authenticator, pubsub_redis)
     app.on_shutdown(parts.tokens.drain)
     return app

@@ -1,13 +1,16 @@
 """``python -m tsmesh_gateway``: serve the gateway with Granian (``TSMESH_GATEWAY_WORKERS`` workers).
 
-Each worker builds its own application through :func:`tsmesh_gateway.app.create_app` (its own
+Each worker builds its own application through :func:`tsmesh_gateway.wiring.create_app` (its own
 channels, Redis pool, caches and WebSocket hub); state shared between workers lives in Redis only.
-With more than one worker, Prometheus runs in multiprocess mode over a fresh directory so
-``/metrics`` answers for every worker whichever one serves the scrape.
+Prometheus runs in multiprocess mode over a fresh directory, so the internal port (served by this
+main process, :mod:`tsmesh_gateway.internal`) answers ``/metrics`` for every worker. On SIGTERM,
+workers get ``TSMESH_SHUTDOWN_GRACE_SECONDS`` to finish in-flight requests and close their
+WebSockets (1001) before they are killed.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -21,13 +24,16 @@ from tsmesh_gateway.stream.socket_budget import raise_open_file_limit
 def main() -> None:
     raise_open_file_limit()  # before the budget of sockets per worker is derived from it
     cfg = load_or_exit(GatewayConfig.from_env, os.environ)
-    if cfg.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tsmesh-gateway-metrics-")
-    from granian import Granian
+    # imported once the directory is set: prometheus_client picks its multiprocess mode at import
     from granian.constants import Interfaces, Loops, SSLProtocols
 
-    server = Granian(
-        "tsmesh_gateway.app:create_app",
+    from tsmesh_gateway.drain import DrainingGranian
+    from tsmesh_gateway.internal import internal_server
+
+    server = DrainingGranian(
+        "tsmesh_gateway.wiring:create_app",
         factory=True,
         address=cfg.http_host,
         port=cfg.http_port,
@@ -40,8 +46,12 @@ def main() -> None:
         ssl_cert=Path(cfg.tls_cert) if cfg.tls_cert else None,
         ssl_key=Path(cfg.tls_key) if cfg.tls_key else None,
         ssl_protocol_min=SSLProtocols.tls12,
+        workers_kill_timeout=max(1, math.ceil(cfg.common.grace_seconds)),
     )
+    internal = internal_server(cfg, os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    internal.start()
     server.serve()
+    internal.stop()
     sys.exit(0)
 
 

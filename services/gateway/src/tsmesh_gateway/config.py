@@ -101,7 +101,7 @@ class GatewayConfig:
     def from_env(cls, environ: Mapping[str, str]) -> GatewayConfig:
         """Build and validate; every error names the variable at fault."""
         env = Env(environ)
-        common = CommonConfig.from_env(environ, service="gateway", grpc_port=0, metrics_port=0)
+        common = CommonConfig.from_env(environ, service="gateway", grpc_port=0, metrics_port=9100)
         tls_cert, tls_key = env.raw("TSMESH_GATEWAY_TLS_CERT"), env.raw("TSMESH_GATEWAY_TLS_KEY")
         if (tls_cert is None) != (tls_key is None):
             raise ConfigError("TSMESH_GATEWAY_TLS_KEY", "TLS needs both TSMESH_GATEWAY_TLS_CERT and _KEY")

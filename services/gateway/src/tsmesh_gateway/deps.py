@@ -15,9 +15,10 @@ from tsmesh_common.errors import PermissionDenied
 from tsmesh_gateway.bodies import BodyWatchdog, read_body, read_json
 from tsmesh_gateway.clientaddr import ClientAddress, client_address_resolver
 from tsmesh_gateway.config import GatewayConfig
-from tsmesh_gateway.guard import PrincipalCache, Rate, RouteLimits, authorization_token, principal_key, rate_headers
 from tsmesh_gateway.http_errors import to_http_error
 from tsmesh_gateway.microcache import MicroCache
+from tsmesh_gateway.principal_cache import PrincipalCache, authorization_token
+from tsmesh_gateway.rate_leasing import Rate, RouteLimits, principal_key, rate_headers
 from tsmesh_gateway.upstreams import Upstreams
 
 Endpoint = Callable[[Request], Awaitable[Response]]

@@ -30,9 +30,9 @@ from tsmesh_gateway.edge import (
     request_id_from,
     requests_tally,
 )
-from tsmesh_gateway.guard import rate_header_bytes
 from tsmesh_gateway.http_errors import HttpError, to_http_error
 from tsmesh_gateway.querycache import CachedAnswer
+from tsmesh_gateway.rate_leasing import rate_header_bytes
 
 _JSON = (b"content-type", b"application/json")
 _BASE = [_JSON, *SECURITY_HEADERS]

@@ -12,48 +12,23 @@ import os
 import sys
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from tsmesh_common import migrations
-from tsmesh_common.audit import AuditReporter
-from tsmesh_common.authn import Authenticator, AuthenticatorConfig, GrpcAuthSource
-from tsmesh_common.client import create_channel
 from tsmesh_common.config import load_or_exit
-from tsmesh_common.logs import configure_logging
 from tsmesh_common.server import run, serve
-from tsmesh_common.tracing import setup_tracing
 from tsmesh_ingest.config import IngestConfig
 from tsmesh_ingest.migrate import upgrade
 from tsmesh_ingest.partitions import PartitionManager
-from tsmesh_ingest.runtime import build_runtime
 from tsmesh_ingest.topics import create_topics
+from tsmesh_ingest.wiring import build, connect
 
 USAGE = "usage: python -m tsmesh_ingest [migrate | create-topics]"
 
 
 async def _serve(cfg: IngestConfig) -> None:
-    common = cfg.common
-    configure_logging(common.service, common.log_level)
-    setup_tracing(common.service, common.otlp_endpoint)
-    redis = aioredis.Redis.from_url(common.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
-    # Both modes authenticate: the API serves writes, the writer the DataLifecycleService (admin).
-    channel = create_channel(common.auth_addr, common.grpc)
-    source = GrpcAuthSource(channel)
-    authenticator = Authenticator(AuthenticatorConfig.from_common(common), source, source, revocations=source)
-    audit = AuditReporter(channel, credential=common.service_credential)
-    runtime = await build_runtime(cfg, authenticator, redis, audit=audit)
-
-    async def close_clients() -> None:
-        await redis.aclose()
-        await audit.drain()
-        await channel.close(None)
-
-    runtime.app.on_shutdown(close_clients)
-    runtime.app.run_in_background(
-        authenticator.follow_revocations(redis, common.redis_namespace.revocation_channel), "revocations"
-    )
+    runtime = await build(cfg, connect(cfg))
     await runtime.start()
-    await serve(runtime.app, common)
+    await serve(runtime.app, cfg.common)
 
 
 async def _migrate(cfg: IngestConfig) -> None:

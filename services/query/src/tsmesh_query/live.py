@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import cast
 
-import hiredis
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
 from tsmesh.v1 import common_pb2, query_pb2
 
 from tsmesh_common.errors import ResourceExhausted, Unauthenticated
-from tsmesh_common.leanredis import command
+from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.redis_keys import RedisNamespace
 from tsmesh_query.config import SubscribeConfig
 from tsmesh_query.metrics import LIVE_BATCHES, LIVE_DELAY, SUBSCRIBERS, SUBSCRIBERS_DROPPED
@@ -42,6 +38,7 @@ DROPPED = "dropped"
 REVOKED = "revoked"
 MERGE_MAX_POINTS = 4096  # points per coalesced response (the gRPC message limit is 8 MiB)
 HEARTBEAT_TICK_S = 0.1
+FEED_NAME = "tsmesh-query-live"  # the feed connection in CLIENT LIST
 
 
 class Subscription:
@@ -290,73 +287,14 @@ class _MetricIndex:
         return found
 
 
-def _plain_tcp(redis: Redis) -> tuple[str, int, list[bytes]] | None:
-    """(host, port, AUTH arguments) when ``redis`` connects over plain TCP, else None (TLS and unix
-    sockets keep using redis-py)."""
-    pool = redis.connection_pool
-    if pool.connection_class is not Connection:
-        return None
-    kwargs = pool.connection_kwargs
-    if kwargs.get("credential_provider") is not None:
-        return None
-    password, username = kwargs.get("password"), kwargs.get("username")
-    auth = [part.encode() for part in (username, password) if part] if password else []
-    return str(kwargs.get("host", "localhost")), int(kwargs.get("port", 6379)), auth
-
-
-class _FeedProtocol(asyncio.Protocol):
-    """PSUBSCRIBE on a raw connection; each complete ``pmessage`` is handed to the hub at once."""
-
-    def __init__(self, hub: LiveHub, auth: list[bytes]) -> None:
-        loop = asyncio.get_running_loop()
-        self._hub = hub
-        self._auth = auth
-        self._reader = hiredis.Reader()
-        self.subscribed: asyncio.Future[None] = loop.create_future()
-        self.lost: asyncio.Future[Exception] = loop.create_future()  # resolves to why it ended
-        self._transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = tcp = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport subclass
-        sock = tcp.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        auth = command(b"AUTH", *self._auth) if self._auth else b""
-        tcp.write(auth + command(b"PSUBSCRIBE", self._hub.live_pattern.encode()))
-
-    def data_received(self, data: bytes) -> None:
-        self._reader.feed(data)
-        while (reply := self._reader.gets()) is not False:
-            if isinstance(reply, hiredis.ReplyError):
-                self._fail(ConnectionError(f"redis refused the live subscription: {reply}"))
-                return
-            if not isinstance(reply, list) or not reply:
-                continue
-            if reply[0] == b"pmessage" and len(reply) == 4:
-                try:
-                    self._hub._receive(reply[2], reply[3])
-                except Exception as exc:  # noqa: BLE001 - one bad batch must not end the feed
-                    log.warning("live batch dropped", extra={"error": type(exc).__name__})
-            elif reply[0] == b"psubscribe" and not self.subscribed.done():
-                self.subscribed.set_result(None)
-
-    def _fail(self, exc: Exception) -> None:
-        if not self.subscribed.done():
-            self.subscribed.set_exception(exc)
-        if not self.lost.done():
-            self.lost.set_result(exc)
-        if self._transport is not None:
-            self._transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(exc or ConnectionError("redis closed the live connection"))
-
-
 class LiveHub:
     """The process-wide live feed and its subscribers."""
 
-    def __init__(self, redis: Redis, cfg: SubscribeConfig, namespace: RedisNamespace) -> None:
+    def __init__(
+        self, redis: Redis, cfg: SubscribeConfig, namespace: RedisNamespace, lean: LeanRedis | None = None
+    ) -> None:
         self._redis = redis
+        self._lean = lean
         self.live_pattern = namespace.live_pattern
         self._tenant_of = namespace.tenant_of_live_channel
         self._cfg = cfg
@@ -478,13 +416,12 @@ class LiveHub:
 
     async def follow(self) -> None:
         """Consume the shared feed until cancelled; resubscribes after any Redis failure."""
-        lean = _plain_tcp(self._redis)
         while True:
             try:
-                if lean is None:
+                if self._lean is None:
                     await self._follow_pubsub()
                 else:
-                    await self._follow_lean(*lean)
+                    await self._follow_lean(self._lean)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any feed failure: back off and resubscribe
@@ -492,17 +429,22 @@ class LiveHub:
             self.connected.clear()
             await asyncio.sleep(0.5)
 
-    async def _follow_lean(self, host: str, port: int, auth: list[bytes]) -> None:
-        """The feed on a plain TCP connection parsed by hiredis: every message is dispatched from
-        the socket's read callback, with no task wake-up and no redis-py machinery per message."""
-        loop = asyncio.get_running_loop()
-        transport, feed = await loop.create_connection(lambda: _FeedProtocol(self, auth), host, port)
+    async def _follow_lean(self, lean: LeanRedis) -> None:
+        """The feed on a lean connection (plain TCP, parsed by hiredis): every message is dispatched
+        from the socket's read callback, with no task wake-up and no redis-py machinery per message."""
+        subscription = await lean.psubscribe(self.live_pattern, self._on_message, _nothing, client_name=FEED_NAME)
         try:
-            await feed.subscribed
             self.connected.set()
-            raise await feed.lost
+            await subscription.lost
+            raise ConnectionError("redis closed the live connection")
         finally:
-            transport.close()
+            subscription.close()
+
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        try:
+            self.dispatch(channel.decode(), data)
+        except Exception as exc:  # noqa: BLE001 - one bad batch must not end the feed
+            log.warning("live batch dropped", extra={"error": type(exc).__name__})
 
     async def _follow_pubsub(self) -> None:
         """The feed through redis-py (TLS or unix-socket URLs)."""
@@ -514,15 +456,12 @@ class LiveHub:
                 # the raw reply (no per-message dict): [b"pmessage", pattern, channel, data]
                 reply = await pubsub.parse_response(block=True)
                 if isinstance(reply, list) and len(reply) == 4 and reply[0] == b"pmessage":
-                    self._receive(reply[2], reply[3])
+                    self._on_message(reply[2], reply[3])
         finally:
             try:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             except Exception:  # noqa: BLE001 - the connection may already be gone
                 log.debug("pubsub close failed")
-
-    def _receive(self, channel: bytes | str, data: bytes) -> None:
-        self.dispatch(channel.decode() if isinstance(channel, bytes) else channel, data)
 
     async def heartbeats(self) -> None:
         """Turn the heartbeat wheel one slot per tick."""
@@ -530,3 +469,7 @@ class LiveHub:
         while True:
             await asyncio.sleep(tick)
             self.wheel.tick()
+
+
+def _nothing() -> None:
+    return

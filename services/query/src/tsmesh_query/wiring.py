@@ -1,4 +1,5 @@
-"""Assemble the query service from its config and clients (used by ``__main__`` and the tests)."""
+"""The query service's composition root: ``connect`` opens its clients, ``build`` assembles the
+service over them (``__main__`` runs both; tests pass their own clients to ``build``)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from tsmesh_common.audit import AuditReporter
-from tsmesh_common.authn import Authenticator
+from tsmesh_common.bootstrap import Mesh, connect_mesh, follow_revocations, start_process
 from tsmesh_common.breaker import CircuitBreaker
+from tsmesh_common.leanredis import LeanRedis
 from tsmesh_common.server import GrpcApp
 from tsmesh_query.cache import LruCache, RedisCache
 from tsmesh_query.config import QueryConfig
@@ -42,22 +43,38 @@ class QueryComponents:
     prom: PromRpc
 
 
+@dataclass
+class QueryClients:
+    """What the query service talks to: Redis, and auth (benchmarks may run without)."""
+
+    redis: Redis
+    mesh: Mesh | None
+
+    async def close(self) -> None:
+        if self.mesh is not None:
+            await self.mesh.close()
+        await self.redis.aclose()
+
+
+def connect(cfg: QueryConfig) -> QueryClients:
+    """Start logging and tracing, then open the clients of a query process."""
+    start_process(cfg.common)
+    return QueryClients(create_redis(cfg.common.redis_url), connect_mesh(cfg.common))
+
+
 def create_redis(url: str) -> Redis:
     """A Redis client that fails fast (short timeouts) so a dead Redis never stalls a query."""
     return Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5, retry_on_timeout=False)
 
 
-def build(
-    cfg: QueryConfig,
-    authenticator: Authenticator | None,
-    redis: Redis,
-    clock: Callable[[], int] = time.time_ns,
-    audit: AuditReporter | None = None,
-) -> QueryComponents:
+def build(cfg: QueryConfig, clients: QueryClients, clock: Callable[[], int] = time.time_ns) -> QueryComponents:
     """Wire database, caches, engine, live hub and servicer into a GrpcApp (not started).
 
     ``clock`` (ns) decides which chunks are past the late-arrival window; benchmarks compress time.
     """
+    redis, mesh = clients.redis, clients.mesh
+    authenticator = mesh.authenticator if mesh is not None else None
+    audit = mesh.audit if mesh is not None else None
     db = Database(cfg.database)
     namespace = cfg.common.redis_namespace
     redis_breaker = CircuitBreaker("redis", failures=(RedisError, OSError), failure_threshold=3, reset_seconds=2.0)
@@ -66,7 +83,7 @@ def build(
     l2 = RedisCache(redis, redis_breaker, cfg.cache.l2_max_entry_bytes, namespace) if cfg.cache.l2_enabled else None
     generations = GenerationReader(redis, redis_breaker, namespace)
     engine = RangeEngine(db, cfg.limits, cfg.cache, l1, results, l2, generations, clock)
-    hub = LiveHub(redis, cfg.subscribe, namespace)
+    hub = LiveHub(redis, cfg.subscribe, namespace, LeanRedis.from_url(cfg.common.redis_url))
     if authenticator is not None:
         authenticator.on_revocation(hub.revoke)
     app = GrpcApp(authenticator, audit=audit, tuning=cfg.common.grpc)
@@ -79,9 +96,11 @@ def build(
     app.add_service(SERVICE_NAME, lambda server: add_to_server(servicer, server))
     exporter = ExportService(db, engine, cfg.limits, audit=audit)
     app.add_service(EXPORT_SERVICE, lambda server: add_export(exporter, server))
+    if mesh is not None:
+        follow_revocations(cfg.common, app, mesh.authenticator, redis)
     app.run_in_background(hub.follow(), "live-feed")
     app.run_in_background(hub.heartbeats(), "live-heartbeats")
     app.on_shutdown(db.close)
     app.on_shutdown(generations.close)
-    app.on_shutdown(redis.aclose)
+    app.on_shutdown(clients.close)
     return QueryComponents(app, engine, hub, db, redis, prom)

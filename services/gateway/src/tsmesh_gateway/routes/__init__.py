@@ -10,8 +10,6 @@ are wrapped in :func:`tsmesh_gateway.deps.endpoint`; their OpenAPI entries live 
 
 from __future__ import annotations
 
-import os
-
 from starlette.routing import BaseRoute
 
 from tsmesh_gateway.deps import Deps
@@ -21,13 +19,13 @@ from tsmesh_gateway.routes.admin import admin_routes
 from tsmesh_gateway.routes.auth import auth_routes
 from tsmesh_gateway.routes.data import query_routes
 from tsmesh_gateway.routes.influx import influx_routes
-from tsmesh_gateway.routes.ops import ops_routes
+from tsmesh_gateway.routes.ops import Readiness, ops_routes
 from tsmesh_gateway.routes.prometheus import prometheus_routes
 from tsmesh_gateway.routes.push import push_routes
 from tsmesh_gateway.routes.ui import ui_routes
 
 
-def mount(deps: Deps, queries: QueryCache) -> list[BaseRoute]:
+def mount(deps: Deps, queries: QueryCache, readiness: Readiness) -> list[BaseRoute]:
     """Every family's HTTP routes (the WebSocket route is the stream's, added by the app)."""
     return [
         *query_routes(deps, queries),
@@ -36,6 +34,6 @@ def mount(deps: Deps, queries: QueryCache) -> list[BaseRoute]:
         *push_routes(deps),
         *auth_routes(deps),
         *admin_routes(deps),
-        *ops_routes(deps.upstreams, spec, os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
+        *ops_routes(deps.upstreams, spec, readiness),
         *ui_routes(),
     ]

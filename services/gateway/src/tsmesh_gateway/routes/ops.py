@@ -1,7 +1,16 @@
-"""Operational routes: ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json`` and Swagger UI at ``/docs``.
+"""Operational routes on the public port: ``/healthz`` (alive), ``/readyz`` (in the load balancer),
+``/openapi.json`` and Swagger UI at ``/docs``. Metrics are on the internal port
+(:mod:`tsmesh_gateway.internal`).
+
+Readiness (ADR 0454): a gateway is ready from the end of its start-up to the start of its shutdown.
+Upstream health is reported, never a reason to leave the load balancer: every gateway shares the
+same upstreams, so one unhealthy upstream would take every gateway out, and with them the routes
+that do not need that upstream (writes and WebSockets while query is down). Requests to a down
+upstream are answered 503 by its circuit breaker instead.
 
 Swagger UI 5 (it reads OpenAPI 3.1) is vendored under ``static/swagger-ui`` (version and source in its
 README) and served locally (no CDN), with no inline script so the Content-Security-Policy stays strict.
+The docs stay on the public port: "Try it out" calls the API from the page's own origin.
 """
 
 from __future__ import annotations
@@ -10,13 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tsmesh_gateway import tally
 from tsmesh_gateway.bodies import JSON_TYPE
 from tsmesh_gateway.upstreams import Upstreams
 
@@ -32,21 +39,15 @@ SWAGGER_UI_DIR = Path(__file__).resolve().parent.parent / "static" / "swagger-ui
 DOCS_INIT = 'window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true});\n'
 
 
-def metrics_bytes(multiprocess_dir: str | None) -> bytes:
-    """The exposition of this worker, or of every worker in Prometheus multiprocess mode (this
-    worker's tallies flushed first, the others' are at most a second old)."""
-    tally.flush()
-    if multiprocess_dir:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest(REGISTRY)
+class Readiness:
+    """Whether this worker is between start-up and shutdown (set by the application's lifespan)."""
+
+    def __init__(self) -> None:
+        self.serving = False
 
 
-def ops_routes(
-    upstreams: Upstreams, spec: Callable[[], dict[str, object]], multiprocess_dir: str | None
-) -> list[BaseRoute]:
-    """Health, readiness, metrics and documentation routes."""
+def ops_routes(upstreams: Upstreams, spec: Callable[[], dict[str, object]], readiness: Readiness) -> list[BaseRoute]:
+    """Liveness, readiness and documentation routes."""
     spec_bytes: list[bytes] = []
 
     async def healthz(request: Request) -> Response:
@@ -54,12 +55,10 @@ def ops_routes(
 
     async def readyz(request: Request) -> Response:
         upstream = await upstreams.readiness()
-        ready = all(upstream.values())
-        body = orjson.dumps({"status": "ready" if ready else "not ready", "upstreams": upstream})
-        return Response(body, 200 if ready else 503, media_type=JSON_TYPE)
-
-    async def metrics(request: Request) -> Response:
-        return Response(metrics_bytes(multiprocess_dir), media_type=CONTENT_TYPE_LATEST)
+        degraded = [name for name, ok in upstream.items() if not ok]
+        status = ("degraded" if degraded else "ready") if readiness.serving else "not ready"
+        body = orjson.dumps({"status": status, "upstreams": upstream, "degraded": degraded})
+        return Response(body, 200 if readiness.serving else 503, media_type=JSON_TYPE)
 
     async def openapi(request: Request) -> Response:
         if not spec_bytes:
@@ -75,7 +74,6 @@ def ops_routes(
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
         Route("/docs/init.js", docs_init, methods=["GET"]),

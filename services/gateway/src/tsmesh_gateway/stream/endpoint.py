@@ -26,7 +26,7 @@ from tsmesh_common.context import Principal
 from tsmesh_common.errors import InvalidArgument, PermissionDenied, TsmeshError, Unauthenticated
 from tsmesh_gateway.clientaddr import ClientAddress, peer_address
 from tsmesh_gateway.config import StreamConfig
-from tsmesh_gateway.guard import PrincipalCache, authorization_token
+from tsmesh_gateway.principal_cache import PrincipalCache, authorization_token
 from tsmesh_gateway.stream.codec import JSON_PROTOCOL, PROTO_PROTOCOL, SEND_NOW, ClientMessage, Message, codec_for
 from tsmesh_gateway.stream.connection import (
     CLOSE_BAD_MESSAGE,

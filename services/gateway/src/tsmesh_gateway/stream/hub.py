@@ -24,7 +24,7 @@ from tsmesh_common.client import outgoing_metadata
 from tsmesh_common.context import Principal
 from tsmesh_common.errors import TsmeshError, Unauthenticated
 from tsmesh_gateway.config import StreamConfig
-from tsmesh_gateway.guard import authorization_token
+from tsmesh_gateway.principal_cache import authorization_token
 from tsmesh_gateway.stream.codec import Fragments
 from tsmesh_gateway.stream.connection import (
     CLOSE_IDLE,

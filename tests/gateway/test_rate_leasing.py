@@ -1,14 +1,12 @@
-"""Rate-limit batching and leases (pure logic with a fake limiter), and the slow-body watchdog."""
+"""Rate-limit leasing (``tsmesh_gateway.rate_leasing``): batching and leases, pure logic with a fake limiter."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 
-import orjson
-
 from tsmesh_common.ratelimit import LocalGcra, RateDecision
-from tsmesh_gateway.guard import BatchingLimiter
+from tsmesh_gateway.rate_leasing import BatchingLimiter
 
 
 class FakeLimiter:
@@ -85,40 +83,6 @@ async def test_tight_budgets_are_exact_and_refusals_retried_unit_by_unit() -> No
     assert fake.batches[1] == [("t", 1.0, 3, 1)] * 5
     refused = next(row[0] for row in rows if not row[0].allowed)
     assert isinstance(refused, RateDecision) and 0 < refused.retry_after < math.inf
-
-
-async def test_slow_request_body_is_answered_408(gateway_factory) -> None:
-    gw = await gateway_factory(TSMESH_GATEWAY_BODY_TIMEOUT_SECONDS="0.3")
-    token = gw.bearer()["authorization"].encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/write",
-        "raw_path": b"/v1/write",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"authorization", token), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 5),
-        "server": ("127.0.0.1", 80),
-    }
-    sent: list[dict] = []
-    chunks = [{"type": "http.request", "body": b'{"points": [', "more_body": True}]
-
-    async def receive():
-        if chunks:
-            return chunks.pop()
-        await asyncio.sleep(30)
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        sent.append(message)
-
-    await asyncio.wait_for(gw.app(scope, receive, send), 10)
-    assert sent[0]["status"] == 408
-    assert orjson.loads(sent[1]["body"])["code"] == "DEADLINE_EXCEEDED"
 
 
 async def test_acquire_many_in_redis_matches_acquire(redis_client) -> None:
