@@ -149,16 +149,16 @@ async def run(
     print(f"{name:<28} {points / elapsed:>10,.0f} points/s   CPU s per million points: {shares}", flush=True)
 
 
-async def main(requests: int, clients: int, state_dir: Path) -> None:
+async def main(requests: int, clients: int, state_dir: Path, rounds: int, only: list[str]) -> None:
     cfg = private_config(state_dir)
     with Stack(cfg, out=sys.stderr) as stack:
         try:
-            await bench(stack, requests, clients)
+            await bench(stack, requests, clients, rounds, only)
         finally:
             drop_database(cfg.database)
 
 
-async def bench(stack: Stack, requests: int, clients: int) -> None:
+async def bench(stack: Stack, requests: int, clients: int, rounds: int, only: list[str]) -> None:
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60) as http:
         login = await http.post(
             "/v1/auth/login", json={"tenant": DEMO_TENANT, "email": DEMO_EMAIL, "password": stack.admin_password}
@@ -198,10 +198,13 @@ async def bench(stack: Stack, requests: int, clients: int) -> None:
             ),
             ("OTLP/HTTP protobuf", otlp_body, post("/otlp/v1/metrics", {"content-type": "application/x-protobuf"})),
         ]
-        print(f"{requests} requests x {BATCH} points per protocol, {clients} clients", flush=True)
-        for number, (name, build, send) in enumerate(cases):
-            bodies = [build(f"p{number}", i, base_ms) for i in range(requests)]
-            await run(stack, name, bodies, send, clients, pids)
+        chosen = [(n, case) for n, case in enumerate(cases) if n == 0 or not only or any(o in case[0] for o in only)]
+        print(f"{requests} requests x {BATCH} points per protocol, {clients} clients, {rounds} round(s)", flush=True)
+        for round_number in range(rounds):
+            for number, (name, build, send) in chosen:
+                tag = f"p{number}r{round_number}"
+                bodies = [build(tag, i, base_ms) for i in range(requests)]
+                await run(stack, name, bodies, send, clients, pids)
         await channel.close()
 
 
@@ -210,5 +213,9 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--state-dir", type=Path, default=Path("/tmp/tsmesh-bench-push"))
+    parser.add_argument("--rounds", type=int, default=1, help="run the protocols this many times, interleaved")
+    parser.add_argument(
+        "--only", action="append", default=[], help="protocols whose name contains this (gRPC always runs)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.requests, args.clients, args.state_dir))
+    asyncio.run(main(args.requests, args.clients, args.state_dir, args.rounds, args.only))

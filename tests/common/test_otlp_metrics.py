@@ -11,6 +11,7 @@ from tsmesh.v1 import ingest_pb2
 from tsmesh_common.errors import InvalidArgument
 from tsmesh_common.otlp_metrics import translate
 from tsmesh_common.otlp_names import float_text, label_name, metric_name
+from tsmesh_common.otlp_view import view_of
 from tsmesh_common.pointwire import Outcome, RequestWriter
 
 TS = 1_700_000_000_000_000_000
@@ -39,7 +40,7 @@ def request(*metrics: m.Metric, resource: list[KeyValue] | None = None) -> Expor
 
 def points(req: ExportMetricsServiceRequest) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], float], Outcome]:
     writer = RequestWriter(max_points=3, max_total=1000)
-    outcome = translate(req, writer)
+    outcome = translate(view_of(req), writer)
     out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for raw in writer.requests():
         for p in ingest_pb2.WriteRequest.FromString(raw).points:

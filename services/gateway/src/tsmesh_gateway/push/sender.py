@@ -46,6 +46,7 @@ class PushSender:
         self._offload = Offload(cfg.parse_threads)
         self._line_series = LineSeriesCache()
         self.identities = IdentityCache()
+        self.otlp_identities = IdentityCache()
         self._write_batch: Any = ingest.channel.unary_unary(
             WRITE_BATCH, request_serializer=None, response_deserializer=ingest_pb2.WriteResponse.FromString
         )

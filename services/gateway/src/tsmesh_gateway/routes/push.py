@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 
 import orjson
 from google.protobuf import json_format
@@ -23,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tsmesh_common import otlp_view
 from tsmesh_common.errors import InvalidArgument, Unauthenticated
 from tsmesh_common.otlp_metrics import translate as translate_otlp
 from tsmesh_common.pointwire import Outcome
@@ -114,7 +116,7 @@ class PushRoutes:
         writer = self._sender.writer()
 
         def parse() -> Outcome:
-            return translate_otlp(_export_request(body, media), writer)
+            return translate_otlp(_export_request(body, media), writer, self._sender.otlp_identities)
 
         outcome = await self._sender.parse(parse, caller.headers)
         sent = await self._sender.send(caller, writer.requests())
@@ -179,17 +181,17 @@ def _v1_authorization(header: str | None, password: str | None) -> str | None:
     return header
 
 
-def _export_request(body: bytes, media: str) -> ExportMetricsServiceRequest:
-    message = ExportMetricsServiceRequest()
+def _export_request(body: bytes, media: str) -> Any:
+    """The body as an :mod:`~tsmesh_common.otlp_view` request (JSON goes through the generated class)."""
     try:
         if media == JSON:
             document = orjson.loads(body)
             if not isinstance(document, dict):
                 raise InvalidArgument("body", "not a valid ExportMetricsServiceRequest JSON: not an object")
+            message = ExportMetricsServiceRequest()
             json_format.ParseDict(document, message, ignore_unknown_fields=True)
-        else:
-            message.ParseFromString(body)
+            return otlp_view.view_of(message)
+        return otlp_view.parse(body)
     except (DecodeError, json_format.ParseError, orjson.JSONDecodeError, RecursionError) as exc:
         kind = "JSON" if media == JSON else "protobuf (truncated or corrupt)"
         raise InvalidArgument("body", f"not a valid ExportMetricsServiceRequest {kind}: {str(exc)[:200]}") from None
-    return message
