@@ -126,7 +126,10 @@ async def run(
     send: Callable[[bytes], Awaitable[None]],
     clients: int,
     pids: dict[str, int],
-) -> None:
+    baseline: float | None,
+) -> float:
+    """Send ``bodies``, wait until the writer stored them, print the rate (and its share of
+    ``baseline``, gRPC's rate in the same round) and the CPU per million points; returns the rate."""
     queue = list(reversed(bodies))
     start_rows = committed(stack)
     cpu_before = {k: cpu_seconds(p) for k, p in pids.items()}
@@ -146,7 +149,10 @@ async def run(
     points = len(bodies) * BATCH
     cpu = {k: (cpu_seconds(p) - cpu_before[k]) / points * 1e6 for k, p in pids.items()}
     shares = ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
-    print(f"{name:<28} {points / elapsed:>10,.0f} points/s   CPU s per million points: {shares}", flush=True)
+    rate = points / elapsed
+    share = f"{rate / baseline:>5.0%} of gRPC" if baseline else " " * 13
+    print(f"{name:<28} {rate:>10,.0f} points/s {share}   CPU s per million points: {shares}", flush=True)
+    return rate
 
 
 async def main(requests: int, clients: int, state_dir: Path, rounds: int, only: list[str]) -> None:
@@ -201,10 +207,12 @@ async def bench(stack: Stack, requests: int, clients: int, rounds: int, only: li
         chosen = [(n, case) for n, case in enumerate(cases) if n == 0 or not only or any(o in case[0] for o in only)]
         print(f"{requests} requests x {BATCH} points per protocol, {clients} clients, {rounds} round(s)", flush=True)
         for round_number in range(rounds):
+            baseline: float | None = None
             for number, (name, build, send) in chosen:
                 tag = f"p{number}r{round_number}"
                 bodies = [build(tag, i, base_ms) for i in range(requests)]
-                await run(stack, name, bodies, send, clients, pids)
+                rate = await run(stack, name, bodies, send, clients, pids, baseline)
+                baseline = baseline or rate
         await channel.close()
 
 
