@@ -41,24 +41,33 @@ def committed(stack: Stack) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its children (a gateway's Granian workers)."""
+    """User + system CPU of ``pid`` and its descendants (a gateway's Granian workers and their
+    parse processes)."""
     total = 0.0
-    for task in [pid, *_children(pid)]:
-        fields = Path(f"/proc/{task}/stat").read_text().rsplit(")", 1)[1].split()
+    for task in [pid, *_descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{task}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError):
                 continue
-            if ppid == pid:
-                found.append(int(entry.name))
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        children = parents.get(pending.pop(), [])
+        found += children
+        pending += children
     return found
 
 
