@@ -332,6 +332,8 @@ async def main(rounds: int, streams: int, latency_seconds: float, writers: int) 
             "TSMESH_BENCH_JWK": json.dumps(jwk),
             "TSMESH_INGEST_POINTS_PER_SECOND": "100000000",
             "TSMESH_INGEST_BURST_POINTS": "100000000",
+            "TSMESH_INGEST_NEW_SERIES_PER_SECOND": "100000000",
+            "TSMESH_INGEST_BURST_NEW_SERIES": "100000000",
             "TSMESH_WRITER_MIN_ROWS": "5000",
             "TSMESH_WRITER_MAX_ROWS": "100000",
             "TSMESH_WRITER_MAX_WAIT_MS": "100",

@@ -59,6 +59,11 @@ class BenchGateway:
             TSMESH_GATEWAY_WS_SEND_QUEUE_POINTS="100000",
             TSMESH_GATEWAY_WS_PING_SECONDS="300",
             TSMESH_GATEWAY_WS_IDLE_TIMEOUT_SECONDS="900",
+            # every bench client is 127.0.0.1 with one token: the fairness budgets (ADR 0453) are set
+            # out of the way here, explicitly, rather than weakened by default
+            TSMESH_GATEWAY_WS_MAX_CONNECTIONS_PER_TOKEN="1000000",
+            TSMESH_GATEWAY_WS_MAX_CONNECTIONS_PER_ADDRESS="1000000",
+            TSMESH_GATEWAY_WS_HANDSHAKES_PER_ADDRESS="1000000:1000000",
             TSMESH_GATEWAY_CACHE_TTL_SECONDS="3600",
             PYTHONPATH=os.pathsep.join(p for p in (str(ROOT / "bench"), env.get("PYTHONPATH")) if p),
         )

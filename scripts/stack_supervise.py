@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
@@ -71,8 +72,16 @@ async def _unconsumed(bootstrap: str, topic: str, group: str) -> int:
 
 
 def unconsumed(bootstrap: str, topic: str, group: str, timeout_s: float = 5.0) -> int:
-    """Records of ``topic`` past ``group``'s committed offsets (-1 when the broker does not answer)."""
-    try:
+    """Records of ``topic`` past ``group``'s committed offsets (-1 when the broker does not answer).
+
+    The check runs on an event loop of its own in a worker thread, so a caller that is itself on a
+    running loop (an async test or benchmark stopping its stack) gets the same answer."""
+
+    def check() -> int:
         return asyncio.run(asyncio.wait_for(_unconsumed(bootstrap, topic, group), timeout_s))
+
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="unconsumed") as worker:
+            return worker.submit(check).result()
     except Exception:  # noqa: BLE001 - any broker failure means "unknown"
         return -1

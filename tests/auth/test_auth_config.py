@@ -27,7 +27,13 @@ def test_kek_accepts_base64_urlsafe_and_hex() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("TSMESH_AUTH_BCRYPT_COST", "3"), ("TSMESH_AUTH_BCRYPT_COST", "x"), ("TSMESH_AUTH_ACCESS_TTL_SECONDS", "5")],
+    [
+        ("TSMESH_AUTH_BCRYPT_COST", "3"),
+        ("TSMESH_AUTH_BCRYPT_COST", "x"),
+        ("TSMESH_AUTH_ACCESS_TTL_SECONDS", "5"),
+        ("TSMESH_AUTH_AUDIT_CHECKPOINT_DIR", "/nonexistent/tsmesh-checkpoints"),
+        ("TSMESH_AUTH_AUDIT_CHECKPOINT_SECONDS", "0"),
+    ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as bad:

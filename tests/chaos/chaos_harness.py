@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
-from throwaway import TansuBroker, ThrowawayPostgres, free_port, wait_for_port
-
-PG_CTL = "/usr/lib/postgresql/15/bin/pg_ctl"
+from throwaway import TansuBroker
 
 chaos_long = pytest.mark.skipif(
     os.environ.get("TSMESH_CHAOS_LONG") != "1", reason="long chaos scenario: run by `make chaos`"
@@ -79,14 +76,6 @@ async def check_exactly_once(
     assert not missing, f"{len(missing)} acknowledged points were not stored"
 
 
-def pg_stop(pg: ThrowawayPostgres, mode: str = "fast") -> None:
-    """Stop a private cluster (``immediate`` is a crash)."""
-    args = [PG_CTL, "-D", str(pg.data), "-m", mode, "-w", "stop"]
-    if os.geteuid() == 0:
-        args = ["runuser", "-u", "postgres", "--", *args]
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=pg.dir)
-
-
 class PausableBroker(TansuBroker):
     """A private bundled broker that can be made unreachable (SIGSTOP) without losing its log."""
 
@@ -95,31 +84,3 @@ class PausableBroker(TansuBroker):
 
     def resume(self) -> None:
         os.kill(self._proc.pid, signal.SIGCONT)
-
-
-class PrivateRedis:
-    """A redis-server of our own on a free port (no persistence), stoppable and restartable."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        self._proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait(10)
-
-
-def private_postgres() -> ThrowawayPostgres:
-    """A private cluster; synchronous commits, so an immediate stop loses no acknowledged commit."""
-    return ThrowawayPostgres({"synchronous_commit": "on"})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +23,16 @@ import ingest_harness
 from chaos_harness import (
     Load,
     PausableBroker,
-    PrivateRedis,
     chaos_long,
     check_exactly_once,
-    pg_stop,
-    private_postgres,
     report,
 )
-from ingest_harness import Ingest, ingest_env, point
+from ingest_harness import Ingest, ingest_env, pg_stop, point
 from testkit import eventually
-from throwaway import ThrowawayPostgres
+from throwaway import ThrowawayPostgres, ThrowawayRedis
 
 from tsmesh_common.server import create_server
 from tsmesh_ingest.config import IngestConfig
-from tsmesh_ingest.migrate import upgrade
 from tsmesh_ingest.runtime import build_runtime
 from tsmesh_ingest.topics import create_topics
 
@@ -45,16 +40,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 ts_db = ingest_harness.ts_db
 start_ingest = ingest_harness.start_ingest
-
-
-@pytest.fixture
-async def own_postgres() -> AsyncIterator[ThrowawayPostgres]:
-    pg = await asyncio.to_thread(private_postgres)
-    try:
-        await asyncio.to_thread(upgrade, pg.dsn("tsmesh_ingest"))
-        yield pg
-    finally:
-        await asyncio.to_thread(pg.destroy)
+own_postgres = ingest_harness.own_postgres
 
 
 def point_load(ingest: Any, tenant_id: str, metric: str, per_batch: int = 100) -> Load:
@@ -125,7 +111,7 @@ async def test_broker_unreachable_for_ten_seconds(ts_db: Any, start_ingest: Any,
 
 
 async def test_redis_stopped_for_ten_seconds(ts_db: Any, broker: Any, token_mint: Any, tenant_id: str) -> None:
-    redis = await asyncio.to_thread(PrivateRedis)
+    redis = await asyncio.to_thread(ThrowawayRedis)
     client = aioredis.Redis.from_url(redis.url)
     cfg = IngestConfig.from_env(ingest_env(ts_db.dsn("tsmesh_ingest"), broker.bootstrap, TSMESH_REDIS_URL=redis.url))
     await create_topics(cfg.kafka)

@@ -6,6 +6,7 @@ what the services actually need (targets, health checks, probes on the right por
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,8 @@ def test_compose_names_every_service_with_a_healthcheck() -> None:
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
     for name, svc in services.items():
-        if svc.get("restart") == "no":  # one-shot set-up jobs (migrations, topics) end instead of serving
-            assert svc["command"][0] in ("migrate", "create-topics"), name
+        if svc.get("restart") == "no":  # one-shot set-up jobs (migrations, topics, tokens) end instead of serving
+            assert svc["command"][0] in ("migrate", "create-topics") or name == "setup", name
             continue
         check = svc.get("healthcheck")
         assert check and check["test"][0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
@@ -85,6 +86,44 @@ def test_prometheus_scrapes_every_service_metrics_port() -> None:
         "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
         in compose["services"]["prometheus"]["volumes"]
     )
+
+
+def test_compose_prometheus_writes_into_tsmesh_with_the_setup_jobs_token() -> None:
+    """Self-monitoring: the remote_write token file is one the setup job writes, mounted read-only."""
+    (remote,) = load("deploy/prometheus/prometheus.yml")["remote_write"]
+    assert remote["url"] == "http://gateway:8080/api/v1/write"
+    compose = load("docker-compose.yml")["services"]
+    setup = compose["setup"]
+    script = setup["command"][0]
+    assert "prometheus:write" in script and "grafana:read" in script
+    assert "tokens:/tokens" in setup["volumes"]
+    token_file = Path(remote["authorization"]["credentials_file"])
+    assert f"tokens:{token_file.parent}:ro" in compose["prometheus"]["volumes"]
+    assert token_file.name == "prometheus.token"
+    for consumer in ("prometheus", "grafana"):
+        assert compose[consumer]["depends_on"]["setup"] == {"condition": "service_completed_successfully"}
+
+
+def test_grafana_provisions_tsmesh_as_a_prometheus_data_source_with_its_read_token() -> None:
+    sources = {s["uid"]: s for s in load("deploy/grafana/provisioning/datasources/prometheus.yaml")["datasources"]}
+    tsmesh = sources["tsmesh"]
+    assert tsmesh["type"] == "prometheus" and tsmesh["url"] == "http://gateway:8080"
+    assert tsmesh["jsonData"]["httpHeaderName1"] == "Authorization"
+    assert tsmesh["secureJsonData"]["httpHeaderValue1"] == "Bearer ${TSMESH_GRAFANA_TOKEN}"
+    grafana = load("docker-compose.yml")["services"]["grafana"]
+    assert "tokens:/etc/grafana/tokens:ro" in grafana["volumes"]
+    assert "TSMESH_GRAFANA_TOKEN=$$(cat /etc/grafana/tokens/grafana.token)" in grafana["entrypoint"][-1]
+
+
+@pytest.mark.parametrize("board", sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json")), ids=str)
+def test_every_dashboard_panel_reads_the_chosen_data_source(board: Path) -> None:
+    """Each dashboard works over Prometheus or over tsmesh: every panel uses the $datasource variable."""
+    dashboard = json.loads(board.read_text())
+    (variable,) = dashboard["templating"]["list"]
+    assert variable["name"] == "datasource" and variable["type"] == "datasource" and variable["query"] == "prometheus"
+    assert variable["current"]["value"] in {"prometheus", "tsmesh"}
+    for panel in dashboard["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
 
 
 def kustomize_docs() -> list[dict[str, Any]]:

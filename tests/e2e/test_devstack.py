@@ -14,8 +14,10 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import devstack
 import grpc
@@ -298,3 +300,21 @@ def test_stop_drains_the_bundled_broker_into_the_writer_before_stopping_it(
         stack.stop()
     assert "waiting for the writer to store" in out.getvalue()
     assert _stored_values(stack, "drain_e2e") == [7.0]
+
+
+async def test_unconsumed_answers_from_inside_a_running_event_loop(broker: Any) -> None:
+    """``Stack.stop`` is synchronous but async tests and benchmarks call it from a running loop;
+    the drain check must still count the unconsumed records there (it answered -1, "unknown")."""
+    from aiokafka import AIOKafkaProducer
+    from stack_supervise import unconsumed
+
+    topic = f"unconsumed-{uuid.uuid4().hex[:8]}"
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+    try:
+        for i in range(3):
+            await producer.send_and_wait(topic, f"record {i}".encode())
+    finally:
+        await producer.stop()
+    assert unconsumed(broker.bootstrap, topic, "nobody-consumed-this") == 3
+    assert unconsumed("127.0.0.1:1", topic, "nobody", timeout_s=0.5) == -1

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -154,3 +155,149 @@ async def test_login_token_write_query_and_live_stream(stack: Stack) -> None:
         refused = await http.post("/v1/query/latest", json={"selector": {"metric": metric}}, headers=api)
         assert refused.status_code == 401
         await ws_proto.close()
+
+
+# A token that lacks the scope an operation documents (an admin token may do everything).
+_LACKING = {"read": ["write"], "write": ["read"], "admin": ["read", "write"]}
+
+
+def _probe(
+    http: httpx.AsyncClient, path: str, method: str, operation: dict[str, Any], secret: str | None, token_id: str
+) -> httpx.Request:
+    """A request for ``operation``, with placeholder parameters and an empty body of its media type."""
+    url = path.replace("{token_id}", token_id).replace("{name}", "job")
+    schemes = [scheme for requirement in operation.get("security", []) for scheme in requirement]
+    headers = {}
+    if secret is not None:
+        headers["Authorization"] = f"Token {secret}" if schemes == ["influxToken"] else f"Bearer {secret}"
+    content = operation.get("requestBody", {}).get("content", {})
+    if "application/json" in content:
+        return http.build_request(method.upper(), url, headers=headers, json={})
+    if content:
+        headers["Content-Type"] = next(iter(content))
+    return http.build_request(method.upper(), url, headers=headers, content=b"" if content else None)
+
+
+async def test_no_documented_route_answers_without_its_scope(stack: Stack) -> None:
+    """Every operation of the OpenAPI document that names a scope answers 401 without a token and 403
+    to a token lacking that scope, and gets past authorisation with it; the unauthenticated ones are
+    exactly the login, refresh, logout, JWKS and health routes."""
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=20) as http:
+        document = (await http.get("/openapi.json")).json()
+        login = await http.post(
+            "/v1/auth/login", json={"tenant": DEMO_TENANT, "email": DEMO_EMAIL, "password": stack.admin_password}
+        )
+        session = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        secrets: dict[tuple[str, ...], str] = {}
+        for scopes in (["read"], ["write"], ["admin"], ["read", "write"]):
+            created = await http.post("/v1/tokens", json={"name": "scopes", "scopes": scopes}, headers=session)
+            assert created.status_code == 201, created.text
+            secrets[tuple(scopes)] = created.json()["secret"]
+        spare = await http.post(
+            "/v1/tokens", json={"name": "rotated-then-revoked", "scopes": ["read"]}, headers=session
+        )
+        spare_id = spare.json()["token"]["id"]
+
+        public: list[str] = []
+        wrong: list[str] = []
+        refusals: list[str] = []  # every 403 the gateway gave is in auth's audit log
+        for path, operations in document["paths"].items():
+            for method, operation in operations.items():
+                requirements = operation.get("security", document["security"])
+                if not requirements:
+                    public.append(f"{method.upper()} {path}")
+                    continue
+                (scope,) = {s for requirement in requirements for names in requirement.values() for s in names}
+                for secret, refused in (
+                    (None, 401),
+                    (secrets[tuple(_LACKING[scope])], 403),
+                    (secrets[(scope,)], None),
+                ):
+                    status = (await http.send(_probe(http, path, method, operation, secret, spare_id))).status_code
+                    passed = status not in (401, 403, 500) if refused is None else status == refused
+                    if refused == 403:
+                        refusals.append(path)
+                    if not passed:
+                        wrong.append(f"{method.upper()} {path} [{scope}] token={secret is not None}: {status}")
+        assert wrong == [], "\n".join(wrong)
+        denied = 0
+        async with asyncio.timeout(20):
+            conn = await asyncpg.connect(stack.cfg.pg_admin_url.rsplit("/", 1)[0] + "/" + stack.cfg.database)
+            try:
+                while denied < len(refusals):
+                    await asyncio.sleep(0.1)
+                    denied = await conn.fetchval(
+                        "SELECT count(*) FROM auth.audit_log WHERE action = 'permission_denied'"
+                        " AND detail LIKE 'gateway %' AND client_address <> ''"
+                    )
+            finally:
+                await conn.close()
+        assert sorted(public) == [
+            "GET /.well-known/jwks.json",
+            "GET /healthz",
+            "GET /readyz",
+            "POST /v1/auth/login",
+            "POST /v1/auth/logout",
+            "POST /v1/auth/refresh",
+        ]
+
+
+async def _until_closed(ws: websockets.ClientConnection) -> None:
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            await asyncio.wait_for(ws.recv(), 20)
+
+
+async def test_a_scope_downgrade_ends_live_subscriptions_and_the_socket_follows_the_new_token(stack: Stack) -> None:
+    base = stack.gateway_url
+    ws_url = base.replace("http", "ws") + "/v1/stream"
+    metric = f"e2e_down_{uuid.uuid4().hex[:8]}"
+    subscribe = orjson.dumps({"type": "subscribe", "id": "s", "selector": {"metric": metric}}).decode()
+    ping = orjson.dumps({"type": "ping"}).decode()
+    async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+        login = await http.post(
+            "/v1/auth/login", json={"tenant": DEMO_TENANT, "email": DEMO_EMAIL, "password": stack.admin_password}
+        )
+        session = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        tokens = {}
+        for name, scopes in (("reader", ["read"]), ("witness", ["read"]), ("writer", ["write"])):
+            created = await http.post("/v1/tokens", json={"name": f"e2e-{name}", "scopes": scopes}, headers=session)
+            assert created.status_code == 201, created.text
+            tokens[name] = (created.json()["secret"], created.json()["token"]["id"])
+        bearer = {name: {"Authorization": f"Bearer {secret}"} for name, (secret, _) in tokens.items()}
+
+        async def write(value: float) -> None:
+            point = {"metric": metric, "labels": {}, "timestamp_ns": time.time_ns(), "value": value}
+            answer = await http.post("/v1/write", json={"points": [point]}, headers=bearer["writer"])
+            assert answer.status_code == 200, answer.text
+
+        ws = await websockets.connect(ws_url, subprotocols=["tsmesh.json.v1"], additional_headers=bearer["reader"])
+        witness = await websockets.connect(
+            ws_url, subprotocols=["tsmesh.json.v1"], additional_headers=bearer["witness"]
+        )
+        for socket in (ws, witness):
+            await socket.send(subscribe)
+            assert orjson.loads(await asyncio.wait_for(socket.recv(), 20))["type"] == "ack"
+        await write(1.0)
+        assert [p["value"] for p in await _json_frames(ws, 1)] == [1.0]
+        assert [p["value"] for p in await _json_frames(witness, 1)] == [1.0]
+
+        await ws.send(orjson.dumps({"type": "auth", "token": tokens["writer"][0]}).decode())
+        error = orjson.loads(await asyncio.wait_for(ws.recv(), 20))
+        assert (error["type"], error["id"], error["code"]) == ("error", "s", "PERMISSION_DENIED")
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 20)) == {"type": "ack", "id": "", "op": "auth"}
+        await write(2.0)
+        assert [p["value"] for p in await _json_frames(witness, 1)] == [2.0]  # the point went live ...
+        await ws.send(ping)
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 20))["type"] == "pong"  # ... but not here
+
+        # revoking the reader token (the one that opened the socket) leaves it open; the witness, still
+        # on a token of its own, shows revocations are applied
+        assert (await http.delete(f"/v1/tokens/{tokens['reader'][1]}", headers=session)).status_code == 200
+        assert (await http.delete(f"/v1/tokens/{tokens['witness'][1]}", headers=session)).status_code == 200
+        await _until_closed(witness)
+        await ws.send(ping)
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 20))["type"] == "pong"
+        assert (await http.delete(f"/v1/tokens/{tokens['writer'][1]}", headers=session)).status_code == 200
+        await _until_closed(ws)
+        assert ws.close_code == 4401

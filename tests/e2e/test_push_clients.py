@@ -5,6 +5,8 @@ and an InfluxDB 1.x ``/write``; every series is read back through the query API.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import os
 import shutil
 import subprocess
@@ -16,13 +18,14 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from devstack import DEMO_EMAIL, DEMO_TENANT, Stack
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from stack_config import drop_database, free_ports, private_config
+from stack_config import ROOT, drop_database, free_ports, private_config
 
 pytestmark = pytest.mark.e2e
 
@@ -179,9 +182,10 @@ remote_write:
         proc.wait(10)
 
 
-def start_prometheus(folder: Path) -> subprocess.Popen[bytes]:
+def start_prometheus(folder: Path, port: int | None = None) -> subprocess.Popen[bytes]:
     """Debian's Prometheus on ``folder/prometheus.yml``, a free port, its log in ``folder``."""
-    (port,) = free_ports(1)
+    if port is None:
+        (port,) = free_ports(1)
     args = [
         "prometheus",
         f"--config.file={folder / 'prometheus.yml'}",
@@ -190,3 +194,94 @@ def start_prometheus(folder: Path) -> subprocess.Popen[bytes]:
     ]
     with open(folder / "prometheus.log", "w") as log:
         return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def compose_prometheus_config(stack: Stack, folder: Path, prometheus_port: int) -> str:
+    """deploy/prometheus/prometheus.yml, as docker-compose runs it, pointed at this stack: its
+    targets, rules and remote_write (tsmesh monitoring itself), scraped every second."""
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    where = {
+        "auth:9103": stack.metrics_url("auth"),
+        "ingest:9101": stack.metrics_url("ingest"),
+        "ingest-writer:9101": stack.metrics_url("ingest_writer"),
+        "query:9102": stack.metrics_url("query"),
+        "gateway:8080": stack.metrics_url("gateway"),
+        "127.0.0.1:9090": f"http://127.0.0.1:{prometheus_port}/metrics",
+    }
+    for job in config["scrape_configs"]:
+        for group in job["static_configs"]:
+            group["targets"] = [where[t].removeprefix("http://").removesuffix("/metrics") for t in group["targets"]]
+    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    config["rule_files"] = [str(ROOT / "deploy" / "prometheus" / pattern) for pattern in config["rule_files"]]
+    (remote,) = config["remote_write"]
+    assert remote["url"] == "http://gateway:8080/api/v1/write"
+    remote["url"] = f"{stack.gateway_url}/api/v1/write"
+    remote["authorization"]["credentials_file"] = str(folder / "token")
+    remote.setdefault("queue_config", {})["batch_send_deadline"] = "1s"
+    return yaml.safe_dump(config)
+
+
+async def query_range(base: str, expr: str, start: float, end: float, headers: dict[str, str]) -> Any:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        answer = await http.post(
+            "/api/v1/query_range", data={"query": expr, "start": start, "end": end, "step": 2}, headers=headers
+        )
+    assert answer.status_code == 200, f"{expr}: {answer.text}"
+    return answer.json()["data"]
+
+
+def series_values(data: Any) -> dict[tuple[tuple[str, str], ...], list[tuple[float, float]]]:
+    return {tuple(sorted(s["metric"].items())): [(t, float(v)) for t, v in s["values"]] for s in data["result"]}
+
+
+def same_values(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> bool:
+    """Equal timestamps, and values equal to 1e-9 relative (sums may add in another order), NaN == NaN."""
+    return len(a) == len(b) and all(
+        ta == tb and (va == vb or math.isclose(va, vb, rel_tol=1e-9) or (math.isnan(va) and math.isnan(vb)))
+        for (ta, va), (tb, vb) in zip(a, b, strict=True)
+    )
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus is installed by `make tools`")
+async def test_every_dashboard_answers_the_same_through_tsmesh_as_through_prometheus(
+    stack: Stack, token: str, tmp_path: Path
+) -> None:
+    """The compose Prometheus config, pointed at this stack, scrapes every service, evaluates the
+    recording rules and remote-writes all of it into tsmesh (self-monitoring). Then every query of
+    every provisioned Grafana dashboard answers through tsmesh's Prometheus API exactly what it
+    answers through Prometheus itself, over the same window."""
+    (port,) = free_ports(1)
+    (tmp_path / "token").write_text(token)
+    (tmp_path / "prometheus.yml").write_text(compose_prometheus_config(stack, tmp_path, port))
+    proc = start_prometheus(tmp_path, port)
+    try:
+        started = time.time()
+        # Some writes and queries for the panels to show (and for rate() to have two samples).
+        await latest(stack, token, "up", timeout=30)
+        await asyncio.sleep(max(0.0, started + 25 - time.time()))
+        end = time.time() - 6  # remote_write has delivered everything older (1 s deadline)
+        start = end - 12
+        tsmesh = {"Authorization": f"Bearer {token}"}
+        exprs = sorted(
+            {
+                target["expr"]
+                for board in (ROOT / "deploy" / "grafana" / "dashboards").glob("*.json")
+                for panel in json.loads(board.read_text())["panels"]
+                for target in panel.get("targets", [])
+            }
+        )
+        assert len(exprs) >= 20
+        differ: list[str] = []
+        shown = 0
+        for expr in exprs:
+            want = series_values(await query_range(f"http://127.0.0.1:{port}", expr, start, end, {}))
+            got = series_values(await query_range(stack.gateway_url, expr, start, end, tsmesh))
+            shown += bool(want)
+            if got.keys() != want.keys() or not all(same_values(want[k], got[k]) for k in want):
+                key = next((k for k in want if not same_values(want[k], got.get(k, []))), next(iter(got), None))
+                differ.append(f"{expr} {key}\n  prometheus: {want.get(key)}\n  tsmesh:     {got.get(key)}")
+        assert differ == [], "\n".join(differ)
+        assert shown >= len(exprs) // 2, f"only {shown} of {len(exprs)} panels had data in Prometheus"
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -1,6 +1,6 @@
 """WebSocket /v1/stream on a real Granian gateway in front of fake upstreams: both subprotocols,
 auth by header or first message, one shared upstream Subscribe, heartbeats, slow consumers,
-revocation and expiry closing live sockets."""
+revocation and expiry closing live sockets, and re-authentication re-checking subscriptions."""
 
 from __future__ import annotations
 
@@ -201,6 +201,67 @@ async def test_revoked_token_closes_its_live_socket(served, redis_client) -> Non
     await kept_ws.send(orjson.dumps({"type": "ping"}).decode())
     assert (await _recv_json(kept_ws, "pong"))["type"] == "pong"
     await kept_ws.close()
+
+
+async def _closed(ws: websockets.ClientConnection) -> None:
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            await asyncio.wait_for(ws.recv(), 10)
+
+
+async def test_reauth_rechecks_every_subscription_and_the_socket_follows_the_new_token(served, redis_client) -> None:
+    tenant, metric = f"t-{uuid.uuid4().hex[:8]}", f"down_{uuid.uuid4().hex[:6]}"
+    first, first_id = served.mesh.api.mint(tenant, "read")
+    second, _ = served.mesh.api.mint(tenant, "read")
+    write_only, write_only_id = served.mesh.api.mint(tenant, "write")
+    ws = await websockets.connect(
+        served.ws_url, subprotocols=[JSON], additional_headers={"Authorization": f"Bearer {first}"}
+    )
+    try:
+        for sub_id in ("a", "b"):
+            await ws.send(orjson.dumps({"type": "subscribe", "id": sub_id, "selector": {"metric": metric}}).decode())
+            await _recv_json(ws, "ack")
+        await _subscribers(served, tenant, metric, 1)
+        # a refresh to another token that may read: the subscriptions carry on
+        await ws.send(orjson.dumps({"type": "auth", "token": second}).decode())
+        assert (await _recv_json(ws, "ack"))["op"] == "auth"
+        served.mesh.query.publish(tenant, _points(metric, 1))
+        assert (await _recv_json(ws, "points"))["id"] in ("a", "b")
+
+        # a downgrade to a token without 'read': every subscription ends, each with an error frame
+        await ws.send(orjson.dumps({"type": "auth", "token": write_only}).decode())
+        ended = {}
+        while len(ended) < 2:
+            message = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert message["type"] in ("points", "error"), message  # points sent before the re-auth may still arrive
+            if message["type"] == "error":
+                ended[message["id"]] = message
+        assert {m["code"] for m in ended.values()} == {"PERMISSION_DENIED"} and set(ended) == {"a", "b"}
+        assert "read" in ended["a"]["message"]
+        assert (await _recv_json(ws, "ack"))["op"] == "auth"
+        # nothing feeds this socket any more: its upstream subscription is gone
+        await eventually(lambda: not any(s.metric == metric for _, s, _ in served.mesh.query.subscribers))
+        await ws.send(orjson.dumps({"type": "subscribe", "id": "c", "selector": {"metric": metric}}).decode())
+        assert (await _recv_json(ws, "error"))["code"] == "PERMISSION_DENIED"
+
+        # the socket follows the token it holds now: the first one's revocation leaves it open (once a
+        # socket still on the first token is closed, the gateway has applied that revocation) ...
+        sentinel = await websockets.connect(
+            served.ws_url, subprotocols=[JSON], additional_headers={"Authorization": f"Bearer {first}"}
+        )
+        await sentinel.send(orjson.dumps({"type": "ping"}).decode())
+        await _recv_json(sentinel, "pong")
+        await redis_client.publish(REVOCATION_CHANNEL, f"{first_id} {int(time.time()) + 3600}")
+        await _closed(sentinel)
+        assert sentinel.close_code == 4401
+        await ws.send(orjson.dumps({"type": "ping"}).decode())
+        assert (await _recv_json(ws, "pong"))["type"] == "pong"
+        # ... the current one's closes it
+        await redis_client.publish(REVOCATION_CHANNEL, f"{write_only_id} {int(time.time()) + 3600}")
+        await _closed(ws)
+        assert ws.close_code == 4401 and ws.close_reason == "token revoked"
+    finally:
+        await ws.close()
 
 
 async def test_expired_token_closes_the_socket(served) -> None:

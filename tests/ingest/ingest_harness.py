@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import grpc
 import pytest
 from aiokafka import AIOKafkaProducer
 from testkit import eventually
+from throwaway import ThrowawayPostgres
 from tsmesh.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 
 from tsmesh_common.server import create_server
@@ -25,6 +27,7 @@ from tsmesh_ingest.store import WriterHooks
 from tsmesh_ingest.topics import create_topics
 
 REDIS_URL = os.environ.get("TSMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PG_CTL = "/usr/lib/postgresql/15/bin/pg_ctl"
 
 
 def ingest_env(db_dsn: str, bootstrap: str, **extra: str) -> dict[str, str]:
@@ -99,12 +102,32 @@ async def ts_db(database: Any) -> Any:
     return database
 
 
+@pytest.fixture
+async def own_postgres() -> AsyncIterator[ThrowawayPostgres]:
+    """A private PostgreSQL cluster (to stop and start), schema ts migrated. Synchronous commits: an
+    immediate stop is a crash, and an asynchronous commit the writer saw return could be lost with it."""
+    pg = await asyncio.to_thread(ThrowawayPostgres, {"synchronous_commit": "on"})
+    try:
+        await asyncio.to_thread(upgrade, pg.dsn("tsmesh_ingest"))
+        yield pg
+    finally:
+        await asyncio.to_thread(pg.destroy)
+
+
+def pg_stop(pg: ThrowawayPostgres, mode: str = "fast") -> None:
+    """Stop a private cluster in ``mode`` (fast: sessions terminated; immediate: a crash)."""
+    args = [PG_CTL, "-D", str(pg.data), "-m", mode, "-w", "stop"]
+    if os.geteuid() == 0:
+        args = ["runuser", "-u", "postgres", "--", *args]
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=pg.dir)
+
+
 StartIngest = Callable[..., Awaitable[Ingest]]
 
 
 @pytest.fixture
 async def start_ingest(broker: Any, token_mint: Any, redis_client: Any) -> AsyncIterator[StartIngest]:
-    """Start ingest processes on demand: ``await start_ingest(db, hooks=..., **env)``."""
+    """Start ingest processes on demand: ``await start_ingest(db, hooks=..., env=..., redis=client)``."""
     started: list[Ingest] = []
 
     async def start(
@@ -115,13 +138,14 @@ async def start_ingest(broker: Any, token_mint: Any, redis_client: Any) -> Async
         dsn: str | None = None,
         bootstrap: str | None = None,
         audit: Any = None,
+        redis: Any = None,
     ) -> Ingest:
         database_url = dsn or (db.dsn("tsmesh_ingest") if db is not None else "postgresql://nobody@127.0.0.1:1/none")
         environ = ingest_env(database_url, bootstrap or broker.bootstrap, **(env or {}))
         cfg = IngestConfig.from_env(environ)
         if bootstrap is None:
             await create_topics(cfg.kafka)
-        runtime = await build_runtime(cfg, token_mint.authenticator(), redis_client, hooks=hooks, audit=audit)
+        runtime = await build_runtime(cfg, token_mint.authenticator(), redis or redis_client, hooks=hooks, audit=audit)
         port = await create_server(runtime.app, cfg.common)
         await runtime.start()
         if bootstrap is None:  # the session broker is up: write only once the producer is connected

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -15,13 +14,12 @@ from ingest_harness import point
 from testkit import eventually
 from throwaway import TansuBroker, ThrowawayPostgres, free_port
 
-from tsmesh_ingest.migrate import upgrade
-
 pytestmark = pytest.mark.integration
 
 # Fixtures shared by the ingest tests (no conftest.py here: it would shadow the root one).
 ts_db = ingest_harness.ts_db
 start_ingest = ingest_harness.start_ingest
+own_postgres = ingest_harness.own_postgres
 
 
 async def test_write_fails_unavailable_when_the_broker_is_unreachable(
@@ -59,16 +57,6 @@ async def _try_write(ingest: Any, tenant_id: str) -> Any:
     except grpc.aio.AioRpcError as exc:
         assert exc.code() == grpc.StatusCode.UNAVAILABLE
         return None
-
-
-@pytest.fixture
-async def own_postgres() -> AsyncIterator[ThrowawayPostgres]:
-    pg = await asyncio.to_thread(ThrowawayPostgres)
-    try:
-        await asyncio.to_thread(upgrade, pg.dsn("tsmesh_ingest"))
-        yield pg
-    finally:
-        await asyncio.to_thread(pg.destroy)
 
 
 async def test_every_acknowledged_point_is_stored_after_postgres_was_down_for_ten_seconds(

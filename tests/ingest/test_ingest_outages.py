@@ -12,48 +12,24 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import subprocess
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import grpc
 import ingest_harness
 import pytest
-from ingest_harness import point
+from ingest_harness import pg_stop, point
 from testkit import eventually
 from throwaway import ThrowawayPostgres
-
-from tsmesh_ingest.migrate import upgrade
 
 pytestmark = pytest.mark.integration
 
 ts_db = ingest_harness.ts_db
 start_ingest = ingest_harness.start_ingest
+own_postgres = ingest_harness.own_postgres
 
 OUTAGES = int(os.environ.get("TSMESH_TEST_OUTAGES", "10"))
-PG_CTL = "/usr/lib/postgresql/15/bin/pg_ctl"
-
-
-def pg_stop(pg: ThrowawayPostgres, mode: str) -> None:
-    """Stop the private cluster in ``mode`` (fast: sessions terminated; immediate: a crash)."""
-    args = [PG_CTL, "-D", str(pg.data), "-m", mode, "-w", "stop"]
-    if os.geteuid() == 0:
-        args = ["runuser", "-u", "postgres", "--", *args]
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=pg.dir)
-
-
-@pytest.fixture
-async def own_postgres() -> AsyncIterator[ThrowawayPostgres]:
-    # synchronous_commit on: an immediate shutdown is a crash, and an asynchronous commit the
-    # writer saw return could be lost with it (a property of the setting, not of the writer)
-    pg = await asyncio.to_thread(ThrowawayPostgres, {"synchronous_commit": "on"})
-    try:
-        await asyncio.to_thread(upgrade, pg.dsn("tsmesh_ingest"))
-        yield pg
-    finally:
-        await asyncio.to_thread(pg.destroy)
 
 
 async def test_the_writer_survives_repeated_postgres_outages_and_stores_every_acknowledged_point_once(

@@ -53,10 +53,10 @@ def _validator(**limits: object) -> Validator:
     return Validator(ValidationLimits(**limits), SeriesIdCache(), clock=lambda: NOW)  # type: ignore[arg-type]
 
 
-def test_validator_accepts_non_finite_values_only_when_configured() -> None:
-    nan = [point("m", NOW_NS, float("nan"))]
-    assert len(_validator().validate("t", nan).errors) == 1
-    assert len(_validator(allow_non_finite=True).validate("t", nan).points) == 1
+def test_validator_accepts_non_finite_values_unless_configured_not_to() -> None:
+    nan = [point("m", NOW_NS, float("nan")), point("m", NOW_NS + 1, float("-inf"))]
+    assert len(_validator(allow_non_finite=False).validate("t", nan).errors) == 2
+    assert len(_validator().validate("t", nan).points) == 2
 
 
 def test_validator_time_window_and_label_checks() -> None:
@@ -152,6 +152,13 @@ def test_config_errors_name_the_variable() -> None:
         IngestConfig.from_env({"TSMESH_INGEST_TENANT_LIMITS": "[1]"})
     cfg = IngestConfig.from_env({"TSMESH_INGEST_TENANT_LIMITS": '{"acme": {"points_per_second": 5}}'})
     assert cfg.limit_overrides["acme"].points_per_second == 5
+    assert cfg.limit_overrides["acme"].new_series_per_second == cfg.limits.new_series_per_second == 1_000
+    with pytest.raises(ConfigError, match=r"TSMESH_INGEST_TENANT_LIMITS.*'acme'.*new_series_per_second"):
+        IngestConfig.from_env({"TSMESH_INGEST_TENANT_LIMITS": '{"acme": {"new_series_per_second": 0}}'})
+    with pytest.raises(ConfigError, match="TSMESH_INGEST_BURST_NEW_SERIES"):
+        IngestConfig.from_env({"TSMESH_INGEST_BURST_NEW_SERIES": "0"})
+    with pytest.raises(ConfigError, match="TSMESH_INGEST_UNCHECKED_NEW_SERIES"):
+        IngestConfig.from_env({"TSMESH_INGEST_UNCHECKED_NEW_SERIES": "-1"})
     assert not cfg.kafka.idempotence
     prod = IngestConfig.from_env(
         {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ start_ingest = ingest_harness.start_ingest
 async def test_mixed_batch_reports_each_bad_point_and_stores_the_good_ones(
     ts_db: Any, start_ingest: Any, tenant_id: str
 ) -> None:
-    ingest = await start_ingest(ts_db)
+    ingest = await start_ingest(ts_db, env={"TSMESH_INGEST_ALLOW_NON_FINITE": "false"})
     now = time.time_ns()
     points = [
         point("cpu_usage", now, 1.5, host="a"),  # 0 ok
@@ -69,6 +70,30 @@ async def test_mixed_batch_reports_each_bad_point_and_stores_the_good_ones(
     ]
 
 
+async def test_nan_and_infinities_are_acknowledged_and_stored_by_default(
+    ts_db: Any, start_ingest: Any, tenant_id: str
+) -> None:
+    """As Prometheus stores them (ADR 0212): whatever ingest acknowledges, the writer stores."""
+    ingest = await start_ingest(ts_db)
+    now = time.time_ns()
+    values = [float("nan"), float("inf"), float("-inf")]
+    answer = await ingest.write(tenant_id, [point("ratio", now + i, v) for i, v in enumerate(values)])
+    assert (answer.accepted, answer.rejected) == (3, 0)
+
+    async def stored() -> list[Any]:
+        return await ingest.fetch("SELECT ts, value FROM ts.points ORDER BY ts")
+
+    rows = await eventually(lambda: _at_least(stored, 3))
+    assert [r["ts"] for r in rows] == [now, now + 1, now + 2]
+    assert math.isnan(rows[0]["value"])
+    assert [r["value"] for r in rows[1:]] == [float("inf"), float("-inf")]
+
+
+async def _at_least(fetch: Any, n: int) -> list[Any]:
+    rows: list[Any] = await fetch()
+    return rows if len(rows) >= n else []
+
+
 async def test_request_limits_refuse_the_whole_request(ts_db: Any, start_ingest: Any, tenant_id: str) -> None:
     ingest = await start_ingest(ts_db, env={"TSMESH_INGEST_MAX_POINTS_PER_REQUEST": "3", "TSMESH_INGEST_MODE": "api"})
     now = time.time_ns()
@@ -88,12 +113,12 @@ async def test_client_stream_indexes_errors_across_messages_and_stores_everythin
         for batch in range(5):
             pts = [point("stream_metric", now + batch * 1000 + i, float(i), shard=str(i % 7)) for i in range(100)]
             if batch == 3:
-                pts[10] = point("stream_metric", now, float("nan"), shard="0")
+                pts[10] = point("9stream_metric", now, 1.0, shard="0")
             yield ingest_pb2.WriteRequest(points=pts)
 
     answer = await ingest.stub.Write(requests(), metadata=ingest.auth(tenant_id), timeout=10)
     assert (answer.accepted, answer.rejected) == (499, 1)
-    assert [(e.index, e.field) for e in answer.errors] == [(310, "value")]
+    assert [(e.index, e.field) for e in answer.errors] == [(310, "metric")]
 
     async def count() -> bool:
         rows = await ingest.fetch("SELECT count(*) AS n FROM ts.points")

@@ -78,3 +78,14 @@ def live_channel(tenant_id: str) -> str:
 
 def tenant_of_live_channel(channel: str) -> str:
     return channel.removeprefix("tsmesh:live:")
+
+
+def active_series_key(tenant_id: str) -> str:
+    """The ingest replicas' shared sorted set of a tenant's active series (member id, score last write)."""
+    return f"tsmesh:ingest:active:{{{tenant_id}}}"
+
+
+def series_creation_key(tenant_id: str) -> str:
+    """The GCRA state of a tenant's series-creation rate; same hash tag as :func:`active_series_key`
+    (one script reads both, also on Redis Cluster)."""
+    return f"tsmesh:ingest:newseries:{{{tenant_id}}}"

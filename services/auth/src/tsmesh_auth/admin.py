@@ -6,7 +6,8 @@ create-token --tenant T --name N --scopes read,write [--ttl-seconds S]   prints 
 list-tokens --tenant T                         one tab-separated line per token
 revoke-token --tenant T ID
 rotate-key [--lead-seconds S]                  prints the new kid
-verify-audit                                   exit 1 when the chain is broken
+verify-audit [--checkpoints PATH ...]          exit 1 when the audit log was tampered with
+audit-checkpoint                               export a signed checkpoint of the audit log now
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ import getpass
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from tsmesh_auth import audit_checkpoints
 from tsmesh_auth.api_tokens import Actor, ApiTokenStore
 from tsmesh_auth.app import check_migrated, max_token_lifetime
 from tsmesh_auth.audit import AuditEvent, AuditLog
+from tsmesh_auth.audit_keys import AuditKeys
 from tsmesh_auth.config import AuthConfig
 from tsmesh_auth.db import create_pool
 from tsmesh_auth.directory import Directory
@@ -57,7 +61,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("id")
     k = sub.add_parser("rotate-key", help="add a new signing key; the current one retires later")
     k.add_argument("--lead-seconds", type=float, default=None, help="delay before it signs (publish first)")
-    sub.add_parser("verify-audit", help="verify the audit log hash chain")
+    v = sub.add_parser("verify-audit", help="verify the audit log chain, seal and signed checkpoints")
+    v.add_argument(
+        "--checkpoints",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PATH",
+        help="a checkpoint directory or a JSON log file (repeatable; default TSMESH_AUTH_AUDIT_CHECKPOINT_DIR)",
+    )
+    sub.add_parser("audit-checkpoint", help="export a signed checkpoint of the audit log now")
     return p
 
 
@@ -85,7 +98,9 @@ async def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
 
 
 async def _dispatch(args: argparse.Namespace, cfg: AuthConfig, pool: Any, redis: Any) -> int:
-    audit = AuditLog(pool)
+    encryption = await resolve_kek(pool, cfg.kek, cfg.production, quiet=True)
+    audit_keys = AuditKeys.from_kek(encryption)
+    audit = AuditLog(pool, audit_keys)
     directory = Directory(pool, PasswordHasher(cfg.bcrypt_cost))
     tokens = ApiTokenStore(pool, audit, RedisRevocationPublisher(redis))
     command = args.command
@@ -117,15 +132,37 @@ async def _dispatch(args: argparse.Namespace, cfg: AuthConfig, pool: Any, redis:
         record = await tokens.revoke(tenant_id, args.id, ACTOR)
         print(f"{record.id} revoked")
     elif command == "rotate-key":
-        encryption = await resolve_kek(pool, cfg.kek, cfg.production)
         lead = cfg.key_publish_lead_seconds if args.lead_seconds is None else max(args.lead_seconds, 0.0)
         kid = await rotate(pool, encryption, timedelta(seconds=lead), max_token_lifetime(cfg))
         await audit.append(AuditEvent("signing_key.rotate", "success", "", ACTOR.subject, ACTOR.client_address, kid))
         print(kid)
     elif command == "verify-audit":
-        result = await audit.verify()
-        if not result.ok:
-            print(f"audit chain BROKEN at row id {result.first_bad_id}", file=sys.stderr)
+        return await _verify_audit(args.checkpoints, cfg, audit, audit_keys)
+    elif command == "audit-checkpoint":
+        exporter = audit_checkpoints.CheckpointExporter(audit_keys, cfg.audit_checkpoint_dir)
+        if not await audit_checkpoints.Checkpointer(audit.head, exporter).checkpoint():
+            print("audit log is empty: no checkpoint", file=sys.stderr)
             return 1
-        print(f"audit chain ok ({result.rows} rows)")
+        print("audit checkpoint exported")
+    return 0
+
+
+async def _verify_audit(paths: list[Path], cfg: AuthConfig, audit: AuditLog, keys: AuditKeys) -> int:
+    """Verify the seal, the chain and every checkpoint; print each problem; 1 when any is found."""
+    if not paths and cfg.audit_checkpoint_dir is not None:
+        paths = [cfg.audit_checkpoint_dir]
+    checkpoints, refused = audit_checkpoints.load(paths, keys)
+    result = await audit.verify(checkpoints)
+    problems = [f"checkpoint refused: {reason}" for reason in refused] + list(result.problems)
+    if cfg.kek is None:
+        print("warning: dev mode KEK stored in the database: not tamper-evident against its roles", file=sys.stderr)
+    if not checkpoints:
+        print("warning: no checkpoints given: deleting the newest rows would not show", file=sys.stderr)
+    if problems:
+        if result.first_bad_id is not None:
+            print(f"audit chain BROKEN at row id {result.first_bad_id}", file=sys.stderr)
+        for problem in problems:
+            print(f"audit log TAMPERED: {problem}", file=sys.stderr)
+        return 1
+    print(f"audit chain ok ({result.rows} rows, {len(checkpoints)} checkpoints, key id {keys.key_id})")
     return 0

@@ -10,6 +10,8 @@ from tsmesh.v1 import auth_pb2_grpc
 
 from tsmesh_auth.api_tokens import ApiTokenStore
 from tsmesh_auth.audit import AuditLog
+from tsmesh_auth.audit_checkpoints import Checkpointer, CheckpointExporter
+from tsmesh_auth.audit_keys import AuditKeys
 from tsmesh_auth.config import AuthConfig
 from tsmesh_auth.directory import Directory
 from tsmesh_auth.kek import resolve_kek
@@ -68,6 +70,7 @@ class AuthParts:
     keyring: KeyRing
     directory: Directory
     audit: AuditLog
+    checkpointer: Checkpointer
     tokens: ApiTokenStore
     sessions: Sessions
     authenticator: Authenticator
@@ -92,7 +95,9 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
     keyring = KeyRing(pool, encryption, max_token_lifetime(cfg))
     await keyring.ensure_signing_key(cfg.production)
     hasher = PasswordHasher(cfg.bcrypt_cost)
-    audit = AuditLog(pool)
+    audit_keys = AuditKeys.from_kek(encryption)
+    audit = AuditLog(pool, audit_keys)
+    checkpointer = Checkpointer(audit.head, CheckpointExporter(audit_keys, cfg.audit_checkpoint_dir))
     directory = Directory(pool, hasher)
     remote = RedisRevocationPublisher(redis)
     tokens = ApiTokenStore(
@@ -131,7 +136,7 @@ async def build(cfg: AuthConfig, pool: Any, redis: Any) -> AuthParts:
         refresh_ttl_seconds=cfg.refresh_ttl_seconds,
         reuse_grace_seconds=cfg.refresh_reuse_grace_seconds,
     )
-    return AuthParts(cfg, pool, keyring, directory, audit, tokens, sessions, authenticator, hasher)
+    return AuthParts(cfg, pool, keyring, directory, audit, checkpointer, tokens, sessions, authenticator, hasher)
 
 
 def create_app(parts: AuthParts, pubsub_redis: Any | None) -> GrpcApp:
@@ -148,6 +153,7 @@ def create_app(parts: AuthParts, pubsub_redis: Any | None) -> GrpcApp:
     app.add_service(SERVICE_NAME, lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server))
     app.run_in_background(parts.keyring.refresh_forever(parts.config.key_refresh_seconds), "signing-key-reload")
     app.run_in_background(parts.sessions.purge_forever(3600.0), "refresh-token-purge")
+    app.run_in_background(parts.checkpointer.run_forever(parts.config.audit_checkpoint_seconds), "audit-checkpoint")
     if pubsub_redis is not None:
         app.run_in_background(
             parts.authenticator.follow_revocations(pubsub_redis, REVOCATION_CHANNEL), "revocation-feed"

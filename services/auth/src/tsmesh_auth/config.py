@@ -53,6 +53,8 @@ class AuthConfig:
     login_max_account_delay_seconds: float
     trust_client_address_header: bool
     db_pool_size: int
+    audit_checkpoint_dir: Path | None
+    audit_checkpoint_seconds: float
 
     @property
     def production(self) -> bool:
@@ -89,7 +91,20 @@ class AuthConfig:
             ),
             trust_client_address_header=env.get_bool("TSMESH_AUTH_TRUST_CLIENT_ADDRESS_HEADER", False),
             db_pool_size=env.get_int("TSMESH_AUTH_DB_POOL_SIZE", 10, minimum=1, maximum=200),
+            audit_checkpoint_dir=_read_checkpoint_dir(env),
+            audit_checkpoint_seconds=env.get_float("TSMESH_AUTH_AUDIT_CHECKPOINT_SECONDS", 300.0, minimum=1.0),
         )
+
+
+def _read_checkpoint_dir(env: Env) -> Path | None:
+    """Where signed audit checkpoints are written as files (besides the log); must be a writable directory."""
+    text = env.raw("TSMESH_AUTH_AUDIT_CHECKPOINT_DIR")
+    if not text:
+        return None
+    path = Path(text)
+    if not path.is_dir():
+        raise ConfigError("TSMESH_AUTH_AUDIT_CHECKPOINT_DIR", "must be an existing directory")
+    return path
 
 
 def _read_kek(env: Env) -> bytes | None:

@@ -14,7 +14,9 @@ import os
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tsmesh_common.errors import FailedPrecondition
 
@@ -30,11 +32,16 @@ class KeyEncryption:
         if len(kek) != 32:
             raise ValueError("the key-encryption key must be 32 bytes")
         self._aead = AESGCM(kek)
+        self._kek = kek
         self.kek_id = hashlib.sha256(b"tsmesh-kek-id" + kek).hexdigest()[:16]
 
     def seal(self, kid: str, plaintext: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
         return nonce + self._aead.encrypt(nonce, plaintext, kid.encode())
+
+    def derive(self, purpose: bytes) -> bytes:
+        """A 32-byte key for one purpose (HKDF-SHA256 of the KEK): never stored, differs per purpose."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"tsmesh-auth " + purpose).derive(self._kek)
 
     def open(self, kid: str, blob: bytes) -> bytes | None:
         """The plaintext, or None when the blob was sealed under another KEK or tampered with."""
@@ -44,8 +51,11 @@ class KeyEncryption:
             return None
 
 
-async def resolve_kek(pool: Any, configured: bytes | None, production: bool) -> KeyEncryption:
-    """The configured KEK; in dev mode only, the stored development KEK (created on first use)."""
+async def resolve_kek(pool: Any, configured: bytes | None, production: bool, *, quiet: bool = False) -> KeyEncryption:
+    """The configured KEK; in dev mode only, the stored development KEK (created on first use).
+
+    ``quiet`` keeps the dev-mode notice out of the log (the admin CLI, whose stderr is its answer).
+    """
     if configured is not None:
         return KeyEncryption(configured)
     if production:
@@ -56,8 +66,10 @@ async def resolve_kek(pool: Any, configured: bytes | None, production: bool) -> 
             os.urandom(32),
         )
         stored = await conn.fetchval("SELECT kek FROM auth.dev_kek WHERE id = 1")
-    if inserted is not None:
-        log.warning("dev mode: generated a development key-encryption key (set TSMESH_AUTH_KEK in production)")
-    else:
-        log.warning("dev mode: using the stored development key-encryption key (TSMESH_AUTH_KEK is not set)")
+    if not quiet:
+        log.warning(
+            "dev mode: generated a development key-encryption key (set TSMESH_AUTH_KEK in production)"
+            if inserted is not None
+            else "dev mode: using the stored development key-encryption key (TSMESH_AUTH_KEK is not set)"
+        )
     return KeyEncryption(bytes(stored))

@@ -90,7 +90,7 @@ def build_app(parts: Parts) -> Starlette:
     deps = Deps(cfg, parts.upstreams, principals, RouteLimits(BatchingLimiter(parts.limiter), cfg.limits), cache)
     hub = Hub(parts.upstreams.query_stub, cfg.stream, authenticate=parts.authenticator.authenticate)
     parts.authenticator.on_revocation(hub.revoke)
-    stream = StreamEndpoint(hub, principals, cfg.stream)
+    stream = StreamEndpoint(hub, principals, cfg.stream, client_address=deps.client_address)
     listener = LeanListener(
         stream,
         cfg.http_host,
@@ -98,6 +98,7 @@ def build_app(parts: Parts) -> Starlette:
         max_message_bytes=cfg.stream.max_message_bytes,
         max_connections=cfg.stream.max_connections,
         tls=(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None,
+        gate=stream.gate,
     )
 
     @contextlib.asynccontextmanager

@@ -79,6 +79,11 @@ class StreamConfig:
     listener: bool = True
     port: int = 8081
     max_connections: int = 10_000
+    # fairness, per worker process (ADR 0453): sockets per token and per client address, and new
+    # handshakes per client address (GCRA, per second with a burst)
+    max_connections_per_token: int = 1_000
+    max_connections_per_address: int = 1_000
+    handshakes_per_address: Limit = Limit(20.0, 100)
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,9 @@ class GatewayConfig:
             listener=env.get_bool("TSMESH_GATEWAY_WS_LISTENER", True),
             port=env.get_port("TSMESH_GATEWAY_WS_PORT", env.get_port("TSMESH_HTTP_PORT", 8080) + 1),
             max_connections=min(env.get_int("TSMESH_GATEWAY_WS_MAX_CONNECTIONS", budget, minimum=1), budget),
+            max_connections_per_token=env.get_int("TSMESH_GATEWAY_WS_MAX_CONNECTIONS_PER_TOKEN", 1_000, minimum=1),
+            max_connections_per_address=env.get_int("TSMESH_GATEWAY_WS_MAX_CONNECTIONS_PER_ADDRESS", 1_000, minimum=1),
+            handshakes_per_address=_limit(env, "TSMESH_GATEWAY_WS_HANDSHAKES_PER_ADDRESS", 20.0, 100),
         )
         return cls(
             common=common,

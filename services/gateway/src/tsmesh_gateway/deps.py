@@ -9,7 +9,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tsmesh_common.audit import AuditReporter
 from tsmesh_common.context import Principal
+from tsmesh_common.errors import PermissionDenied
 from tsmesh_gateway.bodies import BodyWatchdog, read_body, read_json
 from tsmesh_gateway.clientaddr import ClientAddress, client_address_resolver
 from tsmesh_gateway.config import GatewayConfig
@@ -47,9 +49,13 @@ class Deps:
     watchdog: BodyWatchdog = field(default_factory=BodyWatchdog)
     # The client address of an ASGI scope, for every route, the fast path and audit (ADR 0451).
     client_address: ClientAddress = field(init=False, repr=False)
+    # A token refused for lacking a route's scope is reported to auth's audit log, as the gRPC
+    # services' interceptors report theirs.
+    audit: AuditReporter = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.client_address = client_address_resolver(self.cfg.trusted_proxies)
+        self.audit = AuditReporter(self.upstreams.auth.channel)
 
     async def authorize(self, request: Request, route_class: str, scope: str | None) -> Caller:
         """Authenticate the bearer token, check ``scope``, then spend the route class budgets."""
@@ -70,7 +76,11 @@ class Deps:
         if principal is None:
             principal = await self.principals.authenticate_header(header)
         if scope is not None:
-            principal.require(scope)
+            try:
+                principal.require(scope)
+            except PermissionDenied as refused:
+                self.audit.permission_denied(header or "", f"gateway {route_class}", str(refused), address)
+                raise
         if spent is not None:
             identity = principal_key(principal)
             spent = limits.identity_now(route_class, identity, spent) or await limits.check_identity(

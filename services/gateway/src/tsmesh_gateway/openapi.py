@@ -195,6 +195,36 @@ def _op(summary: str, request: str | None, response: str | None, *, status: str 
     return operation
 
 
+# The scope each authenticated operation needs (OpenAPI 3.1 lets a non-OAuth security requirement
+# name the roles it needs). An ``admin`` token may do everything; a token without the named scope
+# gets 403 and no token 401 (tests/e2e/test_gateway_e2e.py checks every operation of the document).
+_READ_PREFIXES = ("/v1/query/", "/v1/series", "/v1/labels/", "/api/v1/")
+_WRITE_PATHS = {("/v1/write", "post"), ("/api/v2/write", "post"), ("/write", "post")}
+_WRITE_PATHS |= {("/api/v1/write", "post"), ("/otlp/v1/metrics", "post")}
+
+
+def required_scope(path: str, method: str) -> str:
+    """The scope that ``method path`` requires (for an operation that needs a credential)."""
+    if (path, method) in _WRITE_PATHS:
+        return "write"
+    if path.startswith(("/v1/admin/", "/v1/tokens")):
+        return "admin"
+    if path.startswith(_READ_PREFIXES):
+        return "read"
+    raise KeyError(f"no scope documented for {method.upper()} {path}")
+
+
+def _document_scopes(paths: dict[str, Any]) -> dict[str, Any]:
+    """Name the required scope in every authenticated operation's security requirements."""
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            requirements = operation.get("security", [{"bearer": []}])
+            if requirements:
+                scope = required_scope(path, method)
+                operation["security"] = [{scheme: [scope] for scheme in r} for r in requirements]
+    return paths
+
+
 def spec() -> dict[str, Any]:
     """The OpenAPI document."""
     token_id = {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
@@ -296,67 +326,71 @@ def spec() -> dict[str, Any]:
             },
         },
         "security": [{"bearer": []}],
-        "paths": {
-            "/v1/auth/login": {"post": _op("Log in with a password", "Login", "Tokens", secure=False)},
-            "/v1/auth/refresh": {"post": _op("Exchange a refresh token", "RefreshToken", "Tokens", secure=False)},
-            "/v1/auth/logout": {
-                "post": _op("Revoke a refresh token", "RefreshToken", None, status="204", secure=False)
-            },
-            "/.well-known/jwks.json": {"get": jwks},
-            "/v1/tokens": {
-                "get": list_tokens,
-                "post": _op("Create an API token (secret shown once)", "CreateToken", "TokenWithSecret", status="201"),
-            },
-            "/v1/tokens/{token_id}/rotate": {"post": rotate},
-            "/v1/tokens/{token_id}": {"delete": revoke},
-            "/v1/write": {"post": _op("Write a JSON batch of points", "WriteRequest", "WriteResponse")},
-            "/v1/query/range": {
-                "post": _op("Aggregate over a time range", "RangeRequest", "RangeResponse"),
-                "get": range_get,
-            },
-            "/v1/query/latest": {
-                "post": {
-                    **_op("Latest point of each matching series", "SelectorRequest", None),
-                    "responses": {
-                        **ERRORS,
-                        "200": {
-                            "description": "OK",
-                            **_json(_obj({"points": {"type": "array", "items": _ref("PointOut")}}, ["points"])),
+        "paths": _document_scopes(
+            {
+                "/v1/auth/login": {"post": _op("Log in with a password", "Login", "Tokens", secure=False)},
+                "/v1/auth/refresh": {"post": _op("Exchange a refresh token", "RefreshToken", "Tokens", secure=False)},
+                "/v1/auth/logout": {
+                    "post": _op("Revoke a refresh token", "RefreshToken", None, status="204", secure=False)
+                },
+                "/.well-known/jwks.json": {"get": jwks},
+                "/v1/tokens": {
+                    "get": list_tokens,
+                    "post": _op(
+                        "Create an API token (secret shown once)", "CreateToken", "TokenWithSecret", status="201"
+                    ),
+                },
+                "/v1/tokens/{token_id}/rotate": {"post": rotate},
+                "/v1/tokens/{token_id}": {"delete": revoke},
+                "/v1/write": {"post": _op("Write a JSON batch of points", "WriteRequest", "WriteResponse")},
+                "/v1/query/range": {
+                    "post": _op("Aggregate over a time range", "RangeRequest", "RangeResponse"),
+                    "get": range_get,
+                },
+                "/v1/query/latest": {
+                    "post": {
+                        **_op("Latest point of each matching series", "SelectorRequest", None),
+                        "responses": {
+                            **ERRORS,
+                            "200": {
+                                "description": "OK",
+                                **_json(_obj({"points": {"type": "array", "items": _ref("PointOut")}}, ["points"])),
+                            },
                         },
-                    },
-                }
-            },
-            "/v1/series": {
-                "post": {
-                    **_op("List matching series", "SeriesRequest", None),
-                    "responses": {**ERRORS, "200": plain},
-                }
-            },
-            "/v1/labels/values": {
-                "post": {
-                    **_op("Values of a label", "LabelValuesRequest", None),
-                    "responses": {
-                        **ERRORS,
-                        "200": {
-                            "description": "OK",
-                            **_json(_obj({"values": {"type": "array", "items": STRING}}, ["values"])),
+                    }
+                },
+                "/v1/series": {
+                    "post": {
+                        **_op("List matching series", "SeriesRequest", None),
+                        "responses": {**ERRORS, "200": plain},
+                    }
+                },
+                "/v1/labels/values": {
+                    "post": {
+                        **_op("Values of a label", "LabelValuesRequest", None),
+                        "responses": {
+                            **ERRORS,
+                            "200": {
+                                "description": "OK",
+                                **_json(_obj({"values": {"type": "array", "items": STRING}}, ["values"])),
+                            },
                         },
-                    },
-                }
-            },
-            **_admin_paths(),
-            "/api/v2/write": {"post": influx},
-            **prometheus_paths(),
-            **push_paths(ERRORS),
-            "/healthz": {"get": {"summary": "Process liveness", "security": [], "responses": {"200": plain}}},
-            "/readyz": {
-                "get": {
-                    "summary": "Every upstream SERVING",
-                    "security": [],
-                    "responses": {"200": plain, "503": {"description": "Not ready", **_json({"type": "object"})}},
-                }
-            },
-        },
+                    }
+                },
+                **_admin_paths(),
+                "/api/v2/write": {"post": influx},
+                **prometheus_paths(),
+                **push_paths(ERRORS),
+                "/healthz": {"get": {"summary": "Process liveness", "security": [], "responses": {"200": plain}}},
+                "/readyz": {
+                    "get": {
+                        "summary": "Every upstream SERVING",
+                        "security": [],
+                        "responses": {"200": plain, "503": {"description": "Not ready", **_json({"type": "object"})}},
+                    }
+                },
+            }
+        ),
     }
 
 

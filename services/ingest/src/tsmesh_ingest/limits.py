@@ -19,7 +19,7 @@ class ValidationLimits:
     max_labels: int = 32
     max_label_name_length: int = 128
     max_label_value_bytes: int = 1024
-    allow_non_finite: bool = False
+    allow_non_finite: bool = True  # NaN and +-Inf are values in Prometheus's model (ADR 0212)
     max_past_seconds: int = 30 * 86_400
     max_future_seconds: int = 600
     retained_days: int = 0
@@ -29,11 +29,15 @@ class ValidationLimits:
 
 @dataclass(frozen=True)
 class TenantLimits:
-    """Mimir-style per-tenant limits: ingestion rate with burst, and the active series ceiling."""
+    """Mimir-style per-tenant limits: ingestion rate with burst, the active series ceiling, and the
+    rate at which new series may be created (a series not written within the active window), with
+    its burst (ADR 0211)."""
 
     points_per_second: float = 200_000.0
     burst_points: int = 400_000
     max_active_series: int = 1_000_000
+    new_series_per_second: float = 1_000.0
+    burst_new_series: int = 10_000
 
 
 class LimitsProvider(Protocol):

@@ -33,6 +33,7 @@ from tsmesh_ingest.partitions import PartitionManager
 from tsmesh_ingest.producer import PointProducer
 from tsmesh_ingest.retention import Retention, RetentionDays
 from tsmesh_ingest.rollups import RollupRefresher
+from tsmesh_ingest.series_admission import SeriesAdmission
 from tsmesh_ingest.series_id import SeriesIdCache
 from tsmesh_ingest.service import SERVICE_NAME, IngestServicer, add_to_server
 from tsmesh_ingest.store import KnownSeries, PointStore, WriterHooks
@@ -127,7 +128,8 @@ async def build_runtime(
         runtime.producer = PointProducer(cfg.kafka)
         runtime.live = LivePublisher(redis, lean=LeanRedis.from_url(cfg.common.redis_url))
         limiter = RateLimiter(redis, prefix="tsmesh:ingest:rate")
-        admission = Admission(redis, StaticLimits(cfg.limits, cfg.limit_overrides), limiter)
+        series = SeriesAdmission(redis, unchecked_new_series=cfg.unchecked_new_series)
+        admission = Admission(StaticLimits(cfg.limits, cfg.limit_overrides), limiter, series)
         validator = Validator(cfg.validation, SeriesIdCache())
         servicer = IngestServicer(validator, admission, runtime.producer, runtime.live)
         app.add_service(SERVICE_NAME, lambda server: add_to_server(servicer, server))

@@ -88,7 +88,9 @@ def admin_routes(deps: Deps) -> list[Route]:
     lifecycle = upstreams.lifecycle_stub
 
     async def caller_of(request: Request, route_class: str) -> Caller:
-        return await deps.authorize(request, route_class, None)
+        # The scope is checked here, before any parameter or body is read: a token without it gets
+        # 403 whatever it sent (the owning service checks it again).
+        return await deps.authorize(request, route_class, "admin")
 
     @endpoint
     async def retention(request: Request) -> Response:

@@ -110,7 +110,7 @@ def auth_routes(deps: Deps) -> list[Route]:
 
     @endpoint
     async def create_token(request: Request) -> Response:
-        caller = await deps.authorize(request, "auth", None)
+        caller = await deps.authorize(request, "auth", "admin")
         body = json_object(await deps.json(request))
         scopes = body.get("scopes")
         if not isinstance(scopes, list) or not scopes or not all(s in SCOPES for s in scopes):
@@ -128,7 +128,7 @@ def auth_routes(deps: Deps) -> list[Route]:
 
     @endpoint
     async def list_tokens(request: Request) -> Response:
-        caller = await deps.authorize(request, "auth", None)
+        caller = await deps.authorize(request, "auth", "admin")
         answer = await auth.unary(
             stub.ListApiTokens, auth_pb2.ListApiTokensRequest(), authorization=caller.authorization, idempotent=True
         )
@@ -136,7 +136,7 @@ def auth_routes(deps: Deps) -> list[Route]:
 
     @endpoint
     async def rotate_token(request: Request) -> Response:
-        caller = await deps.authorize(request, "auth", None)
+        caller = await deps.authorize(request, "auth", "admin")
         token_id = _token_id(request)
         raw = await deps.body(request)
         grace = 0
@@ -155,7 +155,7 @@ def auth_routes(deps: Deps) -> list[Route]:
 
     @endpoint
     async def revoke_token(request: Request) -> Response:
-        caller = await deps.authorize(request, "auth", None)
+        caller = await deps.authorize(request, "auth", "admin")
         answer = await auth.unary(
             stub.RevokeApiToken,
             auth_pb2.RevokeApiTokenRequest(id=_token_id(request)),

@@ -157,6 +157,9 @@ class Connection:
                 pending, self.pending = self.pending, {}
                 for sub_id, fragments in pending.items():
                     for frame, count in _frames(fragments):
+                        if sub_id not in self.subscriptions:  # ended while earlier frames were written
+                            self.pending_points -= count
+                            continue
                         await self.send(points_frame(self.codec, sub_id, frame))
                         self.pending_points -= count
                         FRAMES.inc()

@@ -3,8 +3,14 @@ idle connections small).
 
 Authentication: the ``Authorization`` header, or a first ``auth`` message within the configured
 time (else close 4401). A later ``auth`` message replaces the token (same tenant only), so a
-client can refresh before expiry. Messages: subscribe, unsubscribe, ping, pong. When the token
-cannot be checked (auth unreachable) the socket closes with 1013 (try again later).
+client can refresh before expiry. The socket then follows the new token alone (its revocation,
+its expiry); every live subscription is checked again against the new principal, and those it may
+not read end with an error frame (ADR 0453). Messages: subscribe, unsubscribe, ping, pong. When
+the token cannot be checked (auth unreachable) the socket closes with 1013 (try again later).
+
+Fairness (:mod:`tsmesh_gateway.stream.socket_limits`): sockets per client address and handshakes
+per address are checked when a socket arrives, sockets per token when it authenticates; a refused
+socket is closed with 4429.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from tsmesh_common.context import Principal
 from tsmesh_common.errors import InvalidArgument, PermissionDenied, TsmeshError, Unauthenticated
+from tsmesh_gateway.clientaddr import ClientAddress, peer_address
 from tsmesh_gateway.config import StreamConfig
 from tsmesh_gateway.guard import PrincipalCache, authorization_token
 from tsmesh_gateway.stream.codec import JSON_PROTOCOL, PROTO_PROTOCOL, SEND_NOW, ClientMessage, Message, codec_for
@@ -28,6 +35,7 @@ from tsmesh_gateway.stream.connection import (
     Connection,
 )
 from tsmesh_gateway.stream.hub import Hub
+from tsmesh_gateway.stream.socket_limits import CLOSE_LIMITED, GATED, Refusal, SocketLimits
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +44,39 @@ CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
+class SocketRefused(Exception):
+    """A fairness limit refuses this socket (closed with 4429)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+
+
+def may_read(principal: Principal) -> bool:
+    return "read" in principal.scopes or "admin" in principal.scopes
+
+
 class StreamEndpoint:
     """ASGI app for ``/v1/stream``."""
 
-    def __init__(self, hub: Hub, principals: PrincipalCache, cfg: StreamConfig) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        principals: PrincipalCache,
+        cfg: StreamConfig,
+        *,
+        client_address: ClientAddress = peer_address,
+    ) -> None:
         self._hub = hub
         self._principals = principals
         self._cfg = cfg
+        self._client_address = client_address
+        self.limits = SocketLimits(cfg)
+
+    def gate(self, scope: Scope) -> Refusal | None:
+        """Before an upgrade (the lean listener): spend the client address's handshake budget and
+        check its socket budget."""
+        return self.limits.handshake(self._client_address(scope))
 
     def full(self) -> bool:
         """This worker holds ``max_connections`` sockets: new ones are refused (1013 / 503)."""
@@ -67,10 +101,16 @@ class StreamEndpoint:
             REFUSED.inc()
             await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER, "reason": "gateway worker full"})
             return
+        address = self._client_address(scope)
+        refusal = None if scope.get(GATED) else self.limits.handshake(address)
+        if refusal is not None:
+            await send({"type": "websocket.close", "code": CLOSE_LIMITED, "reason": refusal.reason})
+            return
         conn = Connection(send, codec_for(protocol or JSON_PROTOCOL), self._cfg.send_queue_points)
         conn.send_now = scope.get(SEND_NOW)
         conn.handler = asyncio.current_task()
         self._hub.register(conn)
+        counted = self.limits.opened(address)
         try:
             header = None
             for key, value in scope["headers"]:
@@ -88,6 +128,8 @@ class StreamEndpoint:
                 await self._handle(conn, message)
         except Unauthenticated as exc:
             conn.mark_closed(CLOSE_UNAUTHENTICATED, exc.message, "unauthenticated")
+        except SocketRefused as exc:
+            conn.mark_closed(CLOSE_LIMITED, exc.refusal.reason, "limited")
         except TsmeshError as exc:
             if exc.code == grpc.StatusCode.UNAVAILABLE:
                 conn.mark_closed(CLOSE_TRY_AGAIN_LATER, "authentication unavailable, retry later", "auth_unavailable")
@@ -101,6 +143,7 @@ class StreamEndpoint:
         finally:
             conn.closed = True
             self._hub.unregister(conn)
+            self.limits.closed(counted)
         if conn.close_code is not None:
             await conn.finish_close()
 
@@ -127,10 +170,30 @@ class StreamEndpoint:
         previous = conn.principal
         if previous is not None and previous.tenant_id != principal.tenant_id:
             raise Unauthenticated("a socket cannot change tenant")
+        if previous is None or previous.token_id != principal.token_id:
+            refusal = self.limits.token(len(self._hub.by_token.get(principal.token_id, ())))
+            if refusal is not None:
+                raise SocketRefused(refusal)
         conn.principal = principal
         conn.authorization = authorization
         self._hub.identify(conn, previous.token_id if previous is not None else None)
+        if previous is not None:
+            self._recheck_subscriptions(conn, principal)
         return principal
+
+    def _recheck_subscriptions(self, conn: Connection, principal: Principal) -> None:
+        """After a re-authentication: end, each with an error frame, the subscriptions the new
+        principal may not read (its scopes, its tenant), before the next point is queued."""
+        readable = may_read(principal)
+        for sub_id, feed in list(conn.subscriptions.items()):
+            if readable and feed.key[0] == principal.tenant_id:
+                continue
+            self._hub.unsubscribe(conn, sub_id)
+            conn.push(
+                conn.codec.error(
+                    sub_id, "PERMISSION_DENIED", "subscription ended: the new token lacks scope 'read' for it"
+                )
+            )
 
     async def _handle(self, conn: Connection, message: Message) -> None:
         payload = message.get("text") if message.get("text") is not None else message.get("bytes")
@@ -160,7 +223,7 @@ class StreamEndpoint:
             conn.push(codec.ack("", "auth"))
         elif decoded.kind == "subscribe":
             assert conn.principal is not None and decoded.selector is not None
-            if "read" not in conn.principal.scopes and "admin" not in conn.principal.scopes:
+            if not may_read(conn.principal):
                 raise PermissionDenied("scope 'read' required")
             if decoded.id in conn.subscriptions:
                 raise InvalidArgument("id", f"subscription {decoded.id!r} already exists")

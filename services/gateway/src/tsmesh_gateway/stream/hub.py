@@ -301,7 +301,9 @@ class Hub:
         if feed is None:
             return False
         feed.members.pop((conn, sub_id), None)
-        conn.pending.pop(sub_id, None)
+        dropped = conn.pending.pop(sub_id, None)
+        if dropped:
+            conn.pending_points -= sum(fragments.count for fragments in dropped)
         if not feed.members:
             self.drop_feed(feed)
         return True

@@ -23,6 +23,7 @@ from websockets.typing import Subprotocol
 from tsmesh_gateway.config import LISTEN_BACKLOG
 from tsmesh_gateway.stream.codec import JSON_PROTOCOL, PROTO_PROTOCOL, SEND_NOW, UTF8, Message
 from tsmesh_gateway.stream.connection import REFUSED
+from tsmesh_gateway.stream.socket_limits import GATED, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ AsgiApp = Callable[
 PATH = "/v1/stream"
 WIRE = "tsmesh.wire"  # cache key of a shared data message: its complete serialized server frame
 RETRY_AFTER_SECONDS = "5"
+Gate = Callable[[dict[str, Any]], Refusal | None]
 
 
 class LeanListener:
@@ -46,8 +48,10 @@ class LeanListener:
         max_message_bytes: int,
         max_connections: int,
         tls: tuple[str, str] | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._endpoint = endpoint
+        self._gate = gate
         self._max_connections = max_connections
         self._host = host
         self._port = port
@@ -98,13 +102,19 @@ class LeanListener:
         ``max_connections`` upgraded sockets (open or still closing: each holds a descriptor;
         ``TSMESH_GATEWAY_WS_MAX_CONNECTIONS``): refused before the upgrade, cheaply, instead of
         running the worker out of file descriptors (its upstream channels need some too). Sockets
-        still in their handshake are not counted: the headroom left for them covers a full backlog."""
+        still in their handshake are not counted: the headroom left for them covers a full backlog.
+        Then the fairness ``gate`` (per client address): 429 with ``Retry-After`` and the limit's name."""
         refused = _only_stream_path(connection, request)
         # all_connections: upgraded until their handler ended; len() is O(1), unlike ``connections``
         if refused is None and self._server is not None and len(self._server.all_connections) >= self._max_connections:
             REFUSED.inc()
             refused = connection.respond(503, "this gateway worker is full: retry later or elsewhere\n")
             refused.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        if refused is None and self._gate is not None:
+            refusal = self._gate({"type": "websocket", "client": _peer(connection), "headers": _headers(request)})
+            if refusal is not None:
+                refused = connection.respond(429, f"{refusal.limit}: {refusal.message}\n")
+                refused.headers["Retry-After"] = str(refusal.retry_after)
         return refused
 
     async def stop(self) -> None:
@@ -119,10 +129,12 @@ class LeanListener:
         scope: dict[str, Any] = {
             "type": "websocket",
             "path": request.path,
-            "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.raw_items()],
+            "headers": _headers(request),
             "subprotocols": [ws.subprotocol] if ws.subprotocol else [p for p in offered if p],
             "scheme": "wss" if self._tls else "ws",
+            "client": _peer(ws),
             SEND_NOW: _sender_now(ws),
+            GATED: self._gate is not None,
         }
         connected = False
 
@@ -152,6 +164,16 @@ class LeanListener:
                 await ws.close(message.get("code", 1000), message.get("reason", ""))
 
         await self._endpoint(scope, receive, send)
+
+
+def _headers(request: Any) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.raw_items()]
+
+
+def _peer(connection: ServerConnection) -> tuple[str, int] | None:
+    """The socket peer as an ASGI ``client``: (host, port)."""
+    address = connection.remote_address
+    return (str(address[0]), int(address[1])) if address else None
 
 
 def _sender_now(ws: ServerConnection) -> Callable[[Message], bool]:
