@@ -38,7 +38,10 @@ class Offload:
             self._pool = ProcessPoolExecutor(self._processes, mp_context=multiprocessing.get_context("spawn"))
         pool = self._pool
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+            # Submitting may start the process (a fork and exec of this worker, tens of ms on a busy
+            # machine): done in a thread, never on the event loop.
+            future = await asyncio.to_thread(pool.submit, fn, *args)
+            return await asyncio.wrap_future(future)
         except BrokenProcessPool:
             if self._pool is pool:
                 self._pool = None
