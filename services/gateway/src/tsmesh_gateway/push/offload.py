@@ -8,12 +8,18 @@ back. The process is started (``spawn``: the worker has threads) on the first pu
 that never parses a push never pays for it; it ends with the worker (the executor's own exit
 hook). If it dies (out of memory, killed), the push is answered 503 and the next one starts a
 new process.
+
+The parse process is daemonic. A Granian worker is itself a ``multiprocessing`` child, whose end
+joins every non-daemonic child before the executor's own exit hook runs: a non-daemonic parse
+process, waiting for work, was joined forever and the worker hung at exit (its gateway survived
+SIGTERM). A daemonic one is terminated there; it has no children of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import multiprocessing.context
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -22,6 +28,18 @@ from typing import Any, TypeVar
 from tsmesh_common.errors import Unavailable
 
 T = TypeVar("T")
+
+
+class _DaemonProcess(multiprocessing.context.SpawnProcess):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.daemon = True
+
+
+class _DaemonSpawn(multiprocessing.context.SpawnContext):
+    """``spawn``, with daemonic processes (see the module docstring)."""
+
+    Process = _DaemonProcess
 
 
 class Offload:
@@ -35,7 +53,7 @@ class Offload:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)``, computed in a parse process."""
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self._processes, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self._processes, mp_context=_DaemonSpawn())
         pool = self._pool
         try:
             # Submitting may start the process (a fork and exec of this worker, tens of ms on a busy
