@@ -7,6 +7,9 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,3 +55,35 @@ def test_a_worker_that_parsed_a_push_still_exits() -> None:
         worker.join()
     assert not hung
     assert worker.exitcode == 0
+
+
+def start_parse_process_then_hang(pids: Any) -> None:
+    """A worker that starts its parse process, reports its pid, then waits to be killed."""
+    KEPT.append(Offload(1))
+    pids.put(asyncio.run(KEPT[0].run(os.getpid)))
+    time.sleep(600)
+
+
+def test_the_parse_process_ends_when_its_worker_is_killed() -> None:
+    context = multiprocessing.get_context("spawn")
+    pids = context.Queue()
+    worker = context.Process(target=start_parse_process_then_hang, args=(pids,))
+    worker.start()
+    parse_pid = pids.get(timeout=60)
+    worker.kill()
+    worker.join()
+    deadline = time.monotonic() + 30  # the watch looks every second: generous for a busy machine
+    while time.monotonic() < deadline and _running(parse_pid):
+        time.sleep(0.1)
+    alive = _running(parse_pid)
+    if alive:
+        os.kill(parse_pid, signal.SIGKILL)
+    assert not alive
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -12,7 +12,9 @@ new process.
 The parse process is daemonic. A Granian worker is itself a ``multiprocessing`` child, whose end
 joins every non-daemonic child before the executor's own exit hook runs: a non-daemonic parse
 process, waiting for work, was joined forever and the worker hung at exit (its gateway survived
-SIGTERM). A daemonic one is terminated there; it has no children of its own.
+SIGTERM). A daemonic one is terminated there; it has no children of its own. A worker killed
+outright runs no exit code at all, so the parse process also watches its parent and ends when it
+is gone (:func:`follow_parent`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import multiprocessing.context
+import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -28,6 +33,18 @@ from typing import Any, TypeVar
 from tsmesh_common.errors import Unavailable
 
 T = TypeVar("T")
+
+
+def follow_parent(interval: float = 1.0) -> None:
+    """In the parse process: end it once the worker that started it is gone (re-parented)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class _DaemonProcess(multiprocessing.context.SpawnProcess):
@@ -53,7 +70,7 @@ class Offload:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)``, computed in a parse process."""
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self._processes, mp_context=_DaemonSpawn())
+            self._pool = ProcessPoolExecutor(self._processes, mp_context=_DaemonSpawn(), initializer=follow_parent)
         pool = self._pool
         try:
             # Submitting may start the process (a fork and exec of this worker, tens of ms on a busy
