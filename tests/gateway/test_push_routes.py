@@ -207,12 +207,23 @@ def otlp_deltas(size: int) -> bytes:
 async def test_a_10_mib_body_never_stalls_healthz(gateway: Any, kind: str) -> None:
     """A functional bound with a wide margin, not a benchmark: parsing runs in the parse process. A
     thread was not enough for protobuf: its decode holds the interpreter lock (45-250 ms measured).
-    A first small push starts the worker's parse process, a once-per-worker cost, before the probe."""
+    A first small push starts the worker's parse process, a once-per-worker cost, before the probe.
+    The shared 2-core box alone sometimes delays one /healthz past the bound (ADR 0222: about one
+    attempt in six at load 5), so up to three attempts are made: a parse that holds the loop stalls
+    every attempt."""
     warm = await gateway.client.post("/write?db=d", content=b"warm v=1\n", headers=gateway.bearer())
     assert warm.status_code == 204
-    gc.collect()  # the test session's own garbage: a full collection during the probe is not the parse
     line = b"this line is not line protocol at all, it has no fields\n"
-    size = 10 * 1024 * 1024
+    body = line * (10 * 1024 * 1024 // len(line)) if kind == "bad lines" else otlp_deltas(10 * 1024 * 1024)
+    attempts = [await _worst_healthz_during(gateway, kind, body, line)]
+    while attempts[-1] >= 0.05 and len(attempts) < 3:
+        attempts.append(await _worst_healthz_during(gateway, kind, body, line))
+    assert min(attempts) < 0.05, f"/healthz took {[round(w * 1000, 1) for w in attempts]} ms during the parse"
+
+
+async def _worst_healthz_during(gateway: Any, kind: str, body: bytes, line: bytes) -> float:
+    """The worst /healthz delay while ``body`` is pushed, after checking the push's answer."""
+    gc.collect()  # the test session's own garbage: a full collection during the probe is not the parse
     worst = 0.0
     done = asyncio.Event()
 
@@ -225,7 +236,6 @@ async def test_a_10_mib_body_never_stalls_healthz(gateway: Any, kind: str) -> No
             assert answer.status_code == 200
             worst = max(worst, time.perf_counter() - started - 0.005)
 
-    body = line * (size // len(line)) if kind == "bad lines" else otlp_deltas(size)
     prober = asyncio.create_task(probe())
     await asyncio.sleep(0.02)
     if kind == "bad lines":
@@ -244,7 +254,7 @@ async def test_a_10_mib_body_never_stalls_healthz(gateway: Any, kind: str) -> No
         assert answer.status_code == 200, answer.text
         refused = ExportMetricsServiceResponse.FromString(answer.content).partial_success.rejected_data_points
         assert refused == 5_000 * len(ExportMetricsServiceRequest.FromString(body).resource_metrics)
-    assert worst < 0.05, f"/healthz took {worst * 1000:.1f} ms during the parse"
+    return worst
 
 
 async def test_influx_v1_credentials_carry_the_token_as_password(gateway: Any) -> None:
