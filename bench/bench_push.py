@@ -41,24 +41,33 @@ def committed(stack: Stack) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its children (a gateway's Granian workers)."""
+    """User + system CPU of ``pid`` and its descendants (a gateway's Granian workers and their
+    parse processes)."""
     total = 0.0
-    for task in [pid, *_children(pid)]:
-        fields = Path(f"/proc/{task}/stat").read_text().rsplit(")", 1)[1].split()
+    for task in [pid, *_descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{task}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError):
                 continue
-            if ppid == pid:
-                found.append(int(entry.name))
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        children = parents.get(pending.pop(), [])
+        found += children
+        pending += children
     return found
 
 
@@ -126,7 +135,10 @@ async def run(
     send: Callable[[bytes], Awaitable[None]],
     clients: int,
     pids: dict[str, int],
-) -> None:
+    baseline: float | None,
+) -> float:
+    """Send ``bodies``, wait until the writer stored them, print the rate (and its share of
+    ``baseline``, gRPC's rate in the same round) and the CPU per million points; returns the rate."""
     queue = list(reversed(bodies))
     start_rows = committed(stack)
     cpu_before = {k: cpu_seconds(p) for k, p in pids.items()}
@@ -146,19 +158,22 @@ async def run(
     points = len(bodies) * BATCH
     cpu = {k: (cpu_seconds(p) - cpu_before[k]) / points * 1e6 for k, p in pids.items()}
     shares = ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
-    print(f"{name:<28} {points / elapsed:>10,.0f} points/s   CPU s per million points: {shares}", flush=True)
+    rate = points / elapsed
+    share = f"{rate / baseline:>5.0%} of gRPC" if baseline else " " * 13
+    print(f"{name:<28} {rate:>10,.0f} points/s {share}   CPU s per million points: {shares}", flush=True)
+    return rate
 
 
-async def main(requests: int, clients: int, state_dir: Path) -> None:
+async def main(requests: int, clients: int, state_dir: Path, rounds: int, only: list[str]) -> None:
     cfg = private_config(state_dir)
     with Stack(cfg, out=sys.stderr) as stack:
         try:
-            await bench(stack, requests, clients)
+            await bench(stack, requests, clients, rounds, only)
         finally:
             drop_database(cfg.database)
 
 
-async def bench(stack: Stack, requests: int, clients: int) -> None:
+async def bench(stack: Stack, requests: int, clients: int, rounds: int, only: list[str]) -> None:
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60) as http:
         login = await http.post(
             "/v1/auth/login", json={"tenant": DEMO_TENANT, "email": DEMO_EMAIL, "password": stack.admin_password}
@@ -198,10 +213,15 @@ async def bench(stack: Stack, requests: int, clients: int) -> None:
             ),
             ("OTLP/HTTP protobuf", otlp_body, post("/otlp/v1/metrics", {"content-type": "application/x-protobuf"})),
         ]
-        print(f"{requests} requests x {BATCH} points per protocol, {clients} clients", flush=True)
-        for number, (name, build, send) in enumerate(cases):
-            bodies = [build(f"p{number}", i, base_ms) for i in range(requests)]
-            await run(stack, name, bodies, send, clients, pids)
+        chosen = [(n, case) for n, case in enumerate(cases) if n == 0 or not only or any(o in case[0] for o in only)]
+        print(f"{requests} requests x {BATCH} points per protocol, {clients} clients, {rounds} round(s)", flush=True)
+        for round_number in range(rounds):
+            baseline: float | None = None
+            for number, (name, build, send) in chosen:
+                tag = f"p{number}r{round_number}"
+                bodies = [build(tag, i, base_ms) for i in range(requests)]
+                rate = await run(stack, name, bodies, send, clients, pids, baseline)
+                baseline = baseline or rate
         await channel.close()
 
 
@@ -210,5 +230,9 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--state-dir", type=Path, default=Path("/tmp/tsmesh-bench-push"))
+    parser.add_argument("--rounds", type=int, default=1, help="run the protocols this many times, interleaved")
+    parser.add_argument(
+        "--only", action="append", default=[], help="protocols whose name contains this (gRPC always runs)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.requests, args.clients, args.state_dir))
+    asyncio.run(main(args.requests, args.clients, args.state_dir, args.rounds, args.only))

@@ -11,7 +11,8 @@ from tsmesh.v1 import ingest_pb2
 from tsmesh_common.errors import InvalidArgument
 from tsmesh_common.otlp_metrics import translate
 from tsmesh_common.otlp_names import float_text, label_name, metric_name
-from tsmesh_common.pointwire import Outcome, RequestWriter
+from tsmesh_common.otlp_view import view_of
+from tsmesh_common.pointwire import IdentityCache, Outcome, RequestWriter
 
 TS = 1_700_000_000_000_000_000
 CUMULATIVE = m.AGGREGATION_TEMPORALITY_CUMULATIVE
@@ -37,9 +38,11 @@ def request(*metrics: m.Metric, resource: list[KeyValue] | None = None) -> Expor
     )
 
 
-def points(req: ExportMetricsServiceRequest) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], float], Outcome]:
+def points(
+    req: ExportMetricsServiceRequest, cache: IdentityCache | None = None
+) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], float], Outcome]:
     writer = RequestWriter(max_points=3, max_total=1000)
-    outcome = translate(req, writer)
+    outcome = translate(view_of(req), writer, cache)
     out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for raw in writer.requests():
         for p in ingest_pb2.WriteRequest.FromString(raw).points:
@@ -152,6 +155,40 @@ def test_sums_gauges_histograms_summaries_and_target_info() -> None:
         ("target_info", (("host_name", "h"), *job)): 1.0,
     }
     assert outcome.rejected == 0
+
+
+def test_identities_cached_across_requests_keep_each_resource_and_point_apart() -> None:
+    cache = IdentityCache()
+    attrs = [kv("code", 200), kv("ok", True), kv("path", "/a")]
+
+    def export(service: str, *values: m.NumberDataPoint) -> m.Metric:
+        return request(
+            m.Metric(name="hits", gauge=m.Gauge(data_points=list(values))), resource=[kv("service.name", service)]
+        )
+
+    first, _ = points(export("a", m.NumberDataPoint(attributes=attrs, time_unix_nano=TS, as_int=0)), cache)
+    second, _ = points(
+        export(
+            "b",
+            m.NumberDataPoint(attributes=attrs, time_unix_nano=TS, as_double=2.5),
+            m.NumberDataPoint(attributes=attrs[:1], time_unix_nano=TS, as_int=-3),
+        ),
+        cache,
+    )
+
+    def labels(job: str) -> tuple[tuple[str, str], ...]:
+        return (("code", "200"), ("job", job), ("ok", "true"), ("path", "/a"))
+
+    assert first == {("hits", labels("a")): 0.0}
+    assert second == {("hits", labels("b")): 2.5, ("hits", (("code", "200"), ("job", "b"))): -3.0}
+
+
+def test_a_histogram_without_a_sum_has_no_sum_series() -> None:
+    point = m.HistogramDataPoint(time_unix_nano=TS, count=1, explicit_bounds=[1.0], bucket_counts=[1, 0])
+    got, _ = points(
+        request(m.Metric(name="d", histogram=m.Histogram(aggregation_temporality=CUMULATIVE, data_points=[point])))
+    )
+    assert sorted(metric for metric, _ in got) == ["d_bucket", "d_bucket", "d_count"]
 
 
 def test_delta_and_exponential_histograms_are_refused_with_a_reason_and_stale_points_dropped() -> None:

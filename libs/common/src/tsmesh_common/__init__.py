@@ -32,8 +32,9 @@ __all__ = [  # noqa: RUF022 (grouped by role, not sorted)
     "redis_keys",
     "leanredis",
     "ratelimit",
-    # Wire formats: protobuf pieces, WriteRequest bytes, OTLP metrics translation
+    # Wire formats: protobuf pieces, WriteRequest bytes, OTLP metrics (read as a view, translated)
     "protowire",
     "pointwire",
+    "otlp_view",
     "otlp_metrics",
 ]

@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
+from tsmesh_common import otlp_view
 from tsmesh_common.errors import InvalidArgument
 from tsmesh_common.otlp_names import float_text, label_name, metric_name
-from tsmesh_common.pointwire import Outcome, RequestWriter, identity
+from tsmesh_common.pointwire import IdentityCache, Outcome, RequestWriter, identity
 
 _CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
 _DELTA = metrics_pb2.AGGREGATION_TEMPORALITY_DELTA
@@ -79,40 +79,54 @@ def resource_labels(attributes: Iterable[KeyValue]) -> tuple[Labels, Labels]:
 
 
 class _Series:
-    """Adds the points of one resource to the writer, caching each label set's encoded identity."""
+    """The series of one resource: identity bytes by (metric, point attributes as wire bytes, extra
+    label), kept in a cache across requests when one is given (agents export the same series every
+    interval); the attributes are decoded only for a series not in it."""
 
-    def __init__(self, writer: RequestWriter, promoted: Labels, identities: dict[Any, bytes]) -> None:
-        self._writer = writer
+    def __init__(self, writer: RequestWriter, promoted: Labels, cache: IdentityCache) -> None:
+        self.writer = writer
         self._promoted = promoted
-        self._identities = identities
+        self._promoted_key = tuple(sorted(promoted.items()))
+        self._cache = cache
         self.latest_ns = 0
 
-    def add(self, metric: str, labels: Labels, timestamp_ns: int, value: float) -> None:
-        items = tuple(sorted({**labels, **self._promoted}.items()))
-        key = self._identities.get((metric, items))
-        if key is None:
-            key = self._identities[(metric, items)] = identity(metric, items)
-        self._writer.add(key, timestamp_ns, value)
+    def identity(self, metric: str, attributes: tuple[bytes, ...], extra: tuple[str, str] | None = None) -> bytes:
+        """The identity bytes of ``metric`` with the labels of ``attributes``, ``extra`` and the resource."""
+        key = (self._promoted_key, metric, attributes, extra)
+        found = self._cache.get(key)
+        if found is None:
+            labels = attribute_labels(otlp_view.attributes(attributes))
+            if extra is not None:
+                labels[extra[0]] = extra[1]
+            labels.update(self._promoted)
+            found = identity(metric, sorted(labels.items()))
+            self._cache.put(key, found)
+        return found
+
+    def add(self, metric: str, attributes: tuple[bytes, ...], timestamp_ns: int, value: float) -> None:
+        """One point (the per-point loops of :func:`_numbers` do this inline)."""
+        self.writer.add(self.identity(metric, attributes), timestamp_ns, value)
         if timestamp_ns > self.latest_ns:
             self.latest_ns = timestamp_ns
 
 
-def translate(request: ExportMetricsServiceRequest, writer: RequestWriter) -> Outcome:
-    """Add the points of ``request`` to ``writer``; what was refused comes back."""
+def translate(request: Any, writer: RequestWriter, cache: IdentityCache | None = None) -> Outcome:
+    """Add the points of ``request`` (an :mod:`~tsmesh_common.otlp_view` request) to ``writer``;
+    what was refused comes back. ``cache`` keeps series identities across requests."""
     outcome = Outcome()
-    identities: dict[Any, bytes] = {}  # bounded by the writer's point cap
+    cache = cache if cache is not None else IdentityCache()
     for resource_metrics in request.resource_metrics:
         promoted, info = resource_labels(resource_metrics.resource.attributes)
-        series = _Series(writer, promoted, identities)
+        series = _Series(writer, promoted, cache)
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
                 _metric(metric, series, outcome)
         if info and series.latest_ns:
-            series.add("target_info", info, series.latest_ns, 1.0)
+            writer.add(identity("target_info", sorted({**info, **promoted}.items())), series.latest_ns, 1.0)
     return outcome
 
 
-def _metric(metric: metrics_pb2.Metric, series: _Series, outcome: Outcome) -> None:
+def _metric(metric: Any, series: _Series, outcome: Outcome) -> None:
     kind = metric.WhichOneof("data")
     if kind == "gauge":
         _numbers(metric_name(metric.name, metric.unit, gauge=True), metric.gauge.data_points, series, outcome)
@@ -147,45 +161,61 @@ def _delta_message(name: str) -> str:
     )
 
 
-def _numbers(name: str, points: Iterable[metrics_pb2.NumberDataPoint], series: _Series, outcome: Outcome) -> None:
+def _numbers(name: str, points: Iterable[Any], series: _Series, outcome: Outcome) -> None:
+    """The hot loop: per point, a look-up by its attribute bytes and one append. ``as_int`` is read
+    before ``as_double`` instead of asking the oneof which is set: the one not set reads 0."""
+    known: dict[tuple[bytes, ...], bytes] = {}
+    add = series.writer.add
+    latest = series.latest_ns
     for point in points:
         if point.flags & _NO_VALUE:
             outcome.stale += 1
             continue
-        value = float(point.as_int) if point.WhichOneof("value") == "as_int" else point.as_double
-        series.add(name, attribute_labels(point.attributes), point.time_unix_nano, value)
+        attributes = tuple(point.attributes)
+        key = known.get(attributes)
+        if key is None:
+            key = known[attributes] = series.identity(name, attributes)
+        ts = point.time_unix_nano
+        as_int = point.as_int
+        add(key, ts, float(as_int) if as_int else point.as_double)
+        if ts > latest:
+            latest = ts
+    series.latest_ns = latest
 
 
-def _histograms(name: str, points: Iterable[metrics_pb2.HistogramDataPoint], series: _Series, outcome: Outcome) -> None:
+def _histograms(name: str, points: Iterable[Any], series: _Series, outcome: Outcome) -> None:
     for point in points:
         if point.flags & _NO_VALUE:
             outcome.stale += 1
             continue
-        labels = attribute_labels(point.attributes)
+        attributes = tuple(point.attributes)
         ts = point.time_unix_nano
         bounds = list(point.explicit_bounds)
         counts = list(point.bucket_counts)
         if counts and len(counts) != len(bounds) + 1:
             outcome.refuse(1, f"metric {name!r}: {len(counts)} bucket counts for {len(bounds)} bounds")
             continue
+        add = series.writer.add
+        bucket = f"{name}_bucket"
         cumulative = 0
         for bound, count in zip(bounds, counts, strict=False):
             cumulative += count
-            series.add(f"{name}_bucket", {**labels, "le": float_text(bound)}, ts, float(cumulative))
-        series.add(f"{name}_bucket", {**labels, "le": "+Inf"}, ts, float(point.count))
+            add(series.identity(bucket, attributes, ("le", float_text(bound))), ts, float(cumulative))
+        add(series.identity(bucket, attributes, ("le", "+Inf")), ts, float(point.count))
         if point.HasField("sum"):
-            series.add(f"{name}_sum", labels, ts, point.sum)
-        series.add(f"{name}_count", labels, ts, float(point.count))
+            series.add(f"{name}_sum", attributes, ts, point.sum)
+        series.add(f"{name}_count", attributes, ts, float(point.count))
 
 
-def _summaries(name: str, points: Iterable[metrics_pb2.SummaryDataPoint], series: _Series, outcome: Outcome) -> None:
+def _summaries(name: str, points: Iterable[Any], series: _Series, outcome: Outcome) -> None:
     for point in points:
         if point.flags & _NO_VALUE:
             outcome.stale += 1
             continue
-        labels = attribute_labels(point.attributes)
+        attributes = tuple(point.attributes)
         ts = point.time_unix_nano
         for quantile in point.quantile_values:
-            series.add(name, {**labels, "quantile": float_text(quantile.quantile)}, ts, quantile.value)
-        series.add(f"{name}_sum", labels, ts, point.sum)
-        series.add(f"{name}_count", labels, ts, float(point.count))
+            extra = ("quantile", float_text(quantile.quantile))
+            series.writer.add(series.identity(name, attributes, extra), ts, quantile.value)
+        series.add(f"{name}_sum", attributes, ts, point.sum)
+        series.add(f"{name}_count", attributes, ts, float(point.count))

@@ -17,10 +17,12 @@ from tsmesh_common.errors import InvalidArgument
 from tsmesh_common.protowire import varint
 
 _DOUBLE = struct.Struct("<d")
+_PACK = _DOUBLE.pack
 _UINT64 = 1 << 64
 _NINE_BYTES = 1 << 56
 _INT64_END = 1 << 63
 MAX_MESSAGES = 10
+MAX_TIMESTAMPS = 4096
 # The tag of WriteRequest.points and a one-byte length, by length.
 _SHORT = [bytes((0x0A, n)) for n in range(128)]
 
@@ -68,7 +70,8 @@ def sample(timestamp_ns: int, value: float) -> bytes:
 class IdentityCache:
     """Identity bytes by a caller's key (its labels as received), kept across requests of one
     process: agents send the same series every interval. At most ``max_entries``; full, it starts
-    again empty. Used from one parse thread at a time."""
+    again empty. Threads may share one: each get or put is one dict operation (at worst a
+    concurrent clear loses entries, recomputed later)."""
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
@@ -93,33 +96,50 @@ class TooManyPoints(InvalidArgument):
 
 class RequestWriter:
     """Collects points into serialized ``WriteRequest`` messages of at most ``max_points`` points
-    each, and at most ``max_total`` in all (:class:`TooManyPoints` beyond: memory stays bounded)."""
+    each, and at most ``max_total`` in all (:class:`TooManyPoints` beyond: memory stays bounded).
+
+    A push's points share few timestamps (one per scrape or export), so each timestamp's encoded
+    field is kept (at most :data:`MAX_TIMESTAMPS`), and a point is appended as its four pieces,
+    joined once per request."""
 
     def __init__(self, max_points: int, max_total: int) -> None:
         self._max_points = max_points
         self._max_total = max_total
         self._done: list[bytes] = []
         self._current: list[bytes] = []
+        self._left = max_points
+        self._timestamps: dict[int, bytes] = {}
         self.points = 0
 
     def add(self, identity_bytes: bytes, timestamp_ns: int, value: float) -> None:
         """Append one point of the series ``identity_bytes`` (from :func:`identity`)."""
         if self.points >= self._max_total:
             raise TooManyPoints(self._max_total)
-        point = identity_bytes + sample(timestamp_ns, value)
-        size = len(point)
-        self._current.append((_SHORT[size] if size < 128 else b"\x0a" + varint(size)) + point)
-        current = self._current
+        head = self._timestamps.get(timestamp_ns)
+        if head is None:
+            head = self._timestamp(timestamp_ns)
+        size = len(identity_bytes) + len(head) + 8
+        self._current += (_SHORT[size] if size < 128 else b"\x0a" + varint(size), identity_bytes, head, _PACK(value))
         self.points += 1
-        if len(current) >= self._max_points:
-            self._done.append(b"".join(current))
+        self._left -= 1
+        if not self._left:
+            self._done.append(b"".join(self._current))
             self._current = []
+            self._left = self._max_points
+
+    def _timestamp(self, timestamp_ns: int) -> bytes:
+        head = sample(timestamp_ns, 0.0)[:-8]
+        if len(self._timestamps) >= MAX_TIMESTAMPS:
+            self._timestamps.clear()
+        self._timestamps[timestamp_ns] = head
+        return head
 
     def requests(self) -> list[bytes]:
         """The serialized requests, in order (none when no point was added)."""
         if self._current:
             self._done.append(b"".join(self._current))
             self._current = []
+            self._left = self._max_points
         return self._done
 
 

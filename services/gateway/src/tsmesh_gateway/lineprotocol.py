@@ -22,6 +22,7 @@ TRUE = frozenset({"t", "T", "true", "True", "TRUE"})
 FALSE = frozenset({"f", "F", "false", "False", "FALSE"})
 _FLOAT = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 _INT = re.compile(r"[-+]?\d+")
+_INFINITE = (float("inf"), float("-inf"))
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_:]")
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9_]")
 # What a label value cannot hold in the store (jsonb): NUL and lone surrogates (ADR 0210).
@@ -101,7 +102,9 @@ def _first_space(text: str) -> int:
     return -1
 
 
-def _field_value(key: str, raw: str) -> float:
+def field_value(key: str, raw: str) -> float:
+    """The value of field ``key`` written ``raw``: an ``i`` integer, a float, a ``u`` unsigned
+    integer or a boolean (the common kinds first); anything else is a :class:`LineError`."""
     if not raw:
         raise LineError(f"field {key!r} has no value")
     last = raw[-1]
@@ -110,6 +113,11 @@ def _field_value(key: str, raw: str) -> float:
         if not INT64_MIN <= value <= INT64_MAX:
             raise LineError(f"integer field {key!r} out of the int64 range")
         return float(value)
+    if _FLOAT.fullmatch(raw):
+        number = float(raw)
+        if number in _INFINITE:
+            raise LineError(f"float field {key!r} out of range")
+        return number
     if last == "u" and raw[:-1].isdigit():
         value = int(raw[:-1])
         if value > UINT64_MAX:
@@ -121,12 +129,14 @@ def _field_value(key: str, raw: str) -> float:
         return 0.0
     if raw[0] == '"':
         raise LineError(f"string field {key!r} is not supported (only numbers and booleans)")
-    if not _FLOAT.fullmatch(raw):
-        raise LineError(f"invalid value {raw!r} for field {key!r}")
-    number = float(raw)
-    if number in (float("inf"), float("-inf")):
-        raise LineError(f"float field {key!r} out of range")
-    return number
+    raise LineError(f"invalid value {raw!r} for field {key!r}")
+
+
+def timestamp(raw: str) -> int:
+    """A line's timestamp, in the body's precision (a :class:`LineError` when not an integer)."""
+    if not _INT.fullmatch(raw):
+        raise LineError(f"invalid timestamp {raw!r}")
+    return int(raw)
 
 
 def _pair(text: str, what: str) -> tuple[str, str]:
@@ -163,13 +173,8 @@ def parse_line(line: str) -> ParsedLine:
     for item in _split(sections[1], ",", quotes=True):
         key, raw = _pair(item, "field")
         name = _unescape(key, ",= ")
-        fields.append((name, _field_value(name, raw)))
-    timestamp: int | None = None
-    if len(sections) == 3:
-        if not _INT.fullmatch(sections[2]):
-            raise LineError(f"invalid timestamp {sections[2]!r}")
-        timestamp = int(sections[2])
-    return ParsedLine(measurement, tags, fields, timestamp)
+        fields.append((name, field_value(name, raw)))
+    return ParsedLine(measurement, tags, fields, timestamp(sections[2]) if len(sections) == 3 else None)
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """OTLP/gRPC metrics (``opentelemetry.proto.collector.metrics.v1.MetricsService/Export``) on ingest's
 gRPC port, for internal services that export OTLP directly.
 
-A request is translated as the gateway's OTLP/HTTP route does (:mod:`tsmesh_common.otlp_metrics`,
-ADR 0221) in a thread (the gRPC message cap bounds its size), into ``WriteRequest`` bytes that go
-through :class:`~tsmesh_ingest.service.IngestServicer` unchanged: same validation, limits, Kafka
-acknowledgement. Refused points are the response's ``partial_success``, as the OTLP spec says.
+A request, read as :mod:`tsmesh_common.otlp_view`, is translated as the gateway's OTLP/HTTP route
+does (:mod:`tsmesh_common.otlp_metrics`, ADR 0221) in a thread (the gRPC message cap bounds its
+size), into ``WriteRequest`` bytes that go through :class:`~tsmesh_ingest.service.IngestServicer`
+unchanged: same validation, limits, Kafka acknowledgement. Refused points are the response's
+``partial_success``, as the OTLP spec says.
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ import asyncio
 from typing import Any
 
 import grpc
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
+from tsmesh_common import otlp_view
 from tsmesh_common.otlp_metrics import translate
-from tsmesh_common.pointwire import RequestWriter
+from tsmesh_common.pointwire import IdentityCache, RequestWriter
 from tsmesh_common.server import GrpcApp
 from tsmesh_ingest.service import IngestServicer
 
@@ -34,10 +33,11 @@ class OtlpMetricsServicer:
         self._ingest = ingest
         self._chunk_points = chunk_points
         self._max_points = max_points
+        self._identities = IdentityCache()
 
-    async def Export(self, request: ExportMetricsServiceRequest, context: Any) -> ExportMetricsServiceResponse:
+    async def Export(self, request: Any, context: Any) -> ExportMetricsServiceResponse:
         writer = RequestWriter(self._chunk_points, self._max_points)
-        outcome = await asyncio.to_thread(translate, request, writer)
+        outcome = await asyncio.to_thread(translate, request, writer, self._identities)
         rejected = outcome.rejected
         messages = list(outcome.messages)
         for raw in writer.requests():
@@ -57,7 +57,7 @@ def add_to_server(servicer: OtlpMetricsServicer, server: grpc.aio.Server) -> Non
     handlers = {
         "Export": grpc.unary_unary_rpc_method_handler(
             servicer.Export,
-            request_deserializer=ExportMetricsServiceRequest.FromString,
+            request_deserializer=otlp_view.parse,
             response_serializer=ExportMetricsServiceResponse.SerializeToString,
         )
     }

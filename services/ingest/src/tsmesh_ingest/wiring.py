@@ -123,7 +123,13 @@ async def _build_writer(
     limits = StaticLimits(cfg.limits, cfg.limit_overrides)
     audit = clients.mesh.audit if clients.mesh is not None else None
     lifecycle = LifecycleServicer(
-        runtime.pool, defaults, limits, clients.redis, cfg.common.redis_namespace, refresher=runtime.refresher, audit=audit
+        runtime.pool,
+        defaults,
+        limits,
+        clients.redis,
+        cfg.common.redis_namespace,
+        refresher=runtime.refresher,
+        audit=audit,
     )
     runtime.app.add_service(LIFECYCLE_SERVICE, lambda server: add_lifecycle(lifecycle, server))
 

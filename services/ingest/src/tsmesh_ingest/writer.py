@@ -99,11 +99,7 @@ class Writer:
                 if writing is not None:
                     writing.cancel()
         finally:
-            for client in (self._consumer, self._dlq):
-                try:
-                    await client.stop()
-                except Exception as exc:  # noqa: BLE001 - shutting down: report and go on
-                    log.warning("kafka client stop failed", extra={"error": type(exc).__name__})
+            await _stop_all((self._consumer, self._dlq))
 
     async def step(self) -> int:
         """Collect one adaptive batch and write it; returns the rows stored."""
@@ -294,6 +290,22 @@ def split_item(item: Item) -> tuple[Item, Item]:
             )
         )
     return halves[0], halves[1]
+
+
+async def _stop_all(clients: tuple[Any, ...]) -> None:
+    """Stop every client, even when stopping an earlier one fails or is cancelled (the consumer's
+    stop is cancelled at shutdown when the broker is gone; the DLQ producer must still be closed,
+    or it leaks); a cancellation is raised again after the last stop."""
+    cancelled: asyncio.CancelledError | None = None
+    for client in clients:
+        try:
+            await client.stop()
+        except asyncio.CancelledError as exc:
+            cancelled = cancelled or exc
+        except Exception as exc:  # noqa: BLE001 - shutting down: report and go on
+            log.warning("kafka client stop failed", extra={"error": type(exc).__name__})
+    if cancelled is not None:
+        raise cancelled
 
 
 async def _start_retrying(client: Any, what: str) -> None:

@@ -5,7 +5,6 @@ stored even when others are bad, as InfluxDB does."""
 
 from __future__ import annotations
 
-import re
 import time
 from array import array
 from collections.abc import Iterator
@@ -13,13 +12,9 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 from tsmesh_common.pointwire import RequestWriter, identity
-from tsmesh_gateway.lineprotocol import INT64_MAX, INT64_MIN, LineError, metric_name, parse_line
+from tsmesh_gateway.lineprotocol import INT64_MAX, INT64_MIN, LineError, field_value, metric_name, parse_line, timestamp
 
 MAX_LINE_ERRORS = 100
-_INT = re.compile(r"[-+]?\d+")
-# A float as the general parser accepts it, or an integer with the ``i`` suffix (group 2).
-_NUMBER = re.compile(r"([-+]?\d+)(i)|[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
-_INFINITE = (float("inf"), float("-inf"))
 
 
 @dataclass
@@ -105,10 +100,11 @@ def _lines(text: str) -> Iterator[str]:
 
 class _FastLines:
     """The common line, written without the general parser: no backslash or quote, one space
-    between series, fields and timestamp, every field value a float or an ``i`` integer. Each
-    series' labels come from the general parser once (so they are what it would make) and each
-    (series, field)'s identity bytes are kept in a :class:`LineSeriesCache`; anything else
-    returns 0 and takes the general path."""
+    between series, fields and timestamp. Values and timestamps are read by the general parser's
+    own :func:`~tsmesh_gateway.lineprotocol.field_value` and ``timestamp``; each series' labels
+    come from the general parser once (so they are what it would make) and each (series, field)'s
+    identity bytes are kept in a :class:`LineSeriesCache`; anything else returns 0 and takes the
+    general path."""
 
     def __init__(self, bucket: str, writer: RequestWriter, cache: LineSeriesCache) -> None:
         self._bucket = bucket
@@ -120,35 +116,26 @@ class _FastLines:
         if "\\" in line or '"' in line:
             return 0
         parts = line.split(" ")
-        if len(parts) == 3:
-            if _INT.fullmatch(parts[2]) is None:
-                return 0
-            ts = int(parts[2]) * scale
-            if not INT64_MIN <= ts <= INT64_MAX:
-                return 0
-        elif len(parts) == 2:
-            ts = default_ts
-        else:
-            return 0
-        series = self._series_of(parts[0])
-        if series is None:
-            return 0
-        values: list[tuple[str, float]] = []
-        for item in parts[1].split(","):
-            name, sep, raw = item.partition("=")
-            match = _NUMBER.fullmatch(raw) if sep and name and "=" not in raw else None
-            if match is None:
-                return 0
-            if match.group(2):
-                number = int(match.group(1))
-                if not INT64_MIN <= number <= INT64_MAX:
+        try:
+            if len(parts) == 3:
+                ts = timestamp(parts[2]) * scale
+                if not INT64_MIN <= ts <= INT64_MAX:
                     return 0
-                value = float(number)
+            elif len(parts) == 2:
+                ts = default_ts
             else:
-                value = float(raw)
-                if value in _INFINITE:
+                return 0
+            series = self._series_of(parts[0])
+            if series is None:
+                return 0
+            values: list[tuple[str, float]] = []
+            for item in parts[1].split(","):
+                name, sep, raw = item.partition("=")
+                if not sep or not name or "=" in raw:
                     return 0
-            values.append((name, value))
+                values.append((name, field_value(name, raw)))
+        except LineError:
+            return 0
         add = self._writer.add
         identities = self._cache.identities
         for name, value in values:

@@ -1,10 +1,11 @@
-"""Push bodies parsed off the loop and their points sent to ingest as ``WriteRequest`` wire bytes.
+"""Push bodies parsed in the worker's parse process and their points sent to ingest as
+``WriteRequest`` wire bytes.
 
-The requests built by :class:`~tsmesh_common.pointwire.RequestWriter` go to ``WriteBatch`` through a
-call without a request serializer: the bytes are sent as built (ingest validates them from their
-wire bytes, ADR 0206), in order, each at most ``chunk_points`` points. A failing chunk ends the
-write with its error; points of earlier chunks are stored, and a retry of the whole body is
-harmless (storage is idempotent).
+The requests built by :class:`~tsmesh_common.pointwire.RequestWriter` (in :mod:`.parsing`) go to
+``WriteBatch`` through a call without a request serializer: the bytes are sent as built (ingest
+validates them from their wire bytes, ADR 0206), in order, each at most ``chunk_points`` points.
+A failing chunk ends the write with its error; points of earlier chunks are stored, and a retry
+of the whole body is harmless (storage is idempotent).
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from typing import Any, TypeVar
 from starlette.responses import Response
 from tsmesh.v1 import ingest_pb2
 
-from tsmesh_common.pointwire import IdentityCache, RequestWriter, TooManyPoints
 from tsmesh_gateway.deps import Caller
 from tsmesh_gateway.http_errors import HttpError, to_http_error
+from tsmesh_gateway.push import parsing
 from tsmesh_gateway.push.config import PushConfig
-from tsmesh_gateway.push.lines import LineSeriesCache, LinesOutcome, translate_lines
 from tsmesh_gateway.push.offload import Offload
+from tsmesh_gateway.push.parsing import Bounds, Parsed, Refused
 from tsmesh_gateway.upstreams import Upstream
 
 WRITE_BATCH = "/tsmesh.v1.IngestService/WriteBatch"
-T = TypeVar("T")
+OutcomeT = TypeVar("OutcomeT")
 
 
 @dataclass
@@ -42,30 +43,21 @@ class PushSender:
 
     def __init__(self, ingest: Upstream, cfg: PushConfig) -> None:
         self.cfg = cfg
+        self.bounds = Bounds(cfg.chunk_points, cfg.max_points, cfg.max_decoded_bytes)
         self._ingest = ingest
-        self._offload = Offload(cfg.parse_threads)
-        self._line_series = LineSeriesCache()
-        self.identities = IdentityCache()
+        self._offload = Offload(cfg.parse_processes)
         self._write_batch: Any = ingest.channel.unary_unary(
             WRITE_BATCH, request_serializer=None, response_deserializer=ingest_pb2.WriteResponse.FromString
         )
 
-    def writer(self) -> RequestWriter:
-        """An empty writer under this worker's bounds."""
-        return RequestWriter(self.cfg.chunk_points, self.cfg.max_points)
-
-    async def parse(self, fn: Callable[[], T], headers: dict[str, str]) -> T:
-        """``fn()`` off the event loop; a body beyond the point cap is 413."""
-        try:
-            return await self._offload.run(fn)
-        except TooManyPoints as exc:
-            raise HttpError(
-                413,
-                "INVALID_ARGUMENT",
-                f"{exc.message}: split the body",
-                {"field": "body", "limit": exc.limit},
-                headers,
-            ) from None
+    async def parse(
+        self, headers: dict[str, str], fn: Callable[..., Parsed[OutcomeT] | Refused], *args: Any
+    ) -> Parsed[OutcomeT]:
+        """``fn(*args)`` (a :mod:`.parsing` function) in the parse process; a refused body is raised."""
+        result = await self._offload.run(fn, *args)
+        if isinstance(result, Refused):
+            raise result.error(headers)
+        return result
 
     async def send(self, caller: Caller, requests: list[bytes]) -> Sent:
         """Write ``requests`` in order; an upstream failure is raised as an HTTP error whose
@@ -89,17 +81,13 @@ class PushSender:
     async def write_lines(self, caller: Caller, body: bytes, scale: int, bucket: str) -> Response:
         """Line protocol written as InfluxDB does: good lines stored, 204 when all were, else 400
         ``partial write`` naming the first bad line (and how many there were)."""
-        writer = self.writer()
-
-        def parse() -> LinesOutcome:
-            return translate_lines(body, scale=scale, bucket=bucket, writer=writer, cache=self._line_series)
-
-        outcome = await self.parse(parse, caller.headers)
-        sent = await self.send(caller, writer.requests())
+        parsed = await self.parse(caller.headers, parsing.lines, body, scale, bucket, self.bounds)
+        sent = await self.send(caller, parsed.requests)
+        outcome = parsed.outcome
         lines = outcome.line_of_point
         refused_lines = [(lines[i], f"{f}: {r}") for i, f, r in sent.refused if 0 <= i < len(lines)]
         errors = sorted([*outcome.errors, *refused_lines])
-        if not errors and not writer.points:
+        if not errors and not parsed.points:
             raise HttpError(400, "INVALID_ARGUMENT", "writing requires points", {"field": "body"}, caller.headers)
         if not errors:
             return Response(status_code=204, headers=caller.headers)

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute
 
 from tsmesh_gateway.deps import Deps
 from tsmesh_gateway.openapi import spec
+from tsmesh_gateway.push.sender import PushSender
 from tsmesh_gateway.querycache import QueryCache
 from tsmesh_gateway.routes.admin import admin_routes
 from tsmesh_gateway.routes.auth import auth_routes
@@ -27,11 +28,12 @@ from tsmesh_gateway.routes.ui import ui_routes
 
 def mount(deps: Deps, queries: QueryCache, readiness: Readiness) -> list[BaseRoute]:
     """Every family's HTTP routes (the WebSocket route is the stream's, added by the app)."""
+    pushes = PushSender(deps.upstreams.ingest, deps.cfg.push)  # one parse process for every push route
     return [
         *query_routes(deps, queries),
-        *influx_routes(deps),
+        *influx_routes(deps, pushes),
         *prometheus_routes(deps),
-        *push_routes(deps),
+        *push_routes(deps, pushes),
         *auth_routes(deps),
         *admin_routes(deps),
         *ops_routes(deps.upstreams, spec, readiness),

@@ -1,7 +1,7 @@
 """InfluxDB v2 compatibility: ``POST /api/v2/write`` (line protocol) and ``GET /ping``.
 
 Partial writes follow InfluxDB: good lines are stored, and the answer is 400 naming the first bad
-line and why. The body is parsed off the event loop into bounded requests (ADR 0222,
+line and why. The body is parsed in the worker's parse process into bounded requests (ADR 0222,
 :meth:`PushSender.write_lines`); when one fails upstream (429, 503, ...) the error's
 ``details.accepted_points`` says how many points the earlier ones stored.
 """
@@ -20,9 +20,8 @@ from tsmesh_gateway.push.sender import PushSender
 CHUNK_POINTS = 5_000
 
 
-def influx_routes(deps: Deps) -> list[Route]:
-    """The InfluxDB-compatible routes bound to ``deps``."""
-    sender = PushSender(deps.upstreams.ingest, deps.cfg.push)
+def influx_routes(deps: Deps, sender: PushSender) -> list[Route]:
+    """The InfluxDB-compatible routes bound to ``deps``, parsing in ``sender``'s parse process."""
 
     @endpoint
     async def write(request: Request) -> Response:

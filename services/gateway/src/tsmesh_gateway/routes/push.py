@@ -1,7 +1,7 @@
 """The push routes: Prometheus remote_write ``POST /api/v1/write``, OTLP/HTTP ``POST /otlp/v1/metrics``
 and InfluxDB v1 ``POST /write`` (ADRs 0220-0222).
 
-Each reads its body under the body caps (413), parses it in the worker's parse thread into
+Each reads its body under the body caps (413), parses it in the worker's parse process into
 ``WriteRequest`` bytes of at most ``chunk_points`` points (at most ``max_points`` in all: 413), and
 writes them to ingest. Bad data is a 4xx naming the fault; ingest overload or unavailability is the
 429/503 of :mod:`http_errors`, which remote_write and OTLP clients retry.
@@ -12,25 +12,20 @@ from __future__ import annotations
 import base64
 import binascii
 
-import orjson
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tsmesh_common.errors import InvalidArgument, Unauthenticated
-from tsmesh_common.otlp_metrics import translate as translate_otlp
-from tsmesh_common.pointwire import Outcome
+from tsmesh_common.errors import Unauthenticated
 from tsmesh_gateway.bodies import too_large
 from tsmesh_gateway.deps import Deps, endpoint
 from tsmesh_gateway.http_errors import HttpError
 from tsmesh_gateway.lineprotocol import PRECISION_NS
-from tsmesh_gateway.push import remote_write
+from tsmesh_gateway.push import parsing, remote_write
 from tsmesh_gateway.push.sender import PushSender
 
 PROTOBUF = "application/x-protobuf"
@@ -39,9 +34,9 @@ JSON = "application/json"
 V1_PRECISION_NS = {**PRECISION_NS, "m": 60_000_000_000, "h": 3_600_000_000_000}
 
 
-def push_routes(deps: Deps) -> list[Route]:
-    """The push routes bound to ``deps``, with the worker's parse thread."""
-    return PushRoutes(deps, PushSender(deps.upstreams.ingest, deps.cfg.push)).routes()
+def push_routes(deps: Deps, sender: PushSender) -> list[Route]:
+    """The push routes bound to ``deps``, parsing in ``sender``'s parse process."""
+    return PushRoutes(deps, sender).routes()
 
 
 class PushRoutes:
@@ -72,14 +67,10 @@ class PushRoutes:
                 caller.headers,
             )
         body = await self._raw_body(request)
-        writer = self._sender.writer()
-        limit = self._sender.cfg.max_decoded_bytes
-
-        def parse() -> Outcome:
-            return remote_write.translate(version, remote_write.inflate(body, limit), writer, self._sender.identities)
-
-        outcome = await self._sender.parse(parse, caller.headers)
-        sent = await self._sender.send(caller, writer.requests())
+        sender = self._sender
+        parsed = await sender.parse(caller.headers, parsing.remote_write, version, body, sender.bounds)
+        outcome = parsed.outcome
+        sent = await sender.send(caller, parsed.requests)
         headers = dict(caller.headers)
         if version is remote_write.Version.V2:
             headers["X-Prometheus-Remote-Write-Samples-Written"] = str(sent.accepted)
@@ -111,13 +102,10 @@ class PushRoutes:
                 caller.headers,
             )
         body = await self._deps.body(request)
-        writer = self._sender.writer()
-
-        def parse() -> Outcome:
-            return translate_otlp(_export_request(body, media), writer)
-
-        outcome = await self._sender.parse(parse, caller.headers)
-        sent = await self._sender.send(caller, writer.requests())
+        sender = self._sender
+        parsed = await sender.parse(caller.headers, parsing.otlp, body, media, sender.bounds)
+        outcome = parsed.outcome
+        sent = await sender.send(caller, parsed.requests)
         answer = ExportMetricsServiceResponse()
         messages = outcome.messages + [f"point {i}: {f}: {r}" for i, f, r in sent.refused[:10]]
         if messages:
@@ -177,19 +165,3 @@ def _v1_authorization(header: str | None, password: str | None) -> str | None:
     if header is None and password:
         return f"Token {password}"
     return header
-
-
-def _export_request(body: bytes, media: str) -> ExportMetricsServiceRequest:
-    message = ExportMetricsServiceRequest()
-    try:
-        if media == JSON:
-            document = orjson.loads(body)
-            if not isinstance(document, dict):
-                raise InvalidArgument("body", "not a valid ExportMetricsServiceRequest JSON: not an object")
-            json_format.ParseDict(document, message, ignore_unknown_fields=True)
-        else:
-            message.ParseFromString(body)
-    except (DecodeError, json_format.ParseError, orjson.JSONDecodeError, RecursionError) as exc:
-        kind = "JSON" if media == JSON else "protobuf (truncated or corrupt)"
-        raise InvalidArgument("body", f"not a valid ExportMetricsServiceRequest {kind}: {str(exc)[:200]}") from None
-    return message
