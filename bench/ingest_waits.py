@@ -5,7 +5,7 @@
   not in the database at all (fetching from Kafka, decoding, bumping generations, committing
   offsets, or lingering; counted once per sample when no connection of the role is busy),
   ``idle in transaction`` that the database waited on the writer's Python
-  between two statements of a transaction, ``active`` the statement and what it waited on
+  between two statements of a transaction (after the statement shown), ``active`` the statement and what it waited on
   (``CPU`` when it waited on nothing: it was running).
 - :func:`stage_seconds` reads the writer's histograms (``/metrics``): seconds spent in whole
   transactions and in their points COPY, and the number of transactions.
@@ -72,8 +72,10 @@ class WaitSampler:
             while True:
                 busy = [r for r in await conn.fetch(SAMPLE_SQL, self._role) if r["state"] != "idle"]
                 for row in busy:
-                    what = statement_kind(row["query"] or "") if row["state"] == "active" else ""
-                    self.counts[(row["state"] or "?", what, row["wait"] if what else "")] += 1
+                    # idle in transaction: the statement is the last one the transaction ran
+                    what = statement_kind(row["query"] or "")
+                    wait = row["wait"] if row["state"] == "active" else ""
+                    self.counts[(row["state"] or "?", what, wait)] += 1
                 if not busy:
                     self.counts[("no ingest connection busy", "", "")] += 1
                 self.samples += 1
