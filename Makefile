@@ -71,7 +71,7 @@ bench-auth: $(STAMP)
 	$(PY) bench/bench_auth.py
 
 bench-ingest: $(STAMP)
-	$(PY) bench/bench_ingest.py
+	$(PY) bench/bench_ingest.py --prefill-points 10000000 --prefill-series 100000 --batch 5000
 
 bench-query: $(STAMP) bench-tools
 	$(PY) bench/bench_query.py

@@ -11,6 +11,16 @@ scales them), then measures in one run:
    the rollup lag (ack of a probe point -> its 1m rollup bucket is visible; fast-path batches merge
    their rollups in their own transaction, refresh passes only run for pending ranges, ADR 0205).
 
+With ``--prefill-points N`` (``make bench-ingest-big``: 10 million points in 100,000 series), it then
+measures end-to-end points/s through ``make run``'s ingest configuration (the ``IngestConfig``
+defaults: writer batching, linger, pool; ``TSMESH_ENV=dev``) on a copy of a pre-filled cluster run
+with the machine PostgreSQL's durability settings (fsync, synchronous_commit, full_page_writes on;
+128 MB shared_buffers). The pre-fill is written by SQL, bypassing ingest, and cached
+(``bench/prefill.py``). ``--variant 'label:NAME=V,...'`` adds configurations (``PYTHONPATH=`` another
+checkout's ``services/ingest/src`` for a code A/B, ``pg.X=V`` for a PostgreSQL setting of the ingest
+role), run interleaved ``--repeat`` times; each phase prints the writer's time in and out of
+transactions and the ingest role's ``pg_stat_activity`` samples (``bench/ingest_waits.py``).
+
 CPU seconds per million points of each process (writer, API, PostgreSQL, broker, client) over the
 end-to-end phase are printed too: unlike rates, they do not depend on the machine's load.
 
@@ -25,6 +35,7 @@ import asyncio
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -87,18 +98,18 @@ def _mint() -> tuple[str, dict[str, str], str]:
     return str(jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})), jwk, tenant
 
 
-def _requests(rounds: int, base_ns: int, first_round: int = 0) -> list[bytes]:
-    """Serialized WriteRequests of BATCH points each: every round gives each of SERIES series one point."""
+def _requests(rounds: int, base_ns: int, first_round: int = 0, batch: int = BATCH) -> list[bytes]:
+    """Serialized WriteRequests of ``batch`` points each: every round gives each of SERIES series one point."""
     from tsmesh.v1 import common_pb2, ingest_pb2
 
     labels = [{"host": f"h{s % 500}", "series": str(s)} for s in range(SERIES)]
     out = []
     for r in range(first_round, first_round + rounds):
         ts = base_ns + r * 1_000_000
-        for start in range(0, SERIES, BATCH):
+        for start in range(0, SERIES, batch):
             points = [
                 common_pb2.Point(metric="bench_metric", labels=labels[s], timestamp_ns=ts, value=float(s + r))
-                for s in range(start, start + BATCH)
+                for s in range(start, min(SERIES, start + batch))
             ]
             out.append(ingest_pb2.WriteRequest(points=points).SerializeToString())
     return out
@@ -282,6 +293,38 @@ async def _rollup_probes(channel: Any, token: str, tenant: str, dsn: str, durati
     return recorder
 
 
+async def _start_ingest(
+    env: dict[str, str], api_port: int, api_metrics: int, writer_metrics: list[int], log_dir: Path
+) -> list[subprocess.Popen[bytes]]:
+    """Create the topics of ``env``, start its writers then its API (last), wait until they listen."""
+    from throwaway import free_port, wait_for_port
+
+    from tsmesh_ingest.config import IngestConfig
+    from tsmesh_ingest.topics import create_topics
+
+    await create_topics(IngestConfig.from_env(env).kafka)
+    children = []
+    for n, port in enumerate(writer_metrics):
+        children.append(_spawn({**env, "TSMESH_INGEST_MODE": "writer", "TSMESH_METRICS_PORT": str(port),
+                                "TSMESH_GRPC_PORT": str(free_port())}, log_dir / f"writer{n}.log"))  # fmt: skip
+    children.append(_spawn({**env, "TSMESH_INGEST_MODE": "api", "TSMESH_METRICS_PORT": str(api_metrics),
+                            "TSMESH_GRPC_PORT": str(api_port)}, log_dir / "api.log"))  # fmt: skip
+    await asyncio.to_thread(wait_for_port, api_port, 30)
+    for port in writer_metrics:
+        await asyncio.to_thread(wait_for_port, port, 30)
+    return children
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        child.terminate()
+    for child in children:
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
 def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("wb")
     return subprocess.Popen(
@@ -289,16 +332,123 @@ def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-async def main(rounds: int, streams: int, latency_seconds: float, writers: int) -> None:
+# The machine's PostgreSQL, which ``make run`` uses, has these (and the defaults otherwise:
+# shared_buffers 128MB, max_wal_size 1GB); ThrowawayPostgres turns them off unless told.
+MAKE_RUN_PG = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+DIAGNOSTIC_PG = {"log_min_duration_statement": "1000", "log_checkpoints": "on"}
+
+
+def make_run_env(bench_env: dict[str, str]) -> dict[str, str]:
+    """``make run``'s ingest environment (scripts/stack.py ``service_env``): the writer, Kafka and pool
+    defaults of ``IngestConfig``, not the benchmark's tuning. The rate limits stay lifted."""
+    env = {k: v for k, v in bench_env.items() if not k.startswith("TSMESH_WRITER_")}
+    env.pop("TSMESH_KAFKA_SESSION_TIMEOUT_MS", None)
+    return {**env, "TSMESH_ENV": "dev"}
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """``label:NAME=V,NAME=V`` -> (label, overrides); ``pg.X=V`` sets X for the ingest role (ALTER ROLE)."""
+    label, _, rest = text.partition(":")
+    overrides = dict(item.split("=", 1) for item in rest.split(",") if item)
+    return label, overrides
+
+
+async def _role_settings(dsn: str, overrides: dict[str, str], reset: bool = False) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        for key in (k for k in overrides if k.startswith("pg.")):
+            name = key[3:]
+            if not name.replace("_", "").isalnum():
+                raise ValueError(f"bad setting name {name!r}")
+            if reset:
+                await conn.execute(f"ALTER ROLE tsmesh_ingest RESET {name}")
+            else:
+                await conn.execute(f"ALTER ROLE tsmesh_ingest SET {name} = {overrides[key]!r}")
+    finally:
+        await conn.close()
+
+
+async def prefilled_phases(
+    bench_env: dict[str, str], token: str, args: argparse.Namespace
+) -> list[tuple[str, float, float, dict[str, float]]]:
+    """End-to-end points/s through ``make run``'s configuration on a pre-filled database, once per
+    variant and repetition, interleaved (A B A B): (label, stored/s, acked/s, writer stages)."""
+    import grpc
+    from ingest_waits import WaitSampler, stage_delta, stage_seconds
+    from prefill import prefilled
+    from throwaway import ThrowawayPostgres, free_port
+
+    fill = await asyncio.to_thread(prefilled, args.prefill_points, args.prefill_series)
+    variants = [("make run", {}), *(parse_variant(v) for v in args.variant)]
+    total = args.prefill_rounds * SERIES
+    print(f"pre-filled phases: {fill.points:,} points in {fill.series:,} series already stored; "
+          f"{total:,} points per phase, {args.batch:,}-point messages, {args.streams} streams, "
+          f"PostgreSQL {MAKE_RUN_PG}", flush=True)  # fmt: skip
+    pg = ThrowawayPostgres({**MAKE_RUN_PG, **DIAGNOSTIC_PG}, data_from=fill.data)
+    results = []
+    try:
+        order = [v for _ in range(args.repeat) for v in variants]
+        for i, (label, overrides) in enumerate(order):
+            env = {**make_run_env(bench_env), **{k: v for k, v in overrides.items() if not k.startswith("pg.")},
+                   "TSMESH_DATABASE_URL": pg.dsn("tsmesh_ingest"), "TSMESH_KAFKA_TOPIC": f"bench.big{i}",
+                   "TSMESH_KAFKA_DLQ_TOPIC": f"bench.big{i}.dlq", "TSMESH_KAFKA_GROUP": f"bench-big{i}"}  # fmt: skip
+            await _role_settings(pg.dsn(), overrides)
+            api_port, api_metrics, writer_metrics = free_port(), free_port(), [free_port()]
+            log_dir = pg.dir / f"phase{i}"
+            log_dir.mkdir()
+            children = await _start_ingest(env, api_port, api_metrics, writer_metrics, log_dir)
+            channel = grpc.aio.insecure_channel(
+                f"127.0.0.1:{api_port}", options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+            )
+            try:
+                base_ns = fill.free_from_ns + i * 600_000_000_000
+                await _stream_all(channel, token, _requests(1, base_ns - 10_000_000, batch=args.batch), args.streams)
+                await _wait_committed(writer_metrics, SERIES, 120)
+                committed_before = await asyncio.to_thread(_committed_rows, writer_metrics)
+                requests = _requests(args.prefill_rounds, base_ns, batch=args.batch)
+                stages_before = await asyncio.to_thread(stage_seconds, writer_metrics)
+                async with WaitSampler(pg.dsn()) as sampler:
+                    start = time.monotonic()
+                    accepted = await _stream_all(channel, token, requests, args.streams)
+                    acked = time.monotonic()
+                    done = await _wait_committed(writer_metrics, committed_before + total, 600)
+                stages = stage_delta(stages_before, await asyncio.to_thread(stage_seconds, writer_metrics))
+                stages["wall_s"] = done - start
+                rate, ack_rate = total / (done - start), accepted / (acked - start)
+                results.append((label, rate, ack_rate, stages))
+                rows_per = stages["rows"] / max(1, stages["transactions"])
+                print(f"[{label}] end to end {rate:,.0f} points/s (acked at {ack_rate:,.0f}/s); "
+                      f"{stages['transactions']:.0f} transactions of {rows_per:,.0f} rows; "
+                      f"in transactions {stages['transaction_s']:.1f}s of {stages['wall_s']:.1f}s "
+                      f"(points COPY {stages['copy_s']:.1f}s); pg_stat_activity, share of "
+                      f"{sampler.samples} samples:", flush=True)  # fmt: skip
+                print("\n".join(sampler.table()), flush=True)
+            finally:
+                await channel.close()
+                _stop(children)
+                await _role_settings(pg.dsn(), overrides, reset=True)
+    finally:
+        log = (pg.dir / "log").read_text(errors="replace")
+        checkpoints = len(re.findall(r"checkpoint complete", log))
+        slow = re.findall(r"duration: ([0-9.]+) ms\s+statement: (.{0,60})", log)
+        print(f"PostgreSQL log: {checkpoints} checkpoints completed; {len(slow)} statements over 1 s", flush=True)
+        for ms, statement in slow[:10]:
+            print(f"  {float(ms):,.0f} ms  {statement}", flush=True)
+        pg.destroy()
+    return results
+
+
+async def main(args: argparse.Namespace) -> None:
+    rounds, streams, latency_seconds, writers = args.rounds, args.streams, args.latency_seconds, max(1, args.writers)
     import asyncpg
     import grpc
     from harness import Report
-    from throwaway import TansuBroker, ThrowawayPostgres, free_port, fresh_redis_namespace, wait_for_port
+    from throwaway import TansuBroker, ThrowawayPostgres, free_port, fresh_redis_namespace
 
-    from tsmesh_ingest.config import IngestConfig
     from tsmesh_ingest.migrate import upgrade
     from tsmesh_ingest.partitions import PartitionManager
-    from tsmesh_ingest.topics import create_topics
 
     total = rounds * SERIES
     print(f"load average at start: {os.getloadavg()}", flush=True)
@@ -342,15 +492,7 @@ async def main(rounds: int, streams: int, latency_seconds: float, writers: int) 
             "TSMESH_KAFKA_SESSION_TIMEOUT_MS": "2000",
             "TSMESH_GRPC_PORT": "0",
         }
-        await create_topics(IngestConfig.from_env(common).kafka)
-        for n, port in enumerate(writer_metrics):
-            children.append(_spawn({**common, "TSMESH_INGEST_MODE": "writer", "TSMESH_METRICS_PORT": str(port),
-                                    "TSMESH_GRPC_PORT": str(free_port())}, pg.dir / f"writer{n}.log"))  # fmt: skip
-        children.append(_spawn({**common, "TSMESH_INGEST_MODE": "api", "TSMESH_METRICS_PORT": str(api_metrics),
-                                "TSMESH_GRPC_PORT": str(api_port)}, pg.dir / "api.log"))  # fmt: skip
-        await asyncio.to_thread(wait_for_port, api_port, 30)
-        for port in writer_metrics:
-            await asyncio.to_thread(wait_for_port, port, 30)
+        children += await _start_ingest(common, api_port, api_metrics, writer_metrics, pg.dir)
         channel = grpc.aio.insecure_channel(
             f"127.0.0.1:{api_port}", options=[("grpc.max_send_message_length", 8 * 1024 * 1024)]
         )
@@ -402,11 +544,25 @@ async def main(rounds: int, streams: int, latency_seconds: float, writers: int) 
         lat = recorder.summary()
         await channel.close()
         await conn.close()
+        _stop(children)
+        children.clear()
+        big = await prefilled_phases(common, token, args) if args.prefill_points else []
 
         report.add("raw asyncpg binary COPY into ts.points", copy_rate, "rows/s")
         report.add("end-to-end (gRPC streams -> Kafka -> writer -> committed)", e2e_rate, "points/s",
                    "raw COPY", copy_rate, ">= 60% and >= 100,000/s")  # fmt: skip
         report.add("acknowledged by ingest (Kafka acks)", ack_rate, "points/s", "raw COPY", copy_rate)
+        where = f"{args.prefill_points:,} points / {args.prefill_series:,} series pre-filled"
+        for label in dict.fromkeys(r[0] for r in big):
+            runs = [r for r in big if r[0] == label]
+            rates = sorted(r[1] for r in runs)
+            outside = sorted(r[3]["wall_s"] - r[3]["transaction_s"] for r in runs)
+            spread = f"median of {len(runs)}, {rates[0]:,.0f}-{rates[-1]:,.0f}" if len(runs) > 1 else "1 run"
+            report.add(f"end-to-end, {label}, {where} ({spread})", statistics.median(rates), "points/s",
+                       "fresh end-to-end", e2e_rate)  # fmt: skip
+            report.add(f"acknowledged, {label} (median)", statistics.median(r[2] for r in runs), "points/s")
+            report.add(f"writer outside a transaction per million points, {label} (median)",
+                       statistics.median(outside) * 1_000_000 / (args.prefill_rounds * SERIES), "s")  # fmt: skip
         for process, seconds in cpu_per_million.items():
             report.add(f"CPU of {process} per million points, end-to-end phase", seconds, "s")
         report.add(f"WriteBatch 1,000 points p50 at {half_calls * BATCH:,.0f} pts/s", lat["p50"], "ms")
@@ -427,13 +583,7 @@ async def main(rounds: int, streams: int, latency_seconds: float, writers: int) 
         print()
         print(report.markdown())
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        _stop(children)
         broker.stop()
         pg.destroy()
 
@@ -445,10 +595,20 @@ if __name__ == "__main__":
     parser.add_argument("--streams", type=int, default=4, help="concurrent client streams")
     parser.add_argument("--latency-seconds", type=float, default=15.0)
     parser.add_argument("--writers", type=int, default=1, help="writer processes (one consumer group)")
+    parser.add_argument("--prefill-points", type=int, default=0,
+                        help="also measure make run's configuration on a database pre-filled with this many points "
+                             "(by SQL, bypassing ingest; cached under .tsmesh/bench-prefill/)")  # fmt: skip
+    parser.add_argument("--prefill-series", type=int, default=100_000, help="series of the pre-filled database")
+    parser.add_argument("--prefill-rounds", type=int, default=100, help="points per series in each pre-filled phase")
+    parser.add_argument("--batch", type=int, default=BATCH, help="points per message in the pre-filled phases")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="another configuration for the pre-filled phases, 'label:NAME=V,...' (pg.X=V: "
+                             "ALTER ROLE SET X), interleaved with make run's")  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of the interleaved pre-filled phases")
     args = parser.parse_args()
     if args.serve:
         from tsmesh_common.server import run
 
         run(_serve_child)
     else:
-        asyncio.run(main(args.rounds, args.streams, args.latency_seconds, max(1, args.writers)))
+        asyncio.run(main(args))

@@ -56,9 +56,12 @@ def _pg_bin(name: str) -> str:
 
 
 class ThrowawayPostgres:
-    """A PostgreSQL cluster of our own; ``dsn(role)`` points into its ``tsmesh`` database."""
+    """A PostgreSQL cluster of our own; ``dsn(role)`` points into its ``tsmesh`` database.
 
-    def __init__(self, settings: dict[str, str] | None = None) -> None:
+    ``data_from``: start from a copy of a stopped cluster's data directory (a cached, pre-filled
+    database, ``bench/prefill.py``) instead of a fresh ``initdb``."""
+
+    def __init__(self, settings: dict[str, str] | None = None, data_from: Path | None = None) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="tsmesh-pg-"))
         self.data = self.dir / "data"
@@ -66,6 +69,10 @@ class ThrowawayPostgres:
         self._settings = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", **(settings or {})}
         if self._as_postgres:
             shutil.chown(self.dir, "postgres", "postgres")
+        if data_from is not None:
+            self._run(["cp", "-a", str(data_from), str(self.data)])
+            self.start()
+            return
         self._run([_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
         self.start()
         self._run([_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-q",
