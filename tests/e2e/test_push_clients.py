@@ -9,6 +9,7 @@ import json
 import math
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -242,13 +243,31 @@ def same_values(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> b
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus is installed by `make tools`")
+def tenant_token(stack: Stack, tenant: str, scopes: str = "read,write") -> str:
+    """An API token of a new tenant of its own (``python -m tsmesh_auth admin``, as ``make run`` does)."""
+    env = stack.service_env("auth")
+    admin = [sys.executable, "-m", "tsmesh_auth", "admin"]
+    subprocess.run([*admin, "create-tenant", tenant], env=env, check=True, capture_output=True, timeout=60)
+    made = subprocess.run(
+        [*admin, "create-token", "--tenant", tenant, "--name", "e2e", "--scopes", scopes],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return made.stdout.strip().splitlines()[-1]
+
+
 async def test_every_dashboard_answers_the_same_through_tsmesh_as_through_prometheus(
-    stack: Stack, token: str, tmp_path: Path
+    stack: Stack, tmp_path: Path
 ) -> None:
     """The compose Prometheus config, pointed at this stack, scrapes every service, evaluates the
-    recording rules and remote-writes all of it into tsmesh (self-monitoring). Then every query of
-    every provisioned Grafana dashboard answers through tsmesh's Prometheus API exactly what it
-    answers through Prometheus itself, over the same window."""
+    recording rules and remote-writes all of it into tsmesh (self-monitoring), in a tenant of its
+    own (the module's other tests scrape and push into the demo tenant). Then every query of every
+    provisioned Grafana dashboard answers through tsmesh's Prometheus API exactly what it answers
+    through Prometheus itself, over the same window."""
+    token = tenant_token(stack, f"selfmon-{uuid.uuid4().hex[:8]}")
     (port,) = free_ports(1)
     (tmp_path / "token").write_text(token)
     (tmp_path / "prometheus.yml").write_text(compose_prometheus_config(stack, tmp_path, port))
@@ -277,8 +296,13 @@ async def test_every_dashboard_answers_the_same_through_tsmesh_as_through_promet
             want = series_values(await query_range(f"http://127.0.0.1:{port}", expr, start, end, {}))
             got = series_values(await query_range(stack.gateway_url, expr, start, end, tsmesh))
             shown += bool(want)
-            if got.keys() != want.keys() or not all(same_values(want[k], got[k]) for k in want):
-                key = next((k for k in want if not same_values(want[k], got.get(k, []))), next(iter(got), None))
+            if got.keys() != want.keys():
+                differ.append(
+                    f"{expr}: series only in Prometheus {sorted(want.keys() - got.keys())[:3]}, "
+                    f"only in tsmesh {sorted(got.keys() - want.keys())[:3]}"
+                )
+            elif not all(same_values(want[k], got[k]) for k in want):
+                key = next(k for k in want if not same_values(want[k], got[k]))
                 differ.append(f"{expr} {key}\n  prometheus: {want.get(key)}\n  tsmesh:     {got.get(key)}")
         assert differ == [], "\n".join(differ)
         assert shown >= len(exprs) // 2, f"only {shown} of {len(exprs)} panels had data in Prometheus"

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from testkit import fresh_namespace
 
 from tsmesh_common.errors import ResourceExhausted
 from tsmesh_common.ratelimit import RateLimiter
@@ -20,10 +21,11 @@ TIGHT = TenantLimits(points_per_second=0.001, burst_points=10, new_series_per_se
 
 
 def admission(redis: Any, tenant_id: str, limits: TenantLimits = TIGHT) -> Admission:
+    namespace = fresh_namespace()
     return Admission(
         StaticLimits(TenantLimits(), {tenant_id: limits}),
-        RateLimiter(redis, prefix="tsmesh:test:admission"),
-        SeriesAdmission(redis),
+        RateLimiter(redis, prefix=namespace.ingest_rate_prefix),
+        SeriesAdmission(redis, namespace),
     )
 
 
