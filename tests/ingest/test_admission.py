@@ -57,10 +57,11 @@ async def test_new_series_beyond_the_creation_budget_are_refused_after_the_rate(
 
 async def test_tenants_have_their_own_budgets(redis_client: Any, tenant_id: str) -> None:
     other = f"{tenant_id}-other"
+    namespace = fresh_namespace()
     admit = Admission(
         StaticLimits(TenantLimits(), {tenant_id: TIGHT, other: TIGHT}),
-        RateLimiter(redis_client, prefix="tsmesh:test:admission"),
-        SeriesAdmission(redis_client),
+        RateLimiter(redis_client, prefix=namespace.ingest_rate_prefix),
+        SeriesAdmission(redis_client, namespace),
     )
     await admit.admit(tenant_id, [1] * 10)
     with pytest.raises(ResourceExhausted):
