@@ -167,6 +167,14 @@ def test_production_kafka_is_replicated_and_authenticated() -> None:
     assert of_kind(docs, "HorizontalPodAutoscaler") and of_kind(docs, "PrometheusRule")
 
 
+@pytest.mark.parametrize(("overlay", "docs"), [("dev", None), ("staging", None), ("production", "false")])
+def test_only_production_switches_the_api_docs_off(overlay: str, docs: str | None) -> None:
+    (gateway,) = [d for d in of_kind(render(overlay), "Deployment") if d["metadata"]["name"] == "gateway"]
+    (container,) = [c for c in gateway["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway"]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert env.get("TSMESH_GATEWAY_DOCS") == docs
+
+
 def test_copies_in_kustomize_components_equal_their_sources() -> None:
     components = ROOT / "k8s" / "components"
     assert (components / "setup-jobs" / "bootstrap.sql").read_text() == (

@@ -328,3 +328,13 @@ async def test_metrics_are_not_on_the_public_port(gateway) -> None:
     assert (await gateway.client.get("/metrics")).status_code == 404
     assert gateway.internal.get("/metrics").status_code == 200
     assert gateway.internal.get("/docs").status_code == 404  # the docs stay public: Try it out calls the API
+
+
+async def test_docs_can_be_switched_off_and_the_api_still_answers(gateway_factory) -> None:
+    """TSMESH_GATEWAY_DOCS=false (the production overlay): no API description, everything else alike."""
+    gateway = await gateway_factory(TSMESH_GATEWAY_DOCS="false")
+    for path in ("/docs", "/docs/init.js", "/docs/static/swagger-ui-bundle.js", "/openapi.json"):
+        assert (await gateway.client.get(path)).status_code == 404, path
+    assert (await gateway.client.get("/healthz")).status_code == 200
+    assert (await gateway.client.get("/readyz")).status_code == 200
+    assert (await gateway.client.get("/ui")).status_code == 200

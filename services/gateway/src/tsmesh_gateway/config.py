@@ -96,6 +96,8 @@ class GatewayConfig:
     ingest_writer_addr: str = ""
     trusted_proxies: tuple[Network, ...] = ()
     push: PushConfig = field(default_factory=PushConfig)
+    # /docs and /openapi.json (TSMESH_GATEWAY_DOCS): on by default, off in the production overlay
+    docs: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewayConfig:
@@ -137,6 +139,7 @@ class GatewayConfig:
             max_write_points=env.get_int("TSMESH_GATEWAY_MAX_WRITE_POINTS", 10_000, minimum=1),
             trusted_proxies=_trusted_proxies(env),
             push=PushConfig.from_env(environ),
+            docs=env.get_bool("TSMESH_GATEWAY_DOCS", True),
         )
 
 

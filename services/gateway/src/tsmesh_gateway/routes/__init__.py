@@ -36,6 +36,6 @@ def mount(deps: Deps, queries: QueryCache, readiness: Readiness) -> list[BaseRou
         *push_routes(deps, pushes),
         *auth_routes(deps),
         *admin_routes(deps),
-        *ops_routes(deps.upstreams, spec, readiness),
+        *ops_routes(deps.upstreams, spec, readiness, with_docs=deps.cfg.docs),
         *ui_routes(),
     ]

@@ -10,7 +10,9 @@ upstream are answered 503 by its circuit breaker instead.
 
 Swagger UI 5 (it reads OpenAPI 3.1) is vendored under ``static/swagger-ui`` (version and source in its
 README) and served locally (no CDN), with no inline script so the Content-Security-Policy stays strict.
-The docs stay on the public port: "Try it out" calls the API from the page's own origin.
+The docs stay on the public port: "Try it out" calls the API from the page's own origin. A
+deployment that does not publish its API description turns them off (``TSMESH_GATEWAY_DOCS=false``,
+the production overlay): ``/docs`` and ``/openapi.json`` then answer 404 like any unknown path.
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ class Readiness:
         self.serving = False
 
 
-def ops_routes(upstreams: Upstreams, spec: Callable[[], dict[str, object]], readiness: Readiness) -> list[BaseRoute]:
-    """Liveness, readiness and documentation routes."""
+def ops_routes(
+    upstreams: Upstreams, spec: Callable[[], dict[str, object]], readiness: Readiness, *, with_docs: bool = True
+) -> list[BaseRoute]:
+    """Liveness, readiness and (``with_docs``) documentation routes."""
     spec_bytes: list[bytes] = []
 
     async def healthz(request: Request) -> Response:
@@ -71,9 +75,14 @@ def ops_routes(upstreams: Upstreams, spec: Callable[[], dict[str, object]], read
     async def docs_init(request: Request) -> Response:
         return Response(DOCS_INIT, media_type="text/javascript")
 
-    return [
+    health: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+    ]
+    if not with_docs:
+        return health
+    return [
+        *health,
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
         Route("/docs/init.js", docs_init, methods=["GET"]),
