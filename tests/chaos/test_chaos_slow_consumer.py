@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import io
 import os
-import re
 import socket
 import sys
 import time
@@ -21,6 +20,7 @@ import httpx
 import orjson
 import pytest
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT / "scripts") not in sys.path:
@@ -98,10 +98,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def gateway_metric(http: httpx.AsyncClient, series: str) -> float:
-    text = (await http.get("/metrics")).text
-    found = re.search(rf"^{re.escape(series)} ([0-9.e+]+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
+async def gateway_metric(stack: Stack, name: str, **labels: str) -> float:
+    """The sum over the gateway's worker processes (a ``pid`` label each, multiprocess mode) of the
+    samples of ``name`` with ``labels``, read from its internal metrics port."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        text = (await http.get(stack.metrics_url("gateway"))).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 async def test_a_subscriber_that_stops_reading_is_closed_and_stalls_no_other(stack: Stack) -> None:
@@ -138,8 +145,8 @@ async def test_a_subscriber_that_stops_reading_is_closed_and_stalls_no_other(sta
             if answer.status_code == 200 and answer.json()["accepted"] == len(keys):
                 acked.update(keys)
         assert len(acked) - len(probes) >= sent // 2, "the load was refused: the scenario tests nothing"
-        closes = await gateway_metric(http, 'tsmesh_gateway_ws_closed_total{reason="slow_consumer"}')
-        open_sockets = await gateway_metric(http, "tsmesh_gateway_ws_connections")
+        closes = await gateway_metric(stack, "tsmesh_gateway_ws_closed_total", reason="slow_consumer")
+        open_sockets = await gateway_metric(stack, "tsmesh_gateway_ws_connections")
 
         # every fast subscriber gets every acknowledged point
         deadline = time.monotonic() + 60
@@ -173,6 +180,10 @@ async def test_a_subscriber_that_stops_reading_is_closed_and_stalls_no_other(sta
     # the slow socket's queue is bounded (QUEUE_POINTS), not the whole load it did not read
     assert growth < payload / 2, f"gateway grew {growth / 2**20:.0f} MiB for {payload / 2**20:.0f} MiB written"
 
+    deadline = time.monotonic() + 90  # the writer catches up with the load
     rows = await asyncio.to_thread(stored, stack, metric)
+    while not acked <= set(rows) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        rows = await asyncio.to_thread(stored, stack, metric)
     assert len(rows) == len(set(rows)), "a point was stored twice"
     assert not (acked - set(rows)), f"{len(acked - set(rows))} acknowledged points were not stored"

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from gw_fakes import mounted_alone
 
+from tsmesh_gateway.push.sender import PushSender
 from tsmesh_gateway.routes.influx import influx_routes
 
 if TYPE_CHECKING:
@@ -19,7 +20,9 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 async def routes(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with mounted_alone(influx_routes(gateway.app.state.deps), "10.9.0.2") as client:
+    deps = gateway.app.state.deps
+    sender = PushSender(deps.upstreams.ingest, deps.cfg.push)  # the worker's one parse process
+    async with mounted_alone(influx_routes(deps, sender), "10.9.0.2") as client:
         yield client
 
 

@@ -146,7 +146,8 @@ async def test_a_writer_killed_before_the_offset_commit_loses_and_duplicates_not
     answer = await first.write(tenant_id, points)
     assert answer.accepted == 500
     await eventually(lambda: len(calls) >= 1)
-    await eventually(lambda: first.runtime.app._background[1].done())  # the writer task died
+    writer_task = next(t for t in first.runtime.app._background if t.get_name() == "writer")
+    await eventually(writer_task.done)  # the writer task died
     stored = await first.fetch("SELECT count(*) AS n FROM ts.points")
     assert stored[0]["n"] == (0 if where == "after_copy" else 500)
 

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from aiokafka.structs import TopicPartition
+from testkit import fresh_namespace
 from tsmesh.v1 import common_pb2
 
 from tsmesh_ingest.batching import AdaptiveBatcher
@@ -55,7 +56,15 @@ class BigFetchConsumer:
 
 async def test_decoding_a_large_fetch_gives_the_event_loop_back_between_records() -> None:
     consumer = BigFetchConsumer()
-    writer = Writer(consumer, None, "dlq", None, None, AdaptiveBatcher(RECORDS * POINTS, RECORDS * POINTS, 5.0))  # type: ignore[arg-type]
+    writer = Writer(
+        consumer,
+        None,
+        "dlq",
+        None,
+        None,
+        AdaptiveBatcher(RECORDS * POINTS, RECORDS * POINTS, 5.0),
+        namespace=fresh_namespace(),
+    )  # type: ignore[arg-type]
     turns = 0
 
     async def other_work() -> None:  # stands for the transaction in flight, awaiting its next statement

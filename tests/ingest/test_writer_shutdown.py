@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from testkit import fresh_namespace
 
 from tsmesh_ingest.batching import AdaptiveBatcher
 from tsmesh_ingest.writer import Writer
@@ -37,7 +38,7 @@ class Client:
 @pytest.mark.parametrize("stop_raises", [asyncio.CancelledError(), RuntimeError("broker gone")])
 async def test_the_dlq_producer_is_stopped_when_stopping_the_consumer_fails(stop_raises: BaseException) -> None:
     consumer, dlq = Client(stop_raises), Client()
-    writer = Writer(consumer, dlq, "dlq", None, None, AdaptiveBatcher(1, 10, 0.05, 0.0))  # type: ignore[arg-type]
+    writer = Writer(consumer, dlq, "dlq", None, None, AdaptiveBatcher(1, 10, 0.05, 0.0), namespace=fresh_namespace())  # type: ignore[arg-type]
     running = asyncio.create_task(writer.run())
     await asyncio.wait_for(consumer.started.wait(), 5)
     running.cancel()
