@@ -112,7 +112,7 @@ def test_promql_on_a_gateway_without_it_says_so(cli: Cli, stack: Stack) -> None:
 
 def test_tail_sees_a_point_written_after_it_started(cli: Cli, stack: Stack) -> None:
     metric = f"cli_tail_{uuid.uuid4().hex[:8]}"
-    tail = cli.popen("tail", metric, "--count", "1", "--output", "jsonl")
+    tail = cli.popen("tail", f'{metric}{{k=~"v|w"}}', "--count", "1", "--output", "jsonl")
     assert tail.stderr is not None
     assert "tailing" in tail.stderr.readline()
     time.sleep(0.5)  # the subscription is sent right after the banner; give the gateway a moment to register it
@@ -122,6 +122,12 @@ def test_tail_sees_a_point_written_after_it_started(cli: Cli, stack: Stack) -> N
     out, _ = tail.communicate(timeout=60)
     assert tail.returncode == 0
     assert json.loads(out.splitlines()[0]) | {"labels": {"k": "v"}} == point
+
+
+def test_tail_refuses_anything_but_a_series_selector_with_the_parsers_reason(cli: Cli) -> None:
+    answer = cli.run("tail", "rate(cpu[5m])")
+    assert answer.returncode == 6, answer.stderr
+    assert "INVALID_ARGUMENT" in answer.stderr and "must be a series selector" in answer.stderr
 
 
 def test_series_labels_and_errors_follow_http(cli: Cli, stack: Stack) -> None:

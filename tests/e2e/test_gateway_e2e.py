@@ -301,3 +301,63 @@ async def test_a_scope_downgrade_ends_live_subscriptions_and_the_socket_follows_
         assert (await http.delete(f"/v1/tokens/{tokens['writer'][1]}", headers=session)).status_code == 200
         await _until_closed(ws)
         assert ws.close_code == 4401
+
+
+async def test_a_promql_selector_subscription_receives_what_the_structured_one_does(stack: Stack) -> None:
+    """Both subprotocols: a subscription by PromQL string (parsed by query's PromQL parser) gets
+    exactly the points of the equivalent structured selector; a bad string gets an error frame
+    naming the problem and the socket goes on."""
+    metric = f"e2e_promql_{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=20) as http:
+        login = await http.post(
+            "/v1/auth/login", json={"tenant": DEMO_TENANT, "email": DEMO_EMAIL, "password": stack.admin_password}
+        )
+        session = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        created = await http.post(
+            "/v1/tokens", json={"name": "promql-live", "scopes": ["read", "write"]}, headers=session
+        )
+        api = {"Authorization": f"Bearer {created.json()['secret']}"}
+        ws_url = stack.gateway_url.replace("http", "ws") + "/v1/stream"
+        async with (
+            websockets.connect(ws_url, subprotocols=["tsmesh.json.v1"], additional_headers=api) as ws_json,
+            websockets.connect(ws_url, subprotocols=["tsmesh.proto.v1"], additional_headers=api) as ws_proto,
+        ):
+            structured = {"metric": metric, "matchers": [{"name": "host", "op": "=~", "value": "web.*"}]}
+            for frame in (
+                {"type": "subscribe", "id": "structured", "selector": structured},
+                {"type": "subscribe", "id": "bad", "promql": f"rate({metric}[5m])"},
+                {"type": "subscribe", "id": "promql", "promql": f'{metric}{{host=~"web.*"}}'},
+            ):
+                await ws_json.send(orjson.dumps(frame).decode())
+            answers = [orjson.loads(await asyncio.wait_for(ws_json.recv(), 20)) for _ in range(3)]
+            assert answers[0] == {"type": "ack", "id": "structured", "op": "subscribe"}
+            assert answers[1]["type"] == "error" and answers[1]["id"] == "bad"
+            assert answers[1]["code"] == "INVALID_ARGUMENT" and "must be a series selector" in answers[1]["message"]
+            assert answers[2] == {"type": "ack", "id": "promql", "op": "subscribe"}
+            subscribe = stream_pb2.StreamClientMessage(
+                subscribe={"id": "p", "promql": f'{{__name__="{metric}", host!~"db.*|"}}'}
+            )
+            await ws_proto.send(subscribe.SerializeToString())
+            ack = stream_pb2.StreamServerMessage.FromString(await asyncio.wait_for(ws_proto.recv(), 20))
+            assert (ack.ack.id, ack.ack.type) == ("p", "subscribe")
+
+            now = time.time_ns()
+            points = [
+                {"metric": metric, "labels": labels, "timestamp_ns": now + i, "value": float(i)}
+                for i, labels in enumerate(({"host": "db1"}, {"dc": "x"}, {"host": "web1"}, {"host": "web2"}))
+            ]
+            written = await http.post("/v1/write", json={"points": points}, headers=api)
+            assert written.status_code == 200 and written.json()["accepted"] == 4, written.text
+
+            by_subscription: dict[str, list[tuple[str, float]]] = {"structured": [], "promql": []}
+            while sum(map(len, by_subscription.values())) < 4:
+                frame = orjson.loads(await asyncio.wait_for(ws_json.recv(), 20))
+                if frame["type"] == "points":
+                    by_subscription[frame["id"]] += [(p["labels"].get("host", ""), p["value"]) for p in frame["points"]]
+            assert (
+                sorted(by_subscription["promql"])
+                == sorted(by_subscription["structured"])
+                == [("web1", 2.0), ("web2", 3.0)]
+            )
+            live = await _proto_points(ws_proto, 2)
+            assert sorted((dict(p.labels)["host"], p.value) for p in live) == [("web1", 2.0), ("web2", 3.0)]

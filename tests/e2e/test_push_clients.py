@@ -230,6 +230,21 @@ async def query_range(base: str, expr: str, start: float, end: float, headers: d
     return answer.json()["data"]
 
 
+async def remote_write_caught_up(prometheus: str, when: float, timeout: float = 60.0) -> None:
+    """Wait until Prometheus has sent tsmesh every sample up to ``when`` (its own account of the
+    highest timestamp its remote-write queue sent), however slow the machine is."""
+    deadline = time.monotonic() + timeout
+    query = {"query": "min(prometheus_remote_storage_queue_highest_sent_timestamp_seconds)"}
+    async with httpx.AsyncClient(base_url=prometheus, timeout=10) as http:
+        while True:
+            result = (await http.get("/api/v1/query", params=query)).json()["data"]["result"]
+            sent = float(result[0]["value"][1]) if result else 0.0
+            if sent >= when:
+                return
+            assert time.monotonic() < deadline, f"remote_write sent up to {sent}, not {when}"
+            await asyncio.sleep(0.5)
+
+
 def series_values(data: Any) -> dict[tuple[tuple[str, str], ...], list[tuple[float, float]]]:
     return {tuple(sorted(s["metric"].items())): [(t, float(v)) for t, v in s["values"]] for s in data["result"]}
 
@@ -259,8 +274,9 @@ async def test_every_dashboard_answers_the_same_through_tsmesh_as_through_promet
         # Some writes and queries for the panels to show (and for rate() to have two samples).
         await latest(stack, token, "up", timeout=30)
         await asyncio.sleep(max(0.0, started + 25 - time.time()))
-        end = time.time() - 6  # remote_write has delivered everything older (1 s deadline)
+        end = time.time() - 6
         start = end - 12
+        await remote_write_caught_up(f"http://127.0.0.1:{port}", end + 5)
         tsmesh = {"Authorization": f"Bearer {token}"}
         exprs = sorted(
             {

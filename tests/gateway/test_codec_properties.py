@@ -101,3 +101,29 @@ def test_control_frames_parse_back(sub_id: str, code: str, text: str, time_ns: i
     assert (failed.id, failed.code, failed.message) == (sub_id, code, text)
     assert parse(PROTO_CODEC.ping(time_ns)["bytes"]).ping.time_ns == time_ns
     assert parse(PROTO_CODEC.pong(time_ns)["bytes"]).pong.time_ns == time_ns
+
+
+@given(st.text(min_size=1, max_size=200).filter(str.strip))
+def test_a_promql_subscription_passes_its_text_through_both_codecs(text: str) -> None:
+    as_json = JSON_CODEC.decode({"text": orjson.dumps({"type": "subscribe", "id": "s", "promql": text}).decode()})
+    frame = stream_pb2.StreamClientMessage(subscribe={"id": "s", "promql": text}).SerializeToString()
+    as_proto = PROTO_CODEC.decode({"bytes": frame})
+    assert as_json == as_proto == ClientMessage("subscribe", id="s", promql=text)
+
+
+def test_a_subscription_gives_a_selector_or_promql_not_both_nor_an_empty_one() -> None:
+    both_json = {"type": "subscribe", "id": "s", "promql": "cpu", "selector": {"metric": "cpu"}}
+    both_proto = stream_pb2.StreamClientMessage(subscribe={"id": "s", "promql": "cpu", "selector": {"metric": "cpu"}})
+    for codec, message in (
+        (JSON_CODEC, {"text": orjson.dumps(both_json).decode()}),
+        (PROTO_CODEC, {"bytes": both_proto.SerializeToString()}),
+        (JSON_CODEC, {"text": '{"type": "subscribe", "id": "s", "promql": " "}'}),
+        (JSON_CODEC, {"text": '{"type": "subscribe", "id": "s", "promql": 7}'}),
+        (JSON_CODEC, {"text": orjson.dumps({"type": "subscribe", "id": "s", "promql": "c" * 4097}).decode()}),
+    ):
+        try:
+            codec.decode(message)
+        except InvalidArgument as refused:
+            assert refused.field == "promql"
+        else:
+            raise AssertionError(f"accepted {message}")

@@ -28,7 +28,9 @@ LABELS_HELP = "List the values of a label (optionally within a selector)." + exa
     "tsmesh labels host", "tsmesh labels host --match cpu_usage", "tsmesh labels __name__"
 )
 TAIL_HELP = "Print points live as they are written (WebSocket /v1/stream), one JSON line or row each." + examples(
-    "tsmesh tail cpu_usage", "tsmesh tail 'cpu_usage{host=\"web-1\"}' --count 10 --output jsonl"
+    "tsmesh tail cpu_usage",
+    "tsmesh tail 'cpu_usage{host=\"web-1\"}' --count 10 --output jsonl",
+    'tsmesh tail \'cpu_usage{host=~"web-.*", dc!="test"}\'',
 )
 
 
@@ -123,7 +125,7 @@ def _show_range(answer: dict[str, Any], output: str) -> None:
 
 def series(
     ctx: typer.Context,
-    selector: Annotated[str, typer.Argument(help='metric{label="value",...}')],
+    selector: Annotated[str, typer.Argument(help='A PromQL series selector: metric{label="value",label=~"regex",...}')],
     limit: Annotated[int, typer.Option(help="At most this many (0: the server's limit).", min=0)] = 0,
     output: Annotated[str, typer.Option("--output", "-o", help="table, csv or json.")] = "table",
 ) -> None:
@@ -172,7 +174,7 @@ def _rows(output: str, headers: list[str], rows: list[list[Any]], answer: Any) -
 
 def tail(
     ctx: typer.Context,
-    selector: Annotated[str, typer.Argument(help='metric{label="value",...}')],
+    selector: Annotated[str, typer.Argument(help='A PromQL series selector: metric{label="value",label=~"regex",...}')],
     count: Annotated[int, typer.Option(help="Stop after this many points (0: never).", min=0)] = 0,
     output: Annotated[str, typer.Option("--output", "-o", help="text or jsonl.")] = "text",
 ) -> None:
@@ -181,7 +183,6 @@ def tail(
 
 @handled
 def _tail(ctx: typer.Context, selector: str, count: int, output: str) -> None:
-    parsed = parse_selector(selector)
     target = session(ctx).target()
     token = target.require_token()
     url = "ws" + target.url.removeprefix("http") + "/v1/stream"
@@ -189,7 +190,8 @@ def _tail(ctx: typer.Context, selector: str, count: int, output: str) -> None:
     try:
         with connect(url, subprotocols=["tsmesh.json.v1"], open_timeout=15, max_size=2**24) as ws:  # type: ignore[list-item]
             ws.send(json.dumps({"type": "auth", "token": token}))
-            ws.send(json.dumps({"type": "subscribe", "id": "tail", "selector": parsed}))
+            # the gateway has query's PromQL parser read the selector: one parser, its error messages
+            ws.send(json.dumps({"type": "subscribe", "id": "tail", "promql": selector}))
             err().print(f"tailing {selector} (Ctrl-C to stop)", highlight=False)
             for raw in ws:
                 frame = json.loads(raw)

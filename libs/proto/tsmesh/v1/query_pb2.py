@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tsmesh.v1 import common_pb2 as tsmesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tsmesh/v1/query.proto\x12\ttsmesh.v1\x1a\x16tsmesh/v1/common.proto\"\xcb\x01\n\x11QueryRangeRequest\x12%\n\x08selector\x18\x01 \x01(\x0b\x32\x13.tsmesh.v1.Selector\x12\x10\n\x08start_ns\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ns\x18\x03 \x01(\x03\x12\x0f\n\x07step_ns\x18\x04 \x01(\x03\x12+\n\x0b\x61ggregation\x18\x05 \x01(\x0e\x32\x16.tsmesh.v1.Aggregation\x12\x10\n\x08group_by\x18\x06 \x03(\t\x12\x1d\n\x04\x66ill\x18\x07 \x01(\x0e\x32\x0f.tsmesh.v1.Fill\"G\n\x06\x42ucket\x12\x10\n\x08start_ns\x18\x01 \x01(\x03\x12\x12\n\x05value\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x42\x08\n\x06_value\"\xa6\x01\n\x0cSeriesResult\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x33\n\x06labels\x18\x02 \x03(\x0b\x32#.tsmesh.v1.SeriesResult.LabelsEntry\x12\"\n\x07\x62uckets\x18\x03 \x03(\x0b\x32\x11.tsmesh.v1.Bucket\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"h\n\x12QueryRangeResponse\x12\'\n\x06series\x18\x01 \x03(\x0b\x32\x17.tsmesh.v1.SeriesResult\x12)\n\nresolution\x18\x02 \x01(\x0e\x32\x15.tsmesh.v1.Resolution\"6\n\rLatestRequest\x12%\n\x08selector\x18\x01 \x01(\x0b\x32\x13.tsmesh.v1.Selector\"2\n\x0eLatestResponse\x12 \n\x06points\x18\x01 \x03(\x0b\x32\x10.tsmesh.v1.Point\"I\n\x11ListSeriesRequest\x12%\n\x08selector\x18\x01 \x01(\x0b\x32\x13.tsmesh.v1.Selector\x12\r\n\x05limit\x18\x02 \x01(\x05\"~\n\nSeriesInfo\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x31\n\x06labels\x18\x02 \x03(\x0b\x32!.tsmesh.v1.SeriesInfo.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x12ListSeriesResponse\x12%\n\x06series\x18\x01 \x03(\x0b\x32\x15.tsmesh.v1.SeriesInfo\"J\n\x12LabelValuesRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12%\n\x08selector\x18\x02 \x01(\x0b\x32\x13.tsmesh.v1.Selector\"%\n\x13LabelValuesResponse\x12\x0e\n\x06values\x18\x01 \x03(\t\"9\n\x10SubscribeRequest\x12%\n\x08selector\x18\x01 \x01(\x0b\x32\x13.tsmesh.v1.Selector\"#\n\tHeartbeat\x12\x16\n\x0eserver_time_ns\x18\x01 \x01(\x03\"p\n\x11SubscribeResponse\x12\'\n\x06points\x18\x01 \x01(\x0b\x32\x15.tsmesh.v1.PointBatchH\x00\x12)\n\theartbeat\x18\x02 \x01(\x0b\x32\x14.tsmesh.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent\"(\n\tPromLabel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"F\n\x10PromQueryRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0f\n\x07time_ms\x18\x02 \x01(\x03\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x03\"m\n\x15PromQueryRangeRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\x0f\n\x07step_ms\x18\x04 \x01(\x03\x12\x12\n\ntimeout_ms\x18\x05 \x01(\x03\"_\n\x10PromSeriesResult\x12$\n\x06labels\x18\x01 \x03(\x0b\x32\x14.tsmesh.v1.PromLabel\x12\x15\n\rtimestamps_ms\x18\x02 \x03(\x03\x12\x0e\n\x06values\x18\x03 \x03(\x01\"k\n\x11PromQueryResponse\x12\x13\n\x0bresult_type\x18\x01 \x01(\t\x12+\n\x06series\x18\x02 \x03(\x0b\x32\x1b.tsmesh.v1.PromSeriesResult\x12\x14\n\x0cstring_value\x18\x03 \x01(\t\"4\n\x0cPromLabelSet\x12$\n\x06labels\x18\x01 \x03(\x0b\x32\x14.tsmesh.v1.PromLabel\"S\n\x11PromSeriesRequest\x12\r\n\x05match\x18\x01 \x03(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\r\"=\n\x12PromSeriesResponse\x12\'\n\x06series\x18\x01 \x03(\x0b\x32\x17.tsmesh.v1.PromLabelSet\"W\n\x15PromLabelNamesRequest\x12\r\n\x05match\x18\x01 \x03(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\r\"\'\n\x16PromLabelNamesResponse\x12\r\n\x05names\x18\x01 \x03(\t\"g\n\x16PromLabelValuesRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05match\x18\x02 \x03(\t\x12\x10\n\x08start_ms\x18\x03 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x04 \x01(\x03\x12\r\n\x05limit\x18\x05 \x01(\r\")\n\x17PromLabelValuesResponse\x12\x0e\n\x06values\x18\x01 \x03(\t*\xc2\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41GGREGATION_AVG\x10\x01\x12\x13\n\x0f\x41GGREGATION_MIN\x10\x02\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x03\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x04\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x05\x12\x15\n\x11\x41GGREGATION_FIRST\x10\x06\x12\x14\n\x10\x41GGREGATION_LAST\x10\x07*^\n\x04\x46ill\x12\x14\n\x10\x46ILL_UNSPECIFIED\x10\x00\x12\r\n\tFILL_NONE\x10\x01\x12\r\n\tFILL_NULL\x10\x02\x12\x11\n\rFILL_PREVIOUS\x10\x03\x12\x0f\n\x0b\x46ILL_LINEAR\x10\x04*b\n\nResolution\x12\x1a\n\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x12\n\x0eRESOLUTION_RAW\x10\x01\x12\x11\n\rRESOLUTION_1M\x10\x02\x12\x11\n\rRESOLUTION_1H\x10\x03\x32\x91\x06\n\x0cQueryService\x12I\n\nQueryRange\x12\x1c.tsmesh.v1.QueryRangeRequest\x1a\x1d.tsmesh.v1.QueryRangeResponse\x12=\n\x06Latest\x12\x18.tsmesh.v1.LatestRequest\x1a\x19.tsmesh.v1.LatestResponse\x12I\n\nListSeries\x12\x1c.tsmesh.v1.ListSeriesRequest\x1a\x1d.tsmesh.v1.ListSeriesResponse\x12L\n\x0bLabelValues\x12\x1d.tsmesh.v1.LabelValuesRequest\x1a\x1e.tsmesh.v1.LabelValuesResponse\x12H\n\tSubscribe\x12\x1b.tsmesh.v1.SubscribeRequest\x1a\x1c.tsmesh.v1.SubscribeResponse0\x01\x12\x46\n\tPromQuery\x12\x1b.tsmesh.v1.PromQueryRequest\x1a\x1c.tsmesh.v1.PromQueryResponse\x12P\n\x0ePromQueryRange\x12 .tsmesh.v1.PromQueryRangeRequest\x1a\x1c.tsmesh.v1.PromQueryResponse\x12I\n\nPromSeries\x12\x1c.tsmesh.v1.PromSeriesRequest\x1a\x1d.tsmesh.v1.PromSeriesResponse\x12U\n\x0ePromLabelNames\x12 .tsmesh.v1.PromLabelNamesRequest\x1a!.tsmesh.v1.PromLabelNamesResponse\x12X\n\x0fPromLabelValues\x12!.tsmesh.v1.PromLabelValuesRequest\x1a\".tsmesh.v1.PromLabelValuesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tsmesh/v1/query.proto\x12\ttsmesh.v1\x1a\x16tsmesh/v1/common.proto\"\xcb\x01\n\x11QueryRangeRequest\x12%\n\x08selector\x18\x01 \x01(\x0b\x32\x13.tsmesh.v1.Selector\x12\x10\n\x08start_ns\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ns\x18\x03 \x01(\x03\x12\x0f\n\x07step_ns\x18\x04 \x01(\x03\x12+\n\x0b\x61ggregation\x18\x05 \x01(\x0e\x32\x16.tsmesh.v1.Aggregation\x12\x10\n\x08group_by\x18\x06 \x03(\t\x12\x1d\n\x04\x66ill\x18\x07 \x01(\x0e\x32\x0f.tsmesh.v1.Fill\"G\n\x06\x42ucket\x12\x10\n\x08start_ns\x18\x01 \x01(\x03\x12\x12\n\x05value\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x42\x08\n\x06_value\"\xa6\x01\n\x0cSeriesResult\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x33\n\x06labels\x18\x02 \x03(\x0b\x32#.tsmesh.v1.SeriesResult.LabelsEntry\x12\"\n\x07\x62uckets\x18\x03 \x03(\x0b\x32\x11.tsmesh.v1.Bucket\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"h\n\x12QueryRangeResponse\x12\'\n\x06series\x18\x01 \x03(\x0b\x32\x17.tsmesh.v1.SeriesResult\x12)\n\nresolution\x18\x02 \x01(\x0e\x32\x15.tsmesh.v1.Resolution\"6\n\rLatestRequest\x12%\n\x08selector\x18\x01 \x01(\x0b\x32\x13.tsmesh.v1.Selector\"2\n\x0eLatestResponse\x12 \n\x06points\x18\x01 \x03(\x0b\x32\x10.tsmesh.v1.Point\"I\n\x11ListSeriesRequest\x12%\n\x08selector\x18\x01 \x01(\x0b\x32\x13.tsmesh.v1.Selector\x12\r\n\x05limit\x18\x02 \x01(\x05\"~\n\nSeriesInfo\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x31\n\x06labels\x18\x02 \x03(\x0b\x32!.tsmesh.v1.SeriesInfo.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x12ListSeriesResponse\x12%\n\x06series\x18\x01 \x03(\x0b\x32\x15.tsmesh.v1.SeriesInfo\"J\n\x12LabelValuesRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12%\n\x08selector\x18\x02 \x01(\x0b\x32\x13.tsmesh.v1.Selector\"%\n\x13LabelValuesResponse\x12\x0e\n\x06values\x18\x01 \x03(\t\"9\n\x10SubscribeRequest\x12%\n\x08selector\x18\x01 \x01(\x0b\x32\x13.tsmesh.v1.Selector\"&\n\x14ParseSelectorRequest\x12\x0e\n\x06promql\x18\x01 \x01(\t\">\n\x15ParseSelectorResponse\x12%\n\x08selector\x18\x01 \x01(\x0b\x32\x13.tsmesh.v1.Selector\"#\n\tHeartbeat\x12\x16\n\x0eserver_time_ns\x18\x01 \x01(\x03\"p\n\x11SubscribeResponse\x12\'\n\x06points\x18\x01 \x01(\x0b\x32\x15.tsmesh.v1.PointBatchH\x00\x12)\n\theartbeat\x18\x02 \x01(\x0b\x32\x14.tsmesh.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent\"(\n\tPromLabel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"F\n\x10PromQueryRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0f\n\x07time_ms\x18\x02 \x01(\x03\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x03\"m\n\x15PromQueryRangeRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\x0f\n\x07step_ms\x18\x04 \x01(\x03\x12\x12\n\ntimeout_ms\x18\x05 \x01(\x03\"_\n\x10PromSeriesResult\x12$\n\x06labels\x18\x01 \x03(\x0b\x32\x14.tsmesh.v1.PromLabel\x12\x15\n\rtimestamps_ms\x18\x02 \x03(\x03\x12\x0e\n\x06values\x18\x03 \x03(\x01\"k\n\x11PromQueryResponse\x12\x13\n\x0bresult_type\x18\x01 \x01(\t\x12+\n\x06series\x18\x02 \x03(\x0b\x32\x1b.tsmesh.v1.PromSeriesResult\x12\x14\n\x0cstring_value\x18\x03 \x01(\t\"4\n\x0cPromLabelSet\x12$\n\x06labels\x18\x01 \x03(\x0b\x32\x14.tsmesh.v1.PromLabel\"S\n\x11PromSeriesRequest\x12\r\n\x05match\x18\x01 \x03(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\r\"=\n\x12PromSeriesResponse\x12\'\n\x06series\x18\x01 \x03(\x0b\x32\x17.tsmesh.v1.PromLabelSet\"W\n\x15PromLabelNamesRequest\x12\r\n\x05match\x18\x01 \x03(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\r\"\'\n\x16PromLabelNamesResponse\x12\r\n\x05names\x18\x01 \x03(\t\"g\n\x16PromLabelValuesRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05match\x18\x02 \x03(\t\x12\x10\n\x08start_ms\x18\x03 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x04 \x01(\x03\x12\r\n\x05limit\x18\x05 \x01(\r\")\n\x17PromLabelValuesResponse\x12\x0e\n\x06values\x18\x01 \x03(\t*\xc2\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41GGREGATION_AVG\x10\x01\x12\x13\n\x0f\x41GGREGATION_MIN\x10\x02\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x03\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x04\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x05\x12\x15\n\x11\x41GGREGATION_FIRST\x10\x06\x12\x14\n\x10\x41GGREGATION_LAST\x10\x07*^\n\x04\x46ill\x12\x14\n\x10\x46ILL_UNSPECIFIED\x10\x00\x12\r\n\tFILL_NONE\x10\x01\x12\r\n\tFILL_NULL\x10\x02\x12\x11\n\rFILL_PREVIOUS\x10\x03\x12\x0f\n\x0b\x46ILL_LINEAR\x10\x04*b\n\nResolution\x12\x1a\n\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x12\n\x0eRESOLUTION_RAW\x10\x01\x12\x11\n\rRESOLUTION_1M\x10\x02\x12\x11\n\rRESOLUTION_1H\x10\x03\x32\xe5\x06\n\x0cQueryService\x12I\n\nQueryRange\x12\x1c.tsmesh.v1.QueryRangeRequest\x1a\x1d.tsmesh.v1.QueryRangeResponse\x12=\n\x06Latest\x12\x18.tsmesh.v1.LatestRequest\x1a\x19.tsmesh.v1.LatestResponse\x12I\n\nListSeries\x12\x1c.tsmesh.v1.ListSeriesRequest\x1a\x1d.tsmesh.v1.ListSeriesResponse\x12L\n\x0bLabelValues\x12\x1d.tsmesh.v1.LabelValuesRequest\x1a\x1e.tsmesh.v1.LabelValuesResponse\x12H\n\tSubscribe\x12\x1b.tsmesh.v1.SubscribeRequest\x1a\x1c.tsmesh.v1.SubscribeResponse0\x01\x12R\n\rParseSelector\x12\x1f.tsmesh.v1.ParseSelectorRequest\x1a .tsmesh.v1.ParseSelectorResponse\x12\x46\n\tPromQuery\x12\x1b.tsmesh.v1.PromQueryRequest\x1a\x1c.tsmesh.v1.PromQueryResponse\x12P\n\x0ePromQueryRange\x12 .tsmesh.v1.PromQueryRangeRequest\x1a\x1c.tsmesh.v1.PromQueryResponse\x12I\n\nPromSeries\x12\x1c.tsmesh.v1.PromSeriesRequest\x1a\x1d.tsmesh.v1.PromSeriesResponse\x12U\n\x0ePromLabelNames\x12 .tsmesh.v1.PromLabelNamesRequest\x1a!.tsmesh.v1.PromLabelNamesResponse\x12X\n\x0fPromLabelValues\x12!.tsmesh.v1.PromLabelValuesRequest\x1a\".tsmesh.v1.PromLabelValuesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERIESRESULT_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_SERIESINFO_LABELSENTRY']._loaded_options = None
   _globals['_SERIESINFO_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_AGGREGATION']._serialized_start=2223
-  _globals['_AGGREGATION']._serialized_end=2417
-  _globals['_FILL']._serialized_start=2419
-  _globals['_FILL']._serialized_end=2513
-  _globals['_RESOLUTION']._serialized_start=2515
-  _globals['_RESOLUTION']._serialized_end=2613
+  _globals['_AGGREGATION']._serialized_start=2327
+  _globals['_AGGREGATION']._serialized_end=2521
+  _globals['_FILL']._serialized_start=2523
+  _globals['_FILL']._serialized_end=2617
+  _globals['_RESOLUTION']._serialized_start=2619
+  _globals['_RESOLUTION']._serialized_end=2717
   _globals['_QUERYRANGEREQUEST']._serialized_start=61
   _globals['_QUERYRANGEREQUEST']._serialized_end=264
   _globals['_BUCKET']._serialized_start=266
@@ -70,34 +70,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LABELVALUESRESPONSE']._serialized_end=1099
   _globals['_SUBSCRIBEREQUEST']._serialized_start=1101
   _globals['_SUBSCRIBEREQUEST']._serialized_end=1158
-  _globals['_HEARTBEAT']._serialized_start=1160
-  _globals['_HEARTBEAT']._serialized_end=1195
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1197
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1309
-  _globals['_PROMLABEL']._serialized_start=1311
-  _globals['_PROMLABEL']._serialized_end=1351
-  _globals['_PROMQUERYREQUEST']._serialized_start=1353
-  _globals['_PROMQUERYREQUEST']._serialized_end=1423
-  _globals['_PROMQUERYRANGEREQUEST']._serialized_start=1425
-  _globals['_PROMQUERYRANGEREQUEST']._serialized_end=1534
-  _globals['_PROMSERIESRESULT']._serialized_start=1536
-  _globals['_PROMSERIESRESULT']._serialized_end=1631
-  _globals['_PROMQUERYRESPONSE']._serialized_start=1633
-  _globals['_PROMQUERYRESPONSE']._serialized_end=1740
-  _globals['_PROMLABELSET']._serialized_start=1742
-  _globals['_PROMLABELSET']._serialized_end=1794
-  _globals['_PROMSERIESREQUEST']._serialized_start=1796
-  _globals['_PROMSERIESREQUEST']._serialized_end=1879
-  _globals['_PROMSERIESRESPONSE']._serialized_start=1881
-  _globals['_PROMSERIESRESPONSE']._serialized_end=1942
-  _globals['_PROMLABELNAMESREQUEST']._serialized_start=1944
-  _globals['_PROMLABELNAMESREQUEST']._serialized_end=2031
-  _globals['_PROMLABELNAMESRESPONSE']._serialized_start=2033
-  _globals['_PROMLABELNAMESRESPONSE']._serialized_end=2072
-  _globals['_PROMLABELVALUESREQUEST']._serialized_start=2074
-  _globals['_PROMLABELVALUESREQUEST']._serialized_end=2177
-  _globals['_PROMLABELVALUESRESPONSE']._serialized_start=2179
-  _globals['_PROMLABELVALUESRESPONSE']._serialized_end=2220
-  _globals['_QUERYSERVICE']._serialized_start=2616
-  _globals['_QUERYSERVICE']._serialized_end=3401
+  _globals['_PARSESELECTORREQUEST']._serialized_start=1160
+  _globals['_PARSESELECTORREQUEST']._serialized_end=1198
+  _globals['_PARSESELECTORRESPONSE']._serialized_start=1200
+  _globals['_PARSESELECTORRESPONSE']._serialized_end=1262
+  _globals['_HEARTBEAT']._serialized_start=1264
+  _globals['_HEARTBEAT']._serialized_end=1299
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1301
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1413
+  _globals['_PROMLABEL']._serialized_start=1415
+  _globals['_PROMLABEL']._serialized_end=1455
+  _globals['_PROMQUERYREQUEST']._serialized_start=1457
+  _globals['_PROMQUERYREQUEST']._serialized_end=1527
+  _globals['_PROMQUERYRANGEREQUEST']._serialized_start=1529
+  _globals['_PROMQUERYRANGEREQUEST']._serialized_end=1638
+  _globals['_PROMSERIESRESULT']._serialized_start=1640
+  _globals['_PROMSERIESRESULT']._serialized_end=1735
+  _globals['_PROMQUERYRESPONSE']._serialized_start=1737
+  _globals['_PROMQUERYRESPONSE']._serialized_end=1844
+  _globals['_PROMLABELSET']._serialized_start=1846
+  _globals['_PROMLABELSET']._serialized_end=1898
+  _globals['_PROMSERIESREQUEST']._serialized_start=1900
+  _globals['_PROMSERIESREQUEST']._serialized_end=1983
+  _globals['_PROMSERIESRESPONSE']._serialized_start=1985
+  _globals['_PROMSERIESRESPONSE']._serialized_end=2046
+  _globals['_PROMLABELNAMESREQUEST']._serialized_start=2048
+  _globals['_PROMLABELNAMESREQUEST']._serialized_end=2135
+  _globals['_PROMLABELNAMESRESPONSE']._serialized_start=2137
+  _globals['_PROMLABELNAMESRESPONSE']._serialized_end=2176
+  _globals['_PROMLABELVALUESREQUEST']._serialized_start=2178
+  _globals['_PROMLABELVALUESREQUEST']._serialized_end=2281
+  _globals['_PROMLABELVALUESRESPONSE']._serialized_start=2283
+  _globals['_PROMLABELVALUESRESPONSE']._serialized_end=2324
+  _globals['_QUERYSERVICE']._serialized_start=2720
+  _globals['_QUERYSERVICE']._serialized_end=3589
 # @@protoc_insertion_point(module_scope)

@@ -420,6 +420,45 @@ class SubscribeRequest(_message.Message):
 Global___SubscribeRequest: _TypeAlias = SubscribeRequest  # noqa: Y015
 
 @_typing.final
+class ParseSelectorRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROMQL_FIELD_NUMBER: _builtins.int
+    promql: _builtins.str
+    def __init__(
+        self,
+        *,
+        promql: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["promql", b"promql"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParseSelectorRequest: _TypeAlias = ParseSelectorRequest  # noqa: Y015
+
+@_typing.final
+class ParseSelectorResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def selector(self) -> _common_pb2.Selector: ...
+    def __init__(
+        self,
+        *,
+        selector: _common_pb2.Selector | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParseSelectorResponse: _TypeAlias = ParseSelectorResponse  # noqa: Y015
+
+@_typing.final
 class Heartbeat(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -60,6 +60,11 @@ class QueryServiceStub:
                 request_serializer=tsmesh_dot_v1_dot_query__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=tsmesh_dot_v1_dot_query__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.ParseSelector = channel.unary_unary(
+                '/tsmesh.v1.QueryService/ParseSelector',
+                request_serializer=tsmesh_dot_v1_dot_query__pb2.ParseSelectorRequest.SerializeToString,
+                response_deserializer=tsmesh_dot_v1_dot_query__pb2.ParseSelectorResponse.FromString,
+                _registered_method=True)
         self.PromQuery = channel.unary_unary(
                 '/tsmesh.v1.QueryService/PromQuery',
                 request_serializer=tsmesh_dot_v1_dot_query__pb2.PromQueryRequest.SerializeToString,
@@ -117,6 +122,14 @@ class QueryServiceServicer:
 
     def Subscribe(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ParseSelector(self, request, context):
+        """A PromQL series selector (`cpu{host=~"web.*"}`) as the structured Selector that Subscribe
+        takes, parsed by the PromQL engine's parser: INVALID_ARGUMENT names the problem otherwise.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -179,6 +192,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=tsmesh_dot_v1_dot_query__pb2.SubscribeRequest.FromString,
                     response_serializer=tsmesh_dot_v1_dot_query__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'ParseSelector': grpc.unary_unary_rpc_method_handler(
+                    servicer.ParseSelector,
+                    request_deserializer=tsmesh_dot_v1_dot_query__pb2.ParseSelectorRequest.FromString,
+                    response_serializer=tsmesh_dot_v1_dot_query__pb2.ParseSelectorResponse.SerializeToString,
             ),
             'PromQuery': grpc.unary_unary_rpc_method_handler(
                     servicer.PromQuery,
@@ -342,6 +360,33 @@ class QueryService:
             '/tsmesh.v1.QueryService/Subscribe',
             tsmesh_dot_v1_dot_query__pb2.SubscribeRequest.SerializeToString,
             tsmesh_dot_v1_dot_query__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ParseSelector(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tsmesh.v1.QueryService/ParseSelector',
+            tsmesh_dot_v1_dot_query__pb2.ParseSelectorRequest.SerializeToString,
+            tsmesh_dot_v1_dot_query__pb2.ParseSelectorResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,10 @@ class QueryServiceStub:
     ListSeries: _grpc.UnaryUnaryMultiCallable[_query_pb2.ListSeriesRequest, _query_pb2.ListSeriesResponse]
     LabelValues: _grpc.UnaryUnaryMultiCallable[_query_pb2.LabelValuesRequest, _query_pb2.LabelValuesResponse]
     Subscribe: _grpc.UnaryStreamMultiCallable[_query_pb2.SubscribeRequest, _query_pb2.SubscribeResponse]
+    ParseSelector: _grpc.UnaryUnaryMultiCallable[_query_pb2.ParseSelectorRequest, _query_pb2.ParseSelectorResponse]
+    """A PromQL series selector (`cpu{host=~"web.*"}`) as the structured Selector that Subscribe
+    takes, parsed by the PromQL engine's parser: INVALID_ARGUMENT names the problem otherwise.
+    """
     PromQuery: _grpc.UnaryUnaryMultiCallable[_query_pb2.PromQueryRequest, _query_pb2.PromQueryResponse]
     """PromQL (Prometheus HTTP API v1 semantics; the gateway translates)"""
     PromQueryRange: _grpc.UnaryUnaryMultiCallable[_query_pb2.PromQueryRangeRequest, _query_pb2.PromQueryResponse]
@@ -55,6 +59,10 @@ class QueryServiceAsyncStub(QueryServiceStub):
     ListSeries: _aio.UnaryUnaryMultiCallable[_query_pb2.ListSeriesRequest, _query_pb2.ListSeriesResponse]  # type: ignore[assignment]
     LabelValues: _aio.UnaryUnaryMultiCallable[_query_pb2.LabelValuesRequest, _query_pb2.LabelValuesResponse]  # type: ignore[assignment]
     Subscribe: _aio.UnaryStreamMultiCallable[_query_pb2.SubscribeRequest, _query_pb2.SubscribeResponse]  # type: ignore[assignment]
+    ParseSelector: _aio.UnaryUnaryMultiCallable[_query_pb2.ParseSelectorRequest, _query_pb2.ParseSelectorResponse]  # type: ignore[assignment]
+    """A PromQL series selector (`cpu{host=~"web.*"}`) as the structured Selector that Subscribe
+    takes, parsed by the PromQL engine's parser: INVALID_ARGUMENT names the problem otherwise.
+    """
     PromQuery: _aio.UnaryUnaryMultiCallable[_query_pb2.PromQueryRequest, _query_pb2.PromQueryResponse]  # type: ignore[assignment]
     """PromQL (Prometheus HTTP API v1 semantics; the gateway translates)"""
     PromQueryRange: _aio.UnaryUnaryMultiCallable[_query_pb2.PromQueryRangeRequest, _query_pb2.PromQueryResponse]  # type: ignore[assignment]
@@ -99,6 +107,16 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _query_pb2.SubscribeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_query_pb2.SubscribeResponse], _abc.AsyncIterator[_query_pb2.SubscribeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ParseSelector(
+        self,
+        request: _query_pb2.ParseSelectorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.ParseSelectorResponse, _abc.Awaitable[_query_pb2.ParseSelectorResponse]]:
+        """A PromQL series selector (`cpu{host=~"web.*"}`) as the structured Selector that Subscribe
+        takes, parsed by the PromQL engine's parser: INVALID_ARGUMENT names the problem otherwise.
+        """
 
     @_abc_1.abstractmethod
     def PromQuery(

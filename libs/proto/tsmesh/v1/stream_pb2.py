@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tsmesh.v1 import common_pb2 as tsmesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tsmesh/v1/stream.proto\x12\ttsmesh.v1\x1a\x16tsmesh/v1/common.proto\"\x8b\x02\n\x13StreamClientMessage\x12\x35\n\x0c\x61uthenticate\x18\x01 \x01(\x0b\x32\x1d.tsmesh.v1.StreamAuthenticateH\x00\x12/\n\tsubscribe\x18\x02 \x01(\x0b\x32\x1a.tsmesh.v1.StreamSubscribeH\x00\x12\x33\n\x0bunsubscribe\x18\x03 \x01(\x0b\x32\x1c.tsmesh.v1.StreamUnsubscribeH\x00\x12%\n\x04ping\x18\x04 \x01(\x0b\x32\x15.tsmesh.v1.StreamPingH\x00\x12%\n\x04pong\x18\x05 \x01(\x0b\x32\x15.tsmesh.v1.StreamPongH\x00\x42\t\n\x07message\"#\n\x12StreamAuthenticate\x12\r\n\x05token\x18\x01 \x01(\t\"D\n\x0fStreamSubscribe\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x08selector\x18\x02 \x01(\x0b\x32\x13.tsmesh.v1.Selector\"\x1f\n\x11StreamUnsubscribe\x12\n\n\x02id\x18\x01 \x01(\t\"\xe7\x01\n\x13StreamServerMessage\x12#\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x14.tsmesh.v1.StreamAckH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.tsmesh.v1.StreamErrorH\x00\x12)\n\x06points\x18\x03 \x01(\x0b\x32\x17.tsmesh.v1.StreamPointsH\x00\x12%\n\x04ping\x18\x04 \x01(\x0b\x32\x15.tsmesh.v1.StreamPingH\x00\x12%\n\x04pong\x18\x05 \x01(\x0b\x32\x15.tsmesh.v1.StreamPongH\x00\x42\t\n\x07message\"%\n\tStreamAck\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\"8\n\x0bStreamError\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"I\n\x0cStreamPoints\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12 \n\x06points\x18\x02 \x03(\x0b\x32\x10.tsmesh.v1.Point\"\x1d\n\nStreamPing\x12\x0f\n\x07time_ns\x18\x01 \x01(\x03\"\x1d\n\nStreamPong\x12\x0f\n\x07time_ns\x18\x01 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tsmesh/v1/stream.proto\x12\ttsmesh.v1\x1a\x16tsmesh/v1/common.proto\"\x8b\x02\n\x13StreamClientMessage\x12\x35\n\x0c\x61uthenticate\x18\x01 \x01(\x0b\x32\x1d.tsmesh.v1.StreamAuthenticateH\x00\x12/\n\tsubscribe\x18\x02 \x01(\x0b\x32\x1a.tsmesh.v1.StreamSubscribeH\x00\x12\x33\n\x0bunsubscribe\x18\x03 \x01(\x0b\x32\x1c.tsmesh.v1.StreamUnsubscribeH\x00\x12%\n\x04ping\x18\x04 \x01(\x0b\x32\x15.tsmesh.v1.StreamPingH\x00\x12%\n\x04pong\x18\x05 \x01(\x0b\x32\x15.tsmesh.v1.StreamPongH\x00\x42\t\n\x07message\"#\n\x12StreamAuthenticate\x12\r\n\x05token\x18\x01 \x01(\t\"T\n\x0fStreamSubscribe\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x08selector\x18\x02 \x01(\x0b\x32\x13.tsmesh.v1.Selector\x12\x0e\n\x06promql\x18\x03 \x01(\t\"\x1f\n\x11StreamUnsubscribe\x12\n\n\x02id\x18\x01 \x01(\t\"\xe7\x01\n\x13StreamServerMessage\x12#\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x14.tsmesh.v1.StreamAckH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.tsmesh.v1.StreamErrorH\x00\x12)\n\x06points\x18\x03 \x01(\x0b\x32\x17.tsmesh.v1.StreamPointsH\x00\x12%\n\x04ping\x18\x04 \x01(\x0b\x32\x15.tsmesh.v1.StreamPingH\x00\x12%\n\x04pong\x18\x05 \x01(\x0b\x32\x15.tsmesh.v1.StreamPongH\x00\x42\t\n\x07message\"%\n\tStreamAck\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\"8\n\x0bStreamError\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"I\n\x0cStreamPoints\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12 \n\x06points\x18\x02 \x03(\x0b\x32\x10.tsmesh.v1.Point\"\x1d\n\nStreamPing\x12\x0f\n\x07time_ns\x18\x01 \x01(\x03\"\x1d\n\nStreamPong\x12\x0f\n\x07time_ns\x18\x01 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,19 +37,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMAUTHENTICATE']._serialized_start=331
   _globals['_STREAMAUTHENTICATE']._serialized_end=366
   _globals['_STREAMSUBSCRIBE']._serialized_start=368
-  _globals['_STREAMSUBSCRIBE']._serialized_end=436
-  _globals['_STREAMUNSUBSCRIBE']._serialized_start=438
-  _globals['_STREAMUNSUBSCRIBE']._serialized_end=469
-  _globals['_STREAMSERVERMESSAGE']._serialized_start=472
-  _globals['_STREAMSERVERMESSAGE']._serialized_end=703
-  _globals['_STREAMACK']._serialized_start=705
-  _globals['_STREAMACK']._serialized_end=742
-  _globals['_STREAMERROR']._serialized_start=744
-  _globals['_STREAMERROR']._serialized_end=800
-  _globals['_STREAMPOINTS']._serialized_start=802
-  _globals['_STREAMPOINTS']._serialized_end=875
-  _globals['_STREAMPING']._serialized_start=877
-  _globals['_STREAMPING']._serialized_end=906
-  _globals['_STREAMPONG']._serialized_start=908
-  _globals['_STREAMPONG']._serialized_end=937
+  _globals['_STREAMSUBSCRIBE']._serialized_end=452
+  _globals['_STREAMUNSUBSCRIBE']._serialized_start=454
+  _globals['_STREAMUNSUBSCRIBE']._serialized_end=485
+  _globals['_STREAMSERVERMESSAGE']._serialized_start=488
+  _globals['_STREAMSERVERMESSAGE']._serialized_end=719
+  _globals['_STREAMACK']._serialized_start=721
+  _globals['_STREAMACK']._serialized_end=758
+  _globals['_STREAMERROR']._serialized_start=760
+  _globals['_STREAMERROR']._serialized_end=816
+  _globals['_STREAMPOINTS']._serialized_start=818
+  _globals['_STREAMPOINTS']._serialized_end=891
+  _globals['_STREAMPING']._serialized_start=893
+  _globals['_STREAMPING']._serialized_end=922
+  _globals['_STREAMPONG']._serialized_start=924
+  _globals['_STREAMPONG']._serialized_end=953
 # @@protoc_insertion_point(module_scope)

@@ -80,11 +80,15 @@ Global___StreamAuthenticate: _TypeAlias = StreamAuthenticate  # noqa: Y015
 
 @_typing.final
 class StreamSubscribe(_message.Message):
+    """Either a structured selector or a PromQL series selector string (`cpu{host=~"web.*"}`)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     SELECTOR_FIELD_NUMBER: _builtins.int
+    PROMQL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    promql: _builtins.str
     @_builtins.property
     def selector(self) -> _common_pb2.Selector: ...
     def __init__(
@@ -92,10 +96,11 @@ class StreamSubscribe(_message.Message):
         *,
         id: _builtins.str = ...,
         selector: _common_pb2.Selector | None = ...,
+        promql: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "promql", b"promql", "selector", b"selector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

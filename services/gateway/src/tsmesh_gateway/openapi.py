@@ -311,7 +311,9 @@ def spec() -> dict[str, Any]:
             "title": "tsmesh gateway",
             "version": "1.0.0",
             "description": "HTTP/JSON API of tsmesh. WebSocket: /v1/stream (subprotocols tsmesh.json.v1, "
-            "tsmesh.proto.v1). Every response carries X-Request-ID.",
+            "tsmesh.proto.v1); a subscription gives a structured selector or a PromQL series selector "
+            '(`{"type":"subscribe","id":"s1","promql":"cpu{host=~\\"web.*\\"}"}`). '
+            "Every response carries X-Request-ID.",
         },
         "components": {
             "schemas": SCHEMAS,

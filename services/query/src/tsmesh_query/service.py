@@ -22,6 +22,7 @@ from tsmesh_query.live import LiveHub
 from tsmesh_query.lookups import Lookups
 from tsmesh_query.plan import RangeQuery, parse_range
 from tsmesh_query.promql.rpc import PromRpc
+from tsmesh_query.promql.series_selector import selector_from_promql
 from tsmesh_query.selectors import parse_selector
 
 SERVICE_NAME = "tsmesh.v1.QueryService"
@@ -90,6 +91,12 @@ class QueryService:
         async for response in stream:
             yield response
 
+    async def ParseSelector(
+        self, request: query_pb2.ParseSelectorRequest, context: Any
+    ) -> query_pb2.ParseSelectorResponse:
+        current_principal("read")
+        return query_pb2.ParseSelectorResponse(selector=selector_from_promql(request.promql, self._limits))
+
     async def PromQuery(self, request: query_pb2.PromQueryRequest, context: Any) -> query_pb2.PromQueryResponse:
         return await self._prom.query(current_principal("read").tenant_id, request)
 
@@ -141,6 +148,9 @@ def add_to_server(servicer: QueryService, server: grpc.aio.Server) -> None:
             servicer.LabelValues,
             request_deserializer=query_pb2.LabelValuesRequest.FromString,
             response_serializer=query_pb2.LabelValuesResponse.SerializeToString,
+        ),
+        "ParseSelector": _unary(
+            servicer.ParseSelector, query_pb2.ParseSelectorRequest, query_pb2.ParseSelectorResponse
         ),
         "PromQuery": _unary(servicer.PromQuery, query_pb2.PromQueryRequest, query_pb2.PromQueryResponse),
         "PromQueryRange": _unary(servicer.PromQueryRange, query_pb2.PromQueryRangeRequest, query_pb2.PromQueryResponse),

@@ -22,6 +22,7 @@ from tsmesh_gateway.convert import point_to_json, selector_from_json, selector_t
 JSON_PROTOCOL = "tsmesh.json.v1"
 PROTO_PROTOCOL = "tsmesh.proto.v1"
 Message = MutableMapping[str, Any]
+MAX_PROMQL_LENGTH = 4096
 UTF8 = "tsmesh.utf8"  # optional key of a text send message: the same text, already UTF-8 encoded
 SEND_NOW = "tsmesh.send_now"  # optional scope key: a synchronous ``(message) -> bool`` write attempt
 
@@ -34,6 +35,7 @@ class ClientMessage:
     id: str = ""
     token: str = ""
     selector: common_pb2.Selector | None = None
+    promql: str = ""  # a PromQL series selector, given instead of ``selector`` (query parses it)
 
 
 class Fragments:
@@ -96,6 +98,12 @@ def _sub_id(value: Any) -> str:
     return value
 
 
+def _promql(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PROMQL_LENGTH:
+        raise InvalidArgument("promql", f"must be a PromQL series selector of 1 to {MAX_PROMQL_LENGTH} characters")
+    return value
+
+
 class JsonCodec:
     """``{"type": "subscribe", "id": "s1", "selector": {...}}`` and friends, as text frames."""
 
@@ -116,9 +124,13 @@ class JsonCodec:
                 raise InvalidArgument("token", "must be a non-empty string")
             return ClientMessage("auth", token=token)
         if kind == "subscribe":
-            return ClientMessage(
-                "subscribe", id=_sub_id(obj.get("id")), selector=selector_from_json(obj.get("selector"))
-            )
+            sub_id = _sub_id(obj.get("id"))
+            promql = obj.get("promql")
+            if promql is None:
+                return ClientMessage("subscribe", id=sub_id, selector=selector_from_json(obj.get("selector")))
+            if obj.get("selector") is not None:
+                raise InvalidArgument("promql", "give either selector or promql, not both")
+            return ClientMessage("subscribe", id=sub_id, promql=_promql(promql))
         if kind == "unsubscribe":
             return ClientMessage("unsubscribe", id=_sub_id(obj.get("id")))
         if kind in ("ping", "pong"):
@@ -174,8 +186,13 @@ class ProtoCodec:
                 raise InvalidArgument("token", "must be a non-empty string")
             return ClientMessage("auth", token=parsed.authenticate.token)
         if kind == "subscribe":
+            sub_id = _sub_id(parsed.subscribe.id)
+            if parsed.subscribe.promql:
+                if parsed.subscribe.HasField("selector"):
+                    raise InvalidArgument("promql", "give either selector or promql, not both")
+                return ClientMessage("subscribe", id=sub_id, promql=_promql(parsed.subscribe.promql))
             selector = selector_from_json(selector_to_json(parsed.subscribe.selector))
-            return ClientMessage("subscribe", id=_sub_id(parsed.subscribe.id), selector=selector)
+            return ClientMessage("subscribe", id=sub_id, selector=selector)
         if kind == "unsubscribe":
             return ClientMessage("unsubscribe", id=_sub_id(parsed.unsubscribe.id))
         if kind in ("ping", "pong"):

@@ -222,14 +222,17 @@ class StreamEndpoint:
             await self._authenticate(conn, decoded.token, f"Bearer {decoded.token}")
             conn.push(codec.ack("", "auth"))
         elif decoded.kind == "subscribe":
-            assert conn.principal is not None and decoded.selector is not None
+            assert conn.principal is not None
             if not may_read(conn.principal):
                 raise PermissionDenied("scope 'read' required")
             if decoded.id in conn.subscriptions:
                 raise InvalidArgument("id", f"subscription {decoded.id!r} already exists")
             if len(conn.subscriptions) >= self._cfg.max_subscriptions:
                 raise InvalidArgument("id", f"at most {self._cfg.max_subscriptions} subscriptions per socket")
-            if await self._hub.subscribe(conn, decoded.id, decoded.selector):
+            selector = decoded.selector
+            if selector is None:
+                selector = await self._hub.parse_promql(conn, decoded.promql)
+            if await self._hub.subscribe(conn, decoded.id, selector):
                 conn.push(codec.ack(decoded.id, "subscribe"))
         elif decoded.kind == "unsubscribe":
             if not self._hub.unsubscribe(conn, decoded.id):

@@ -22,7 +22,7 @@ from tsmesh.v1 import common_pb2, query_pb2
 
 from tsmesh_common.client import outgoing_metadata
 from tsmesh_common.context import Principal
-from tsmesh_common.errors import Unauthenticated
+from tsmesh_common.errors import TsmeshError, Unauthenticated
 from tsmesh_gateway.config import StreamConfig
 from tsmesh_gateway.guard import authorization_token
 from tsmesh_gateway.stream.codec import Fragments
@@ -47,6 +47,15 @@ RETRY_CODES = frozenset(
 REAUTH_BATCH = 64
 SETTLE_SECONDS = 0.05  # a refusal's status may follow its (empty) initial metadata by a loop turn or two
 FeedKey = tuple[str, bytes]
+PARSE_TIMEOUT_S = 5.0
+
+
+class UpstreamRefusal(TsmeshError):
+    """An upstream call's status, passed on to the client as an error frame with the same code."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Feed:
@@ -278,6 +287,20 @@ class Hub:
                     del self.by_token[conn.principal.token_id]
         for sub_id in list(conn.subscriptions):
             self.unsubscribe(conn, sub_id)
+
+    async def parse_promql(self, conn: Connection, text: str) -> common_pb2.Selector:
+        """The structured selector of a PromQL series selector, parsed by query's PromQL parser
+        (``ParseSelector``) so one parser decides; its refusal becomes the subscription's error."""
+        try:
+            answer = await self.stub.ParseSelector(
+                query_pb2.ParseSelectorRequest(promql=text),
+                timeout=PARSE_TIMEOUT_S,
+                metadata=outgoing_metadata(conn.authorization),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise UpstreamRefusal(exc.code(), exc.details() or exc.code().name.lower()) from None
+        selector: common_pb2.Selector = answer.selector
+        return selector
 
     async def subscribe(self, conn: Connection, sub_id: str, selector: common_pb2.Selector) -> bool:
         """Attach a subscription to the shared feed of its (tenant, selector), starting it if new.
