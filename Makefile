@@ -72,7 +72,8 @@ bench-query: $(STAMP) bench-tools
 	$(PY) bench/bench_query.py
 
 # Real clients the tests drive, from Debian's packages (command=package; installed when missing)
-TEST_TOOLS := promtool=prometheus
+# (chromium: the web console and /docs browser tests, driven by Playwright)
+TEST_TOOLS := promtool=prometheus chromium=chromium chromedriver=chromium-driver
 # wrk drives the HTTP part of bench-gateway; Prometheus is bench-query's PromQL baseline
 BENCH_TOOLS := wrk=wrk promtool=prometheus
 

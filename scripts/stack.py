@@ -364,7 +364,7 @@ class Stack:
     def describe(self) -> str:
         """Where everything is, for the developer."""
         cfg = self.cfg
-        rows = [("gateway", f"{self.gateway_url}  (/readyz /healthz /metrics /docs)")]
+        rows = [("gateway", f"{self.gateway_url}  (/ui console; /readyz /healthz /metrics /docs)")]
         for svc in ("ingest", "query", "auth"):
             rows.append((svc, f"gRPC {self.grpc_addr(svc)}  metrics {self.metrics_url(svc)}"))
         writer = "ingest_writer"

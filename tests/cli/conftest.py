@@ -9,20 +9,13 @@ from pathlib import Path
 import pytest
 from cli_stack import Cli
 from devstack import Stack
-from stack_config import drop_database, private_config
+from stackkit import private_stack
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    cfg = private_config(tmp_path_factory.mktemp("cli-stack"))
-    with open(os.devnull, "w") as quiet:
-        running = Stack(cfg, out=quiet)
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
-            drop_database(cfg.database)
+    with private_stack(tmp_path_factory.mktemp("cli-stack")) as running:
+        yield running
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ WebSocket in both subprotocols, and close a live socket by revoking its token.""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import websockets
 from devstack import DEMO_EMAIL, DEMO_TENANT, Stack
 from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
-from stack_config import drop_database, private_config
+from stackkit import private_stack
 from tsmesh.v1 import stream_pb2
 
 pytestmark = pytest.mark.e2e
@@ -27,15 +26,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    cfg = private_config(tmp_path_factory.mktemp("gateway-stack"))
-    with open(os.devnull, "w") as quiet:
-        running = Stack(cfg, out=quiet)
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
-            drop_database(cfg.database)
+    with private_stack(tmp_path_factory.mktemp("gateway-stack")) as running:
+        yield running
 
 
 async def _json_frames(ws: websockets.ClientConnection, want: int) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ the gateway's Prometheus API (PromQL evaluated by the query service), tenant fro
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,22 +11,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from devstack import DEMO_EMAIL, DEMO_TENANT, Stack
-from stack_config import drop_database, private_config
+from stackkit import private_stack
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    cfg = private_config(tmp_path_factory.mktemp("prometheus-stack"))
-    with open(os.devnull, "w") as quiet:
-        running = Stack(cfg, out=quiet)
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
-            drop_database(cfg.database)
+    with private_stack(tmp_path_factory.mktemp("prometheus-stack")) as running:
+        yield running
 
 
 async def test_written_points_answer_promql_through_the_gateway(stack: Stack) -> None:

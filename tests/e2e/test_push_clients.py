@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import shutil
 import subprocess
 import time
@@ -25,7 +24,8 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from stack_config import ROOT, drop_database, free_ports, private_config
+from stack_config import ROOT, free_ports
+from stackkit import private_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -34,15 +34,8 @@ Labels = dict[str, str]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    cfg = private_config(tmp_path_factory.mktemp("push-stack"))
-    with open(os.devnull, "w") as quiet:
-        running = Stack(cfg, out=quiet)
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
-            drop_database(cfg.database)
+    with private_stack(tmp_path_factory.mktemp("push-stack")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ transport, real Redis) and, for WebSocket tests, a real Granian gateway process.
 
 from __future__ import annotations
 
+import resource
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -187,3 +188,13 @@ def served(served_factory: Callable[..., Served]) -> Served:
         TSMESH_GATEWAY_WS_AUTH_TIMEOUT_SECONDS="1",
         TSMESH_GATEWAY_WS_SEND_QUEUE_POINTS="2000",
     )
+
+
+@pytest.fixture
+def file_limit() -> Iterator[tuple[int, int]]:
+    """The process's (soft, hard) open-file limit, put back after the test."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        yield soft, hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
+from starlette.applications import Starlette
 from tsmesh.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -397,3 +399,9 @@ def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
 
 def grpc_code_of(exc: BaseException) -> grpc.StatusCode | None:
     return exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
+
+
+def mounted_alone(routes: list[Any], client_host: str) -> httpx.AsyncClient:
+    """A client of an app holding only ``routes`` (one routes module: no fast path, no middleware)."""
+    transport = httpx.ASGITransport(app=Starlette(routes=routes), client=(client_host, 1234))
+    return httpx.AsyncClient(transport=transport, base_url="http://gateway")

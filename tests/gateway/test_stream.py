@@ -5,7 +5,6 @@ revocation and expiry closing live sockets, and re-authentication re-checking su
 from __future__ import annotations
 
 import asyncio
-import resource
 import time
 import urllib.request
 import uuid
@@ -17,7 +16,6 @@ from testkit import eventually
 from tsmesh.v1 import common_pb2, stream_pb2
 
 from tsmesh_common.redis_keys import REVOCATION_CHANNEL
-from tsmesh_gateway.config import GatewayConfig, raise_open_file_limit, socket_budget
 from tsmesh_gateway.stream.hub import HeapFreezer
 
 JSON = "tsmesh.json.v1"
@@ -325,22 +323,6 @@ async def test_a_full_worker_refuses_new_sockets_fast_and_explicitly(served_fact
     finally:
         for ws in held:
             await ws.close()
-
-
-def test_socket_budget_caps_the_configured_maximum() -> None:
-    assert GatewayConfig.from_env({}).stream.max_connections == socket_budget()
-    assert GatewayConfig.from_env({"TSMESH_GATEWAY_WS_MAX_CONNECTIONS": "7"}).stream.max_connections == 7
-    huge = GatewayConfig.from_env({"TSMESH_GATEWAY_WS_MAX_CONNECTIONS": str(10**9)})
-    assert huge.stream.max_connections == socket_budget() < 10**9
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert socket_budget() == max(1, soft - min(1024 + 4096, soft // 4))
-    try:  # a small limit keeps three quarters for sockets, not one
-        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
-        assert socket_budget() == 768
-        raise_open_file_limit()  # what the gateway does at start: soft up to the hard limit
-        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_heap_freezer_freezes_as_sockets_grow_and_thaws_after_churn() -> None:

@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 from tsmesh_common.config import load_or_exit
-from tsmesh_gateway.config import LISTEN_BACKLOG, GatewayConfig, raise_open_file_limit
+from tsmesh_gateway.config import LISTEN_BACKLOG, GatewayConfig
+from tsmesh_gateway.stream.socket_budget import raise_open_file_limit
 
 
 def main() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import resource
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Network, ip_network
@@ -41,27 +39,9 @@ class RateLimits:
 # the listen backlog of the HTTP and WebSocket ports: asyncio's default of 100 overflows in a reconnect
 # storm and every dropped SYN costs its client a 1 s (then 3 s) retransmission
 LISTEN_BACKLOG = 4096
-# descriptors a worker keeps beyond its WebSockets: upstream channels, Redis, logs, listening sockets,
-# HTTP clients, and a full backlog of handshakes still being answered
-FD_HEADROOM = 1024 + LISTEN_BACKLOG
-
-
-def raise_open_file_limit() -> None:
-    """Raise the soft open-file limit to the hard one (as Go's runtime does at start): a 1,024 soft
-    limit under a higher hard one is a shell or systemd default, not a decision. The workers inherit it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard and (hard == resource.RLIM_INFINITY or soft < hard):
-        with contextlib.suppress(ValueError, OSError):  # a hard limit above the kernel's nr_open: keep it
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def socket_budget() -> int:
-    """WebSockets one worker can hold: its open-file limit less :data:`FD_HEADROOM`, or less a quarter
-    of it when the limit is small (a worker at its file limit could open no upstream connection)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 1_000_000
-    return max(1, soft - min(FD_HEADROOM, soft // 4))
+HTTP_PORT = 8080
+# a socket's points wait at most this long to share a frame: the live feed's latency budget
+MAX_COALESCE_SECONDS = 0.001
 
 
 @dataclass(frozen=True)
@@ -72,13 +52,14 @@ class StreamConfig:
     ping_interval_seconds: float = 20.0
     idle_timeout_seconds: float = 60.0
     send_queue_points: int = 10_000
-    coalesce_seconds: float = 0.001
+    coalesce_seconds: float = MAX_COALESCE_SECONDS
     max_subscriptions: int = 100
     max_message_bytes: int = 64 * 1024
     reauth_seconds: float = 30.0
     listener: bool = True
-    port: int = 8081
-    max_connections: int = 10_000
+    port: int = HTTP_PORT + 1  # from_env: TSMESH_HTTP_PORT + 1
+    # None: as many as the worker's open-file limit allows (stream.socket_budget, ADR 0452)
+    max_connections: int | None = None
     # fairness, per worker process (ADR 0453): sockets per token and per client address, and new
     # handshakes per client address (GCRA, per second with a burst)
     max_connections_per_token: int = 1_000
@@ -129,26 +110,12 @@ class GatewayConfig:
         origins = env.get_list("TSMESH_GATEWAY_CORS_ORIGINS")
         if "*" in origins:
             raise ConfigError("TSMESH_GATEWAY_CORS_ORIGINS", "'*' is not allowed (credentials are sent); list origins")
-        budget = socket_budget()
-        stream = StreamConfig(
-            auth_timeout_seconds=env.get_float("TSMESH_GATEWAY_WS_AUTH_TIMEOUT_SECONDS", 5.0, minimum=0.1),
-            ping_interval_seconds=env.get_float("TSMESH_GATEWAY_WS_PING_SECONDS", 20.0, minimum=0.1),
-            idle_timeout_seconds=env.get_float("TSMESH_GATEWAY_WS_IDLE_TIMEOUT_SECONDS", 60.0, minimum=0.2),
-            send_queue_points=env.get_int("TSMESH_GATEWAY_WS_SEND_QUEUE_POINTS", 10_000, minimum=1),
-            coalesce_seconds=min(env.get_float("TSMESH_GATEWAY_WS_COALESCE_SECONDS", 0.001, minimum=0.0), 0.001),
-            max_subscriptions=env.get_int("TSMESH_GATEWAY_WS_MAX_SUBSCRIPTIONS", 100, minimum=1),
-            reauth_seconds=env.get_float("TSMESH_GATEWAY_WS_REAUTH_SECONDS", 30.0, minimum=0.1),
-            listener=env.get_bool("TSMESH_GATEWAY_WS_LISTENER", True),
-            port=env.get_port("TSMESH_GATEWAY_WS_PORT", env.get_port("TSMESH_HTTP_PORT", 8080) + 1),
-            max_connections=min(env.get_int("TSMESH_GATEWAY_WS_MAX_CONNECTIONS", budget, minimum=1), budget),
-            max_connections_per_token=env.get_int("TSMESH_GATEWAY_WS_MAX_CONNECTIONS_PER_TOKEN", 1_000, minimum=1),
-            max_connections_per_address=env.get_int("TSMESH_GATEWAY_WS_MAX_CONNECTIONS_PER_ADDRESS", 1_000, minimum=1),
-            handshakes_per_address=_limit(env, "TSMESH_GATEWAY_WS_HANDSHAKES_PER_ADDRESS", 20.0, 100),
-        )
+        http_port = env.get_port("TSMESH_HTTP_PORT", HTTP_PORT)
+        stream = _stream(env, http_port)
         return cls(
             common=common,
             http_host=env.get_str("TSMESH_HTTP_HOST", "127.0.0.1"),
-            http_port=env.get_port("TSMESH_HTTP_PORT", 8080),
+            http_port=http_port,
             workers=env.get_int("TSMESH_GATEWAY_WORKERS", 1, minimum=1, maximum=64),
             ingest_addr=env.get_str("TSMESH_INGEST_ADDR", "127.0.0.1:50051"),
             query_addr=env.get_str("TSMESH_QUERY_ADDR", "127.0.0.1:50052"),
@@ -171,6 +138,42 @@ class GatewayConfig:
             trusted_proxies=_trusted_proxies(env),
             push=PushConfig.from_env(environ),
         )
+
+
+def _stream(env: Env, http_port: int) -> StreamConfig:
+    """``TSMESH_GATEWAY_WS_*``, each unset one at :class:`StreamConfig`'s default."""
+    d = StreamConfig()
+    max_connections = "TSMESH_GATEWAY_WS_MAX_CONNECTIONS"
+    return StreamConfig(
+        auth_timeout_seconds=env.get_float(
+            "TSMESH_GATEWAY_WS_AUTH_TIMEOUT_SECONDS", d.auth_timeout_seconds, minimum=0.1
+        ),
+        ping_interval_seconds=env.get_float("TSMESH_GATEWAY_WS_PING_SECONDS", d.ping_interval_seconds, minimum=0.1),
+        idle_timeout_seconds=env.get_float(
+            "TSMESH_GATEWAY_WS_IDLE_TIMEOUT_SECONDS", d.idle_timeout_seconds, minimum=0.2
+        ),
+        send_queue_points=env.get_int("TSMESH_GATEWAY_WS_SEND_QUEUE_POINTS", d.send_queue_points, minimum=1),
+        coalesce_seconds=min(
+            env.get_float("TSMESH_GATEWAY_WS_COALESCE_SECONDS", d.coalesce_seconds, minimum=0.0), MAX_COALESCE_SECONDS
+        ),
+        max_subscriptions=env.get_int("TSMESH_GATEWAY_WS_MAX_SUBSCRIPTIONS", d.max_subscriptions, minimum=1),
+        reauth_seconds=env.get_float("TSMESH_GATEWAY_WS_REAUTH_SECONDS", d.reauth_seconds, minimum=0.1),
+        listener=env.get_bool("TSMESH_GATEWAY_WS_LISTENER", d.listener),
+        port=env.get_port("TSMESH_GATEWAY_WS_PORT", http_port + 1),
+        max_connections=None if env.raw(max_connections) is None else env.get_int(max_connections, 1, minimum=1),
+        max_connections_per_token=env.get_int(
+            "TSMESH_GATEWAY_WS_MAX_CONNECTIONS_PER_TOKEN", d.max_connections_per_token, minimum=1
+        ),
+        max_connections_per_address=env.get_int(
+            "TSMESH_GATEWAY_WS_MAX_CONNECTIONS_PER_ADDRESS", d.max_connections_per_address, minimum=1
+        ),
+        handshakes_per_address=_limit(
+            env,
+            "TSMESH_GATEWAY_WS_HANDSHAKES_PER_ADDRESS",
+            d.handshakes_per_address.rate,
+            d.handshakes_per_address.burst,
+        ),
+    )
 
 
 def _trusted_proxies(env: Env) -> tuple[Network, ...]:

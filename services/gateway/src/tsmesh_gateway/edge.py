@@ -30,8 +30,9 @@ CSP = (
     b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
+CSP_HEADER = b"content-security-policy"
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
-    (b"content-security-policy", CSP),
+    (CSP_HEADER, CSP),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
@@ -110,7 +111,11 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), *extra]
+                headers = message.get("headers", ())
+                if any(key == CSP_HEADER for key, _ in headers):  # a page with its own policy (the console)
+                    message["headers"] = [*headers, *(h for h in extra if h[0] != CSP_HEADER)]
+                else:
+                    message["headers"] = [*headers, *extra]
             await send(message)
 
         try:

@@ -3,7 +3,9 @@
 A response of tens of thousands of buckets costs about 1 µs per ``buckets.add()``; here every
 bucket of a response is encoded at once as the canonical wire bytes ``SeriesResult.buckets``
 would have (``0x1a len [0x08 varint start] [0x11 f64 value] [0x18 varint count]``, zero scalars
-omitted as proto3 does), and the response is parsed once by upb in C.
+omitted as proto3 does), and the response is parsed once by upb in C. The keys come from the
+descriptors through :mod:`tsmesh_common.protowire`; the varint columns here are numpy's bulk form of
+``protowire.varint`` (tests/query/test_wire.py checks both against upb).
 """
 
 from __future__ import annotations
@@ -14,8 +16,16 @@ import numpy as np
 import numpy.typing as npt
 from tsmesh.v1 import query_pb2
 
-from tsmesh_common.protowire import varint
+from tsmesh_common.protowire import key_of, tag_of, varint
 
+_BUCKET = query_pb2.Bucket.DESCRIPTOR
+_BUCKETS_TAG = tag_of(query_pb2.SeriesResult.DESCRIPTOR, "buckets")
+_START_TAG = tag_of(_BUCKET, "start_ns")
+_VALUE_TAG = tag_of(_BUCKET, "value")
+_COUNT_TAG = tag_of(_BUCKET, "count")
+_RESPONSE = query_pb2.QueryRangeResponse.DESCRIPTOR
+_SERIES_KEY = key_of(_RESPONSE, "series")
+_RESOLUTION_KEY = key_of(_RESPONSE, "resolution")
 _THRESHOLDS = [np.uint64(1 << (7 * k)) for k in range(1, 10)]
 
 I64 = npt.NDArray[np.int64]
@@ -96,10 +106,10 @@ def encode_buckets(starts: I64, values: F64, has_value: Bools, counts: I64) -> t
     if n == 0:
         return memoryview(b""), np.zeros(0, dtype=np.intp)
     has = _keep(has_value)
-    blocks: list[Block] = [(0x1A, True), (0, True)]  # the length byte is written below
-    blocks += _varint_blocks(starts, 0x08)
-    blocks += [(0x11, has), (values.astype("<f8").view(np.uint8).reshape(n, 8), has)]
-    blocks += _varint_blocks(counts, 0x18)
+    blocks: list[Block] = [(_BUCKETS_TAG, True), (0, True)]  # the length byte is written below
+    blocks += _varint_blocks(starts, _START_TAG)
+    blocks += [(_VALUE_TAG, has), (values.astype("<f8").view(np.uint8).reshape(n, 8), has)]
+    blocks += _varint_blocks(counts, _COUNT_TAG)
     blocks = [block for block in blocks if block[1] is not False]
     widths = [1 if isinstance(data, int) or data.ndim == 1 else data.shape[1] for data, _ in blocks]
     table = np.empty((n, sum(widths)), dtype=np.uint8)
@@ -127,9 +137,9 @@ def encode_response(heads: Sequence[bytes], bodies: Sequence[bytes | memoryview]
     """A QueryRangeResponse from per-series ``SeriesResult`` prefixes (metric, labels) and bucket bytes."""
     parts: list[bytes | memoryview] = []
     for head, body in zip(heads, bodies, strict=True):
-        parts += (b"\x0a", varint(len(head) + len(body)), head, body)
+        parts += (_SERIES_KEY, varint(len(head) + len(body)), head, body)
     if resolution:
-        parts += (b"\x10", varint(resolution))
+        parts += (_RESOLUTION_KEY, varint(resolution))
     return b"".join(parts)
 
 

@@ -24,6 +24,7 @@ from tsmesh_gateway.routes.influx import influx_routes
 from tsmesh_gateway.routes.ops import ops_routes
 from tsmesh_gateway.routes.prometheus import prometheus_routes
 from tsmesh_gateway.routes.push import push_routes
+from tsmesh_gateway.routes.ui import ui_routes
 
 
 def mount(deps: Deps, queries: QueryCache) -> list[BaseRoute]:
@@ -36,4 +37,5 @@ def mount(deps: Deps, queries: QueryCache) -> list[BaseRoute]:
         *auth_routes(deps),
         *admin_routes(deps),
         *ops_routes(deps.upstreams, spec, os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
+        *ui_routes(),
     ]

@@ -1,15 +1,15 @@
 """Operational routes: ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json`` and Swagger UI at ``/docs``.
 
-Swagger UI's assets come from the ``swagger-ui-bundle`` package and are served locally (no CDN),
-with no inline script so the Content-Security-Policy stays strict.
+Swagger UI 5 (it reads OpenAPI 3.1) is vendored under ``static/swagger-ui`` (version and source in its
+README) and served locally (no CDN), with no inline script so the Content-Security-Policy stays strict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
-import swagger_ui_bundle
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -22,11 +22,13 @@ from tsmesh_gateway.upstreams import Upstreams
 
 DOCS_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tsmesh API</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
 <script src="/docs/init.js"></script></body></html>
 """
+SWAGGER_UI_DIR = Path(__file__).resolve().parent.parent / "static" / "swagger-ui"
 DOCS_INIT = 'window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true});\n'
 
 
@@ -77,5 +79,5 @@ def ops_routes(
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
         Route("/docs/init.js", docs_init, methods=["GET"]),
-        Mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger"),
+        Mount("/docs/static", StaticFiles(directory=SWAGGER_UI_DIR), name="swagger"),
     ]

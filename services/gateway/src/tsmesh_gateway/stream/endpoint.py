@@ -35,6 +35,7 @@ from tsmesh_gateway.stream.connection import (
     Connection,
 )
 from tsmesh_gateway.stream.hub import Hub
+from tsmesh_gateway.stream.socket_budget import max_sockets
 from tsmesh_gateway.stream.socket_limits import CLOSE_LIMITED, GATED, Refusal, SocketLimits
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class StreamEndpoint:
         self._cfg = cfg
         self._client_address = client_address
         self.limits = SocketLimits(cfg)
+        self._max_connections = max_sockets(cfg.max_connections)
 
     def gate(self, scope: Scope) -> Refusal | None:
         """Before an upgrade (the lean listener): spend the client address's handshake budget and
@@ -79,34 +81,18 @@ class StreamEndpoint:
         return self.limits.handshake(self._client_address(scope))
 
     def full(self) -> bool:
-        """This worker holds ``max_connections`` sockets: new ones are refused (1013 / 503)."""
-        return len(self._hub.connections) >= self._cfg.max_connections
+        """This worker holds its :func:`max_sockets`: new ones are refused (1013 / 503)."""
+        return len(self._hub.connections) >= self._max_connections
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         first = await receive()
         if first["type"] != "websocket.connect":
             return
-        offered = scope.get("subprotocols") or []
-        protocol = next((p for p in (PROTO_PROTOCOL, JSON_PROTOCOL) if p in offered), None)
-        if offered and protocol is None:
-            await send({"type": "websocket.close", "code": CLOSE_BAD_MESSAGE, "reason": "unsupported subprotocol"})
+        admitted = await self._accept(scope, send)
+        if admitted is None:
             return
-        accept: dict[str, object] = {"type": "websocket.accept"}
-        if protocol is not None:
-            accept["subprotocol"] = protocol
-        await send(accept)
-        if self.full():
-            # Granian's port cannot refuse before the upgrade (the lean listener answers 503 there,
-            # but handshakes it admitted together may still end up here)
-            REFUSED.inc()
-            await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER, "reason": "gateway worker full"})
-            return
-        address = self._client_address(scope)
-        refusal = None if scope.get(GATED) else self.limits.handshake(address)
-        if refusal is not None:
-            await send({"type": "websocket.close", "code": CLOSE_LIMITED, "reason": refusal.reason})
-            return
-        conn = Connection(send, codec_for(protocol or JSON_PROTOCOL), self._cfg.send_queue_points)
+        protocol, address = admitted
+        conn = Connection(send, codec_for(protocol), self._cfg.send_queue_points)
         conn.send_now = scope.get(SEND_NOW)
         conn.handler = asyncio.current_task()
         self._hub.register(conn)
@@ -146,6 +132,32 @@ class StreamEndpoint:
             self.limits.closed(counted)
         if conn.close_code is not None:
             await conn.finish_close()
+
+    async def _accept(self, scope: Scope, send: Send) -> tuple[str, str] | None:
+        """Accept the upgrade with the preferred offered subprotocol, then keep the socket only when
+        this worker has room and the client address its budgets: (subprotocol, client address), or
+        None once the socket is closed."""
+        offered = scope.get("subprotocols") or []
+        protocol = next((p for p in (PROTO_PROTOCOL, JSON_PROTOCOL) if p in offered), None)
+        if offered and protocol is None:
+            await send({"type": "websocket.close", "code": CLOSE_BAD_MESSAGE, "reason": "unsupported subprotocol"})
+            return None
+        accept: dict[str, object] = {"type": "websocket.accept"}
+        if protocol is not None:
+            accept["subprotocol"] = protocol
+        await send(accept)
+        if self.full():
+            # Granian's port cannot refuse before the upgrade (the lean listener answers 503 there,
+            # but handshakes it admitted together may still end up here)
+            REFUSED.inc()
+            await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER, "reason": "gateway worker full"})
+            return None
+        address = self._client_address(scope)
+        refusal = None if scope.get(GATED) else self.limits.handshake(address)
+        if refusal is not None:
+            await send({"type": "websocket.close", "code": CLOSE_LIMITED, "reason": refusal.reason})
+            return None
+        return protocol or JSON_PROTOCOL, address
 
     async def _await_auth(self, conn: Connection, receive: Receive) -> None:
         try:

@@ -23,6 +23,7 @@ from websockets.typing import Subprotocol
 from tsmesh_gateway.config import LISTEN_BACKLOG
 from tsmesh_gateway.stream.codec import JSON_PROTOCOL, PROTO_PROTOCOL, SEND_NOW, UTF8, Message
 from tsmesh_gateway.stream.connection import REFUSED
+from tsmesh_gateway.stream.socket_budget import max_sockets
 from tsmesh_gateway.stream.socket_limits import GATED, Refusal
 
 log = logging.getLogger(__name__)
@@ -46,13 +47,13 @@ class LeanListener:
         port: int,
         *,
         max_message_bytes: int,
-        max_connections: int,
+        max_connections: int | None,
         tls: tuple[str, str] | None = None,
         gate: Gate | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._gate = gate
-        self._max_connections = max_connections
+        self._max_connections = max_sockets(max_connections)  # None: the socket budget
         self._host = host
         self._port = port
         self._max_message_bytes = max_message_bytes
@@ -99,7 +100,7 @@ class LeanListener:
 
     def _admit(self, connection: ServerConnection, request: Any) -> Any:
         """:func:`_only_stream_path`, then 503 with ``Retry-After`` when this listener already holds
-        ``max_connections`` upgraded sockets (open or still closing: each holds a descriptor;
+        :func:`max_sockets` upgraded sockets (open or still closing: each holds a descriptor;
         ``TSMESH_GATEWAY_WS_MAX_CONNECTIONS``): refused before the upgrade, cheaply, instead of
         running the worker out of file descriptors (its upstream channels need some too). Sockets
         still in their handshake are not counted: the headroom left for them covers a full backlog.
