@@ -1,6 +1,6 @@
-"""Review fixes of ADR 0404: the per-address budget is spent before authentication, refused
-credentials are remembered briefly (only those that cannot turn valid), and the micro-cache is
-bounded in bytes; a slow request body is answered 408."""
+"""Review fixes of ADR 0404 (now ADRs 0464, 0461, 0466): the per-address budget is spent before
+authentication, refused credentials are remembered briefly (only those that cannot turn valid),
+and the micro-cache is bounded in bytes; a slow request body is answered 408."""
 
 from __future__ import annotations
 

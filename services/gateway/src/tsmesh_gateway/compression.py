@@ -2,7 +2,7 @@
 uncompressed path then costs one header scan instead of a responder per request).
 
 Level 6 (zlib's default): on a 36 KB range answer it costs ~250 us of CPU against ~1.7 ms at level 9
-for a body 6% larger (ADR 0404); the micro-cache keeps the gzipped answer beside the plain one.
+for a body 6% larger (ADR 0468); the micro-cache keeps the gzipped answer beside the plain one.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Rate-limit leasing: per-route-class budgets (per client address, then per token or user) spent
-from leases of units bought in Redis ahead of need, so most requests decide locally (ADR 0404)."""
+from leases of units bought in Redis ahead of need, so most requests decide locally (ADR 0465)."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ ADVISORY_KEY = 0x7473_6D65_7368_0001  # "tsmesh" + 1
 # invisible to the DELETE, so it stays for a later pass. Claimed ranges of a series covering the
 # same first and last minute merge into one (same buckets, min lo, max hi).
 # The buckets to recompute go to a table of their own, analyzed, so the plan fits their real number
-# (often a handful: a misestimate made the planner spend seconds on one bucket, ADR 0203).
+# (often a handful: a misestimate made the planner spend seconds on one bucket, ADR 0233).
 # A 1m bucket's ``ascending`` and ``distinct_ms`` (migration 0003) compare each point with the one
 # before it in the bucket; 1h buckets leave them NULL (unused).
 REFRESH_SQL = (

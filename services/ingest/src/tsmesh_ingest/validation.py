@@ -6,7 +6,7 @@ the producer joins them, nothing is rebuilt) and, minus the timestamp and value 
 tail, the cache key of the point's identity (canonical encoding of (metric, labels) -> series id).
 The steady-state per-point Python is three slices and one dict lookup while walking the bytes
 (:mod:`tsmesh_ingest.wirewalk`); the timestamp and value checks then read the 19-byte tails of all
-the points at once in numpy (this extends ADR 0203's serialize-once path).
+the points at once in numpy (this extends ADR 0230's serialize-once path).
 
 A cache hit is trusted because a key is cached only when it equals the serialization of a fresh
 ``Point(metric, labels)`` of a valid identity: a point whose bytes are such a key followed by exactly

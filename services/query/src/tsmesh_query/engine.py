@@ -8,7 +8,7 @@ snapshot in which rollups, pending ranges and raw points agree, taken after the 
 like every cached chunk it is combined with); store them; assemble, fill and encode the answer as
 wire bytes. Chunks older than the late-arrival window are keyed
 on the late generation (moved only by commits of points older than ``LATE_WRITE_SECONDS``), the
-others on the data generation (moved by every commit). See ADRs 0301, 0303 and 0304.
+others on the data generation (moved by every commit). See ADRs 0301, 0303, 0321 and 0322.
 """
 
 from __future__ import annotations

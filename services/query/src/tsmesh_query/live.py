@@ -5,7 +5,7 @@ published batch costs, per point, one lookup per label name the metric's selecto
 by plus one match per selector actually found: 1,000 selectors ``host="..."`` on one metric cost
 O(1) per point, not 1,000 matches. Selectors without an equality matcher are matched one by one.
 Each matching selector's points go into its subscribers' bounded mailboxes; a stream sends
-everything waiting as one response (one wake-up and one gRPC message per burst, see ADR 0405).
+everything waiting as one response (one wake-up and one gRPC message per burst, see ADR 0327).
 A subscriber with too many batches waiting is dropped (its stream ends with RESOURCE_EXHAUSTED):
 memory stays bounded and fast subscribers are never held back. A subscriber that sent nothing for
 a heartbeat period gets a heartbeat (:class:`HeartbeatWheel`); subscribers are spread over the

@@ -162,7 +162,7 @@ class Flusher:
 
 class HeapFreezer:
     """The worker's one garbage-collector policy: long-lived state kept out of the collector's way
-    (ADR 0404 for the start-up freeze, ADR 0405 for sockets).
+    (ADR 0472 for the start-up freeze, ADR 0475 for sockets).
 
     :meth:`start` freezes everything built at start-up (``gc.freeze()`` moves every tracked object
     into the permanent generation, which collections skip): under HTTP load, full passes over it
