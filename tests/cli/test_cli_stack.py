@@ -97,6 +97,10 @@ def test_query_as_json_and_csv(cli: Cli, stack: Stack, tmp_path: Path) -> None:
     assert sum(b["value"] or 0 for b in buckets) == sum(range(30))
     table = cli.run("query", metric, "--start", "-5m", "--step", "1m", "-o", "csv")
     assert table.stdout.splitlines()[0] == "series,time,value,count"
+    stepless = cli.run("query", metric, "--start", "-5m", "--agg", "count", "-o", "json")  # as the README shows
+    assert stepless.returncode == 0, stepless.stderr
+    counted = [b["value"] for s in json.loads(stepless.stdout)["series"] for b in s["buckets"] if b["value"]]
+    assert sum(counted) == 30
     chart = cli.run("query", metric, "--start", "-5m", "--step", "10s", "-o", "chart")
     assert chart.returncode == 0 and metric in chart.stdout
 

@@ -39,7 +39,7 @@ def query(
     expression: Annotated[str, typer.Argument(help='A selector (metric{label="v"}) or, with --promql, PromQL.')],
     start: Annotated[str, typer.Option(help="now, -1h, RFC 3339 or an epoch.")] = "-1h",
     end: Annotated[str, typer.Option(help="now, -5m, RFC 3339 or an epoch.")] = "now",
-    step: Annotated[str, typer.Option(help="Bucket width (e.g. 1m); default: the server's choice.")] = "",
+    step: Annotated[str, typer.Option(help="Bucket width (e.g. 1m); default: the range / 250, at least 1s.")] = "",
     agg: Annotated[str, typer.Option(help="avg, sum, min, max, count or last (selectors only).")] = "avg",
     group_by: Annotated[list[str] | None, typer.Option("--by", help="Group by this label (repeat).")] = None,
     promql: Annotated[bool, typer.Option(help="Treat the expression as PromQL.")] = False,
@@ -63,7 +63,7 @@ def _query(
     if output not in render.OUTPUTS:
         raise CliError(f"--output must be one of {', '.join(render.OUTPUTS)}", REFUSED)
     start_ns, end_ns = parse_time_ns(start), parse_time_ns(end)
-    step_ns = parse_duration_ns(step) if step else 0
+    step_ns = parse_duration_ns(step) if step else default_step_ns(start_ns, end_ns)
     selector = None if promql else parse_selector_or_none(expression)
     with session(ctx).gateway() as gateway:
         if selector is None:
@@ -75,12 +75,16 @@ def _query(
                 "end_ns": end_ns,
                 "aggregation": agg,
             }
-            if step_ns:
-                body["step_ns"] = step_ns
+            body["step_ns"] = step_ns
             if group_by:
                 body["group_by"] = group_by
             answer = as_dict(gateway.json("POST", "/v1/query/range", json=body))
     _show_range(answer, output)
+
+
+def default_step_ns(start_ns: int, end_ns: int) -> int:
+    """About 250 buckets over the range (a terminal chart's width and more), never under a second."""
+    return max((end_ns - start_ns) // 250, 10**9)
 
 
 def _promql(gateway: Any, expression: str, start_ns: int, end_ns: int, step_ns: int) -> dict[str, Any]:
@@ -88,7 +92,7 @@ def _promql(gateway: Any, expression: str, start_ns: int, end_ns: int, step_ns: 
         "query": expression,
         "start": f"{start_ns / 1e9:.3f}",
         "end": f"{end_ns / 1e9:.3f}",
-        "step": f"{(step_ns or max((end_ns - start_ns) // 250, 10**9)) / 1e9:g}",
+        "step": f"{step_ns / 1e9:g}",
     }
     try:
         answer = as_dict(gateway.json("GET", "/api/v1/query_range", params=params))
