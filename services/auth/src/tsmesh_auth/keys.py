@@ -134,14 +134,17 @@ class KeyRing:
             )
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", KEYS_LOCK_KEY)
+            # clock_timestamp(), not now(): now() is when this transaction began, possibly before a
+            # replica that held the lock first inserted its key (activates_at = its own start), which
+            # would then look not yet active here and make a second key.
             rows = await conn.fetch(
                 "SELECT kid, private_key_enc FROM auth.signing_keys WHERE deactivated_at IS NULL"
-                " AND activates_at <= now()"
+                " AND activates_at <= clock_timestamp()"
             )
             if any(self._encryption.open(r["kid"], bytes(r["private_key_enc"])) is not None for r in rows):
                 kid = None
             else:
-                now = await conn.fetchval("SELECT now()")
+                now = await conn.fetchval("SELECT clock_timestamp()")
                 kid = await insert_key(conn, self._encryption, now, self._max_token_lifetime + RETIRE_LEEWAY)
         if kid is not None:
             reason = "no usable signing key" if current is None else f"key {current.kid} cannot be decrypted"
