@@ -8,7 +8,7 @@ import struct
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_query_range import request
+from test_range import request
 
 from tsmesh_query.chunk import ChunkData, GroupSeries, group_arrays, reduce_partials, trim
 from tsmesh_query.config import QueryLimits

@@ -8,7 +8,7 @@ import time
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-from test_query_range import request
+from test_range import request
 from tsq_support import MINUTE_NS, QUERY_NS, REDIS_URL, Loader, Running
 
 from tsmesh_common.breaker import CircuitBreaker

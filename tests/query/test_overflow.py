@@ -7,7 +7,7 @@ import math
 import uuid
 
 import pytest
-from test_query_range import AGGS, BASE, SECOND, as_rows, request
+from test_range import AGGS, BASE, SECOND, as_rows, request
 from tsmesh.v1 import query_pb2
 from tsq_reference import RawPoint, reference
 from tsq_support import HOUR_NS, Loader, Running

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
-from test_query_range import BASE, request
+from test_range import BASE, request
 from throwaway import ThrowawayPostgres, free_port
 from tsq_support import HOUR_NS, MINUTE_NS, Loader, query_config, start_service, stop_service
 

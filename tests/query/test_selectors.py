@@ -6,7 +6,7 @@ import time
 
 import grpc
 import pytest
-from test_query_range import BASE, SECOND, request
+from test_range import BASE, SECOND, request
 from tsmesh.v1 import common_pb2, query_pb2
 from tsq_support import HOUR_NS, MINUTE_NS, Loader, Running, query_config, start_service, stop_service
 

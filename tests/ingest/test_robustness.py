@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from ingest_harness import point
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from test_ingest_writer import batch, read_dlq, settled
+from test_writer import batch, read_dlq, settled
 from testkit import eventually
 from throwaway import free_port
 from tsmesh.v1 import auth_pb2, auth_pb2_grpc, common_pb2
