@@ -13,41 +13,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
-import subprocess
+import inspect
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-from harness import LatencyRecorder
+from harness import LatencyRecorder, module_at
 from redis.asyncio import Redis
+from throwaway import fresh_redis_namespace
 from tsmesh.v1 import common_pb2
 
 from tsmesh_common.leanredis import LeanRedis
-from tsmesh_common.redis_keys import live_channel
+from tsmesh_common.redis_keys import RedisNamespace
 from tsmesh_query import live
 from tsmesh_query.config import QueryLimits, SubscribeConfig
 from tsmesh_query.selectors import parse_selector
 
-ROOT = Path(__file__).resolve().parent.parent
+NS = RedisNamespace(fresh_redis_namespace("live-ab"))  # this run's channels only
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def live_module_of(ref: str) -> Any:
-    """``tsmesh_query.live`` as it is at ``ref``, loaded under another name beside this checkout's."""
-    source = subprocess.run(
-        ["git", "show", f"{ref}:services/query/src/tsmesh_query/live.py"], cwd=ROOT, check=True, capture_output=True
-    ).stdout
-    path = Path(tempfile.mkdtemp(prefix="live-ab-")) / "live_baseline.py"
-    path.write_bytes(source)
-    spec = importlib.util.spec_from_file_location("tsmesh_query.live_baseline", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def hub_of(module: Any) -> Any:
+    """``module.LiveHub`` on this run's namespace, with a lean client where that version takes one
+    (older versions had no namespace: they follow the default names)."""
+    parameters = inspect.signature(module.LiveHub).parameters
+    extra: dict[str, Any] = {}
+    if "namespace" in parameters:
+        extra["namespace"] = NS
+    if "lean" in parameters:
+        extra["lean"] = LeanRedis.from_url(REDIS_URL)
+    return module.LiveHub(Redis.from_url(REDIS_URL), SubscribeConfig(), **extra)
 
 
 async def one_round(hub: Any, publisher: Redis, seconds: float) -> LatencyRecorder:
@@ -74,7 +70,7 @@ async def one_round(hub: Any, publisher: Redis, seconds: float) -> LatencyRecord
         batch = common_pb2.PointBatch(
             tenant_id=tenant, points=points * per_batch, series_ids=[1] * per_batch, accepted_at_ns=time.time_ns()
         )
-        await publisher.publish(live_channel(tenant), batch.SerializeToString())
+        await publisher.publish(NS.live_channel(tenant), batch.SerializeToString())
         nxt += interval
         await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
     await asyncio.sleep(0.2)
@@ -92,11 +88,11 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
-    baseline = live_module_of(args.ref)
+    baseline = module_at(args.ref, "services/query/src/tsmesh_query/live.py", "tsmesh_query.live_baseline")
     publisher = Redis.from_url(REDIS_URL)
     sides = {
-        f"A {args.ref}": lambda: baseline.LiveHub(Redis.from_url(REDIS_URL), SubscribeConfig()),
-        "B branch": lambda: live.LiveHub(Redis.from_url(REDIS_URL), SubscribeConfig(), LeanRedis.from_url(REDIS_URL)),
+        f"A {args.ref}": lambda: hub_of(baseline),
+        "B branch": lambda: hub_of(live),
     }
     results = {name: LatencyRecorder() for name in sides}
     for i in range(args.rounds):

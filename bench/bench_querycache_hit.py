@@ -9,36 +9,17 @@ only the handler's own cost differs. Rounds alternate; prints best and median ns
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from harness import module_at
 
 from tsmesh_common.context import Principal
 from tsmesh_gateway import querycache
 
-ROOT = Path(__file__).resolve().parent.parent
 RAW = b"metric=cpu&start_ns=0&end_ns=3600000000000&step=60s&agg=avg"
-
-
-def module_at(ref: str) -> Any:
-    source = subprocess.run(
-        ["git", "show", f"{ref}:services/gateway/src/tsmesh_gateway/querycache.py"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout
-    path = Path(tempfile.mkdtemp(prefix="qc-ab-")) / "querycache_baseline.py"
-    path.write_bytes(source)
-    spec = importlib.util.spec_from_file_location("tsmesh_gateway.querycache_baseline", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class HitCache:
@@ -80,7 +61,14 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200_000)
     args = parser.parse_args()
     caller = SimpleNamespace(principal=Principal("t-1", "u", frozenset({"read"}), None, "id", "jwt"))
-    sides = {f"A {args.ref}": handler(module_at(args.ref)), "B branch": handler(querycache)}
+    sides = {
+        f"A {args.ref}": handler(
+            module_at(
+                args.ref, "services/gateway/src/tsmesh_gateway/querycache.py", "tsmesh_gateway.querycache_baseline"
+            )
+        ),
+        "B branch": handler(querycache),
+    }
     assert all(per_call_ns(h, caller, 1) >= 0 for h in sides.values())
     times: dict[str, list[float]] = {name: [] for name in sides}
     for i in range(args.rounds):

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import sys
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from harness import module_at
 from tsmesh.v1 import common_pb2, ingest_pb2
 
 from tsmesh_ingest import validation, wirewalk
@@ -30,16 +29,6 @@ from tsmesh_query import wire
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = 1_800_000_000.0
-
-
-def baseline_module(rev: str, path: str, name: str) -> types.ModuleType:
-    """The module at ``path`` as of git revision ``rev``, importable as ``name``."""
-    source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True)
-    module = types.ModuleType(name)
-    module.__file__ = f"{rev}:{path}"
-    sys.modules[name] = module  # dataclasses resolve their module's annotations through sys.modules
-    exec(compile(source.stdout, module.__file__, "exec"), module.__dict__)
-    return module
 
 
 def a_b(rounds: int, calls: int, old: Callable[[], object], new: Callable[[], object]) -> tuple[float, float, float]:
@@ -85,11 +74,11 @@ def main() -> None:
     rev = subprocess.run(
         ["git", "rev-parse", "--short", args.baseline], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout.strip()
-    old_validation = baseline_module(rev, "services/ingest/src/tsmesh_ingest/validation.py", "baseline_validation")
-    old_wire = baseline_module(rev, "services/query/src/tsmesh_query/wire.py", "baseline_wire")
+    old_validation = module_at(rev, "services/ingest/src/tsmesh_ingest/validation.py", "baseline_validation")
+    old_wire = module_at(rev, "services/query/src/tsmesh_query/wire.py", "baseline_wire")
     old_walk = getattr(old_validation, "_walk", None)  # before the walk moved to wirewalk.py
     if old_walk is None:
-        old_walk = baseline_module(rev, "services/ingest/src/tsmesh_ingest/wirewalk.py", "baseline_wirewalk").walk
+        old_walk = module_at(rev, "services/ingest/src/tsmesh_ingest/wirewalk.py", "baseline_wirewalk").walk
 
     request = write_request(1_000, 200)
     limits = ValidationLimits()

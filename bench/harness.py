@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
 import time
+import types
 from array import array
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -259,3 +263,15 @@ async def _main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(_main())
+
+
+def module_at(rev: str, path: str, name: str) -> types.ModuleType:
+    """The module at ``path`` (relative to the repository) as of git revision ``rev``, importable as
+    ``name`` beside this checkout's own: the A side of an in-process A/B."""
+    root = Path(__file__).resolve().parent.parent
+    source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, check=True, capture_output=True, text=True)
+    module = types.ModuleType(name)
+    module.__file__ = f"{rev}:{path}"
+    sys.modules[name] = module  # dataclasses resolve their module's annotations through sys.modules
+    exec(compile(source.stdout, module.__file__, "exec"), module.__dict__)
+    return module
